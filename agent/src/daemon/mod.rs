@@ -1,0 +1,1 @@
+//! See lib.rs; not written yet.

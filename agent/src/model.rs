@@ -1,0 +1,251 @@
+//! The vocabulary shared by the watcher, the engine, the link drivers and the
+//! daemon: what the kernel told us (routes, next hops, links, addresses), what
+//! the drivers and timers report, and the actions the engine asks for.
+//!
+//! Everything here is plain data: no I/O, no clocks.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// Index of a `[[group]]` in the config (also its slot in the `stats` map).
+pub type GroupId = usize;
+/// Index of a `[[link]]` in the config.
+pub type LinkId = usize;
+/// Milliseconds on a monotonic clock, supplied by the caller of the engine.
+pub type Millis = u64;
+
+/// The kernel's identity of a route: (table, destination, priority, tos).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    /// Routing table id (RTA_TABLE, 254 = main).
+    pub table: u32,
+    pub prefix: IpNet,
+    /// RTA_PRIORITY (the metric).
+    pub metric: u32,
+    pub tos: u8,
+}
+
+/// rtm_type of a route. Only `Unicast` routes can make a segment primary-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    /// local, broadcast, multicast, throw, nat, ...: never a primary route.
+    Other(u8),
+}
+
+/// RTNH_F_DEAD: the next hop's device is down.
+pub const RTNH_F_DEAD: u32 = 1;
+/// RTNH_F_LINKDOWN: carrier down on the next hop's device.
+pub const RTNH_F_LINKDOWN: u32 = 16;
+
+/// One next hop of a route (a multipath route has several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// Outgoing interface (RTA_OIF / rtnh_ifindex).
+    pub ifindex: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    /// RTNH_F_* flags; DEAD or LINKDOWN next hops do not count.
+    pub flags: u32,
+}
+
+/// A route as the watcher saw it (already filtered to watched tables and to
+/// prefixes that can match a monitored segment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub key: RouteKey,
+    /// rtm_protocol (2 kernel, 3 boot, 4 static, 186 bgp, 188 ospf, 187 isis, 189 rip, ...).
+    pub protocol: u8,
+    pub kind: RouteKind,
+    /// Inline next hops (RTA_OIF/RTA_GATEWAY or RTA_MULTIPATH). Empty when `nh_id` is set.
+    pub nexthops: Vec<NextHop>,
+    /// RTA_NH_ID: the route points to a nexthop object (FRR 8+ does this).
+    pub nh_id: Option<u32>,
+}
+
+/// A nexthop object (RTM_NEWNEXTHOP): either a single next hop or a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NexthopObject {
+    pub id: u32,
+    /// NHA_OIF.
+    pub ifindex: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    /// NHA_BLACKHOLE.
+    pub blackhole: bool,
+    /// NHA_GROUP member ids (empty for a single next hop).
+    pub group: Vec<u32>,
+    /// RTNH_F_* flags of the object.
+    pub flags: u32,
+}
+
+/// Operational state of an interface (IFLA_OPERSTATE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperState {
+    Up,
+    /// ppp and tun report UNKNOWN when they work; it counts as up.
+    Unknown,
+    Down,
+    Other,
+}
+
+/// An interface as the watcher saw it (RTM_NEWLINK).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    /// IFF_UP.
+    pub admin_up: bool,
+    pub oper: OperState,
+    /// No Ethernet header (ARPHRD_PPP, ARPHRD_NONE for tun, ...): XDP cannot
+    /// redirect to it, TC redirects without a MAC header.
+    pub l3: bool,
+}
+
+/// An address on an interface (RTM_NEWADDR).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AddressInfo {
+    pub ifindex: u32,
+    /// IFA_LOCAL (or IFA_ADDRESS when there is no IFA_LOCAL) with its prefix length.
+    pub local: IpNet,
+    /// IFA_ADDRESS when it differs from IFA_LOCAL: the peer of a point-to-point link.
+    pub peer: Option<IpAddr>,
+}
+
+/// Timers the engine arms through `Action::ArmTimer`. The runtime keeps at most
+/// one pending instance of each value (arming again replaces it) and sends
+/// `Event::TimerFired` when it expires. The engine ignores fires that no longer
+/// fit its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// The group's `activate_delay` ran out.
+    Activate(GroupId),
+    /// The group's `deactivate_delay` (hold) ran out.
+    Deactivate(GroupId),
+    /// The link's `up_timeout` for the current attempt ran out.
+    UpTimeout(LinkId),
+    /// The group may retry bringing up a link (backoff after failures).
+    Retry(GroupId),
+}
+
+/// Everything that can happen to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    RouteUpsert(Route),
+    RouteDelete(RouteKey),
+    NexthopUpsert(NexthopObject),
+    NexthopDelete(u32),
+    LinkUpsert(LinkInfo),
+    LinkDelete(u32),
+    AddressAdd(AddressInfo),
+    AddressDelete(AddressInfo),
+    /// The initial dump (routes, nexthops, links, addresses) is complete. Before
+    /// this the engine only records state; it never acts on a partial picture.
+    Synced,
+    TimerFired(Timer),
+    /// The driver of `link` reports that the current attempt or session is over:
+    /// `up` exited non-zero, could not be started, or the supervised process
+    /// (pppd, a long-running `up`) exited.
+    LinkFailed { link: LinkId, error: String },
+    /// At start-up, before `Synced`: the pinned fast-path map already steers
+    /// this group to this link (an agent restart with `--keep-fastpath`). If the
+    /// group is still primary-lost and the link still up after `Synced`, the
+    /// engine adopts it: state `backup`, no new dial, no flap.
+    AdoptSteering { group: GroupId, link: LinkId },
+}
+
+/// What the engine asks the edges to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start bringing the link up (run its driver's "up"). The engine then
+    /// waits for the interface to be ready (netlink) or for `LinkFailed`.
+    LinkUp { link: LinkId },
+    /// Take the link down (driver "down", stop the supervised process).
+    LinkDown { link: LinkId },
+    /// Redirect traffic to these segments to the link's interface.
+    Steer {
+        group: GroupId,
+        link: LinkId,
+        ifindex: u32,
+        /// The interface has no MAC header (ppp, tun).
+        l3: bool,
+        /// Next hops for neighbour resolution on an Ethernet backup.
+        gateway_v4: Option<Ipv4Addr>,
+        gateway_v6: Option<Ipv6Addr>,
+        segments: Vec<IpNet>,
+    },
+    /// Stop redirecting these segments (they follow the kernel's routes again).
+    Unsteer { group: GroupId, segments: Vec<IpNet> },
+    ArmTimer { timer: Timer, after: Duration },
+    CancelTimer { timer: Timer },
+    /// A decision worth a log line, saying what and why, e.g.
+    /// "group hq: primary lost (0 of 2 segments have a primary route); bringing up link lte".
+    Notice(String),
+}
+
+/// A group's state (see the README's state diagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupState {
+    /// At least one segment has a primary route.
+    Primary,
+    /// Primary lost; waiting out `activate_delay` or for a link to come up.
+    Activating,
+    /// A backup link is up and the group's traffic is steered to it.
+    Backup,
+    /// Primary back, steering stopped, link kept up for `deactivate_delay`.
+    Holding,
+    /// Primary lost and every link failed; retrying after a backoff.
+    Failed,
+}
+
+/// A backup link's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Down,
+    Connecting,
+    Up,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SegmentStatus {
+    pub prefix: IpNet,
+    pub primary_up: bool,
+    pub steered: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub state: GroupState,
+    pub active_link: Option<String>,
+    /// When the group entered `state` (the engine's `Millis`).
+    pub since_ms: Millis,
+    pub segments: Vec<SegmentStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub interface: String,
+    pub state: LinkState,
+    pub ifindex: Option<u32>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// The engine's view, for `routebackup status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EngineStatus {
+    /// False until `Event::Synced`.
+    pub synced: bool,
+    pub groups: Vec<GroupStatus>,
+    pub links: Vec<LinkStatus>,
+}

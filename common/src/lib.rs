@@ -1,0 +1,88 @@
+//! Types shared by the kernel programs (`ebpf/`) and the agent (`agent/`).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so that the kernel,
+//! the agent and `bpftool` agree on the layout byte for byte.
+#![no_std]
+
+/// Map names; the agent pins each map under its pin directory with this name.
+pub const MAP_SEGMENTS_V4: &str = "segments_v4";
+pub const MAP_SEGMENTS_V6: &str = "segments_v6";
+pub const MAP_STATS: &str = "stats";
+
+/// Program names (the function names in `ebpf/src/main.rs`).
+pub const PROG_XDP: &str = "rb_xdp";
+pub const PROG_TC: &str = "rb_tc";
+
+/// Capacity of each segment trie.
+pub const MAX_SEGMENTS: u32 = 65_536;
+/// Number of groups the stats array can count (group ids are `0..MAX_GROUPS`).
+pub const MAX_GROUPS: u32 = 4_096;
+
+/// `SegmentValue::action`: traffic to the segment follows the kernel's route.
+pub const ACTION_PASS: u32 = 0;
+/// `SegmentValue::action`: traffic to the segment is redirected to `backup_ifindex`.
+pub const ACTION_STEER: u32 = 1;
+
+/// `SegmentValue::flags`: the backup is an L3 device without a MAC header
+/// (ppp, tun, wireguard...). XDP cannot redirect to it; the TC program does.
+pub const FLAG_L3_DEVICE: u32 = 1 << 0;
+/// `SegmentValue::flags`: `gateway` holds an IPv4 next hop (first 4 bytes, network order).
+pub const FLAG_GATEWAY_V4: u32 = 1 << 1;
+/// `SegmentValue::flags`: `gateway` holds an IPv6 next hop.
+pub const FLAG_GATEWAY_V6: u32 = 1 << 2;
+
+/// Value of `segments_v4` / `segments_v6` entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentValue {
+    /// Index into `stats` (the group's position in the config).
+    pub group_id: u32,
+    /// `ACTION_PASS` or `ACTION_STEER`.
+    pub action: u32,
+    /// Interface index of the backup link's device (0 while not steering).
+    pub backup_ifindex: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Next hop on an Ethernet backup (see `FLAG_GATEWAY_V4` / `FLAG_GATEWAY_V6`),
+    /// network byte order; all zero when there is none.
+    pub gateway: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SegmentValue>() == 32);
+
+/// Per-CPU counters of one group, the value of the `stats` per-CPU array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Packets redirected to the backup (by XDP or TC).
+    pub steered_packets: u64,
+    pub steered_bytes: u64,
+    /// Packets to a monitored segment left to the kernel's route (action pass,
+    /// TTL/hop limit about to expire, redirect not possible).
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    /// Steer entries whose redirect failed (fib lookup error, redirect helper error).
+    pub redirect_failures: u64,
+    /// Packets XDP handed to the TC program (L3 backup, unresolved neighbour, fragment).
+    pub deferred_packets: u64,
+}
+const _: () = assert!(core::mem::size_of::<GroupStats>() == 48);
+
+impl GroupStats {
+    /// Adds another CPU's counters to these.
+    pub fn accumulate(&mut self, other: &GroupStats) {
+        self.steered_packets += other.steered_packets;
+        self.steered_bytes += other.steered_bytes;
+        self.passed_packets += other.passed_packets;
+        self.passed_bytes += other.passed_bytes;
+        self.redirect_failures += other.redirect_failures;
+        self.deferred_packets += other.deferred_packets;
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are repr(C), contain only integers and have no padding
+    // (checked by the size assertions above).
+    unsafe impl aya::Pod for super::SegmentValue {}
+    unsafe impl aya::Pod for super::GroupStats {}
+}

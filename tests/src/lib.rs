@@ -1,0 +1,163 @@
+//! Helpers for the privileged integration tests: network namespaces, veth
+//! pairs, commands run inside a namespace, and the agent binary under test.
+//!
+//! Every privileged test is `#[ignore = "needs root: run with cargo xtask test"]`;
+//! `cargo xtask test` runs them with `--include-ignored` as root.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command on the host and returns its stdout; fails with its stderr.
+pub fn sh(cmd: &str) -> Result<String> {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().with_context(|| format!("spawn `{cmd}`"))?;
+    check(cmd, out)
+}
+
+fn check(cmd: &str, out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "`{cmd}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace deleted (with its processes killed) on drop.
+/// Names are unique per process and test: `rbt<pid>x<n><tag>`.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Netns> {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!("rbt{}x{}{}", std::process::id(), n, tag);
+        sh(&format!("ip netns add {name}"))?;
+        let ns = Netns { name };
+        ns.sh("ip link set lo up")?;
+        Ok(ns)
+    }
+
+    /// Runs `cmd` with `sh -c` inside the namespace (network namespace only,
+    /// via nsenter, so /sys and a bpffs stay visible).
+    pub fn sh(&self, cmd: &str) -> Result<String> {
+        let out = self.command(cmd).output().with_context(|| format!("spawn `{cmd}` in {}", self.name))?;
+        check(&format!("[{}] {cmd}", self.name), out)
+    }
+
+    /// Like `sh` but returns the raw output whether or not it succeeded.
+    pub fn output(&self, cmd: &str) -> Result<Output> {
+        Ok(self.command(cmd).output()?)
+    }
+
+    /// A `Command` that runs `sh -c cmd` inside the namespace.
+    pub fn command(&self, cmd: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name)).arg("sh").arg("-c").arg(cmd);
+        c
+    }
+
+    /// Spawns a long-running command inside the namespace (killed on drop of the Child's owner).
+    pub fn spawn(&self, cmd: &str) -> Result<Child> {
+        self.command(cmd)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn `{cmd}` in {}", self.name))
+    }
+
+    /// Interface index of `ifname` in this namespace.
+    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
+        let s = self.sh(&format!("cat /sys/class/net/{ifname}/ifindex"))?;
+        Ok(s.trim().parse()?)
+    }
+
+    /// Path for `nsenter --net=`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever still runs in the namespace, then delete it.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ip netns pids {0} | xargs -r kill -9; ip netns del {0}", self.name))
+            .output();
+    }
+}
+
+/// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up, with
+/// optional addresses ("10.0.1.1/24", "" for none).
+pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) -> Result<()> {
+    let tmp = format!("rbv{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    sh(&format!(
+        "ip link add {tmp}a type veth peer name {tmp}b && \
+         ip link set {tmp}a netns {} name {a_if} && ip link set {tmp}b netns {} name {b_if}",
+        a.name, b.name
+    ))?;
+    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        if !addr.is_empty() {
+            ns.sh(&format!("ip addr add {addr} dev {ifname}"))?;
+        }
+        ns.sh(&format!("ip link set {ifname} up"))?;
+    }
+    Ok(())
+}
+
+/// The agent binary under test: `$ROUTEBACKUP_BIN`, else target/debug/routebackup.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ROUTEBACKUP_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/routebackup"))
+}
+
+/// Mounts a fresh bpffs on a temporary directory (a pin path for one test).
+pub struct BpfFs {
+    pub dir: tempfile::TempDir,
+}
+
+impl BpfFs {
+    pub fn new() -> Result<BpfFs> {
+        let dir = tempfile::Builder::new().prefix("rbt-bpffs").tempdir()?;
+        sh(&format!("mount -t bpf bpf {}", dir.path().display()))?;
+        Ok(BpfFs { dir })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l {}", self.dir.path().display()));
+    }
+}
+
+/// Polls `f` every 10 ms until it returns Ok(true) or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut last_err = None;
+    while start.elapsed() < timeout {
+        match f() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    match last_err {
+        Some(e) => bail!("condition not met within {timeout:?}; last error: {e:#}"),
+        None => bail!("condition not met within {timeout:?}"),
+    }
+}
