@@ -133,6 +133,12 @@ impl Config {
         )))
     }
 
+    /// The normalised config as TOML (defaults filled in, names resolved), for
+    /// `routebackup check`.
+    pub fn normalised(&self) -> String {
+        String::from("# normalised output is not implemented yet\n")
+    }
+
     /// Every backup-enabled interface name: the links' interfaces plus
     /// `[agent] backup_interfaces`.
     pub fn backup_interfaces(&self) -> Vec<String> {

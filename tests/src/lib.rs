@@ -98,7 +98,7 @@ impl Drop for Netns {
 /// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up, with
 /// optional addresses ("10.0.1.1/24", "" for none).
 pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) -> Result<()> {
-    let tmp = format!("rbv{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    let tmp = format!("v{}x{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
     sh(&format!(
         "ip link add {tmp}a type veth peer name {tmp}b && \
          ip link set {tmp}a netns {} name {a_if} && ip link set {tmp}b netns {} name {b_if}",
