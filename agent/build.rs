@@ -11,6 +11,9 @@ fn main() -> anyhow::Result<()> {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("routebackup-ebpf");
         std::fs::write(&out, b"")?;
     }
+    // aya-build forwards everything the inner cargo prints as build warnings;
+    // keep only real compiler messages (errors and warnings still come through).
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "routebackup-ebpf",

@@ -4,6 +4,9 @@
 //! Every privileged test is `#[ignore = "needs root: run with cargo xtask test"]`;
 //! `cargo xtask test` runs them with `--include-ignored` as root.
 
+pub mod lab;
+pub mod traffic;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
