@@ -1,0 +1,322 @@
+//! End to end: the real agent in the lab (tests/src/lab.rs), a UDP stream from
+//! the LAN host to the destination, the primary route withdrawn and restored.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use routebackup_tests::lab::{Backup, Lab, DEST_ADDR};
+use routebackup_tests::traffic::{report, Receiver, Sender};
+use routebackup_tests::wait_until;
+
+/// The lab tests share two cores: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dest() -> SocketAddr {
+    format!("{DEST_ADDR}:9000").parse().expect("valid address")
+}
+
+/// Packets that arrived on `ifindex` so far.
+fn count_on(rx: &Receiver, ifindex: u32) -> usize {
+    rx.arrivals().iter().filter(|a| a.ifindex == ifindex).count()
+}
+
+/// Waits until at least `n` more packets arrive on `ifindex`.
+fn flows_via(rx: &Receiver, ifindex: u32, n: usize, what: &str) -> Result<()> {
+    let before = count_on(rx, ifindex);
+    wait_until(Duration::from_secs(5), || Ok(count_on(rx, ifindex) >= before + n))
+        .with_context(|| format!("traffic does not flow via {what}"))
+}
+
+fn steered(lab: &Lab) -> bool {
+    lab.status().is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
+}
+
+fn wait_state(lab: &Lab, want: &str, within: Duration) -> Result<()> {
+    wait_until(within, || Ok(lab.group_state()? == want))
+        .with_context(|| format!("group never reached state {want}; status: {:?}; log:\n{}", lab.status().ok(), lab.log()))
+}
+
+fn dial_count(lab: &Lab) -> usize {
+    std::fs::read_to_string(lab.dir.path().join("dials")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// Makes the dial script count its invocations (in <lab dir>/dials).
+fn count_dials(lab: &Lab) -> Result<()> {
+    let up = lab.dir.path().join("dial-up.sh");
+    let text = std::fs::read_to_string(&up)?;
+    let text = text.replacen("set -e\n", &format!("set -e\necho dial >> {}\n", lab.dir.path().join("dials").display()), 1);
+    std::fs::write(&up, text)?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn hot_standby_switchover_and_recovery() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (via_primary, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let tx = Sender::start(&lab.lan.path(), dest(), 5_000)?;
+    flows_via(&rx, via_primary, 500, "the primary")?;
+    ensure!(lab.group_state()? == "primary");
+
+    let t0 = Instant::now();
+    lab.withdraw_primary()?;
+    wait_until(Duration::from_secs(2), || Ok(steered(&lab)))?;
+    let switchover = t0.elapsed();
+    // Includes spawning `routebackup status` for every poll; the bench has the agent's own figure.
+    ensure!(switchover <= Duration::from_millis(100), "steering took {switchover:?} (> 100 ms)");
+    flows_via(&rx, via_backup, 1_000, "the backup")?;
+    ensure!(lab.group_state()? == "backup");
+
+    lab.restore_primary()?;
+    wait_until(Duration::from_secs(2), || Ok(!steered(&lab)))?;
+    flows_via(&rx, via_primary, 1_000, "the primary after recovery")?;
+    wait_state(&lab, "primary", Duration::from_secs(2))?;
+    // always-up links are never taken down.
+    ensure!(lab.bk0_exists(), "hot-standby interface was taken down");
+
+    let sent = tx.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = report(&sent, &rx.stop());
+    eprintln!("hot standby: switchover seen after {switchover:?}; stream {r:?}");
+    ensure!(r.sent > 10_000, "sender too slow: {r:?}");
+    // Both switches together may lose a handful of packets, not a stream's worth.
+    ensure!(r.lost < 200, "lost {} packets: {r:?}", r.lost);
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn dialed_link_with_hold_timer_and_reloss_without_redial() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    count_dials(&lab)?;
+    let cfg = lab.config("3s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (via_primary, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    flows_via(&rx, via_primary, 200, "the primary")?;
+    ensure!(!lab.bk0_exists(), "backup link up before any loss");
+
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(10))?;
+    ensure!(lab.bk0_exists());
+    flows_via(&rx, via_backup, 500, "the dialed backup")?;
+
+    // Primary back: steering stops at once, the link is held.
+    lab.restore_primary()?;
+    wait_state(&lab, "holding", Duration::from_secs(2))?;
+    ensure!(!steered(&lab));
+    flows_via(&rx, via_primary, 500, "the primary during the hold")?;
+    ensure!(lab.bk0_exists(), "link taken down during the hold");
+
+    // Lost again during the hold: steering resumes at once, no redial.
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(1))?;
+    flows_via(&rx, via_backup, 500, "the backup after re-loss")?;
+    ensure!(dial_count(&lab) == 1, "redialed: {} dials", dial_count(&lab));
+
+    // Recovery, then the hold timer takes the link down.
+    lab.restore_primary()?;
+    wait_state(&lab, "holding", Duration::from_secs(2))?;
+    wait_state(&lab, "primary", Duration::from_secs(6))?;
+    wait_until(Duration::from_secs(3), || Ok(!lab.bk0_exists())).context("link not taken down after the hold")?;
+    flows_via(&rx, via_primary, 200, "the primary at the end")?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn dialed_link_taken_down_at_once_without_hold() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    let cfg = lab.config("0s", "tc", "");
+    lab.start_agent(&cfg, &[])?;
+    let (via_primary, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    flows_via(&rx, via_primary, 200, "the primary")?;
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(10))?;
+    flows_via(&rx, via_backup, 500, "the dialed backup (TC mode)")?;
+    lab.restore_primary()?;
+    wait_state(&lab, "primary", Duration::from_secs(2))?;
+    wait_until(Duration::from_secs(2), || Ok(!lab.bk0_exists())).context("link not taken down at once")?;
+    flows_via(&rx, via_primary, 200, "the primary after recovery")?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn multi_segment_group_needs_every_segment_lost() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    lab.edge.sh("ip route add 203.0.113.0/24 via 10.0.1.2 dev wan0 proto ospf")?;
+    let cfg = lab
+        .config("0s", "auto", "")
+        .replace("segments = [\"198.51.100.0/24\"]", "segments = [\"198.51.100.0/24\", \"203.0.113.0/24\"]");
+    lab.start_agent(&cfg, &[])?;
+    lab.withdraw_primary()?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(lab.group_state()? == "primary", "acted while 203.0.113.0/24 still had its primary route");
+    ensure!(!steered(&lab));
+    lab.edge.sh("ip route del 203.0.113.0/24")?;
+    wait_state(&lab, "backup", Duration::from_secs(2))?;
+    let s = lab.status()?;
+    for seg in s["groups"][0]["segments"].as_array().context("segments")? {
+        ensure!(seg["steered"] == true && seg["primary_up"] == false, "segment not steered: {seg}");
+    }
+    Ok(())
+}
+
+/// A first link that fails in `how`, then the working dial: the group ends up
+/// on the second link, status names the first link's error, nothing is left over.
+fn failing_first_link(how: &str, first_link: &str, error_part: &str) -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    let cfg = lab.config("0s", "auto", "").replace(
+        "[[group]]",
+        &format!("[[link]]\nname = \"flaky\"\n{first_link}\n\n[[group]]"),
+    );
+    let cfg = cfg.replace("links = [\"backup\"]", "links = [\"flaky\", \"backup\"]");
+    lab.start_agent(&cfg, &[])?;
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(15)).with_context(|| format!("case {how}"))?;
+    let s = lab.status()?;
+    ensure!(s["groups"][0]["active_link"] == "backup", "{how}: wrong link: {s}");
+    let flaky = &s["links"][0];
+    ensure!(flaky["name"] == "flaky");
+    let err = flaky["last_error"].as_str().unwrap_or("");
+    ensure!(err.contains(error_part), "{how}: last_error {err:?} does not mention {error_part:?}");
+    ensure!(flaky["attempts"].as_u64().unwrap_or(0) >= 1, "{how}: attempts not counted: {flaky}");
+    ensure!(flaky["state"] != "up" && flaky["state"] != "connecting", "{how}: flaky link left half up: {flaky}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn failing_links_fall_through_to_the_next() -> Result<()> {
+    failing_first_link(
+        "up exits non-zero",
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"echo no carrier >&2; exit 3\"]",
+        "3",
+    )?;
+    failing_first_link(
+        "up hangs past up_timeout",
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sleep\", \"600\"]\nup_timeout = \"1s\"",
+        "1s",
+    )?;
+    failing_first_link(
+        "interface never appears",
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"true\"]\nup_timeout = \"1s\"",
+        "1s",
+    )?;
+    // Never leave the hanging `up` behind.
+    let left = routebackup_tests::sh("pgrep -f 'sleep 600' || true")?;
+    ensure!(left.trim().is_empty(), "hanging up command left running: {left}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    // The first link: a long-running `up` that creates fl0 and dies after 2 s.
+    let first = format!(
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type dummy && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
+    );
+    let cfg = lab
+        .config("0s", "auto", "")
+        .replace("[[group]]", &format!("[[link]]\nname = \"flaky\"\n{first}\n\n[[group]]"))
+        .replace("links = [\"backup\"]", "links = [\"flaky\", \"backup\"]");
+    lab.start_agent(&cfg, &[])?;
+    lab.withdraw_primary()?;
+    wait_until(Duration::from_secs(5), || {
+        let s = lab.status()?;
+        Ok(s["groups"][0]["state"] == "backup" && s["groups"][0]["active_link"] == "flaky")
+    })
+    .with_context(|| format!("never steered to the first link; log:\n{}", lab.log()))?;
+    // It dies: the group moves to the next link, the dead one is cleaned up.
+    wait_until(Duration::from_secs(15), || {
+        let s = lab.status()?;
+        Ok(s["groups"][0]["state"] == "backup" && s["groups"][0]["active_link"] == "backup")
+    })
+    .with_context(|| format!("did not move to the next link; log:\n{}", lab.log()))?;
+    let s = lab.status()?;
+    ensure!(s["links"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "no last_error: {s}");
+    wait_until(Duration::from_secs(3), || Ok(lab.edge.sh("test -e /sys/class/net/fl0").is_err()))
+        .context("dead link's interface left configured")?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    count_dials(&lab)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &["--keep-fastpath"])?;
+    let (_, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(10))?;
+    flows_via(&rx, via_backup, 500, "the backup")?;
+
+    let status = lab.stop_agent(libc::SIGTERM)?;
+    ensure!(status.success(), "agent exit status {status}; log:\n{}", lab.log());
+    // No agent: the pinned programs and maps keep steering.
+    flows_via(&rx, via_backup, 1_000, "the backup with the agent stopped")?;
+    ensure!(lab.bk0_exists(), "link taken down by a --keep-fastpath stop");
+
+    lab.start_agent(&cfg, &["--keep-fastpath"])?;
+    wait_state(&lab, "backup", Duration::from_secs(5))?;
+    flows_via(&rx, via_backup, 1_000, "the backup after the restart")?;
+    ensure!(dial_count(&lab) == 1, "link redialed on restart: {} dials", dial_count(&lab));
+
+    let sent = tx.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = report(&sent, &rx.stop());
+    eprintln!("restart: {r:?}");
+    // The only losses allowed are the initial switchover's.
+    ensure!(r.lost < 100, "traffic interrupted across the restart: {r:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn clean_stop_removes_steering_and_programs() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "kernel_routes = true");
+    lab.start_agent(&cfg, &[])?;
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(2))?;
+    // kernel_routes: the box's own traffic fails over too.
+    let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
+    ensure!(routes.contains("bk0"), "no kernel route via the backup: {routes}");
+    lab.edge.sh(&format!("ping -c 1 -W 2 {DEST_ADDR}"))?;
+
+    let status = lab.stop_agent(libc::SIGTERM)?;
+    ensure!(status.success(), "agent exit status {status}");
+    let xdp = lab.edge.sh("ip -d link show lan0")?;
+    ensure!(!xdp.contains("prog/xdp"), "XDP program left attached: {xdp}");
+    let tc = lab.edge.sh("tc filter show dev lan0 ingress")?;
+    ensure!(!tc.contains("rb_tc"), "TC program left attached: {tc}");
+    let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
+    ensure!(!routes.contains("bk0"), "kernel route left behind: {routes}");
+    ensure!(!lab.bpffs.path().join("routebackup/segments_v4").exists(), "pinned map left behind");
+    Ok(())
+}
