@@ -1,0 +1,120 @@
+//! `cargo xtask bench` (failover part): hot-standby switchover.
+//!
+//! - Time from the route deletion to the steering entry being written, from
+//!   the agent's own timestamps (status `last_steer_latency_us`: netlink event
+//!   received → map write done), p50/p99 over RUNS runs.
+//! - Packets lost at 10,000 packets/s per switchover, side by side with the
+//!   Linux peer that needs no agent: a floating static route (a second route
+//!   via the backup with a higher metric), measured in the same run.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use routebackup_tests::lab::{Backup, Lab, BACKUP_GW, DEST_ADDR, SEGMENT};
+use routebackup_tests::traffic::{report, Receiver, Sender};
+use routebackup_tests::wait_until;
+
+const RUNS: usize = 20;
+const LOSS_RUNS: usize = 5;
+const RATE: u32 = 10_000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn steered(lab: &Lab) -> bool {
+    lab.status().is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
+}
+
+/// Packets lost over one withdraw → (1 s) → restore cycle at RATE.
+fn lost_in_cycle(lab: &Lab, wait_steered: bool) -> Result<u64> {
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let dst: SocketAddr = format!("{DEST_ADDR}:9000").parse()?;
+    let tx = Sender::start(&lab.lan.path(), dst, RATE)?;
+    std::thread::sleep(Duration::from_millis(500));
+    lab.withdraw_primary()?;
+    if wait_steered {
+        wait_until(Duration::from_secs(2), || Ok(steered(lab)))?;
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = tx.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = report(&sent, &rx.stop());
+    lab.restore_primary()?;
+    if wait_steered {
+        wait_until(Duration::from_secs(2), || Ok(!steered(lab)))?;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(r.sent > u64::from(RATE), "sender too slow: {r:?}");
+    Ok(r.lost)
+}
+
+fn main() -> Result<()> {
+    // The agent.
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &["--log-level", "info"])?;
+    let mut latencies = Vec::new();
+    for _ in 0..RUNS {
+        let t0 = Instant::now();
+        lab.withdraw_primary()?;
+        wait_until(Duration::from_secs(2), || Ok(steered(&lab)))?;
+        let seen = t0.elapsed();
+        let s = lab.status()?;
+        let us = s["groups"][0]["last_steer_latency_us"]
+            .as_f64()
+            .with_context(|| format!("status has no last_steer_latency_us: {s}"))?;
+        latencies.push((us, seen.as_secs_f64() * 1e6));
+        lab.restore_primary()?;
+        wait_until(Duration::from_secs(2), || Ok(!steered(&lab)))?;
+    }
+    let mut agent_loss = Vec::new();
+    for _ in 0..LOSS_RUNS {
+        agent_loss.push(lost_in_cycle(&lab, true)?);
+    }
+    drop(lab);
+
+    // The floating static route: no agent, a second route via the backup.
+    let lab = Lab::new(Backup::HotStandby)?;
+    lab.edge.sh(&format!("ip route add {SEGMENT} via {BACKUP_GW} dev bk0 metric 200"))?;
+    let mut static_loss = Vec::new();
+    for _ in 0..LOSS_RUNS {
+        static_loss.push(lost_in_cycle(&lab, false)?);
+    }
+
+    let mut agent_us: Vec<f64> = latencies.iter().map(|l| l.0).collect();
+    let mut seen_us: Vec<f64> = latencies.iter().map(|l| l.1).collect();
+    agent_us.sort_by(f64::total_cmp);
+    seen_us.sort_by(f64::total_cmp);
+    let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+
+    println!("\n### Failover (hot standby, {RUNS} switchovers; loss over {LOSS_RUNS} cycles at {RATE} packets/s)\n");
+    println!("| measure | routebackup | floating static route | target |");
+    println!("| --- | ---: | ---: | --- |");
+    println!(
+        "| route event → steering entry written, p50 (agent timestamps) | {:.0} µs | n/a | |",
+        percentile(&agent_us, 0.5)
+    );
+    println!(
+        "| route event → steering entry written, p99 (agent timestamps) | {:.0} µs | n/a | ≤ 1 ms |",
+        percentile(&agent_us, 0.99)
+    );
+    println!(
+        "| `ip route del` → `status` shows steered, p50 (includes CLI polling) | {:.1} ms | n/a | |",
+        percentile(&seen_us, 0.5) / 1000.0
+    );
+    println!(
+        "| packets lost per switchover, mean (max) | {:.1} ({}) | {:.1} ({}) | ≤ static + 1 |",
+        mean(&agent_loss),
+        max(&agent_loss),
+        mean(&static_loss),
+        max(&static_loss)
+    );
+    Ok(())
+}
