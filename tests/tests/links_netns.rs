@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use routebackup::config::{DriverConfig, LinkConfig};
-use routebackup::links::{DriverState, KernelRoutes, LinkDrivers, LinkReport, Timeouts, RTPROT_ROUTEBACKUP};
+use routebackup::links::{
+    DriverState, KernelRoutes, LinkDrivers, LinkReport, Timeouts, RTPROT_ROUTEBACKUP,
+};
 use routebackup_tests::Netns;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -26,7 +28,9 @@ where
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns {path}: {}", std::io::Error::last_os_error());
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(f())
     })
     .join()
@@ -56,12 +60,18 @@ fn command(up: &[&str], down: &[&str]) -> DriverConfig {
 }
 
 fn quick() -> Timeouts {
-    Timeouts { term_grace: Duration::from_millis(500), down_command: Duration::from_secs(5) }
+    Timeouts {
+        term_grace: Duration::from_millis(500),
+        down_command: Duration::from_secs(5),
+    }
 }
 
 fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedReceiver<LinkReport>) {
     let (tx, rx) = unbounded_channel();
-    (LinkDrivers::with_options(links, tx, quick(), pid_dir.to_path_buf()), rx)
+    (
+        LinkDrivers::with_options(links, tx, quick(), pid_dir.to_path_buf()),
+        rx,
+    )
 }
 
 async fn next_failure(rx: &mut UnboundedReceiver<LinkReport>) -> Result<(usize, String)> {
@@ -94,7 +104,10 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
 /// (asked with `ip`, which runs in this thread's namespace; /sys would show
 /// the namespace of whoever mounted it).
 fn if_flags(name: &str) -> Option<u32> {
-    let out = std::process::Command::new("ip").args(["-j", "link", "show", "dev", name]).output().ok()?;
+    let out = std::process::Command::new("ip")
+        .args(["-j", "link", "show", "dev", name])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -108,7 +121,10 @@ fn if_exists(name: &str) -> bool {
 }
 
 fn sh(cmd: &str) -> Result<String> {
-    let out = std::process::Command::new("sh").arg("-c").arg(cmd).output()?;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()?;
     if !out.status.success() {
         bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -119,7 +135,9 @@ fn sh(cmd: &str) -> Result<String> {
 fn dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
     }
 }
 
@@ -152,7 +170,11 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
         assert_eq!(if_flags("wan1"), Some(0), "wan1 starts down");
         d.up(0, "hq");
         d.settle(0).await;
-        assert_eq!(if_flags("wan1"), Some(1), "up sets wan1 administratively up");
+        assert_eq!(
+            if_flags("wan1"),
+            Some(1),
+            "up sets wan1 administratively up"
+        );
         assert_eq!(d.state(0), DriverState::Up);
 
         // always-up never takes its interface down.
@@ -164,7 +186,11 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
 
         d.down(0);
         d.settle(0).await;
-        assert_eq!(if_flags("wan1"), Some(0), "down sets wan1 administratively down");
+        assert_eq!(
+            if_flags("wan1"),
+            Some(0),
+            "down sets wan1 administratively down"
+        );
         assert_eq!(d.state(0), DriverState::Idle);
         no_report(&mut rx, Duration::from_millis(100)).await?;
 
@@ -190,7 +216,11 @@ fn command_driver_runs_up_and_down_with_environment() -> Result<()> {
              echo \"$ROUTEBACKUP_LINK $ROUTEBACKUP_GROUP $ROUTEBACKUP_INTERFACE\" > {}",
             env_file.display()
         );
-        let links = [link("dial", "dial0", command(&["/bin/sh", "-c", &up], &["ip", "link", "del", "dial0"]))];
+        let links = [link(
+            "dial",
+            "dial0",
+            command(&["/bin/sh", "-c", &up], &["ip", "link", "del", "dial0"]),
+        )];
         let (d, mut rx) = drivers(&links, &dir);
         d.up(0, "hq");
         wait_for("the up command to finish", || d.state(0) == DriverState::Up).await?;
@@ -215,10 +245,29 @@ fn command_failures_are_reported_clearly() -> Result<()> {
     let dir = tmp.path().to_path_buf();
     in_netns(&ns, move || async move {
         let links = [
-            link("a", "a0", command(&["/bin/sh", "-c", "echo dialing >&2; echo 'modem not found' >&2; exit 3"], &[])),
+            link(
+                "a",
+                "a0",
+                command(
+                    &[
+                        "/bin/sh",
+                        "-c",
+                        "echo dialing >&2; echo 'modem not found' >&2; exit 3",
+                    ],
+                    &[],
+                ),
+            ),
             link("b", "b0", command(&["/nonexistent/dialer", "--now"], &[])),
-            link("c", "c0", command(&["/bin/sh", "-c", "sleep 0.3; exit 7"], &[])),
-            link("d", "d0", command(&["/bin/sh", "-c", "sleep 0.3; kill -KILL $$"], &[])),
+            link(
+                "c",
+                "c0",
+                command(&["/bin/sh", "-c", "sleep 0.3; exit 7"], &[]),
+            ),
+            link(
+                "d",
+                "d0",
+                command(&["/bin/sh", "-c", "sleep 0.3; kill -KILL $$"], &[]),
+            ),
         ];
         let (d, mut rx) = drivers(&links, &dir);
 
@@ -265,10 +314,17 @@ fn down_kills_a_hanging_up_without_reporting_it() -> Result<()> {
     in_netns(&ns, move || async move {
         // `a` dies on SIGTERM; `b` ignores it (and so does its child), so it
         // needs SIGKILL after the grace period.
-        let up_b = format!("trap '' TERM; sleep 1000 & echo $! > {}; wait", grandchild.display());
+        let up_b = format!(
+            "trap '' TERM; sleep 1000 & echo $! > {}; wait",
+            grandchild.display()
+        );
         let marker_s = marker.display().to_string();
         let links = [
-            link("a", "a0", command(&["sleep", "1000"], &["touch", &marker_s])),
+            link(
+                "a",
+                "a0",
+                command(&["sleep", "1000"], &["touch", &marker_s]),
+            ),
             link("b", "b0", command(&["/bin/sh", "-c", &up_b], &[])),
         ];
         let (d, mut rx) = drivers(&links, &dir);
@@ -287,11 +343,18 @@ fn down_kills_a_hanging_up_without_reporting_it() -> Result<()> {
             let start = Instant::now();
             d.down(id);
             d.settle(id).await;
-            assert!(start.elapsed() < Duration::from_secs(5), "down took {:?}", start.elapsed());
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "down took {:?}",
+                start.elapsed()
+            );
             assert!(reaped(pid), "up process {pid} was killed and reaped");
             assert_eq!(d.state(id), DriverState::Idle);
         }
-        assert!(marker.exists(), "the down command ran after the up process was stopped");
+        assert!(
+            marker.exists(),
+            "the down command ran after the up process was stopped"
+        );
         wait_for("the grandchild to die", || dead(gc)).await?;
         no_report(&mut rx, Duration::from_millis(300)).await?;
         d.shutdown(false).await;
@@ -315,7 +378,14 @@ fn fake_pppd(dir: &Path) -> Result<PathBuf> {
 }
 
 fn pppd_link(name: &str, interface: &str, peer: &str, pppd_path: &Path) -> LinkConfig {
-    link(name, interface, DriverConfig::Pppd { peer: peer.into(), pppd_path: pppd_path.to_path_buf() })
+    link(
+        name,
+        interface,
+        DriverConfig::Pppd {
+            peer: peer.into(),
+            pppd_path: pppd_path.to_path_buf(),
+        },
+    )
 }
 
 /// (local, peer) of the first IPv4 address on `name`.
@@ -323,7 +393,10 @@ fn ptp_address(name: &str) -> Option<(String, String)> {
     let out = sh(&format!("ip -j -4 addr show dev {name}")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     let a = v.get(0)?.get("addr_info")?.get(0)?;
-    Some((a.get("local")?.as_str()?.to_string(), a.get("address")?.as_str()?.to_string()))
+    Some((
+        a.get("local")?.as_str()?.to_string(),
+        a.get("address")?.as_str()?.to_string(),
+    ))
 }
 
 #[test]
@@ -336,7 +409,10 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         let pppd = fake_pppd(&dir)?;
         let piddir = format!("fake-piddir {}\n", dir.display());
         std::fs::write(dir.join("isp"), format!("10.64.0.2:10.64.0.1\n{piddir}"))?;
-        std::fs::write(dir.join("flaky"), format!("10.65.0.2:10.65.0.1\nfake-die-after 300\n{piddir}"))?;
+        std::fs::write(
+            dir.join("flaky"),
+            format!("10.65.0.2:10.65.0.1\nfake-die-after 300\n{piddir}"),
+        )?;
         std::fs::write(dir.join("broken"), "bogus-option\n")?;
         std::fs::write(dir.join("stubborn"), format!("fake-ignore-term\n{piddir}"))?;
         let links = [
@@ -349,13 +425,22 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
 
         // Up: the interface appears with the name and address, pid file written.
         d.up(0, "hq");
-        wait_for("ppp-lte with its address", || ptp_address("ppp-lte").is_some()).await?;
-        assert_eq!(ptp_address("ppp-lte"), Some(("10.64.0.2".into(), "10.64.0.1".into())));
+        wait_for("ppp-lte with its address", || {
+            ptp_address("ppp-lte").is_some()
+        })
+        .await?;
+        assert_eq!(
+            ptp_address("ppp-lte"),
+            Some(("10.64.0.2".into(), "10.64.0.1".into()))
+        );
         assert_eq!(if_flags("ppp-lte"), Some(1));
         let pid = running_pid(&d, 0).context("pppd is supervised")?;
         let pidfile = dir.join("ppp-lte.pid");
         wait_for("the pid file", || pidfile.exists()).await?;
-        assert_eq!(std::fs::read_to_string(&pidfile)?.lines().next(), Some(pid.to_string().as_str()));
+        assert_eq!(
+            std::fs::read_to_string(&pidfile)?.lines().next(),
+            Some(pid.to_string().as_str())
+        );
         // Down: SIGTERM, the interface goes, no failure reported.
         d.down(0);
         d.settle(0).await;
@@ -376,8 +461,14 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         d.up(2, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 2);
-        assert!(error.contains("status 2 (an error in the options given"), "{error}");
-        assert!(error.contains("unrecognized option 'bogus-option'"), "{error}");
+        assert!(
+            error.contains("status 2 (an error in the options given"),
+            "{error}"
+        );
+        assert!(
+            error.contains("unrecognized option 'bogus-option'"),
+            "{error}"
+        );
 
         // A pppd ignoring SIGTERM is killed after the grace period.
         d.up(3, "hq");
@@ -409,17 +500,27 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
         wait_for("the pid file", || dir.join("ppp-lte.pid").exists()).await?;
         let pid = running_pid(&first, 0).context("pppd runs")?;
         first.shutdown(true).await;
-        assert!(!dead(pid) && if_exists("ppp-keep"), "keep leaves pppd running");
+        assert!(
+            !dead(pid) && if_exists("ppp-keep"),
+            "keep leaves pppd running"
+        );
         no_report(&mut rx1, Duration::from_millis(100)).await?;
 
         // The restarted agent does not dial again, and takes it down through the pid file.
         let (second, mut rx2) = drivers(&links, &dir);
         second.up(0, "hq");
         second.settle(0).await;
-        assert_eq!(second.state(0), DriverState::Up, "the running pppd is adopted");
+        assert_eq!(
+            second.state(0),
+            DriverState::Up,
+            "the running pppd is adopted"
+        );
         second.down(0);
         second.settle(0).await;
-        wait_for("the kept pppd to stop", || dead(pid) && !if_exists("ppp-keep")).await?;
+        wait_for("the kept pppd to stop", || {
+            dead(pid) && !if_exists("ppp-keep")
+        })
+        .await?;
         no_report(&mut rx2, Duration::from_millis(100)).await?;
         second.shutdown(false).await;
         Ok(())
@@ -432,7 +533,7 @@ fn kernel_routes_install_and_remove() -> Result<()> {
     let ns = Netns::new("lrt")?;
     ns.sh("ip link add bk0 type veth peer name bk0p && ip link set bk0p up && ip link set bk0 up && ip addr add 192.0.2.1/24 dev bk0")?;
     ns.sh("ip route add 10.30.0.0/16 dev bk0 table 100")?; // not ours: must survive
-    // Netns::ifindex reads /sys, which nsenter --net leaves showing the host's interfaces.
+                                                           // Netns::ifindex reads /sys, which nsenter --net leaves showing the host's interfaces.
     let link: serde_json::Value = serde_json::from_str(&ns.sh("ip -j link show dev bk0")?)?;
     let ifindex = u32::try_from(link[0]["ifindex"].as_u64().context("ifindex of bk0")?)?;
     in_netns(&ns, move || async move {
@@ -440,35 +541,68 @@ fn kernel_routes_install_and_remove() -> Result<()> {
         let p1: ipnet::IpNet = "10.10.0.0/16".parse()?;
         let p2: ipnet::IpNet = "10.20.0.0/16".parse()?;
         let p6: ipnet::IpNet = "2001:db8:5::/48".parse()?;
-        kr.install(p1, ifindex, None, 1024, 100).await.map_err(|e| anyhow!(e))?;
-        kr.install(p2, ifindex, Some("192.0.2.254".parse()?), 1024, 100).await.map_err(|e| anyhow!(e))?;
-        kr.install(p6, ifindex, None, 1024, 100).await.map_err(|e| anyhow!(e))?;
+        kr.install(p1, ifindex, None, 1024, 100)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        kr.install(p2, ifindex, Some("192.0.2.254".parse()?), 1024, 100)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        kr.install(p6, ifindex, None, 1024, 100)
+            .await
+            .map_err(|e| anyhow!(e))?;
         // Installing again is idempotent (replace).
-        kr.install(p1, ifindex, None, 1024, 100).await.map_err(|e| anyhow!(e))?;
-        let err = kr.install(p1, ifindex, Some("2001:db8::1".parse()?), 1024, 100).await.unwrap_err();
+        kr.install(p1, ifindex, None, 1024, 100)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        let err = kr
+            .install(p1, ifindex, Some("2001:db8::1".parse()?), 1024, 100)
+            .await
+            .unwrap_err();
         assert!(err.contains("address family"), "{err}");
 
         let v4: serde_json::Value = serde_json::from_str(&sh("ip -j route show table 100")?)?;
-        let find = |dst: &str| v4.as_array().and_then(|a| a.iter().find(|r| r["dst"] == dst)).cloned();
+        let find = |dst: &str| {
+            v4.as_array()
+                .and_then(|a| a.iter().find(|r| r["dst"] == dst))
+                .cloned()
+        };
         let r1 = find("10.10.0.0/16").context("10.10.0.0/16 installed")?;
         assert_eq!(r1["dev"], "bk0");
         assert_eq!(r1["metric"], 1024);
-        assert_eq!(r1["protocol"].to_string().trim_matches('"'), RTPROT_ROUTEBACKUP.to_string());
+        assert_eq!(
+            r1["protocol"].to_string().trim_matches('"'),
+            RTPROT_ROUTEBACKUP.to_string()
+        );
         assert_eq!(r1["scope"], "link");
         let r2 = find("10.20.0.0/16").context("10.20.0.0/16 installed")?;
         assert_eq!(r2["gateway"], "192.0.2.254");
         let v6 = sh("ip -6 route show table 100")?;
-        assert!(v6.contains("2001:db8:5::/48 dev bk0 proto 252 metric 1024"), "{v6}");
+        assert!(
+            v6.contains("2001:db8:5::/48 dev bk0 proto 252 metric 1024"),
+            "{v6}"
+        );
 
         let ours = kr.list_ours(Some(100)).await.map_err(|e| anyhow!(e))?;
         assert_eq!(ours.len(), 3, "{ours:?}");
-        assert!(kr.list_ours(Some(101)).await.map_err(|e| anyhow!(e))?.is_empty());
+        assert!(kr
+            .list_ours(Some(101))
+            .await
+            .map_err(|e| anyhow!(e))?
+            .is_empty());
 
         kr.remove(p1, 1024, 100).await.map_err(|e| anyhow!(e))?;
         kr.remove(p1, 1024, 100).await.map_err(|e| anyhow!(e))?; // already gone: fine
         assert!(!sh("ip route show table 100")?.contains("10.10.0.0/16"));
-        assert_eq!(kr.remove_all_ours(Some(100)).await.map_err(|e| anyhow!(e))?, 2);
-        assert_eq!(sh("ip route show table 100")?.trim(), "10.30.0.0/16 dev bk0 scope link");
+        assert_eq!(
+            kr.remove_all_ours(Some(100))
+                .await
+                .map_err(|e| anyhow!(e))?,
+            2
+        );
+        assert_eq!(
+            sh("ip route show table 100")?.trim(),
+            "10.30.0.0/16 dev bk0 scope link"
+        );
         assert!(sh("ip -6 route show table 100")?.trim().is_empty());
         Ok(())
     })

@@ -47,9 +47,13 @@ pub async fn set_admin_state(handle: &Handle, name: &str, up: bool) -> Result<()
     let word = if up { "up" } else { "down" };
     tokio::time::timeout(NETLINK_TIMEOUT, handle.link().set(msg).execute())
         .await
-        .map_err(|_| format!("netlink did not answer within {NETLINK_TIMEOUT:?} setting {name} {word}"))?
+        .map_err(|_| {
+            format!("netlink did not answer within {NETLINK_TIMEOUT:?} setting {name} {word}")
+        })?
         .map_err(|e| match e {
-            rtnetlink::Error::NetlinkError(m) => format!("cannot set interface {name} {word}: {}", m.to_io()),
+            rtnetlink::Error::NetlinkError(m) => {
+                format!("cannot set interface {name} {word}: {}", m.to_io())
+            }
             e => format!("cannot set interface {name} {word}: {e}"),
         })
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -49,7 +51,9 @@ impl KernelRoutes {
     /// Opens an rtnetlink connection in the calling thread's network
     /// namespace; must run inside a tokio runtime.
     pub fn new() -> Result<KernelRoutes, String> {
-        Ok(KernelRoutes { handle: super::interface::connect()? })
+        Ok(KernelRoutes {
+            handle: super::interface::connect()?,
+        })
     }
 
     /// Installs (or replaces) the route `prefix` via `ifindex` (and
@@ -73,9 +77,15 @@ impl KernelRoutes {
             .protocol(RouteProtocol::Other(RTPROT_ROUTEBACKUP));
         match gateway {
             Some(gw) if gw.is_ipv4() != prefix.addr().is_ipv4() => {
-                return Err(format!("route {prefix}: gateway {gw} is not of the prefix's address family"));
+                return Err(format!(
+                    "route {prefix}: gateway {gw} is not of the prefix's address family"
+                ));
             }
-            Some(gw) => builder = builder.gateway(gw).map_err(|e| format!("route {prefix}: {e}"))?,
+            Some(gw) => {
+                builder = builder
+                    .gateway(gw)
+                    .map_err(|e| format!("route {prefix}: {e}"))?
+            }
             // An on-link IPv4 route has link scope, like `ip route add P dev X`.
             None if prefix.addr().is_ipv4() => builder = builder.scope(RouteScope::Link),
             None => {}
@@ -83,8 +93,15 @@ impl KernelRoutes {
         let req = self.handle.route().add(builder.build()).replace().execute();
         tokio::time::timeout(NETLINK_TIMEOUT, req)
             .await
-            .map_err(|_| format!("route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot install route {prefix} via ifindex {ifindex} in table {table}: {}", nl_error(e)))
+            .map_err(|_| {
+                format!("route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}")
+            })?
+            .map_err(|e| {
+                format!(
+                    "cannot install route {prefix} via ifindex {ifindex} in table {table}: {}",
+                    nl_error(e)
+                )
+            })
     }
 
     /// Removes our route `prefix` with `metric` from `table`; a route that is
@@ -108,7 +125,7 @@ impl KernelRoutes {
             .dump_ours(table)
             .await?
             .iter()
-            .filter_map(|m| describe(m))
+            .filter_map(describe)
             .collect())
     }
 
@@ -120,7 +137,9 @@ impl KernelRoutes {
             let prefix = describe(&msg).map(|r| r.prefix);
             let label = prefix.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
             let prefix = prefix.unwrap_or_else(|| IpNet::from(IpAddr::from([0u8, 0, 0, 0])));
-            self.delete(msg, prefix).await.map_err(|e| format!("{label}: {e}"))?;
+            self.delete(msg, prefix)
+                .await
+                .map_err(|e| format!("{label}: {e}"))?;
             n += 1;
         }
         Ok(n)
@@ -129,7 +148,9 @@ impl KernelRoutes {
     async fn delete(&self, msg: RouteMessage, prefix: IpNet) -> Result<(), String> {
         let req = self.handle.route().del(msg).execute();
         match tokio::time::timeout(NETLINK_TIMEOUT, req).await {
-            Err(_) => Err(format!("route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}")),
+            Err(_) => Err(format!(
+                "route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}"
+            )),
             Ok(Ok(())) => Ok(()),
             Ok(Err(rtnetlink::Error::NetlinkError(e)))
                 if matches!(e.raw_code().abs(), libc::ESRCH | libc::ENOENT) =>
@@ -146,12 +167,16 @@ impl KernelRoutes {
             let mut query = RouteMessageBuilder::<IpAddr>::new().build();
             query.header.address_family = family;
             let stream = self.handle.route().get(query).execute();
-            let routes: Vec<RouteMessage> = tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect())
-                .await
-                .map_err(|_| format!("route dump: netlink did not answer within {NETLINK_TIMEOUT:?}"))?
-                .map_err(|e| format!("route dump failed: {}", nl_error(e)))?;
+            let routes: Vec<RouteMessage> =
+                tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect())
+                    .await
+                    .map_err(|_| {
+                        format!("route dump: netlink did not answer within {NETLINK_TIMEOUT:?}")
+                    })?
+                    .map_err(|e| format!("route dump failed: {}", nl_error(e)))?;
             out.extend(routes.into_iter().filter(|m| {
-                u8::from(m.header.protocol) == RTPROT_ROUTEBACKUP && table.is_none_or(|t| route_table(m) == t)
+                u8::from(m.header.protocol) == RTPROT_ROUTEBACKUP
+                    && table.is_none_or(|t| route_table(m) == t)
             }));
         }
         Ok(out)
@@ -189,7 +214,13 @@ fn describe(m: &RouteMessage) -> Option<OurRoute> {
         _ => None,
     })?;
     let prefix = IpNet::new(dst, len).ok()?;
-    Some(OurRoute { prefix, table: route_table(m), metric, ifindex, gateway })
+    Some(OurRoute {
+        prefix,
+        table: route_table(m),
+        metric,
+        ifindex,
+        gateway,
+    })
 }
 
 fn ip_of(a: &RouteAddress) -> Option<IpAddr> {

@@ -77,16 +77,24 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { term_grace: Duration::from_secs(3), down_command: Duration::from_secs(15) }
+        Timeouts {
+            term_grace: Duration::from_secs(3),
+            down_command: Duration::from_secs(15),
+        }
     }
 }
 
 enum Request {
-    Up { group: String },
+    Up {
+        group: String,
+    },
     Down,
     /// Answered once every earlier request of this link was executed.
     Settle(oneshot::Sender<()>),
-    Shutdown { keep: bool, done: oneshot::Sender<()> },
+    Shutdown {
+        keep: bool,
+        done: oneshot::Sender<()>,
+    },
 }
 
 struct Slot {
@@ -105,7 +113,12 @@ impl LinkDrivers {
     /// netlink sockets are created in the calling thread's network namespace
     /// when the runtime is a current-thread one). `links` is indexed by `LinkId`.
     pub fn new(links: &[LinkConfig], reports: mpsc::UnboundedSender<LinkReport>) -> LinkDrivers {
-        Self::with_options(links, reports, Timeouts::default(), PathBuf::from(pppd::DEFAULT_PID_DIR))
+        Self::with_options(
+            links,
+            reports,
+            Timeouts::default(),
+            PathBuf::from(pppd::DEFAULT_PID_DIR),
+        )
     }
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
@@ -133,7 +146,11 @@ impl LinkDrivers {
                     netlink: None,
                 };
                 tokio::spawn(driver.run(rx));
-                Slot { name: cfg.name.clone(), tx, state }
+                Slot {
+                    name: cfg.name.clone(),
+                    tx,
+                    state,
+                }
             })
             .collect();
         LinkDrivers { slots }
@@ -141,7 +158,12 @@ impl LinkDrivers {
 
     /// Queues bringing `link` up for `group` (named in the command's environment).
     pub fn up(&self, link: LinkId, group: &str) {
-        self.send(link, Request::Up { group: group.to_string() });
+        self.send(
+            link,
+            Request::Up {
+                group: group.to_string(),
+            },
+        );
     }
 
     /// Queues taking `link` down.
@@ -270,7 +292,10 @@ impl Driver {
 
     fn fail(&self, error: String) {
         tracing::warn!(link = %self.cfg.name, "{error}");
-        let _ = self.reports.send(LinkReport::Failed { link: self.id, error });
+        let _ = self.reports.send(LinkReport::Failed {
+            link: self.id,
+            error,
+        });
     }
 
     fn env(&self) -> [(&'static str, &str); 3] {
@@ -340,7 +365,11 @@ impl Driver {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
-                self.child = Some(Supervised { spawned, kind, program });
+                self.child = Some(Supervised {
+                    spawned,
+                    kind,
+                    program,
+                });
             }
             Err(e) => {
                 self.set_state(DriverState::Idle);
@@ -351,13 +380,18 @@ impl Driver {
 
     /// The supervised process exited on its own (not through `down`).
     async fn child_exited(&mut self, status: std::io::Result<std::process::ExitStatus>) {
-        let Some(mut c) = self.child.take() else { return };
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         let what = c.kind.what();
         let status = match status {
             Ok(s) => s,
             Err(e) => {
                 self.set_state(DriverState::Idle);
-                self.fail(format!("{what} `{}`: cannot wait for the process: {e}", c.program));
+                self.fail(format!(
+                    "{what} `{}`: cannot wait for the process: {e}",
+                    c.program
+                ));
                 return;
             }
         };
@@ -372,7 +406,9 @@ impl Driver {
             Kind::UpCommand => None,
         };
         self.set_state(DriverState::Idle);
-        self.fail(process::exit_message(what, &c.program, status, &tail, meaning));
+        self.fail(process::exit_message(
+            what, &c.program, status, &tail, meaning,
+        ));
     }
 
     async fn down(&mut self) {
@@ -396,9 +432,14 @@ impl Driver {
                 self.stop_child().await;
                 if !down.is_empty() {
                     let env = self.env();
-                    if let Err(e) =
-                        process::run_bounded(&down, &env, &self.cfg.name, "down command", self.timeouts.down_command)
-                            .await
+                    if let Err(e) = process::run_bounded(
+                        &down,
+                        &env,
+                        &self.cfg.name,
+                        "down command",
+                        self.timeouts.down_command,
+                    )
+                    .await
                     {
                         tracing::warn!(link = %self.cfg.name, "{e}");
                     }
@@ -418,20 +459,30 @@ impl Driver {
 
     /// Stops the supervised process, if any; true if there was one.
     async fn stop_child(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
         tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "stopping {}", c.kind.what());
         match c.spawned.terminate(self.timeouts.term_grace).await {
-            Some(status) => tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.kind.what()),
-            None => tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.kind.what()),
+            Some(status) => {
+                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.kind.what())
+            }
+            None => {
+                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.kind.what())
+            }
         }
         true
     }
 
     /// A pppd for this link started by an earlier agent (kept across a restart).
     async fn stop_orphan_pppd(&mut self) {
-        let Some(pid) = pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) else { return };
+        let Some(pid) = pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) else {
+            return;
+        };
         tracing::info!(link = %self.cfg.name, pid, "stopping the pppd left by an earlier agent");
-        let Ok(p) = libc::pid_t::try_from(pid) else { return };
+        let Ok(p) = libc::pid_t::try_from(pid) else {
+            return;
+        };
         // SAFETY: kill(2) on a pid verified to be our link's pppd.
         unsafe { libc::kill(p, libc::SIGTERM) };
         let deadline = tokio::time::Instant::now() + self.timeouts.term_grace;

@@ -70,7 +70,9 @@ pub fn running_pid(dir: &Path, link: &str) -> Option<u32> {
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args.windows(2).any(|w| matches!(w, [a, b] if *a == b"linkname" && *b == link.as_bytes()));
+    let ours = args
+        .windows(2)
+        .any(|w| matches!(w, [a, b] if *a == b"linkname" && *b == link.as_bytes()));
     ours.then_some(pid)
 }
 
@@ -81,14 +83,21 @@ mod tests {
     #[test]
     fn argv_names_interface_and_link() {
         let a = argv(Path::new("/usr/sbin/pppd"), "lte", "ppp-lte", "lte");
-        assert_eq!(a.join(" "), "/usr/sbin/pppd call lte nodetach ifname ppp-lte linkname lte");
+        assert_eq!(
+            a.join(" "),
+            "/usr/sbin/pppd call lte nodetach ifname ppp-lte linkname lte"
+        );
     }
 
     #[test]
     fn stale_pid_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         // Our own pid: a live process whose cmdline has no "linkname x".
-        std::fs::write(pid_file(dir.path(), "x"), format!("{}\nppp0\n", std::process::id())).unwrap();
+        std::fs::write(
+            pid_file(dir.path(), "x"),
+            format!("{}\nppp0\n", std::process::id()),
+        )
+        .unwrap();
         assert_eq!(running_pid(dir.path(), "x"), None);
         std::fs::write(pid_file(dir.path(), "y"), "garbage").unwrap();
         assert_eq!(running_pid(dir.path(), "y"), None);

@@ -36,7 +36,12 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `argv` in a new process group with `env` added to the agent's
     /// environment. `what` and `link` name the process in log lines.
-    pub fn start(argv: &[String], env: &[(&str, &str)], link: &str, what: &'static str) -> Result<Spawned, String> {
+    pub fn start(
+        argv: &[String],
+        env: &[(&str, &str)],
+        link: &str,
+        what: &'static str,
+    ) -> Result<Spawned, String> {
         let Some((program, args)) = argv.split_first() else {
             return Err(format!("{what} has an empty argv"));
         };
@@ -51,12 +56,20 @@ impl Spawned {
             .kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|e| spawn_error(what, program, &e))?;
         let Some(pid) = child.id() else {
-            return Err(format!("{what} `{program}` exited before it could be supervised"));
+            return Err(format!(
+                "{what} `{program}` exited before it could be supervised"
+            ));
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(log_lines(out, link.to_string(), what, "stdout", None)));
+            readers.push(tokio::spawn(log_lines(
+                out,
+                link.to_string(),
+                what,
+                "stdout",
+                None,
+            )));
         }
         if let Some(err) = child.stderr.take() {
             readers.push(tokio::spawn(log_lines(
@@ -68,7 +81,12 @@ impl Spawned {
             )));
         }
         tracing::info!(link, pid, "started {what}: {}", argv.join(" "));
-        Ok(Spawned { child, pid, stderr_tail, readers })
+        Ok(Spawned {
+            child,
+            pid,
+            stderr_tail,
+            readers,
+        })
     }
 
     /// The last stderr lines, joined with " | " (empty when there were none).
@@ -77,7 +95,11 @@ impl Spawned {
         for r in self.readers.iter_mut() {
             let _ = tokio::time::timeout(OUTPUT_DRAIN, r).await;
         }
-        let tail = self.stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let tail = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
         tail.join(" | ")
     }
 
@@ -98,11 +120,17 @@ impl Spawned {
         let status = match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(r) => r.ok(),
             Err(_) => {
-                tracing::warn!(pid = self.pid, "process did not exit within {grace:?} of SIGTERM; sending SIGKILL");
+                tracing::warn!(
+                    pid = self.pid,
+                    "process did not exit within {grace:?} of SIGTERM; sending SIGKILL"
+                );
                 self.signal_group(libc::SIGKILL);
                 // SIGKILL cannot be ignored; the bound only guards against a
                 // process stuck in the kernel (tokio reaps it later then).
-                tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await.ok().and_then(|r| r.ok())
+                tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
             }
         };
         // Programs the child started in its group and left behind.
@@ -124,7 +152,9 @@ impl Drop for Spawned {
 
 /// Sends `signal` to the process group `pgid` (ESRCH, "no such group", is fine).
 pub fn signal_group(pgid: u32, signal: libc::c_int) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
     if pgid <= 1 {
         return;
     }
@@ -156,7 +186,9 @@ pub async fn run_bounded(
                 Err(exit_message(what, program, status, &tail, None))
             }
         }
-        Ok(Err(e)) => Err(format!("{what} `{program}`: cannot wait for the process: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "{what} `{program}`: cannot wait for the process: {e}"
+        )),
         Err(_) => {
             spawned.terminate(Duration::from_millis(500)).await;
             Err(format!(
@@ -168,11 +200,20 @@ pub async fn run_bounded(
 }
 
 /// "up command `/x` exited with status 3 (meaning): tail" or "... was killed by signal 9 (SIGKILL)".
-pub fn exit_message(what: &str, program: &str, status: ExitStatus, stderr_tail: &str, meaning: Option<&str>) -> String {
+pub fn exit_message(
+    what: &str,
+    program: &str,
+    status: ExitStatus,
+    stderr_tail: &str,
+    meaning: Option<&str>,
+) -> String {
     use std::os::unix::process::ExitStatusExt;
     let mut msg = match (status.code(), status.signal()) {
         (Some(code), _) => format!("{what} `{program}` exited with status {code}"),
-        (None, Some(sig)) => format!("{what} `{program}` was killed by signal {sig} ({})", signal_name(sig)),
+        (None, Some(sig)) => format!(
+            "{what} `{program}` was killed by signal {sig} ({})",
+            signal_name(sig)
+        ),
         (None, None) => format!("{what} `{program}` ended: {status}"),
     };
     if let Some(m) = meaning {
@@ -204,7 +245,9 @@ fn spawn_error(what: &str, program: &str, e: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound if Path::new(program).is_absolute() => {
             "; check the path in the link's config".to_string()
         }
-        std::io::ErrorKind::NotFound => "; give an absolute path or make sure it is in the agent's PATH".to_string(),
+        std::io::ErrorKind::NotFound => {
+            "; give an absolute path or make sure it is in the agent's PATH".to_string()
+        }
         std::io::ErrorKind::PermissionDenied => "; is it executable?".to_string(),
         _ => String::new(),
     };

@@ -32,10 +32,23 @@ fn main() {
     let mut nodetach = false;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "call" => peer = Some(args.next().unwrap_or_else(|| die(2, "option 'call' requires an argument"))),
-            "ifname" => ifname = Some(args.next().unwrap_or_else(|| die(2, "option 'ifname' requires an argument"))),
+            "call" => {
+                peer = Some(
+                    args.next()
+                        .unwrap_or_else(|| die(2, "option 'call' requires an argument")),
+                )
+            }
+            "ifname" => {
+                ifname = Some(
+                    args.next()
+                        .unwrap_or_else(|| die(2, "option 'ifname' requires an argument")),
+                )
+            }
             "linkname" => {
-                linkname = Some(args.next().unwrap_or_else(|| die(2, "option 'linkname' requires an argument")))
+                linkname = Some(
+                    args.next()
+                        .unwrap_or_else(|| die(2, "option 'linkname' requires an argument")),
+                )
             }
             "unit" => {
                 unit = args
@@ -58,12 +71,18 @@ fn main() {
     let mut local = "10.64.0.2".to_string();
     let mut remote = "10.64.0.1".to_string();
     let (mut die_after, mut ignore_term, mut piddir) = (None::<u64>, false, "/run".to_string());
-    let mut tokens = text.lines().map(|l| l.split('#').next().unwrap_or("")).flat_map(str::split_whitespace);
+    let mut tokens = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(str::split_whitespace);
     while let Some(t) = tokens.next() {
         match t {
             "fake-exit" => {
                 let code = tokens.next().and_then(|c| c.parse().ok()).unwrap_or(1);
-                die(code, &format!("failing with status {code} as the peer file asks"));
+                die(
+                    code,
+                    &format!("failing with status {code} as the peer file asks"),
+                );
             }
             "fake-die-after" => die_after = tokens.next().and_then(|c| c.parse().ok()),
             "fake-ignore-term" => ignore_term = true,
@@ -110,13 +129,24 @@ fn main() {
     const TUNSETIFF: libc::c_ulong = 0x400454ca;
     // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `ifr` is large enough for.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
-        die(1, &format!("cannot create interface {ifname}: {}", std::io::Error::last_os_error()));
+        die(
+            1,
+            &format!(
+                "cannot create interface {ifname}: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
     }
     for cmd in [
         format!("ip addr add {local} peer {remote}/32 dev {ifname}"),
         format!("ip link set {ifname} up"),
     ] {
-        let ok = Command::new("sh").arg("-c").arg(&cmd).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
             die(1, &format!("`{cmd}` failed"));
         }
