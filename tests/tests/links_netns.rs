@@ -521,6 +521,12 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
             dead(pid) && !if_exists("ppp-keep")
         })
         .await?;
+        // It ended through SIGTERM (its clean exit removes the pid file), even
+        // though its output pipes closed with the first agent.
+        assert!(
+            !dir.join("ppp-lte.pid").exists(),
+            "the kept pppd exited cleanly"
+        );
         no_report(&mut rx2, Duration::from_millis(100)).await?;
         second.shutdown(false).await;
         Ok(())

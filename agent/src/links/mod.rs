@@ -361,7 +361,8 @@ impl Driver {
 
     fn spawn(&mut self, argv: &[String], kind: Kind) {
         let env = self.env();
-        match Spawned::start(argv, &env, &self.cfg.name, kind.what()) {
+        // pppd survives an agent restart with kept links; see Spawned::start.
+        match Spawned::start(argv, &env, &self.cfg.name, kind.what(), kind == Kind::Pppd) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();

@@ -36,11 +36,15 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `argv` in a new process group with `env` added to the agent's
     /// environment. `what` and `link` name the process in log lines.
+    /// `ignore_sigpipe` starts it with SIGPIPE ignored, so that a process kept
+    /// running after the agent exits (and with it the read end of its output
+    /// pipes) gets EPIPE on its next log line instead of being killed.
     pub fn start(
         argv: &[String],
         env: &[(&str, &str)],
         link: &str,
         what: &'static str,
+        ignore_sigpipe: bool,
     ) -> Result<Spawned, String> {
         let Some((program, args)) = argv.split_first() else {
             return Err(format!("{what} has an empty argv"));
@@ -54,6 +58,15 @@ impl Spawned {
             .process_group(0)
             // A kept link (agent restart) must survive the agent: never kill on drop.
             .kill_on_drop(false);
+        if ignore_sigpipe {
+            // SAFETY: signal(2) is async-signal-safe; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| spawn_error(what, program, &e))?;
         let Some(pid) = child.id() else {
             return Err(format!(
@@ -173,7 +186,7 @@ pub async fn run_bounded(
     what: &'static str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut spawned = Spawned::start(argv, env, link, what)?;
+    let mut spawned = Spawned::start(argv, env, link, what, false)?;
     let program = argv.first().map(String::as_str).unwrap_or_default();
     match tokio::time::timeout(timeout, spawned.child.wait()).await {
         Ok(Ok(status)) => {

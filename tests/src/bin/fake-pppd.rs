@@ -21,8 +21,15 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::process::{exit, Command};
 
+/// Logs to stderr like pppd with `nodetach`; a closed stderr (the agent went
+/// away) is not an error.
+fn log(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "pppd: {msg}");
+}
+
 fn die(code: i32, msg: &str) -> ! {
-    eprintln!("pppd: {msg}");
+    log(msg);
     exit(code)
 }
 
@@ -153,8 +160,8 @@ fn main() {
     }
     let pidfile = format!("{piddir}/ppp-{linkname}.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n{ifname}\n", std::process::id()));
-    eprintln!("pppd: local  IP address {local}");
-    eprintln!("pppd: remote IP address {remote}");
+    log(&format!("local  IP address {local}"));
+    log(&format!("remote IP address {remote}"));
 
     let timeout = die_after.map(|ms| libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,
@@ -169,13 +176,13 @@ fn main() {
             }
         };
         if sig > 0 {
-            eprintln!("pppd: Terminating on signal {sig}");
+            log(&format!("Terminating on signal {sig}"));
             let _ = std::fs::remove_file(&pidfile);
             drop(tun);
             exit(5);
         }
         if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-            eprintln!("pppd: Modem hangup");
+            log("Modem hangup");
             let _ = std::fs::remove_file(&pidfile);
             drop(tun);
             exit(16);
