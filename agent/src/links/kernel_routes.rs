@@ -1,0 +1,239 @@
+//! Kernel routes for steered segments (`kernel_routes = true` on a link).
+//!
+//! While a group is steered to a link, the fast path redirects forwarded
+//! traffic; traffic the box itself originates, and anything the fast path
+//! passes up (e.g. L3 next hops it cannot resolve), follows the kernel's
+//! routing table. With `kernel_routes` the agent installs a route per steered
+//! segment through the backup interface so that traffic takes the backup too.
+//!
+//! The routes carry protocol [`RTPROT_ROUTEBACKUP`] (252; `ip route` shows
+//! `proto 252`, or `proto routebackup` with a line `252 routebackup` in
+//! /etc/iproute2/rt_protos.d/routebackup.conf). That makes them recognisable:
+//! [`KernelRoutes::remove_all_ours`] deletes leftovers at start and stop. They
+//! leave through a backup interface, so the engine never counts them as
+//! primary routes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// rtm_protocol of the routes the agent installs.
+pub const RTPROT_ROUTEBACKUP: u8 = 252;
+/// Default `route_metric` of a link.
+pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
+
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One route the agent installed (as found in the kernel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OurRoute {
+    pub prefix: IpNet,
+    pub table: u32,
+    pub metric: u32,
+    pub ifindex: Option<u32>,
+    pub gateway: Option<IpAddr>,
+}
+
+/// Installs and removes the agent's kernel routes over rtnetlink.
+#[derive(Clone)]
+pub struct KernelRoutes {
+    handle: Handle,
+}
+
+impl KernelRoutes {
+    /// Opens an rtnetlink connection in the calling thread's network
+    /// namespace; must run inside a tokio runtime.
+    pub fn new() -> Result<KernelRoutes, String> {
+        Ok(KernelRoutes {
+            handle: super::interface::connect()?,
+        })
+    }
+
+    /// Installs (or replaces) the route `prefix` via `ifindex` (and
+    /// `gateway`, which must be of the prefix's family; without it the route
+    /// is on-link) with `metric` in `table`.
+    pub async fn install(
+        &self,
+        prefix: IpNet,
+        ifindex: u32,
+        gateway: Option<IpAddr>,
+        metric: u32,
+        table: u32,
+    ) -> Result<(), String> {
+        let prefix = prefix.trunc();
+        let mut builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .map_err(|e| format!("route {prefix}: {e}"))?
+            .output_interface(ifindex)
+            .priority(metric)
+            .table_id(table)
+            .protocol(RouteProtocol::Other(RTPROT_ROUTEBACKUP));
+        match gateway {
+            Some(gw) if gw.is_ipv4() != prefix.addr().is_ipv4() => {
+                return Err(format!(
+                    "route {prefix}: gateway {gw} is not of the prefix's address family"
+                ));
+            }
+            Some(gw) => {
+                builder = builder
+                    .gateway(gw)
+                    .map_err(|e| format!("route {prefix}: {e}"))?
+            }
+            // An on-link IPv4 route has link scope, like `ip route add P dev X`.
+            None if prefix.addr().is_ipv4() => builder = builder.scope(RouteScope::Link),
+            None => {}
+        }
+        let req = self.handle.route().add(builder.build()).replace().execute();
+        tokio::time::timeout(NETLINK_TIMEOUT, req)
+            .await
+            .map_err(|_| {
+                format!("route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}")
+            })?
+            .map_err(|e| {
+                format!(
+                    "cannot install route {prefix} via ifindex {ifindex} in table {table}: {}",
+                    nl_error(e)
+                )
+            })
+    }
+
+    /// Removes our route `prefix` with `metric` from `table`; a route that is
+    /// already gone is fine.
+    pub async fn remove(&self, prefix: IpNet, metric: u32, table: u32) -> Result<(), String> {
+        let prefix = prefix.trunc();
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .map_err(|e| format!("route {prefix}: {e}"))?
+            .priority(metric)
+            .table_id(table)
+            .protocol(RouteProtocol::Other(RTPROT_ROUTEBACKUP))
+            .scope(RouteScope::NoWhere)
+            .build();
+        self.delete(msg, prefix).await
+    }
+
+    /// Our routes currently in the kernel (`table` None: every table).
+    pub async fn list_ours(&self, table: Option<u32>) -> Result<Vec<OurRoute>, String> {
+        Ok(self
+            .dump_ours(table)
+            .await?
+            .iter()
+            .filter_map(describe)
+            .collect())
+    }
+
+    /// Deletes every route with our protocol (`table` None: in every table);
+    /// returns how many were deleted.
+    pub async fn remove_all_ours(&self, table: Option<u32>) -> Result<usize, String> {
+        let mut n = 0;
+        for msg in self.dump_ours(table).await? {
+            let prefix = describe(&msg).map(|r| r.prefix);
+            let label = prefix.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+            let prefix = prefix.unwrap_or_else(|| IpNet::from(IpAddr::from([0u8, 0, 0, 0])));
+            self.delete(msg, prefix)
+                .await
+                .map_err(|e| format!("{label}: {e}"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn delete(&self, msg: RouteMessage, prefix: IpNet) -> Result<(), String> {
+        let req = self.handle.route().del(msg).execute();
+        match tokio::time::timeout(NETLINK_TIMEOUT, req).await {
+            Err(_) => Err(format!(
+                "route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}"
+            )),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rtnetlink::Error::NetlinkError(e)))
+                if matches!(e.raw_code().abs(), libc::ESRCH | libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("cannot remove route {prefix}: {}", nl_error(e))),
+        }
+    }
+
+    async fn dump_ours(&self, table: Option<u32>) -> Result<Vec<RouteMessage>, String> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessageBuilder::<IpAddr>::new().build();
+            query.header.address_family = family;
+            let stream = self.handle.route().get(query).execute();
+            let routes: Vec<RouteMessage> =
+                tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect())
+                    .await
+                    .map_err(|_| {
+                        format!("route dump: netlink did not answer within {NETLINK_TIMEOUT:?}")
+                    })?
+                    .map_err(|e| format!("route dump failed: {}", nl_error(e)))?;
+            out.extend(routes.into_iter().filter(|m| {
+                u8::from(m.header.protocol) == RTPROT_ROUTEBACKUP
+                    && table.is_none_or(|t| route_table(m) == t)
+            }));
+        }
+        Ok(out)
+    }
+}
+
+fn route_table(m: &RouteMessage) -> u32 {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(m.header.table))
+}
+
+fn describe(m: &RouteMessage) -> Option<OurRoute> {
+    let len = m.header.destination_prefix_length;
+    let mut dst = None;
+    let mut metric = 0;
+    let mut ifindex = None;
+    let mut gateway = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(addr) => dst = ip_of(addr),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Oif(i) => ifindex = Some(*i),
+            RouteAttribute::Gateway(addr) => gateway = ip_of(addr),
+            _ => {}
+        }
+    }
+    let dst = dst.or(match m.header.address_family {
+        AddressFamily::Inet => Some(IpAddr::from([0u8, 0, 0, 0])),
+        AddressFamily::Inet6 => Some(IpAddr::from([0u16; 8])),
+        _ => None,
+    })?;
+    let prefix = IpNet::new(dst, len).ok()?;
+    Some(OurRoute {
+        prefix,
+        table: route_table(m),
+        metric,
+        ifindex,
+        gateway,
+    })
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn nl_error(e: rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        e => e.to_string(),
+    }
+}
