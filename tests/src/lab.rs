@@ -226,7 +226,7 @@ impl Lab {
     }
 
     pub fn bk0_exists(&self) -> bool {
-        self.edge.sh("test -e /sys/class/net/bk0").is_ok()
+        self.edge.has_link("bk0")
     }
 }
 

@@ -76,10 +76,17 @@ impl Netns {
             .with_context(|| format!("spawn `{cmd}` in {}", self.name))
     }
 
-    /// Interface index of `ifname` in this namespace.
+    /// Interface index of `ifname` in this namespace. (Not from /sys: under
+    /// `nsenter --net` /sys still shows the host's interfaces.)
     pub fn ifindex(&self, ifname: &str) -> Result<u32> {
-        let s = self.sh(&format!("cat /sys/class/net/{ifname}/ifindex"))?;
-        Ok(s.trim().parse()?)
+        let s = self.sh(&format!("ip -o link show dev {ifname}"))?;
+        let idx = s.split(':').next().unwrap_or("").trim();
+        idx.parse().with_context(|| format!("no ifindex for {ifname} in `{s}`"))
+    }
+
+    /// Whether `ifname` exists in this namespace.
+    pub fn has_link(&self, ifname: &str) -> bool {
+        self.sh(&format!("ip link show dev {ifname}")).is_ok()
     }
 
     /// Path for `nsenter --net=`.

@@ -234,7 +234,7 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     let mut lab = Lab::new(Backup::Dialed)?;
     // The first link: a long-running `up` that creates fl0 and dies after 2 s.
     let first = format!(
-        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type dummy && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type veth peer name fl0p && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
     );
     let cfg = lab
         .config("0s", "auto", "")
@@ -255,7 +255,7 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     .with_context(|| format!("did not move to the next link; log:\n{}", lab.log()))?;
     let s = lab.status()?;
     ensure!(s["links"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "no last_error: {s}");
-    wait_until(Duration::from_secs(3), || Ok(lab.edge.sh("test -e /sys/class/net/fl0").is_err()))
+    wait_until(Duration::from_secs(3), || Ok(!lab.edge.has_link("fl0")))
         .context("dead link's interface left configured")?;
     Ok(())
 }
