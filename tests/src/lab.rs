@@ -70,13 +70,45 @@ impl Lab {
         for ns in [&lab.edge, &lab.primary, &lab.backup] {
             sysctl_router(ns)?;
         }
-        veth(&lab.lan, "eth0", "10.0.0.2/24", &lab.edge, "lan0", "10.0.0.1/24")?;
-        veth(&lab.edge, "wan0", "10.0.1.1/30", &lab.primary, "p_edge", "10.0.1.2/30")?;
-        veth(&lab.primary, "p_dst", "10.0.9.1/30", &lab.dest, "d_p", "10.0.9.2/30")?;
-        veth(&lab.backup, "b_dst", "10.0.8.1/30", &lab.dest, "d_b", "10.0.8.2/30")?;
+        veth(
+            &lab.lan,
+            "eth0",
+            "10.0.0.2/24",
+            &lab.edge,
+            "lan0",
+            "10.0.0.1/24",
+        )?;
+        veth(
+            &lab.edge,
+            "wan0",
+            "10.0.1.1/30",
+            &lab.primary,
+            "p_edge",
+            "10.0.1.2/30",
+        )?;
+        veth(
+            &lab.primary,
+            "p_dst",
+            "10.0.9.1/30",
+            &lab.dest,
+            "d_p",
+            "10.0.9.2/30",
+        )?;
+        veth(
+            &lab.backup,
+            "b_dst",
+            "10.0.8.1/30",
+            &lab.dest,
+            "d_b",
+            "10.0.8.2/30",
+        )?;
         lab.lan.sh("ip route add default via 10.0.0.1")?;
-        lab.primary.sh("ip route add 198.51.100.0/24 via 10.0.9.2 && ip route add 10.0.0.0/24 via 10.0.1.1")?;
-        lab.backup.sh("ip route add 198.51.100.0/24 via 10.0.8.2 && ip route add 10.0.0.0/24 via 10.0.2.1")?;
+        lab.primary.sh(
+            "ip route add 198.51.100.0/24 via 10.0.9.2 && ip route add 10.0.0.0/24 via 10.0.1.1",
+        )?;
+        lab.backup.sh(
+            "ip route add 198.51.100.0/24 via 10.0.8.2 && ip route add 10.0.0.0/24 via 10.0.2.1",
+        )?;
         lab.dest.sh(&format!(
             "ip addr add {DEST_ADDR}/32 dev lo && \
              ip route add 10.0.0.0/24 via 10.0.9.1 metric 100 && \
@@ -105,20 +137,26 @@ impl Lab {
             lab.edge.sh(&up.display().to_string())?;
         }
         // Native XDP redirect into a veth needs NAPI (GRO) on the receiving peer.
-        lab.primary.sh("ethtool -K p_edge gro on >/dev/null 2>&1 || true")?;
-        lab.lan.sh("ethtool -K eth0 gro on >/dev/null 2>&1 || true")?;
+        lab.primary
+            .sh("ethtool -K p_edge gro on >/dev/null 2>&1 || true")?;
+        lab.lan
+            .sh("ethtool -K eth0 gro on >/dev/null 2>&1 || true")?;
         Ok(lab)
     }
 
     /// (Re)installs the primary route, as a BGP session coming up would.
     pub fn restore_primary(&self) -> Result<()> {
-        self.edge.sh(&format!("ip route replace {SEGMENT} via {PRIMARY_GW} dev wan0 proto bgp metric 20"))?;
+        self.edge.sh(&format!(
+            "ip route replace {SEGMENT} via {PRIMARY_GW} dev wan0 proto bgp metric 20"
+        ))?;
         Ok(())
     }
 
     /// Withdraws the primary route, as a BGP session going down would.
     pub fn withdraw_primary(&self) -> Result<()> {
-        self.edge.sh(&format!("ip route del {SEGMENT} via {PRIMARY_GW} dev wan0 proto bgp metric 20"))?;
+        self.edge.sh(&format!(
+            "ip route del {SEGMENT} via {PRIMARY_GW} dev wan0 proto bgp metric 20"
+        ))?;
         Ok(())
     }
 
@@ -159,14 +197,19 @@ impl Lab {
     /// Writes `config` and starts the agent in `edge`; waits until it answers `status`.
     pub fn start_agent(&mut self, config: &str, extra_args: &[&str]) -> Result<()> {
         std::fs::write(self.config_path(), config)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut cmd = self.edge.command(&format!(
             "exec {} run --config {} --log-level debug {}",
             crate::agent_bin().display(),
             self.config_path().display(),
             extra_args.join(" ")
         ));
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         self.agent = Some(cmd.spawn().context("start the agent")?);
         wait_until(Duration::from_secs(15), || {
             if let Some(child) = self.agent.as_mut() {
@@ -174,14 +217,18 @@ impl Lab {
                     bail!("agent exited ({status}); log:\n{}", self.log());
                 }
             }
-            Ok(self.status().is_ok_and(|s| s["synced"].as_bool().unwrap_or(true)))
+            Ok(self
+                .status()
+                .is_ok_and(|s| s["synced"].as_bool().unwrap_or(true)))
         })
         .with_context(|| format!("agent did not come up; log:\n{}", self.log()))
     }
 
     /// Sends `signal` to the agent and waits for it to exit.
     pub fn stop_agent(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
-        let Some(mut child) = self.agent.take() else { bail!("agent not running") };
+        let Some(mut child) = self.agent.take() else {
+            bail!("agent not running")
+        };
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id() as i32, signal) };
         for _ in 0..500 {
@@ -191,7 +238,10 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
-        bail!("agent did not exit within 5 s of signal {signal}; log:\n{}", self.log())
+        bail!(
+            "agent did not exit within 5 s of signal {signal}; log:\n{}",
+            self.log()
+        )
     }
 
     pub fn agent_pid(&self) -> Option<u32> {

@@ -69,7 +69,11 @@ impl Receiver {
             let _ = ready_tx.send(Ok(()));
             while !s.load(Ordering::Relaxed) {
                 if let Some((seq, ifindex)) = recv_with_ifindex(&sock) {
-                    let arrival = Arrival { seq, ifindex, at: Instant::now() };
+                    let arrival = Arrival {
+                        seq,
+                        ifindex,
+                        at: Instant::now(),
+                    };
                     if let Ok(mut v) = a.lock() {
                         v.push(arrival);
                     }
@@ -77,7 +81,11 @@ impl Receiver {
             }
         });
         ready_rx.recv().context("receiver thread died")??;
-        Ok(Receiver { arrivals, stop, thread: Some(thread) })
+        Ok(Receiver {
+            arrivals,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Everything received so far.
@@ -103,7 +111,10 @@ impl Drop for Receiver {
 fn recv_with_ifindex(sock: &UdpSocket) -> Option<(u64, u32)> {
     let mut buf = [0u8; 64];
     let mut cmsg = [0u8; 128];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: msghdr is plain data; zeroed is a valid initial state.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -185,7 +196,11 @@ impl Sender {
             }
         });
         ready_rx.recv().context("sender thread died")??;
-        Ok(Sender { stop, sent, thread: Some(thread) })
+        Ok(Sender {
+            stop,
+            sent,
+            thread: Some(thread),
+        })
     }
 
     /// Stops sending and returns the send time of every packet (index = seq).
@@ -227,5 +242,10 @@ pub fn report(sent: &[Instant], arrivals: &[Arrival]) -> StreamReport {
         }
     }
     let received = seen.iter().filter(|s| **s).count() as u64;
-    StreamReport { sent: sent.len() as u64, received, lost: sent.len() as u64 - received, by_ifindex }
+    StreamReport {
+        sent: sent.len() as u64,
+        received,
+        lost: sent.len() as u64 - received,
+        by_ifindex,
+    }
 }

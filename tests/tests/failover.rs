@@ -23,34 +23,54 @@ fn dest() -> SocketAddr {
 
 /// Packets that arrived on `ifindex` so far.
 fn count_on(rx: &Receiver, ifindex: u32) -> usize {
-    rx.arrivals().iter().filter(|a| a.ifindex == ifindex).count()
+    rx.arrivals()
+        .iter()
+        .filter(|a| a.ifindex == ifindex)
+        .count()
 }
 
 /// Waits until at least `n` more packets arrive on `ifindex`.
 fn flows_via(rx: &Receiver, ifindex: u32, n: usize, what: &str) -> Result<()> {
     let before = count_on(rx, ifindex);
-    wait_until(Duration::from_secs(5), || Ok(count_on(rx, ifindex) >= before + n))
-        .with_context(|| format!("traffic does not flow via {what}"))
+    wait_until(Duration::from_secs(5), || {
+        Ok(count_on(rx, ifindex) >= before + n)
+    })
+    .with_context(|| format!("traffic does not flow via {what}"))
 }
 
 fn steered(lab: &Lab) -> bool {
-    lab.status().is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
+    lab.status()
+        .is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
 }
 
 fn wait_state(lab: &Lab, want: &str, within: Duration) -> Result<()> {
-    wait_until(within, || Ok(lab.group_state()? == want))
-        .with_context(|| format!("group never reached state {want}; status: {:?}; log:\n{}", lab.status().ok(), lab.log()))
+    wait_until(within, || Ok(lab.group_state()? == want)).with_context(|| {
+        format!(
+            "group never reached state {want}; status: {:?}; log:\n{}",
+            lab.status().ok(),
+            lab.log()
+        )
+    })
 }
 
 fn dial_count(lab: &Lab) -> usize {
-    std::fs::read_to_string(lab.dir.path().join("dials")).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(lab.dir.path().join("dials"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 /// Makes the dial script count its invocations (in <lab dir>/dials).
 fn count_dials(lab: &Lab) -> Result<()> {
     let up = lab.dir.path().join("dial-up.sh");
     let text = std::fs::read_to_string(&up)?;
-    let text = text.replacen("set -e\n", &format!("set -e\necho dial >> {}\n", lab.dir.path().join("dials").display()), 1);
+    let text = text.replacen(
+        "set -e\n",
+        &format!(
+            "set -e\necho dial >> {}\n",
+            lab.dir.path().join("dials").display()
+        ),
+        1,
+    );
     std::fs::write(&up, text)?;
     Ok(())
 }
@@ -73,7 +93,10 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     wait_until(Duration::from_secs(2), || Ok(steered(&lab)))?;
     let switchover = t0.elapsed();
     // Includes spawning `routebackup status` for every poll; the bench has the agent's own figure.
-    ensure!(switchover <= Duration::from_millis(100), "steering took {switchover:?} (> 100 ms)");
+    ensure!(
+        switchover <= Duration::from_millis(100),
+        "steering took {switchover:?} (> 100 ms)"
+    );
     flows_via(&rx, via_backup, 1_000, "the backup")?;
     ensure!(lab.group_state()? == "backup");
 
@@ -124,13 +147,18 @@ fn dialed_link_with_hold_timer_and_reloss_without_redial() -> Result<()> {
     lab.withdraw_primary()?;
     wait_state(&lab, "backup", Duration::from_secs(1))?;
     flows_via(&rx, via_backup, 500, "the backup after re-loss")?;
-    ensure!(dial_count(&lab) == 1, "redialed: {} dials", dial_count(&lab));
+    ensure!(
+        dial_count(&lab) == 1,
+        "redialed: {} dials",
+        dial_count(&lab)
+    );
 
     // Recovery, then the hold timer takes the link down.
     lab.restore_primary()?;
     wait_state(&lab, "holding", Duration::from_secs(2))?;
     wait_state(&lab, "primary", Duration::from_secs(6))?;
-    wait_until(Duration::from_secs(3), || Ok(!lab.bk0_exists())).context("link not taken down after the hold")?;
+    wait_until(Duration::from_secs(3), || Ok(!lab.bk0_exists()))
+        .context("link not taken down after the hold")?;
     flows_via(&rx, via_primary, 200, "the primary at the end")?;
     Ok(())
 }
@@ -151,7 +179,8 @@ fn dialed_link_taken_down_at_once_without_hold() -> Result<()> {
     flows_via(&rx, via_backup, 500, "the dialed backup (TC mode)")?;
     lab.restore_primary()?;
     wait_state(&lab, "primary", Duration::from_secs(2))?;
-    wait_until(Duration::from_secs(2), || Ok(!lab.bk0_exists())).context("link not taken down at once")?;
+    wait_until(Duration::from_secs(2), || Ok(!lab.bk0_exists()))
+        .context("link not taken down at once")?;
     flows_via(&rx, via_primary, 200, "the primary after recovery")?;
     Ok(())
 }
@@ -161,20 +190,28 @@ fn dialed_link_taken_down_at_once_without_hold() -> Result<()> {
 fn multi_segment_group_needs_every_segment_lost() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    lab.edge.sh("ip route add 203.0.113.0/24 via 10.0.1.2 dev wan0 proto ospf")?;
-    let cfg = lab
-        .config("0s", "auto", "")
-        .replace("segments = [\"198.51.100.0/24\"]", "segments = [\"198.51.100.0/24\", \"203.0.113.0/24\"]");
+    lab.edge
+        .sh("ip route add 203.0.113.0/24 via 10.0.1.2 dev wan0 proto ospf")?;
+    let cfg = lab.config("0s", "auto", "").replace(
+        "segments = [\"198.51.100.0/24\"]",
+        "segments = [\"198.51.100.0/24\", \"203.0.113.0/24\"]",
+    );
     lab.start_agent(&cfg, &[])?;
     lab.withdraw_primary()?;
     std::thread::sleep(Duration::from_millis(300));
-    ensure!(lab.group_state()? == "primary", "acted while 203.0.113.0/24 still had its primary route");
+    ensure!(
+        lab.group_state()? == "primary",
+        "acted while 203.0.113.0/24 still had its primary route"
+    );
     ensure!(!steered(&lab));
     lab.edge.sh("ip route del 203.0.113.0/24")?;
     wait_state(&lab, "backup", Duration::from_secs(2))?;
     let s = lab.status()?;
     for seg in s["groups"][0]["segments"].as_array().context("segments")? {
-        ensure!(seg["steered"] == true && seg["primary_up"] == false, "segment not steered: {seg}");
+        ensure!(
+            seg["steered"] == true && seg["primary_up"] == false,
+            "segment not steered: {seg}"
+        );
     }
     Ok(())
 }
@@ -193,13 +230,25 @@ fn failing_first_link(how: &str, first_link: &str, error_part: &str) -> Result<(
     lab.withdraw_primary()?;
     wait_state(&lab, "backup", Duration::from_secs(15)).with_context(|| format!("case {how}"))?;
     let s = lab.status()?;
-    ensure!(s["groups"][0]["active_link"] == "backup", "{how}: wrong link: {s}");
+    ensure!(
+        s["groups"][0]["active_link"] == "backup",
+        "{how}: wrong link: {s}"
+    );
     let flaky = &s["links"][0];
     ensure!(flaky["name"] == "flaky");
     let err = flaky["last_error"].as_str().unwrap_or("");
-    ensure!(err.contains(error_part), "{how}: last_error {err:?} does not mention {error_part:?}");
-    ensure!(flaky["attempts"].as_u64().unwrap_or(0) >= 1, "{how}: attempts not counted: {flaky}");
-    ensure!(flaky["state"] != "up" && flaky["state"] != "connecting", "{how}: flaky link left half up: {flaky}");
+    ensure!(
+        err.contains(error_part),
+        "{how}: last_error {err:?} does not mention {error_part:?}"
+    );
+    ensure!(
+        flaky["attempts"].as_u64().unwrap_or(0) >= 1,
+        "{how}: attempts not counted: {flaky}"
+    );
+    ensure!(
+        flaky["state"] != "up" && flaky["state"] != "connecting",
+        "{how}: flaky link left half up: {flaky}"
+    );
     Ok(())
 }
 
@@ -223,7 +272,10 @@ fn failing_links_fall_through_to_the_next() -> Result<()> {
     )?;
     // Never leave the hanging `up` behind.
     let left = routebackup_tests::sh("pgrep -f 'sleep 600' || true")?;
-    ensure!(left.trim().is_empty(), "hanging up command left running: {left}");
+    ensure!(
+        left.trim().is_empty(),
+        "hanging up command left running: {left}"
+    );
     Ok(())
 }
 
@@ -238,7 +290,10 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     );
     let cfg = lab
         .config("0s", "auto", "")
-        .replace("[[group]]", &format!("[[link]]\nname = \"flaky\"\n{first}\n\n[[group]]"))
+        .replace(
+            "[[group]]",
+            &format!("[[link]]\nname = \"flaky\"\n{first}\n\n[[group]]"),
+        )
         .replace("links = [\"backup\"]", "links = [\"flaky\", \"backup\"]");
     lab.start_agent(&cfg, &[])?;
     lab.withdraw_primary()?;
@@ -254,7 +309,12 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     })
     .with_context(|| format!("did not move to the next link; log:\n{}", lab.log()))?;
     let s = lab.status()?;
-    ensure!(s["links"][0]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "no last_error: {s}");
+    ensure!(
+        s["links"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "no last_error: {s}"
+    );
     wait_until(Duration::from_secs(3), || Ok(!lab.edge.has_link("fl0")))
         .context("dead link's interface left configured")?;
     Ok(())
@@ -276,22 +336,36 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
     flows_via(&rx, via_backup, 500, "the backup")?;
 
     let status = lab.stop_agent(libc::SIGTERM)?;
-    ensure!(status.success(), "agent exit status {status}; log:\n{}", lab.log());
+    ensure!(
+        status.success(),
+        "agent exit status {status}; log:\n{}",
+        lab.log()
+    );
     // No agent: the pinned programs and maps keep steering.
     flows_via(&rx, via_backup, 1_000, "the backup with the agent stopped")?;
-    ensure!(lab.bk0_exists(), "link taken down by a --keep-fastpath stop");
+    ensure!(
+        lab.bk0_exists(),
+        "link taken down by a --keep-fastpath stop"
+    );
 
     lab.start_agent(&cfg, &["--keep-fastpath"])?;
     wait_state(&lab, "backup", Duration::from_secs(5))?;
     flows_via(&rx, via_backup, 1_000, "the backup after the restart")?;
-    ensure!(dial_count(&lab) == 1, "link redialed on restart: {} dials", dial_count(&lab));
+    ensure!(
+        dial_count(&lab) == 1,
+        "link redialed on restart: {} dials",
+        dial_count(&lab)
+    );
 
     let sent = tx.stop();
     std::thread::sleep(Duration::from_millis(200));
     let r = report(&sent, &rx.stop());
     eprintln!("restart: {r:?}");
     // The only losses allowed are the initial switchover's.
-    ensure!(r.lost < 100, "traffic interrupted across the restart: {r:?}");
+    ensure!(
+        r.lost < 100,
+        "traffic interrupted across the restart: {r:?}"
+    );
     Ok(())
 }
 
@@ -306,17 +380,29 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
     wait_state(&lab, "backup", Duration::from_secs(2))?;
     // kernel_routes: the box's own traffic fails over too.
     let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
-    ensure!(routes.contains("bk0"), "no kernel route via the backup: {routes}");
+    ensure!(
+        routes.contains("bk0"),
+        "no kernel route via the backup: {routes}"
+    );
     lab.edge.sh(&format!("ping -c 1 -W 2 {DEST_ADDR}"))?;
 
     let status = lab.stop_agent(libc::SIGTERM)?;
     ensure!(status.success(), "agent exit status {status}");
     let xdp = lab.edge.sh("ip -d link show lan0")?;
-    ensure!(!xdp.contains("prog/xdp"), "XDP program left attached: {xdp}");
+    ensure!(
+        !xdp.contains("prog/xdp"),
+        "XDP program left attached: {xdp}"
+    );
     let tc = lab.edge.sh("tc filter show dev lan0 ingress")?;
     ensure!(!tc.contains("rb_tc"), "TC program left attached: {tc}");
     let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
-    ensure!(!routes.contains("bk0"), "kernel route left behind: {routes}");
-    ensure!(!lab.bpffs.path().join("routebackup/segments_v4").exists(), "pinned map left behind");
+    ensure!(
+        !routes.contains("bk0"),
+        "kernel route left behind: {routes}"
+    );
+    ensure!(
+        !lab.bpffs.path().join("routebackup/segments_v4").exists(),
+        "pinned map left behind"
+    );
     Ok(())
 }

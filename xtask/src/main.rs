@@ -104,7 +104,9 @@ fn cargo() -> Command {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -139,7 +141,11 @@ fn deb_installed(pkg: &str) -> bool {
 
 /// Installs what is missing; quick when everything is there.
 fn setup() -> Result<()> {
-    let missing: Vec<&str> = DEB_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    let missing: Vec<&str> = DEB_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
     if !missing.is_empty() {
         require_root("installing Debian packages")?;
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
@@ -152,34 +158,49 @@ fn setup() -> Result<()> {
 
     let nightly_ok = succeeds(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--version"]));
     if !nightly_ok {
-        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let components = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
         .output()
         .context("cannot run rustup")?;
-    if !String::from_utf8_lossy(&components.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if !String::from_utf8_lossy(&components.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
     }
 
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        });
     if !linker_ok {
-        eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
-        run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--locked",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-            ])
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+        eprintln!(
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+        );
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )?;
     }
     Ok(())
 }
@@ -227,8 +248,16 @@ fn bench(only: &[String]) -> Result<()> {
             continue;
         }
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "--package", "routebackup-tests", "--bin", target])
-            .env("ROUTEBACKUP_BIN", &bin);
+        cmd.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "routebackup-tests",
+            "--bin",
+            target,
+        ])
+        .env("ROUTEBACKUP_BIN", &bin);
         run(&mut cmd)?;
     }
     Ok(())
@@ -239,8 +268,16 @@ fn demo(keep: bool) -> Result<()> {
     build(false)?;
     let bin = workspace_root().join("target/debug/routebackup");
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "--package", "routebackup-tests", "--bin", "demo", "--"])
-        .env("ROUTEBACKUP_BIN", &bin);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "routebackup-tests",
+        "--bin",
+        "demo",
+        "--",
+    ])
+    .env("ROUTEBACKUP_BIN", &bin);
     if keep {
         cmd.arg("--keep");
     }
@@ -249,5 +286,12 @@ fn demo(keep: bool) -> Result<()> {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

@@ -28,7 +28,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn steered(lab: &Lab) -> bool {
-    lab.status().is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
+    lab.status()
+        .is_ok_and(|s| s["groups"][0]["segments"][0]["steered"].as_bool() == Some(true))
 }
 
 /// Packets lost over one withdraw → (1 s) → restore cycle at RATE.
@@ -81,7 +82,9 @@ fn main() -> Result<()> {
 
     // The floating static route: no agent, a second route via the backup.
     let lab = Lab::new(Backup::HotStandby)?;
-    lab.edge.sh(&format!("ip route add {SEGMENT} via {BACKUP_GW} dev bk0 metric 200"))?;
+    lab.edge.sh(&format!(
+        "ip route add {SEGMENT} via {BACKUP_GW} dev bk0 metric 200"
+    ))?;
     let mut static_loss = Vec::new();
     for _ in 0..LOSS_RUNS {
         static_loss.push(lost_in_cycle(&lab, false)?);

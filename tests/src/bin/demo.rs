@@ -65,7 +65,10 @@ impl Watch<'_> {
                 "?"
             };
             if path != self.last_path {
-                tl.say(&format!("traffic now arrives via the {path} router (packet #{})", a.seq));
+                tl.say(&format!(
+                    "traffic now arrives via the {path} router (packet #{})",
+                    a.seq
+                ));
                 self.last_path = path;
             }
         }
@@ -96,23 +99,39 @@ impl Watch<'_> {
 fn main() -> Result<()> {
     let keep = std::env::args().any(|a| a == "--keep");
     println!("routebackup demo: edge box with a primary uplink and a dial-up backup\n");
-    println!("  lan ({LAN_HOST}) ── lan0 [edge: routebackup, XDP+TC on lan0] wan0 ── [primary] ──┐");
-    println!("                                               bk0 ── [backup]  ──┴─ [dest] {DEST_ADDR}");
-    println!("\n  group \"dest\" monitors {SEGMENT}; the primary route is a proto-bgp route via wan0;");
-    println!("  the backup link is dialed by a `command` driver (a script that creates the veth bk0);");
+    println!(
+        "  lan ({LAN_HOST}) ── lan0 [edge: routebackup, XDP+TC on lan0] wan0 ── [primary] ──┐"
+    );
+    println!(
+        "                                               bk0 ── [backup]  ──┴─ [dest] {DEST_ADDR}"
+    );
+    println!(
+        "\n  group \"dest\" monitors {SEGMENT}; the primary route is a proto-bgp route via wan0;"
+    );
+    println!(
+        "  the backup link is dialed by a `command` driver (a script that creates the veth bk0);"
+    );
     println!("  hold timer (deactivate_delay) {HOLD}.\n");
 
     let mut lab = Lab::new(Backup::Dialed).context("building the lab (needs root)")?;
     let cfg = lab.config(HOLD, "auto", "");
-    let tl = Timeline { start: Instant::now() };
+    let tl = Timeline {
+        start: Instant::now(),
+    };
     lab.start_agent(&cfg, &[])?;
-    tl.say(&format!("agent running in namespace {} (config {})", lab.edge.name, lab.config_path().display()));
+    tl.say(&format!(
+        "agent running in namespace {} (config {})",
+        lab.edge.name,
+        lab.config_path().display()
+    ));
 
     let (via_primary, via_backup) = lab.dest_ifindexes()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
     let dst: SocketAddr = format!("{DEST_ADDR}:9000").parse()?;
     let tx = Sender::start(&lab.lan.path(), dst, RATE)?;
-    tl.say(&format!("UDP stream {LAN_HOST} → {DEST_ADDR}:9000 at {RATE} packets/s"));
+    tl.say(&format!(
+        "UDP stream {LAN_HOST} → {DEST_ADDR}:9000 at {RATE} packets/s"
+    ));
     let mut w = Watch {
         lab: &lab,
         rx: &rx,
@@ -130,15 +149,22 @@ fn main() -> Result<()> {
     lab.withdraw_primary()?;
     let ok = w.until(&tl, Duration::from_secs(15), |w| w.last_path == "backup");
     if !ok {
-        println!("\nthe backup never carried traffic; agent log:\n{}", lab.log());
+        println!(
+            "\nthe backup never carried traffic; agent log:\n{}",
+            lab.log()
+        );
         anyhow::bail!("failover did not happen");
     }
     w.run_for(&tl, Duration::from_secs(2));
 
-    tl.say(&format!("restoring the primary route (ip route add {SEGMENT} via 10.0.1.2 proto bgp)"));
+    tl.say(&format!(
+        "restoring the primary route (ip route add {SEGMENT} via 10.0.1.2 proto bgp)"
+    ));
     lab.restore_primary()?;
     w.until(&tl, Duration::from_secs(5), |w| w.last_path == "primary");
-    w.until(&tl, Duration::from_secs(10), |w| w.last_state == "primary" && !w.lab.bk0_exists());
+    w.until(&tl, Duration::from_secs(10), |w| {
+        w.last_state == "primary" && !w.lab.bk0_exists()
+    });
     tl.say(&format!("bk0 exists: {}", lab.bk0_exists()));
     w.run_for(&tl, Duration::from_millis(500));
     drop(w);
@@ -154,15 +180,28 @@ fn main() -> Result<()> {
     println!("lost packets are those sent between the withdrawal and the dial-up completing (dial time),");
     println!("plus at most a few around each map update.\n");
     println!("agent log (decisions):");
-    for line in lab.log().lines().filter(|l| l.contains("INFO") || l.contains("WARN") || l.contains("ERROR")) {
+    for line in lab
+        .log()
+        .lines()
+        .filter(|l| l.contains("INFO") || l.contains("WARN") || l.contains("ERROR"))
+    {
         println!("  {line}");
     }
     if keep {
         println!("\n--keep: the lab stays up. Explore with:");
-        println!("  {} status --socket {}", routebackup_tests::agent_bin().display(), lab.socket().display());
-        println!("  bpftool map dump pinned {}/routebackup/segments_v4", lab.bpffs.path().display());
+        println!(
+            "  {} status --socket {}",
+            routebackup_tests::agent_bin().display(),
+            lab.socket().display()
+        );
+        println!(
+            "  bpftool map dump pinned {}/routebackup/segments_v4",
+            lab.bpffs.path().display()
+        );
         println!("  ip netns exec {} ip route", lab.edge.name);
-        let names = [&lab.lan, &lab.edge, &lab.primary, &lab.backup, &lab.dest].map(|n| n.name.clone()).join(" ");
+        let names = [&lab.lan, &lab.edge, &lab.primary, &lab.backup, &lab.dest]
+            .map(|n| n.name.clone())
+            .join(" ");
         println!("When done, tear it down with:");
         println!(
             "  kill {}; for n in {names}; do ip netns del $n; done; umount {}",
