@@ -117,6 +117,18 @@ pub struct GroupConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+mod normalise;
+mod parse;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{
+    DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL,
+    DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
+};
+pub use tables::TableNames;
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -130,16 +142,24 @@ impl Config {
     }
 
     /// Parses and validates config text; `origin` names the file in errors.
-    pub fn parse(_text: &str, origin: &str) -> Result<Config, ConfigError> {
-        Err(ConfigError(format!(
-            "{origin}: config parsing is not implemented yet"
-        )))
+    /// Table names resolve through the system's iproute2 `rt_tables` files.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        parse::parse(text, origin, &TableNames::system())
+    }
+
+    /// Like `parse`, with the table names given (tests, other roots).
+    pub fn parse_with_tables(
+        text: &str,
+        origin: &str,
+        tables: &TableNames,
+    ) -> Result<Config, ConfigError> {
+        parse::parse(text, origin, tables)
     }
 
     /// The normalised config as TOML (defaults filled in, names resolved), for
-    /// `routebackup check`.
+    /// `routebackup check`. Table ids carry their names in a comment.
     pub fn normalised(&self) -> String {
-        String::from("# normalised output is not implemented yet\n")
+        normalise::normalised(self, &TableNames::system())
     }
 
     /// Every backup-enabled interface name: the links' interfaces plus

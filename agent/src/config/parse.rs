@@ -1,0 +1,913 @@
+//! TOML text → validated `Config`, with `FILE:LINE:COL: message` errors.
+//!
+//! Deserialisation goes through `Raw*` mirror types whose fields are wrapped in
+//! `toml::Spanned` so that semantic errors can point at the offending value.
+//! Every semantic problem found is reported (one per line), not only the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::tables::TableNames;
+use super::{
+    AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
+    LinkConfig, MatchMode, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
+};
+
+pub const DEFAULT_PPPD_PATH: &str = "/usr/sbin/pppd";
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_UP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_DEACTIVATE_DELAY: Duration = Duration::from_secs(20);
+pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
+/// Linux IFNAMSIZ minus the terminating NUL.
+pub const MAX_IFNAME_LEN: usize = 15;
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agent: Option<RawAgent>,
+    fastpath: Option<S<RawFastpath>>,
+    #[serde(default)]
+    link: Vec<S<RawLink>>,
+    #[serde(default)]
+    group: Vec<S<RawGroup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    pin_path: Option<S<String>>,
+    control_socket: Option<S<String>>,
+    tables: Option<S<Vec<S<toml::Value>>>>,
+    resync_interval: Option<S<toml::Value>>,
+    backup_interfaces: Option<Vec<S<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFastpath {
+    interfaces: Option<S<Vec<S<String>>>>,
+    mode: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    name: S<String>,
+    interface: S<String>,
+    driver: S<String>,
+    peer: Option<S<String>>,
+    pppd_path: Option<S<String>>,
+    up: Option<S<Vec<String>>>,
+    down: Option<S<Vec<String>>>,
+    gateway: Option<S<String>>,
+    gateway6: Option<S<String>>,
+    require_address: Option<bool>,
+    up_timeout: Option<S<toml::Value>>,
+    retry_interval: Option<S<toml::Value>>,
+    kernel_routes: Option<bool>,
+    route_metric: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: S<String>,
+    segments: Option<S<Vec<S<String>>>>,
+    links: Option<S<Vec<S<String>>>>,
+    #[serde(rename = "match")]
+    match_mode: Option<S<String>>,
+    allow_default: Option<bool>,
+    activate_delay: Option<S<toml::Value>>,
+    deactivate_delay: Option<S<toml::Value>>,
+}
+
+/// Collects positioned errors.
+struct Reporter<'a> {
+    text: &'a str,
+    origin: &'a str,
+    errors: Vec<String>,
+}
+
+impl Reporter<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = before
+            .get(line_start..)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+            + 1;
+        (line, col)
+    }
+
+    fn format(&self, span: Option<Range<usize>>, message: &str, hint: Option<&str>) -> String {
+        let mut out = match span {
+            Some(span) => {
+                let (line, col) = self.position(span.start);
+                format!("{}:{line}:{col}: {message}", self.origin)
+            }
+            None => format!("{}: {message}", self.origin),
+        };
+        if let Some(hint) = hint {
+            out.push_str("\n  hint: ");
+            out.push_str(hint);
+        }
+        out
+    }
+
+    fn error(&mut self, span: Range<usize>, message: impl AsRef<str>) {
+        let e = self.format(Some(span), message.as_ref(), None);
+        self.errors.push(e);
+    }
+
+    fn hinted(&mut self, span: Range<usize>, message: impl AsRef<str>, hint: impl AsRef<str>) {
+        let e = self.format(Some(span), message.as_ref(), Some(hint.as_ref()));
+        self.errors.push(e);
+    }
+}
+
+/// Hint for a toml/serde error message, if we know a useful one.
+fn parse_error_hint(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        return Some(
+            "remove the key or fix its spelling; the message lists the keys this table accepts"
+                .into(),
+        );
+    }
+    if message.starts_with("missing field") {
+        return Some("add the key; see README \"Configuration\"".into());
+    }
+    if message.contains("invalid type") {
+        return Some(
+            "check the value's type: strings need quotes, lists need [ ], durations are strings like \"20s\"".into(),
+        );
+    }
+    None
+}
+
+pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, ConfigError> {
+    let mut rep = Reporter {
+        text,
+        origin,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let message = e.message().trim().replace('\n', "; ");
+            let hint = parse_error_hint(&message);
+            return Err(ConfigError(rep.format(e.span(), &message, hint.as_deref())));
+        }
+    };
+
+    let agent = agent_config(&mut rep, raw.agent, tables);
+    let fastpath = fastpath_config(&mut rep, raw.fastpath);
+    let links = link_configs(&mut rep, &raw.link);
+    let groups = group_configs(&mut rep, &raw.group, &raw.link);
+    check_interfaces_unique(&mut rep, &raw.link);
+
+    if rep.errors.is_empty() {
+        Ok(Config {
+            agent,
+            fastpath,
+            links,
+            groups,
+        })
+    } else {
+        Err(ConfigError(rep.errors.join("\n")))
+    }
+}
+
+fn agent_config(rep: &mut Reporter, raw: Option<RawAgent>, names: &TableNames) -> AgentConfig {
+    let mut agent = AgentConfig {
+        pin_path: PathBuf::from(DEFAULT_PIN_PATH),
+        control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        tables: vec![super::RT_TABLE_MAIN],
+        resync_interval: DEFAULT_RESYNC_INTERVAL,
+        backup_interfaces: Vec::new(),
+    };
+    let Some(raw) = raw else { return agent };
+    if let Some(p) = raw.pin_path {
+        agent.pin_path = absolute_path(rep, &p, "pin_path");
+    }
+    if let Some(p) = raw.control_socket {
+        agent.control_socket = absolute_path(rep, &p, "control_socket");
+    }
+    if let Some(tables) = raw.tables {
+        let mut ids = Vec::new();
+        if tables.get_ref().is_empty() {
+            rep.hinted(
+                tables.span(),
+                "agent.tables is empty: no routing table would be watched",
+                "remove the key to watch the main table, or list tables, e.g. tables = [\"main\"]",
+            );
+        }
+        for t in tables.get_ref() {
+            if let Some(id) = table_id(rep, t, names) {
+                if ids.contains(&id) {
+                    rep.error(t.span(), format!("table {id} is listed twice"));
+                } else {
+                    ids.push(id);
+                }
+            }
+        }
+        agent.tables = ids;
+    }
+    agent.resync_interval = positive_duration(
+        rep,
+        raw.resync_interval.as_ref(),
+        "resync_interval",
+        DEFAULT_RESYNC_INTERVAL,
+    );
+    if let Some(list) = raw.backup_interfaces {
+        for name in list {
+            if ifname_ok(rep, &name) {
+                agent.backup_interfaces.push(name.get_ref().clone());
+            }
+        }
+    }
+    agent
+}
+
+fn absolute_path(rep: &mut Reporter, p: &S<String>, key: &str) -> PathBuf {
+    let path = PathBuf::from(p.get_ref());
+    if !path.is_absolute() {
+        rep.hinted(
+            p.span(),
+            format!("{key} \"{}\" is not an absolute path", p.get_ref()),
+            format!(
+                "write it from /, e.g. {key} = \"/{}\"",
+                p.get_ref().trim_start_matches("./")
+            ),
+        );
+    }
+    path
+}
+
+fn table_id(rep: &mut Reporter, t: &S<toml::Value>, names: &TableNames) -> Option<u32> {
+    let id = match t.get_ref() {
+        toml::Value::Integer(n) => u32::try_from(*n).ok(),
+        toml::Value::String(s) => match s.parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(_) => match names.id(s) {
+                Some(id) => Some(id),
+                None => {
+                    let known: Vec<&str> = names.names().collect();
+                    rep.hinted(
+                        t.span(),
+                        format!("unknown routing table \"{s}\""),
+                        format!(
+                            "use a table number or a name from /etc/iproute2/rt_tables (known names: {})",
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            },
+        },
+        other => {
+            rep.hinted(
+                t.span(),
+                format!(
+                    "a routing table must be a name or a number, not {}",
+                    other.type_str()
+                ),
+                "e.g. tables = [\"main\", 100]",
+            );
+            return None;
+        }
+    };
+    match id {
+        Some(0) | None => {
+            rep.hinted(
+                t.span(),
+                "routing table ids range from 1 to 4294967295",
+                "main is 254; see /etc/iproute2/rt_tables",
+            );
+            None
+        }
+        Some(id) => Some(id),
+    }
+}
+
+/// Parses a humantime duration ("20s", "1m30s", "500ms").
+fn duration(rep: &mut Reporter, v: &S<toml::Value>, key: &str) -> Option<Duration> {
+    let text = match v.get_ref() {
+        toml::Value::String(s) => s.trim().to_string(),
+        toml::Value::Integer(n) => {
+            rep.hinted(
+                v.span(),
+                format!("{key} = {n}: durations need a unit, e.g. \"{n}s\""),
+                format!("write {key} = \"{n}s\" (units: ms, s, m, h)"),
+            );
+            return None;
+        }
+        other => {
+            rep.hinted(
+                v.span(),
+                format!("{key} must be a duration string, not {}", other.type_str()),
+                format!("durations need a unit, e.g. {key} = \"20s\""),
+            );
+            return None;
+        }
+    };
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        rep.hinted(
+            v.span(),
+            format!("{key} = \"{text}\": durations need a unit, e.g. \"{text}s\""),
+            "units: ms, s, m, h (\"1m30s\" works too)",
+        );
+        return None;
+    }
+    match humantime::parse_duration(&text) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            rep.hinted(
+                v.span(),
+                format!("{key} = \"{text}\" is not a duration: {e}"),
+                "durations need a unit, e.g. \"20s\", \"500ms\", \"5m\"",
+            );
+            None
+        }
+    }
+}
+
+/// Linux's rules for interface names (dev_valid_name).
+fn ifname_ok(rep: &mut Reporter, name: &S<String>) -> bool {
+    let n = name.get_ref();
+    let problem = if n.is_empty() {
+        Some("an interface name cannot be empty".to_string())
+    } else if n.len() > MAX_IFNAME_LEN {
+        Some(format!(
+            "interface name \"{n}\" is {} bytes long; Linux allows at most {MAX_IFNAME_LEN}",
+            n.len()
+        ))
+    } else if n == "." || n == ".." || n.contains(['/', ':']) || n.chars().any(char::is_whitespace)
+    {
+        Some(format!(
+            "\"{n}\" is not a valid interface name (no '/', ':', whitespace, \".\" or \"..\")"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => {
+            rep.hinted(name.span(), p, "use the name `ip link` shows");
+            false
+        }
+        None => true,
+    }
+}
+
+fn fastpath_config(rep: &mut Reporter, raw: Option<S<RawFastpath>>) -> FastpathConfig {
+    let mut fp = FastpathConfig {
+        interfaces: Vec::new(),
+        mode: AttachMode::Auto,
+    };
+    let Some(raw) = raw else {
+        rep.hinted(
+            0..0,
+            "missing [fastpath] section",
+            "add [fastpath] with interfaces = [\"lan0\"] (the ingress interfaces whose traffic is steered)",
+        );
+        return fp;
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    match raw.interfaces {
+        None => rep.hinted(
+            span,
+            "[fastpath] needs interfaces",
+            "add interfaces = [\"lan0\"] (the ingress interfaces whose traffic is steered)",
+        ),
+        Some(list) if list.get_ref().is_empty() => rep.hinted(
+            list.span(),
+            "fastpath.interfaces is empty: no traffic would be steered",
+            "list the ingress (LAN side) interfaces, e.g. interfaces = [\"lan0\"]",
+        ),
+        Some(list) => {
+            for name in list.get_ref() {
+                if ifname_ok(rep, name) {
+                    if fp.interfaces.contains(name.get_ref()) {
+                        rep.error(
+                            name.span(),
+                            format!("interface \"{}\" is listed twice", name.get_ref()),
+                        );
+                    } else {
+                        fp.interfaces.push(name.get_ref().clone());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mode) = raw.mode {
+        fp.mode = match mode.get_ref().as_str() {
+            "auto" => AttachMode::Auto,
+            "xdp" => AttachMode::Xdp,
+            "xdp-generic" => AttachMode::XdpGeneric,
+            "tc" => AttachMode::Tc,
+            other => {
+                rep.hinted(
+                    mode.span(),
+                    format!("unknown fastpath mode \"{other}\""),
+                    "mode is one of: auto, xdp, xdp-generic, tc",
+                );
+                AttachMode::Auto
+            }
+        };
+    }
+    fp
+}
+
+fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    for l in raw {
+        let l = l.get_ref();
+        let name = l.name.get_ref();
+        if !name_ok(rep, &l.name, "link") {
+            // reported
+        } else if seen.insert(name.as_str(), ()).is_some() {
+            rep.hinted(
+                l.name.span(),
+                format!("duplicate link name \"{name}\""),
+                "every [[link]] needs its own name",
+            );
+        }
+        ifname_ok(rep, &l.interface);
+        let driver = driver_config(rep, l);
+        let is_pppd = matches!(driver, Some(DriverConfig::Pppd { .. }));
+        let (gateway_v4, gateway_v6) = gateways(rep, l);
+        let up_timeout =
+            positive_duration(rep, l.up_timeout.as_ref(), "up_timeout", DEFAULT_UP_TIMEOUT);
+        let retry_interval = positive_duration(
+            rep,
+            l.retry_interval.as_ref(),
+            "retry_interval",
+            DEFAULT_RETRY_INTERVAL,
+        );
+        let route_metric = match &l.route_metric {
+            None => DEFAULT_ROUTE_METRIC,
+            Some(m) => match u32::try_from(*m.get_ref()) {
+                Ok(v) => v,
+                Err(_) => {
+                    rep.hinted(
+                        m.span(),
+                        "route_metric must be between 0 and 4294967295",
+                        "e.g. route_metric = 1024",
+                    );
+                    DEFAULT_ROUTE_METRIC
+                }
+            },
+        };
+        out.push(LinkConfig {
+            name: name.clone(),
+            interface: l.interface.get_ref().clone(),
+            driver: driver.unwrap_or(DriverConfig::AlwaysUp),
+            gateway_v4,
+            gateway_v6,
+            require_address: l.require_address.unwrap_or(is_pppd),
+            up_timeout,
+            retry_interval,
+            kernel_routes: l.kernel_routes.unwrap_or(false),
+            route_metric,
+        });
+    }
+    out
+}
+
+fn positive_duration(
+    rep: &mut Reporter,
+    v: Option<&S<toml::Value>>,
+    key: &str,
+    default: Duration,
+) -> Duration {
+    let Some(v) = v else { return default };
+    match duration(rep, v, key) {
+        Some(d) if d.is_zero() => {
+            rep.hinted(
+                v.span(),
+                format!("{key} must be more than 0s"),
+                format!("e.g. {key} = \"{}\"", humantime::format_duration(default)),
+            );
+            default
+        }
+        Some(d) => d,
+        None => default,
+    }
+}
+
+fn name_ok(rep: &mut Reporter, name: &S<String>, what: &str) -> bool {
+    let n = name.get_ref();
+    if n.is_empty()
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        rep.hinted(
+            name.span(),
+            format!("{what} name \"{n}\" is not valid"),
+            "use letters, digits, '-', '_' or '.'",
+        );
+        return false;
+    }
+    true
+}
+
+const DRIVER_KEYS: &[(&str, &[&str])] = &[
+    ("pppd", &["peer", "pppd_path"]),
+    ("command", &["up", "down"]),
+    ("interface", &[]),
+    ("always-up", &[]),
+];
+
+fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
+    let driver = l.driver.get_ref().as_str();
+    let Some((_, allowed)) = DRIVER_KEYS.iter().find(|(d, _)| *d == driver) else {
+        rep.hinted(
+            l.driver.span(),
+            format!("link \"{}\": unknown driver \"{driver}\"", l.name.get_ref()),
+            "driver is one of: pppd, command, interface, always-up",
+        );
+        return None;
+    };
+    let present: [(&str, Option<Range<usize>>); 4] = [
+        ("peer", l.peer.as_ref().map(|v| v.span())),
+        ("pppd_path", l.pppd_path.as_ref().map(|v| v.span())),
+        ("up", l.up.as_ref().map(|v| v.span())),
+        ("down", l.down.as_ref().map(|v| v.span())),
+    ];
+    let mut ok = true;
+    for (key, span) in present {
+        if let Some(span) = span {
+            if !allowed.contains(&key) {
+                let owner = DRIVER_KEYS
+                    .iter()
+                    .find(|(_, keys)| keys.contains(&key))
+                    .map(|(d, _)| *d)
+                    .unwrap_or("?");
+                rep.hinted(
+                    span,
+                    format!(
+                        "link \"{}\": key `{key}` does not apply to driver \"{driver}\"",
+                        l.name.get_ref()
+                    ),
+                    format!("`{key}` is for driver \"{owner}\"; remove it or change the driver"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let d = match driver {
+        "pppd" => {
+            let Some(peer) = &l.peer else {
+                rep.hinted(
+                    l.driver.span(),
+                    format!(
+                        "link \"{}\": driver \"pppd\" needs `peer`",
+                        l.name.get_ref()
+                    ),
+                    "add peer = \"NAME\" (a file in /etc/ppp/peers)",
+                );
+                return None;
+            };
+            if peer.get_ref().is_empty() || peer.get_ref().contains('/') {
+                rep.hinted(
+                    peer.span(),
+                    "peer must be a file name in /etc/ppp/peers",
+                    "e.g. peer = \"lte\"",
+                );
+                ok = false;
+            }
+            let pppd_path = match &l.pppd_path {
+                Some(p) => absolute_path(rep, p, "pppd_path"),
+                None => PathBuf::from(DEFAULT_PPPD_PATH),
+            };
+            DriverConfig::Pppd {
+                peer: peer.get_ref().clone(),
+                pppd_path,
+            }
+        }
+        "command" => {
+            let Some(up) = &l.up else {
+                rep.hinted(
+                    l.driver.span(),
+                    format!(
+                        "link \"{}\": driver \"command\" needs `up`",
+                        l.name.get_ref()
+                    ),
+                    "add up = [\"/path/to/program\", \"arg\", ...] (run without a shell)",
+                );
+                return None;
+            };
+            if up.get_ref().first().is_none_or(|p| p.is_empty()) {
+                rep.hinted(
+                    up.span(),
+                    "`up` needs at least a program",
+                    "e.g. up = [\"/usr/local/sbin/lte-up\"]",
+                );
+                ok = false;
+            }
+            let down = l
+                .down
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_default();
+            if let Some(d) = &l.down {
+                if d.get_ref().first().is_some_and(|p| p.is_empty()) {
+                    rep.hinted(
+                        d.span(),
+                        "`down` starts with an empty program name",
+                        "e.g. down = [\"/usr/local/sbin/lte-down\"]",
+                    );
+                    ok = false;
+                }
+            }
+            DriverConfig::Command {
+                up: up.get_ref().clone(),
+                down,
+            }
+        }
+        "interface" => DriverConfig::Interface,
+        _ => DriverConfig::AlwaysUp,
+    };
+    ok.then_some(d)
+}
+
+fn gateways(
+    rep: &mut Reporter,
+    l: &RawLink,
+) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+    let mut v4 = None;
+    let mut v6 = None;
+    if let Some(g) = &l.gateway {
+        match g.get_ref().parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => v4 = Some(a),
+            Ok(IpAddr::V6(a)) => v6 = Some(a),
+            Err(_) => rep.hinted(
+                g.span(),
+                format!("gateway \"{}\" is not an IP address", g.get_ref()),
+                "e.g. gateway = \"10.0.3.2\" (an address, no prefix length)",
+            ),
+        }
+    }
+    if let Some(g) = &l.gateway6 {
+        match g.get_ref().parse::<IpAddr>() {
+            Ok(IpAddr::V6(a)) => {
+                if v6.is_some() {
+                    rep.hinted(
+                        g.span(),
+                        "both gateway and gateway6 are IPv6 addresses",
+                        "use gateway for the IPv4 next hop and gateway6 for the IPv6 one",
+                    );
+                }
+                v6 = Some(a);
+            }
+            _ => rep.hinted(
+                g.span(),
+                format!("gateway6 \"{}\" is not an IPv6 address", g.get_ref()),
+                "e.g. gateway6 = \"fe80::1\"",
+            ),
+        }
+    }
+    (v4, v6)
+}
+
+fn group_configs(
+    rep: &mut Reporter,
+    raw: &[S<RawGroup>],
+    raw_links: &[S<RawLink>],
+) -> Vec<GroupConfig> {
+    let link_names: Vec<&str> = raw_links
+        .iter()
+        .map(|l| l.get_ref().name.get_ref().as_str())
+        .collect();
+    let mut out = Vec::new();
+    let mut seen_names: HashMap<&str, ()> = HashMap::new();
+    // segment → (group name) for the "same segment in two groups" check
+    let mut seen_segments: BTreeMap<IpNet, String> = BTreeMap::new();
+    let mut v4_count = 0u32;
+    let mut v6_count = 0u32;
+    if raw.len() > routebackup_common::MAX_GROUPS as usize {
+        rep.hinted(
+            raw.get(routebackup_common::MAX_GROUPS as usize)
+                .map(|g| g.span())
+                .unwrap_or(0..0),
+            format!(
+                "too many groups ({}); the fast path counts at most {}",
+                raw.len(),
+                routebackup_common::MAX_GROUPS
+            ),
+            "merge groups: a group can hold many segments",
+        );
+    }
+    for g in raw {
+        let gspan = g.span();
+        let g = g.get_ref();
+        let name = g.name.get_ref();
+        if name_ok(rep, &g.name, "group") && seen_names.insert(name.as_str(), ()).is_some() {
+            rep.hinted(
+                g.name.span(),
+                format!("duplicate group name \"{name}\""),
+                "every [[group]] needs its own name",
+            );
+        }
+        let mut segments = Vec::new();
+        match &g.segments {
+            None => rep.hinted(
+                gspan.clone(),
+                format!("group \"{name}\" has no segments"),
+                "add segments = [\"10.20.0.0/16\", ...] (the prefixes this group monitors)",
+            ),
+            Some(list) if list.get_ref().is_empty() => rep.hinted(
+                list.span(),
+                format!("group \"{name}\" has no segments"),
+                "list the prefixes this group monitors, e.g. segments = [\"10.20.0.0/16\"]",
+            ),
+            Some(list) => {
+                for s in list.get_ref() {
+                    let Some(net) = segment(rep, s) else { continue };
+                    if let Some(other) = seen_segments.get(&net) {
+                        if other == name {
+                            rep.error(
+                                s.span(),
+                                format!("group \"{name}\" lists segment {net} twice"),
+                            );
+                        } else {
+                            rep.hinted(
+                                s.span(),
+                                format!("segment {net} is already in group \"{other}\""),
+                                "a segment belongs to one group only; remove it from one of them",
+                            );
+                        }
+                        continue;
+                    }
+                    seen_segments.insert(net, name.clone());
+                    match net {
+                        IpNet::V4(_) => v4_count += 1,
+                        IpNet::V6(_) => v6_count += 1,
+                    }
+                    segments.push(net);
+                }
+            }
+        }
+        let mut links = Vec::new();
+        match &g.links {
+            None => rep.hinted(
+                gspan.clone(),
+                format!("group \"{name}\" has no links"),
+                format!(
+                    "add links = [...] naming [[link]]s in the order to try (known links: {})",
+                    known(&link_names)
+                ),
+            ),
+            Some(list) if list.get_ref().is_empty() => rep.hinted(
+                list.span(),
+                format!("group \"{name}\" has no links"),
+                format!(
+                    "name the backup links to try, in order (known links: {})",
+                    known(&link_names)
+                ),
+            ),
+            Some(list) => {
+                for l in list.get_ref() {
+                    match link_names.iter().position(|n| n == l.get_ref()) {
+                        Some(i) if links.contains(&i) => rep.error(
+                            l.span(),
+                            format!("group \"{name}\" names link \"{}\" twice", l.get_ref()),
+                        ),
+                        Some(i) => links.push(i),
+                        None => rep.hinted(
+                            l.span(),
+                            format!(
+                                "group \"{name}\" names unknown link \"{}\" (known links: {})",
+                                l.get_ref(),
+                                known(&link_names)
+                            ),
+                            "define it in a [[link]] section or fix the spelling",
+                        ),
+                    }
+                }
+            }
+        }
+        let match_mode = match &g.match_mode {
+            None => MatchMode::Exact,
+            Some(m) => match m.get_ref().as_str() {
+                "exact" => MatchMode::Exact,
+                "covering" => MatchMode::Covering,
+                other => {
+                    rep.hinted(
+                        m.span(),
+                        format!("unknown match mode \"{other}\""),
+                        "match is \"exact\" or \"covering\"",
+                    );
+                    MatchMode::Exact
+                }
+            },
+        };
+        let allow_default = g.allow_default.unwrap_or(false);
+        let activate_delay = g
+            .activate_delay
+            .as_ref()
+            .and_then(|d| duration(rep, d, "activate_delay"))
+            .unwrap_or(Duration::ZERO);
+        let deactivate_delay = g
+            .deactivate_delay
+            .as_ref()
+            .and_then(|d| duration(rep, d, "deactivate_delay"))
+            .unwrap_or(DEFAULT_DEACTIVATE_DELAY);
+        out.push(GroupConfig {
+            name: name.clone(),
+            segments,
+            links,
+            match_mode,
+            allow_default,
+            activate_delay,
+            deactivate_delay,
+        });
+    }
+    let max = routebackup_common::MAX_SEGMENTS;
+    if v4_count > max || v6_count > max {
+        rep.hinted(
+            0..0,
+            format!("too many segments ({v4_count} IPv4, {v6_count} IPv6); the fast path holds at most {max} per family"),
+            "aggregate segments into shorter prefixes",
+        );
+    }
+    out
+}
+
+fn known(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none; add a [[link]] section".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn segment(rep: &mut Reporter, s: &S<String>) -> Option<IpNet> {
+    let text = s.get_ref().trim();
+    match text.parse::<IpNet>() {
+        Ok(net) => {
+            let trunc = net.trunc();
+            if trunc != net {
+                rep.hinted(
+                    s.span(),
+                    format!("segment {net} has host bits set; did you mean {trunc}?"),
+                    format!("write segments as network prefixes, e.g. \"{trunc}\""),
+                );
+                return None;
+            }
+            Some(net)
+        }
+        Err(_) => {
+            if let Ok(addr) = text.parse::<IpAddr>() {
+                let len = if addr.is_ipv4() { 32 } else { 128 };
+                rep.hinted(
+                    s.span(),
+                    format!("segment \"{text}\" has no prefix length"),
+                    format!("write \"{addr}/{len}\" for a single address, or the network prefix"),
+                );
+            } else {
+                rep.hinted(
+                    s.span(),
+                    format!("segment \"{text}\" is not an IP prefix"),
+                    "e.g. \"10.20.0.0/16\" or \"2001:db8:20::/48\"",
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Two links on one interface, or a link interface also listed as a fast-path
+/// interface, cannot work.
+fn check_interfaces_unique(rep: &mut Reporter, raw: &[S<RawLink>]) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for l in raw {
+        let l = l.get_ref();
+        let iface = l.interface.get_ref().as_str();
+        if let Some(other) = seen.insert(iface, l.name.get_ref().as_str()) {
+            rep.hinted(
+                l.interface.span(),
+                format!(
+                    "links \"{other}\" and \"{}\" both use interface \"{iface}\"",
+                    l.name.get_ref()
+                ),
+                "each [[link]] needs its own interface",
+            );
+        }
+    }
+}
