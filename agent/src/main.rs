@@ -83,6 +83,7 @@ fn run(config_path: PathBuf, log_level: &str) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match Config::load(&config_path) {
         Ok(c) => c,
