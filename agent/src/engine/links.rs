@@ -1,0 +1,355 @@
+//! Backup links: readiness, attempts (`LinkUp` → ready or `up_timeout` /
+//! `LinkFailed`), drops while in use, and release when no group needs them.
+
+use crate::model::{Action, GroupState, LinkId, LinkState, Millis, OperState, Timer};
+
+use super::{Engine, SteerTarget, gateway};
+
+/// Whether a link can carry traffic, or why not.
+pub(super) enum Readiness {
+    Ready,
+    NotReady(String),
+}
+
+impl Engine {
+    pub(super) fn readiness(&self, link: LinkId) -> Readiness {
+        let Some(l) = self.links.get(link) else {
+            return Readiness::NotReady(format!("no link #{link}"));
+        };
+        let Some(ifindex) = self.net.ifindex_of(&l.interface) else {
+            return Readiness::NotReady(format!("interface {} does not exist", l.interface));
+        };
+        let Some(info) = self.net.iface(ifindex) else {
+            return Readiness::NotReady(format!("interface {} does not exist", l.interface));
+        };
+        if !info.admin_up {
+            return Readiness::NotReady(format!(
+                "interface {} is administratively down",
+                l.interface
+            ));
+        }
+        if !matches!(info.oper, OperState::Up | OperState::Unknown) {
+            return Readiness::NotReady(format!(
+                "interface {} has no carrier (operstate down)",
+                l.interface
+            ));
+        }
+        if l.require_address && self.net.addresses(ifindex).is_empty() {
+            return Readiness::NotReady(format!("interface {} has no address", l.interface));
+        }
+        Readiness::Ready
+    }
+
+    pub(super) fn link_ready(&self, link: LinkId) -> bool {
+        matches!(self.readiness(link), Readiness::Ready)
+    }
+
+    pub(super) fn link_name(&self, link: LinkId) -> String {
+        self.links
+            .get(link)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| format!("#{link}"))
+    }
+
+    /// Groups that hold `link`: trying it, steering to it or holding it.
+    pub(super) fn link_users(&self, link: LinkId) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| {
+                g.active == Some(link)
+                    && matches!(
+                        g.state,
+                        GroupState::Activating | GroupState::Backup | GroupState::Holding
+                    )
+            })
+            .count()
+    }
+
+    /// Where a group steering to `link` sends its traffic, if the link's interface exists.
+    pub(super) fn steer_target(&self, link: LinkId) -> Option<SteerTarget> {
+        let l = self.links.get(link)?;
+        let ifindex = self.net.ifindex_of(&l.interface)?;
+        let info = self.net.iface(ifindex)?;
+        let (gateway_v4, gateway_v6) = gateway::derive(
+            info.l3,
+            l.gateway_v4,
+            l.gateway_v6,
+            self.net.addresses(ifindex),
+        );
+        Some(SteerTarget {
+            link,
+            ifindex,
+            l3: info.l3,
+            gateway_v4,
+            gateway_v6,
+        })
+    }
+
+    /// Asks for `link` on behalf of a group. Returns true when it is ready now.
+    pub(super) fn request_link(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
+        let why = match self.readiness(link) {
+            Readiness::Ready => None,
+            Readiness::NotReady(why) => Some(why),
+        };
+        let Some(l) = self.links.get_mut(link) else {
+            return false;
+        };
+        match l.state {
+            LinkState::Up => true,
+            LinkState::Connecting => false,
+            LinkState::Down | LinkState::Failed => {
+                // A link that just failed may still look ready (pppd exited,
+                // ppp0 not yet gone): redial it and wait until its interface
+                // has been seen not ready and then ready again.
+                let distrust = l.state == LinkState::Failed && !l.always_up;
+                let why = match why {
+                    None if !distrust => {
+                        l.state = LinkState::Up;
+                        return true;
+                    }
+                    None => {
+                        l.stale_ready = true;
+                        "its interface still looks up after the failure".to_string()
+                    }
+                    Some(why) => why,
+                };
+                l.state = LinkState::Connecting;
+                if l.always_up {
+                    out.push(Action::Notice(format!(
+                        "link {}: always-up link is not ready ({why}); waiting up to {}",
+                        l.name,
+                        humantime::format_duration(l.up_timeout)
+                    )));
+                } else {
+                    out.push(Action::LinkUp { link });
+                }
+                out.push(Action::ArmTimer {
+                    timer: Timer::UpTimeout(link),
+                    after: l.up_timeout,
+                });
+                false
+            }
+        }
+    }
+
+    /// Reacts to interface/address changes: connecting links that became
+    /// ready, links in use that dropped, steering targets that moved.
+    pub(super) fn links_changed(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if !self.synced {
+            return;
+        }
+        for link in 0..self.links.len() {
+            let state = self.links.get(link).map(|l| l.state);
+            let stale = self.links.get(link).is_some_and(|l| l.stale_ready);
+            match (state, self.readiness(link)) {
+                (Some(LinkState::Connecting), Readiness::Ready) if stale => {}
+                (Some(LinkState::Connecting), Readiness::NotReady(_)) if stale => {
+                    if let Some(l) = self.links.get_mut(link) {
+                        l.stale_ready = false;
+                    }
+                }
+                (Some(LinkState::Connecting), Readiness::Ready) => {
+                    self.link_became_ready(now, link, out)
+                }
+                (Some(LinkState::Up), Readiness::NotReady(why)) => {
+                    self.link_dropped(now, link, why, out)
+                }
+                _ => {}
+            }
+        }
+        self.refresh_steering(out);
+    }
+
+    fn link_became_ready(&mut self, now: Millis, link: LinkId, out: &mut Vec<Action>) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.state = LinkState::Up;
+        l.stale_ready = false;
+        out.push(Action::CancelTimer {
+            timer: Timer::UpTimeout(link),
+        });
+        for g in 0..self.groups.len() {
+            let waiting = self
+                .groups
+                .get(g)
+                .is_some_and(|gr| gr.state == GroupState::Activating && gr.active == Some(link));
+            if waiting {
+                self.enter_backup(now, g, out);
+            }
+        }
+        if self.link_users(link) == 0 {
+            // Nobody waits any more (e.g. primary came back meanwhile).
+            self.release_link(link, out);
+        }
+    }
+
+    /// The current attempt on `link` failed (`up_timeout` or driver error).
+    pub(super) fn attempt_failed(
+        &mut self,
+        now: Millis,
+        link: LinkId,
+        error: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.state = LinkState::Failed;
+        l.stale_ready = false;
+        l.attempts = l.attempts.saturating_add(1);
+        l.last_error = Some(error.clone());
+        out.push(Action::Notice(format!(
+            "link {}: attempt failed: {error}",
+            l.name
+        )));
+        out.push(Action::CancelTimer {
+            timer: Timer::UpTimeout(link),
+        });
+        if !l.always_up {
+            out.push(Action::LinkDown { link });
+        }
+        for g in 0..self.groups.len() {
+            let waiting = self
+                .groups
+                .get(g)
+                .is_some_and(|gr| gr.state == GroupState::Activating && gr.active == Some(link));
+            if waiting {
+                let entry = format!("{}: {error}", self.link_name(link));
+                if let Some(gr) = self.groups.get_mut(g) {
+                    gr.round_errors.push(entry);
+                }
+                self.advance_round(now, g, out);
+            }
+        }
+    }
+
+    /// A link in use stopped being usable.
+    pub(super) fn link_dropped(
+        &mut self,
+        now: Millis,
+        link: LinkId,
+        why: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.state = LinkState::Failed;
+        l.attempts = l.attempts.saturating_add(1);
+        l.last_error = Some(why.clone());
+        out.push(Action::Notice(format!(
+            "link {}: dropped while in use: {why}",
+            l.name
+        )));
+        if !l.always_up {
+            out.push(Action::LinkDown { link });
+        }
+        for g in 0..self.groups.len() {
+            let Some(gr) = self.groups.get(g) else {
+                continue;
+            };
+            if gr.active != Some(link) {
+                continue;
+            }
+            match gr.state {
+                GroupState::Backup => self.restart_after_drop(now, g, link, out),
+                GroupState::Holding => self.holding_link_gone(now, g, out),
+                GroupState::Activating => self.advance_round(now, g, out),
+                GroupState::Primary | GroupState::Failed => {}
+            }
+        }
+    }
+
+    /// Drops `link` if no group holds it any more.
+    pub(super) fn release_link(&mut self, link: LinkId, out: &mut Vec<Action>) {
+        if self.link_users(link) > 0 {
+            return;
+        }
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        match l.state {
+            LinkState::Up | LinkState::Connecting => {
+                if l.state == LinkState::Connecting {
+                    out.push(Action::CancelTimer {
+                        timer: Timer::UpTimeout(link),
+                    });
+                }
+                if !l.always_up {
+                    out.push(Action::LinkDown { link });
+                }
+                l.state = LinkState::Down;
+                l.stale_ready = false;
+            }
+            LinkState::Down | LinkState::Failed => {}
+        }
+    }
+
+    pub(super) fn on_link_failed(
+        &mut self,
+        now: Millis,
+        link: LinkId,
+        error: String,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(l) = self.links.get_mut(link) else {
+            out.push(Action::Notice(format!(
+                "driver reported a failure for unknown link #{link}: {error}"
+            )));
+            return;
+        };
+        if !self.synced {
+            l.last_error = Some(error);
+            return;
+        }
+        match l.state {
+            LinkState::Connecting => self.attempt_failed(now, link, error, out),
+            LinkState::Up => self.link_dropped(now, link, error, out),
+            LinkState::Down | LinkState::Failed => {
+                out.push(Action::Notice(format!(
+                    "link {}: driver reports: {error}",
+                    l.name
+                )));
+                l.last_error = Some(error);
+            }
+        }
+    }
+
+    /// Re-sends `Steer` for groups whose target changed (new gateway, new ifindex).
+    fn refresh_steering(&mut self, out: &mut Vec<Action>) {
+        for g in 0..self.groups.len() {
+            let Some(gr) = self.groups.get(g) else {
+                continue;
+            };
+            let Some(cur) = &gr.steer else { continue };
+            let Some(new) = self.steer_target(cur.link) else {
+                continue;
+            };
+            if &new != cur {
+                out.push(Action::Notice(format!(
+                    "group {}: steering target on link {} changed; updating",
+                    gr.name,
+                    self.link_name(cur.link)
+                )));
+                let action = steer_action(g, &gr.segments, &new);
+                out.push(action);
+                if let Some(gr) = self.groups.get_mut(g) {
+                    gr.steer = Some(new);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn steer_action(group: usize, segments: &[ipnet::IpNet], t: &SteerTarget) -> Action {
+    Action::Steer {
+        group,
+        link: t.link,
+        ifindex: t.ifindex,
+        l3: t.l3,
+        gateway_v4: t.gateway_v4,
+        gateway_v6: t.gateway_v6,
+        segments: segments.to_vec(),
+    }
+}
