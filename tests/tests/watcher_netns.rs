@@ -51,7 +51,10 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
     std::fs::write(&cfg, text)?;
     let bin = agent_bin();
     if !bin.exists() {
-        bail!("{} is missing: run `cargo build -p routebackup` first", bin.display());
+        bail!(
+            "{} is missing: run `cargo build -p routebackup` first",
+            bin.display()
+        );
     }
     let child = ns.spawn(&format!(
         "exec {} run --config {} --log-level debug 2>{}",
@@ -59,9 +62,18 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
         cfg.display(),
         log.display()
     ))?;
-    let agent = Agent { child, socket, log, _dir: dir };
-    wait_until(Duration::from_secs(10), || Ok(request_status(&agent.socket).map(|s| s.synced).unwrap_or(false)))
-        .with_context(|| format!("agent did not come up; its log:\n{}", agent.log()))?;
+    let agent = Agent {
+        child,
+        socket,
+        log,
+        _dir: dir,
+    };
+    wait_until(Duration::from_secs(10), || {
+        Ok(request_status(&agent.socket)
+            .map(|s| s.synced)
+            .unwrap_or(false))
+    })
+    .with_context(|| format!("agent did not come up; its log:\n{}", agent.log()))?;
     Ok(agent)
 }
 
@@ -72,13 +84,20 @@ fn cli_status(socket: &Path) -> Result<StatusReport> {
         .arg(socket)
         .output()?;
     if !out.status.success() {
-        bail!("routebackup status failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "routebackup status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn segment(s: &StatusReport, group: &str, prefix: &str) -> Result<(bool, String)> {
-    let g = s.groups.iter().find(|g| g.name == group).with_context(|| format!("no group {group} in status"))?;
+    let g = s
+        .groups
+        .iter()
+        .find(|g| g.name == group)
+        .with_context(|| format!("no group {group} in status"))?;
     let seg = g
         .segments
         .iter()
@@ -87,9 +106,23 @@ fn segment(s: &StatusReport, group: &str, prefix: &str) -> Result<(bool, String)
     Ok((seg.primary_up, g.state.clone()))
 }
 
+/// Whether a group state means "primary reachable": `primary`, or `holding`
+/// (primary back, backup kept up for `deactivate_delay`).
+fn primary_side(state: &str) -> bool {
+    state == "primary" || state == "holding"
+}
+
 /// Runs `cmd` in `ns`, then waits until `prefix` of `group` has
-/// `primary_up == up` and the group's state agrees (primary iff `group_up`).
-fn step(ns: &Netns, agent: &Agent, cmd: &str, group: &str, prefix: &str, up: bool, group_up: bool) -> Result<()> {
+/// `primary_up == up` and the group's state agrees (primary/holding iff `group_up`).
+fn step(
+    ns: &Netns,
+    agent: &Agent,
+    cmd: &str,
+    group: &str,
+    prefix: &str,
+    up: bool,
+    group_up: bool,
+) -> Result<()> {
     if !cmd.is_empty() {
         ns.sh(cmd)?;
     }
@@ -98,21 +131,35 @@ fn step(ns: &Netns, agent: &Agent, cmd: &str, group: &str, prefix: &str, up: boo
         let s = request_status(&agent.socket)?;
         let (p, state) = segment(&s, group, prefix)?;
         last = Some((p, state.clone()));
-        Ok(p == up && (state == "primary") == group_up)
+        Ok(p == up && primary_side(&state) == group_up)
     });
     if r.is_err() {
         // Tell a slow agent from a wrong one.
         let late = wait_until(Duration::from_secs(2), || {
             let (p, state) = segment(&request_status(&agent.socket)?, group, prefix)?;
-            Ok(p == up && (state == "primary") == group_up)
+            Ok(p == up && primary_side(&state) == group_up)
         })
         .is_ok();
         bail!(
             "after `{cmd}`: expected {group}/{prefix} primary_up={up}, group primary={group_up}; \
              saw {last:?} after {STEP:?} ({})\nroutes:\n{}\nagent log (tail):\n{}",
-            if late { "it did get there later" } else { "and still wrong after 2 s" },
-            ns.sh("ip route show table all | grep -v local; ip -6 route; ip nexthop").unwrap_or_default(),
-            agent.log().lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            if late {
+                "it did get there later"
+            } else {
+                "and still wrong after 2 s"
+            },
+            ns.sh("ip route show table all | grep -v local; ip -6 route; ip nexthop")
+                .unwrap_or_default(),
+            agent
+                .log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     Ok(())
@@ -170,16 +217,48 @@ fn routes_drive_segment_state() -> Result<()> {
     let s = cli_status(&agent.socket)?;
     assert!(s.synced);
     assert_eq!(segment(&s, "hq", "10.20.0.0/16")?.0, false);
-    assert_eq!(segment(&s, "lan", "192.0.2.0/24")?, (true, "primary".into()), "connected route (proto kernel)");
-    assert_eq!(segment(&s, "dc", "10.40.1.0/24")?.0, true, "covering route from the initial dump");
-    assert_ne!(segment(&s, "hq", "10.20.0.0/16")?.1, "primary");
+    assert_eq!(
+        segment(&s, "lan", "192.0.2.0/24")?,
+        (true, "primary".into()),
+        "connected route (proto kernel)"
+    );
+    assert_eq!(
+        segment(&s, "dc", "10.40.1.0/24")?.0,
+        true,
+        "covering route from the initial dump"
+    );
+    assert!(!primary_side(&segment(&s, "hq", "10.20.0.0/16")?.1));
 
     // proto static, then delete.
-    step(&ns, &agent, "ip route add 10.20.0.0/16 via 192.0.2.1 proto static", "hq", "10.20.0.0/16", true, true)?;
-    step(&ns, &agent, "ip route del 10.20.0.0/16", "hq", "10.20.0.0/16", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.20.0.0/16 via 192.0.2.1 proto static",
+        "hq",
+        "10.20.0.0/16",
+        true,
+        true,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip route del 10.20.0.0/16",
+        "hq",
+        "10.20.0.0/16",
+        false,
+        false,
+    )?;
 
     // A route via the backup only is not a primary route (proto bgp).
-    step(&ns, &agent, "ip route add 10.30.0.0/16 via 203.0.113.1 proto bgp", "hq", "10.30.0.0/16", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.30.0.0/16 via 203.0.113.1 proto bgp",
+        "hq",
+        "10.30.0.0/16",
+        false,
+        false,
+    )?;
     // Multipath with one next hop via the backup: primary.
     step(
         &ns,
@@ -190,11 +269,35 @@ fn routes_drive_segment_state() -> Result<()> {
         true,
         true,
     )?;
-    step(&ns, &agent, "ip route replace 10.30.0.0/16 via 203.0.113.1 proto bgp", "hq", "10.30.0.0/16", false, false)?;
-    step(&ns, &agent, "ip route del 10.30.0.0/16", "hq", "10.30.0.0/16", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip route replace 10.30.0.0/16 via 203.0.113.1 proto bgp",
+        "hq",
+        "10.30.0.0/16",
+        false,
+        false,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip route del 10.30.0.0/16",
+        "hq",
+        "10.30.0.0/16",
+        false,
+        false,
+    )?;
 
     // A route in an unwatched table does not count.
-    step(&ns, &agent, "ip route add 10.20.0.0/16 via 192.0.2.1 table 100", "hq", "10.20.0.0/16", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.20.0.0/16 via 192.0.2.1 table 100",
+        "hq",
+        "10.20.0.0/16",
+        false,
+        false,
+    )?;
 
     // Nexthop objects (FRR 8+ style): via the backup, then a group with a
     // primary member, then the group shrunk to the backup member.
@@ -217,22 +320,106 @@ fn routes_drive_segment_state() -> Result<()> {
         true,
         true,
     )?;
-    step(&ns, &agent, "ip nexthop replace id 10 group 2", "hq", "10.20.0.0/16", false, false)?;
-    step(&ns, &agent, "ip nexthop replace id 10 group 1", "hq", "10.20.0.0/16", true, true)?;
+    step(
+        &ns,
+        &agent,
+        "ip nexthop replace id 10 group 2",
+        "hq",
+        "10.20.0.0/16",
+        false,
+        false,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip nexthop replace id 10 group 1",
+        "hq",
+        "10.20.0.0/16",
+        true,
+        true,
+    )?;
     // Deleting the nexthop object takes the route with it.
-    step(&ns, &agent, "ip nexthop del id 10", "hq", "10.20.0.0/16", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip nexthop del id 10",
+        "hq",
+        "10.20.0.0/16",
+        false,
+        false,
+    )?;
 
     // proto ospf via up1; then up1 goes down: the kernel flushes the route
     // without a notification.
-    step(&ns, &agent, "ip route add 10.20.0.0/16 via 198.51.100.1 proto ospf", "hq", "10.20.0.0/16", true, true)?;
-    step(&ns, &agent, "ip link set up1 down", "hq", "10.20.0.0/16", false, false)?;
-    // The connected route of up0 disappears with up0's address.
-    step(&ns, &agent, "ip addr del 192.0.2.2/24 dev up0", "lan", "192.0.2.0/24", false, false)?;
-    step(&ns, &agent, "ip addr add 192.0.2.2/24 dev up0", "lan", "192.0.2.0/24", true, true)?;
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.20.0.0/16 via 198.51.100.1 proto ospf",
+        "hq",
+        "10.20.0.0/16",
+        true,
+        true,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip link set up1 down",
+        "hq",
+        "10.20.0.0/16",
+        false,
+        false,
+    )?;
+    // The connected route of up0 disappears with up0's only IPv4 address, and
+    // the kernel silently flushes every IPv4 route through up0 with it
+    // (10.40.0.0/16 from the initial dump covered dc's 10.40.1.0/24).
+    step(
+        &ns,
+        &agent,
+        "ip addr del 192.0.2.2/24 dev up0",
+        "lan",
+        "192.0.2.0/24",
+        false,
+        false,
+    )?;
+    step(&ns, &agent, "", "dc", "10.40.1.0/24", false, false)?;
+    step(
+        &ns,
+        &agent,
+        "ip addr add 192.0.2.2/24 dev up0",
+        "lan",
+        "192.0.2.0/24",
+        true,
+        true,
+    )?;
 
-    // Covering mode: the /16 from the dump covers 10.40.1.0/24; removing it
-    // leaves the IPv6 segment as the only hope.
-    step(&ns, &agent, "ip route del 10.40.0.0/16", "dc", "10.40.1.0/24", false, false)?;
+    // Covering mode: a /16 covers 10.40.1.0/24, a /25 inside it does not.
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.40.1.0/25 via 192.0.2.1",
+        "dc",
+        "10.40.1.0/24",
+        false,
+        false,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip route add 10.40.0.0/16 via 192.0.2.1 proto static",
+        "dc",
+        "10.40.1.0/24",
+        true,
+        true,
+    )?;
+    step(
+        &ns,
+        &agent,
+        "ip route del 10.40.0.0/16",
+        "dc",
+        "10.40.1.0/24",
+        false,
+        false,
+    )?;
     // IPv6: siblings added one at a time, then the primary sibling deleted.
     step(
         &ns,
@@ -262,7 +449,15 @@ fn routes_drive_segment_state() -> Result<()> {
         false,
     )?;
     // A covering IPv6 route via the primary.
-    step(&ns, &agent, "ip -6 route add 2001:db8::/32 via 2001:db8:f::1 proto bgp", "dc", "2001:db8:40::/48", true, true)?;
+    step(
+        &ns,
+        &agent,
+        "ip -6 route add 2001:db8::/32 via 2001:db8:f::1 proto bgp",
+        "dc",
+        "2001:db8:40::/48",
+        true,
+        true,
+    )?;
 
     // Clean stop on SIGTERM removes the socket.
     let pid = agent.child.id();
@@ -279,21 +474,44 @@ fn routes_drive_segment_state() -> Result<()> {
 fn status_and_check_errors_are_clear() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("nobody.sock");
-    let out = std::process::Command::new(agent_bin()).args(["status", "--socket"]).arg(&sock).output()?;
+    let out = std::process::Command::new(agent_bin())
+        .args(["status", "--socket"])
+        .arg(&sock)
+        .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no agent is listening on") && err.contains("routebackup run"), "{err}");
+    assert!(
+        err.contains("no agent is listening on") && err.contains("routebackup run"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[group]]\nname = \"x\"\nsegments = [\"10.0.0.0/33\"]\n")?;
-    let out = std::process::Command::new(agent_bin()).args(["check", "--config"]).arg(&bad).output()?;
+    std::fs::write(
+        &bad,
+        "[[group]]\nname = \"x\"\nsegments = [\"10.0.0.0/33\"]\n",
+    )?;
+    let out = std::process::Command::new(agent_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, CONFIG)?;
-    let out = std::process::Command::new(agent_bin()).args(["check", "--config"]).arg(&good).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(agent_bin())
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("10.20.0.0/16"));
 
     // A second agent on a live socket is refused.
@@ -301,11 +519,24 @@ fn status_and_check_errors_are_clear() -> Result<()> {
     setup(&ns)?;
     let agent = start_agent(&ns, CONFIG)?;
     let cfg = dir.path().join("second.toml");
-    std::fs::write(&cfg, format!("[agent]\ncontrol_socket = \"{}\"\n{CONFIG}", agent.socket.display()))?;
-    let out = ns.output(&format!("{} run --config {}", agent_bin().display(), cfg.display()))?;
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\ncontrol_socket = \"{}\"\n{CONFIG}",
+            agent.socket.display()
+        ),
+    )?;
+    let out = ns.output(&format!(
+        "{} run --config {}",
+        agent_bin().display(),
+        cfg.display()
+    ))?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already listening"), "{err}");
-    assert!(request_status(&agent.socket).is_ok(), "the first agent must keep its socket");
+    assert!(
+        request_status(&agent.socket).is_ok(),
+        "the first agent must keep its socket"
+    );
     Ok(())
 }

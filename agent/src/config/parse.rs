@@ -16,8 +16,8 @@ use toml::Spanned;
 
 use super::tables::TableNames;
 use super::{
-    AgentConfig, AttachMode, Config, ConfigError, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
-    DriverConfig, FastpathConfig, GroupConfig, LinkConfig, MatchMode,
+    AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
+    LinkConfig, MatchMode, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
 };
 
 pub const DEFAULT_PPPD_PATH: &str = "/usr/sbin/pppd";

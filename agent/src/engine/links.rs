@@ -3,7 +3,7 @@
 
 use crate::model::{Action, GroupState, LinkId, LinkState, Millis, OperState, Timer};
 
-use super::{Engine, SteerTarget, gateway};
+use super::{gateway, Engine, SteerTarget};
 
 /// Whether a link can carry traffic, or why not.
 pub(super) enum Readiness {

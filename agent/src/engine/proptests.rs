@@ -1,1 +1,497 @@
+//! Random event sequences replayed against the engine and a small,
+//! deliberately naive reference model of the primary-up rules (a linear scan
+//! over every route, no indexes), plus group-level invariants.
 
+use std::collections::{HashMap, HashSet};
+
+use ipnet::IpNet;
+use proptest::prelude::*;
+
+use super::tests::{config, BASE, DSL, ETH0, ETH1, ETH2, ETH3, HOT, LTE, PPP0, WG0};
+use super::Engine;
+use crate::config::{Config, MatchMode};
+use crate::model::*;
+
+const PREFIXES: &[&str] = &[
+    "10.20.0.0/16",
+    "10.21.0.0/16",
+    "10.22.0.0/16",
+    "10.30.0.0/16",
+    "10.30.0.0/15",
+    "10.0.0.0/8",
+    "0.0.0.0/0",
+    "10.20.1.0/24",
+    "2001:db8:20::/48",
+    "::/0",
+];
+const IFINDEXES: &[u32] = &[ETH0, ETH1, PPP0, ETH2, ETH3, WG0, 99];
+const NAMES: &[&str] = &["eth0", "eth1", "ppp0", "eth2", "eth3", "wg0", "lan9"];
+const TABLES: &[u32] = &[254, 100, 200];
+const WATCHED: &[u32] = &[254, 100];
+const BACKUP_NAMES: &[&str] = &["ppp0", "eth2", "eth3", "wg0"];
+
+fn test_config() -> Config {
+    let text = format!(
+        "{BASE}\n[[group]]\nname = \"branch\"\nsegments = [\"10.30.0.0/16\", \"2001:db8:20::/48\"]\nlinks = [\"hot\", \"lte\"]\nmatch = \"covering\"\nallow_default = true\nactivate_delay = \"5s\"\ndeactivate_delay = \"0s\"\n"
+    );
+    config(&text)
+}
+
+fn prefix() -> impl Strategy<Value = IpNet> {
+    prop::sample::select(PREFIXES).prop_map(|p| p.parse().unwrap())
+}
+
+fn ifindex() -> impl Strategy<Value = u32> {
+    prop::sample::select(IFINDEXES)
+}
+
+fn flags() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => Just(0u32), 1 => Just(RTNH_F_DEAD), 1 => Just(RTNH_F_LINKDOWN)]
+}
+
+fn route_key() -> impl Strategy<Value = RouteKey> {
+    (prop::sample::select(TABLES), prefix(), 0u32..2).prop_map(|(table, prefix, metric)| RouteKey {
+        table,
+        prefix,
+        metric,
+        tos: 0,
+    })
+}
+
+fn kind() -> impl Strategy<Value = RouteKind> {
+    prop_oneof![
+        8 => Just(RouteKind::Unicast),
+        1 => Just(RouteKind::Blackhole),
+        1 => Just(RouteKind::Unreachable),
+        1 => Just(RouteKind::Prohibit),
+        1 => Just(RouteKind::Other(2)),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let hop =
+        (prop::option::weighted(0.9, ifindex()), flags()).prop_map(|(ifindex, flags)| NextHop {
+            ifindex,
+            gateway: None,
+            flags,
+        });
+    let route = (
+        route_key(),
+        kind(),
+        prop::collection::vec(hop, 0..3),
+        prop::option::weighted(0.25, 1u32..5),
+    )
+        .prop_map(|(key, kind, nexthops, nh_id)| {
+            let nexthops = if nh_id.is_some() {
+                Vec::new()
+            } else {
+                nexthops
+            };
+            Event::RouteUpsert(Route {
+                key,
+                protocol: 186,
+                kind,
+                nexthops,
+                nh_id,
+            })
+        });
+    let nexthop = (
+        1u32..5,
+        prop::option::of(ifindex()),
+        prop::bool::weighted(0.15),
+        prop::collection::vec(1u32..5, 0..3),
+        flags(),
+    )
+        .prop_map(|(id, ifindex, blackhole, group, flags)| {
+            // The kernel never lets a group contain itself or another group;
+            // members that are groups are ignored by both models anyway.
+            let group: Vec<u32> = group.into_iter().filter(|m| *m != id).collect();
+            Event::NexthopUpsert(NexthopObject {
+                id,
+                ifindex,
+                gateway: None,
+                blackhole,
+                group,
+                flags,
+            })
+        });
+    let link = (
+        ifindex(),
+        prop::sample::select(NAMES),
+        any::<bool>(),
+        prop::sample::select(&[OperState::Up, OperState::Unknown, OperState::Down][..]),
+    )
+        .prop_map(|(ifindex, name, admin_up, oper)| {
+            Event::LinkUpsert(LinkInfo {
+                ifindex,
+                name: name.to_string(),
+                admin_up,
+                oper,
+                l3: name.starts_with("ppp"),
+            })
+        });
+    // Interfaces under their usual names going up and down (renames above).
+    let canonical = (
+        0usize..6,
+        any::<bool>(),
+        prop::sample::select(&[OperState::Up, OperState::Unknown, OperState::Down][..]),
+    )
+        .prop_map(|(i, admin_up, oper)| {
+            let name = NAMES[i];
+            Event::LinkUpsert(LinkInfo {
+                ifindex: IFINDEXES[i],
+                name: name.to_string(),
+                admin_up,
+                oper,
+                l3: name.starts_with("ppp"),
+            })
+        });
+    let address = (prop::sample::select(&[PPP0, ETH2, ETH3][..]), any::<bool>()).prop_map(
+        |(ifindex, add)| {
+            let a = AddressInfo {
+                ifindex,
+                local: "192.0.2.1/30".parse().unwrap(),
+                peer: None,
+            };
+            if add {
+                Event::AddressAdd(a)
+            } else {
+                Event::AddressDelete(a)
+            }
+        },
+    );
+    let timer = prop_oneof![
+        (0usize..2).prop_map(Timer::Activate),
+        (0usize..2).prop_map(Timer::Deactivate),
+        (0usize..3).prop_map(Timer::UpTimeout),
+        (0usize..2).prop_map(Timer::Retry),
+    ]
+    .prop_map(Event::TimerFired);
+    prop_oneof![
+        10 => route,
+        6 => route_key().prop_map(Event::RouteDelete),
+        3 => nexthop,
+        1 => (1u32..5).prop_map(Event::NexthopDelete),
+        2 => link,
+        6 => canonical,
+        1 => ifindex().prop_map(Event::LinkDelete),
+        3 => address,
+        2 => Just(Event::Synced),
+        5 => timer,
+        2 => (0usize..3).prop_map(|link| Event::LinkFailed { link, error: "driver says no".into() }),
+        1 => (0usize..2, 0usize..3).prop_map(|(group, link)| Event::AdoptSteering { group, link }),
+    ]
+}
+
+/// The rules, written as directly as possible.
+#[derive(Default)]
+struct Reference {
+    routes: HashMap<RouteKey, Route>,
+    nexthops: HashMap<u32, NexthopObject>,
+    names: HashMap<u32, String>,
+    links: HashMap<u32, LinkInfo>,
+    gone: HashSet<u32>,
+    addrs: HashSet<(u32, IpNet)>,
+}
+
+impl Reference {
+    fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::RouteUpsert(r) => {
+                self.routes.insert(r.key.clone(), r.clone());
+            }
+            Event::RouteDelete(k) => {
+                self.routes.remove(k);
+            }
+            Event::NexthopUpsert(n) => {
+                self.nexthops.insert(n.id, n.clone());
+            }
+            Event::NexthopDelete(id) => {
+                self.nexthops.remove(id);
+            }
+            Event::LinkUpsert(l) => {
+                self.names.insert(l.ifindex, l.name.clone());
+                self.links.insert(l.ifindex, l.clone());
+                self.gone.remove(&l.ifindex);
+            }
+            Event::LinkDelete(i) => {
+                self.names.remove(i);
+                self.links.remove(i);
+                self.gone.insert(*i);
+                self.addrs.retain(|(a, _)| a != i);
+            }
+            Event::AddressAdd(a) => {
+                self.addrs.insert((a.ifindex, a.local));
+            }
+            Event::AddressDelete(a) => {
+                self.addrs.remove(&(a.ifindex, a.local));
+            }
+            _ => {}
+        }
+    }
+
+    fn oif_counts(&self, i: u32) -> bool {
+        !self.gone.contains(&i)
+            && !self
+                .names
+                .get(&i)
+                .is_some_and(|n| BACKUP_NAMES.contains(&n.as_str()))
+    }
+
+    fn hop_counts(&self, ifindex: Option<u32>, flags: u32) -> bool {
+        flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) == 0 && ifindex.is_some_and(|i| self.oif_counts(i))
+    }
+
+    fn object_counts(&self, id: u32, top: bool) -> bool {
+        let Some(o) = self.nexthops.get(&id) else {
+            return false;
+        };
+        if o.blackhole || o.flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) != 0 {
+            return false;
+        }
+        if o.group.is_empty() {
+            self.hop_counts(o.ifindex, 0)
+        } else {
+            top && o.group.iter().any(|m| self.object_counts(*m, false))
+        }
+    }
+
+    fn primary_up(&self, seg: &IpNet, mode: MatchMode, allow_default: bool) -> bool {
+        self.routes.values().any(|r| {
+            let p = &r.key.prefix;
+            let matches = match mode {
+                MatchMode::Exact => p == seg,
+                MatchMode::Covering => p.contains(seg) && (p.prefix_len() > 0 || allow_default),
+            };
+            WATCHED.contains(&r.key.table)
+                && matches
+                && r.kind == RouteKind::Unicast
+                && match r.nh_id {
+                    Some(id) => self.object_counts(id, true),
+                    None => r
+                        .nexthops
+                        .iter()
+                        .any(|h| self.hop_counts(h.ifindex, h.flags)),
+                }
+        })
+    }
+
+    fn ifindex_of(&self, name: &str) -> Option<u32> {
+        let mut found: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| l.name == name)
+            .map(|l| l.ifindex)
+            .collect();
+        found.sort();
+        found.pop()
+    }
+
+    fn ready(&self, c: &Config, link: LinkId) -> bool {
+        let Some(lc) = c.links.get(link) else {
+            return false;
+        };
+        let Some(i) = self.ifindex_of(&lc.interface) else {
+            return false;
+        };
+        let Some(l) = self.links.get(&i) else {
+            return false;
+        };
+        l.admin_up
+            && matches!(l.oper, OperState::Up | OperState::Unknown)
+            && (!lc.require_address || self.addrs.iter().any(|(a, _)| *a == i))
+    }
+}
+
+/// Replays `events`; returns how many steps had a group in `backup`.
+fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
+    let mut backup_steps = 0;
+    let cfg = test_config();
+    let mut engine = Engine::new(&cfg);
+    let mut reference = Reference::default();
+    let mut steered: HashMap<GroupId, (LinkId, u32)> = HashMap::new();
+    let mut synced = false;
+    let always_up: Vec<bool> = cfg
+        .links
+        .iter()
+        .map(|l| matches!(l.driver, crate::config::DriverConfig::AlwaysUp))
+        .collect();
+    // The kernel keeps interface names unique: free a name before reusing it.
+    let mut expanded = Vec::new();
+    let mut live: HashMap<u32, String> = HashMap::new();
+    for ev in events {
+        match &ev {
+            Event::LinkUpsert(l) => {
+                let holder = live
+                    .iter()
+                    .find(|(i, n)| **i != l.ifindex && **n == l.name)
+                    .map(|(i, _)| *i);
+                if let Some(i) = holder {
+                    live.remove(&i);
+                    expanded.push(Event::LinkDelete(i));
+                }
+                live.insert(l.ifindex, l.name.clone());
+            }
+            Event::LinkDelete(i) => {
+                live.remove(i);
+            }
+            _ => {}
+        }
+        expanded.push(ev);
+    }
+    for (step, ev) in expanded.into_iter().enumerate() {
+        reference.apply(&ev);
+        let was_synced = synced;
+        if ev == Event::Synced {
+            synced = true;
+        }
+        let actions = engine.handle(1000 + step as u64 * 10, ev.clone());
+        if !was_synced && !synced {
+            prop_assert!(
+                actions.is_empty(),
+                "step {step}: {ev:?} before Synced produced {actions:?}"
+            );
+        }
+        for a in &actions {
+            match a {
+                Action::Steer {
+                    group,
+                    link,
+                    ifindex,
+                    segments,
+                    ..
+                } => {
+                    prop_assert_eq!(segments, &cfg.groups[*group].segments);
+                    steered.insert(*group, (*link, *ifindex));
+                }
+                Action::Unsteer { group, .. } => {
+                    steered.remove(group);
+                }
+                Action::LinkUp { link } | Action::LinkDown { link } => {
+                    prop_assert!(
+                        !always_up[*link],
+                        "step {step}: {a:?} for an always-up link"
+                    );
+                }
+                _ => {}
+            }
+        }
+        let st = engine.status();
+        if st.groups.iter().any(|g| g.state == GroupState::Backup) {
+            backup_steps += 1;
+        }
+        prop_assert_eq!(st.synced, synced);
+        for (g, (gs, gc)) in st.groups.iter().zip(&cfg.groups).enumerate() {
+            let mut lost = true;
+            for (s, seg) in gs.segments.iter().zip(&gc.segments) {
+                let want = reference.primary_up(seg, gc.match_mode, gc.allow_default);
+                prop_assert_eq!(
+                    s.primary_up,
+                    want,
+                    "step {}: {:?}: group {} segment {}",
+                    step,
+                    ev,
+                    g,
+                    seg
+                );
+                lost &= !want;
+                prop_assert_eq!(
+                    s.steered,
+                    steered.contains_key(&g),
+                    "step {}: steered flag of group {}",
+                    step,
+                    g
+                );
+            }
+            if !synced {
+                prop_assert_eq!(gs.state, GroupState::Primary);
+                continue;
+            }
+            if lost {
+                prop_assert!(
+                    !matches!(gs.state, GroupState::Primary | GroupState::Holding),
+                    "step {step}: {ev:?}: group {g} lost but {:?}",
+                    gs.state
+                );
+            } else {
+                prop_assert!(
+                    matches!(gs.state, GroupState::Primary | GroupState::Holding),
+                    "step {step}: {ev:?}: group {g} has a primary but {:?}",
+                    gs.state
+                );
+            }
+            prop_assert_eq!(gs.state == GroupState::Backup, steered.contains_key(&g));
+            if let Some((link, ifindex)) = steered.get(&g) {
+                prop_assert!(lost, "step {step}: group {g} steered while primary up");
+                prop_assert!(
+                    reference.ready(&cfg, *link),
+                    "step {step}: {ev:?}: group {g} steered to link {link} which is not ready"
+                );
+                let name = &cfg.links[*link].interface;
+                prop_assert_eq!(
+                    reference.ifindex_of(name),
+                    Some(*ifindex),
+                    "step {}: steer ifindex",
+                    step
+                );
+                prop_assert!(gc.links.contains(link));
+            }
+        }
+    }
+    Ok(backup_steps)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_reference(events in prop::collection::vec(event(), 1..80)) {
+        run(events)?;
+    }
+
+    /// Starts synced with the primary interfaces named, so more of the run
+    /// exercises the state machines.
+    #[test]
+    fn engine_matches_reference_synced(events in prop::collection::vec(event(), 1..80)) {
+        let mut all = vec![
+            Event::LinkUpsert(LinkInfo { ifindex: ETH0, name: "eth0".into(), admin_up: true, oper: OperState::Up, l3: false }),
+            Event::LinkUpsert(LinkInfo { ifindex: PPP0, name: "ppp0".into(), admin_up: true, oper: OperState::Unknown, l3: true }),
+            Event::Synced,
+        ];
+        all.extend(events);
+        run(all)?;
+    }
+}
+
+/// The generator must actually drive groups into `backup`, or the
+/// invariants above check little.
+#[test]
+fn random_runs_reach_backup() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let backup = AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    runner
+        .run(&prop::collection::vec(event(), 1..80), |e| {
+            backup.fetch_add(run(e)?, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        backup.load(Ordering::Relaxed) > 100,
+        "only {} steps in backup",
+        backup.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn constants_are_consistent() {
+    let cfg = test_config();
+    assert_eq!(cfg.links[LTE].interface, "ppp0");
+    assert_eq!(cfg.links[DSL].interface, "eth2");
+    assert_eq!(cfg.links[HOT].interface, "eth3");
+    let mut names = cfg.backup_interfaces();
+    names.sort();
+    let mut want: Vec<String> = BACKUP_NAMES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+}

@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use crate::config::MatchMode;
 use crate::model::{
-    AddressInfo, GroupId, LinkInfo, NexthopObject, RTNH_F_DEAD, RTNH_F_LINKDOWN, Route, RouteKey,
-    RouteKind,
+    AddressInfo, GroupId, LinkInfo, NexthopObject, Route, RouteKey, RouteKind, RTNH_F_DEAD,
+    RTNH_F_LINKDOWN,
 };
 
 /// Why a segment is primary-up: the route that qualifies.

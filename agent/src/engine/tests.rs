@@ -638,11 +638,9 @@ fn holding_then_lost_again_does_not_redial() {
         brief(&out),
         v(&["cancel Deactivate(0)", "steer g0 l0 if10"])
     );
-    assert!(
-        notices(&out)
-            .join(" ")
-            .contains("resuming steering on link lte")
-    );
+    assert!(notices(&out)
+        .join(" ")
+        .contains("resuming steering on link lte"));
     assert_eq!(h.group(0).state, GroupState::Backup);
 }
 
@@ -908,10 +906,9 @@ fn always_up_link_is_never_dialled_or_taken_down() {
         LinkState::Up,
         "idle always-up link shows its readiness"
     );
-    assert!(
-        h.b(Event::AddressAdd(addr(ETH3, "192.0.2.1/30", None)))
-            .is_empty()
-    );
+    assert!(h
+        .b(Event::AddressAdd(addr(ETH3, "192.0.2.1/30", None)))
+        .is_empty());
     let out = h.ev(del("10.20.0.0/16"));
     assert!(out.is_empty());
     h.ev(del("10.21.0.0/16"));
@@ -997,11 +994,9 @@ fn adoption_after_restart() {
     boot(&mut h, false, true);
     let out = h.ev(Event::Synced);
     assert_eq!(brief(&out), v(&["steer g0 l0 if10"]));
-    assert!(
-        notices(&out)
-            .join(" ")
-            .contains("adopting steering to link lte")
-    );
+    assert!(notices(&out)
+        .join(" ")
+        .contains("adopting steering to link lte"));
     assert_eq!(h.group(0).state, GroupState::Backup);
     assert_eq!(h.link(LTE).state, LinkState::Up);
     // ...and it is released normally later.
@@ -1026,13 +1021,12 @@ fn adoption_after_restart() {
 
     // Adoption after Synced is ignored.
     let mut h = H::standard(BASE);
-    assert!(
-        h.b(Event::AdoptSteering {
+    assert!(h
+        .b(Event::AdoptSteering {
             group: 0,
             link: LTE
         })
-        .is_empty()
-    );
+        .is_empty());
 }
 
 #[test]

@@ -235,14 +235,61 @@ impl KernelView {
     }
 
     pub fn address_add(&mut self, a: AddressInfo, out: &mut Vec<Event>) {
+        let (ifindex, v4) = (a.ifindex, a.local.addr().is_ipv4());
         if self.addresses.insert(a.clone()) {
             out.push(Event::AddressAdd(a));
+            if v4 && self.links.get(&ifindex).is_some_and(|l| l.admin_up) {
+                // fib_sync_up on NETDEV_UP: dead multipath next hops revive.
+                self.set_ipv4_dead(ifindex, false, out);
+            }
         }
     }
 
     pub fn address_delete(&mut self, a: AddressInfo, out: &mut Vec<Event>) {
+        let (ifindex, v4) = (a.ifindex, a.local.addr().is_ipv4());
         if self.addresses.remove(&a) {
             out.push(Event::AddressDelete(a));
+            if v4
+                && !self
+                    .addresses
+                    .iter()
+                    .any(|x| x.ifindex == ifindex && x.local.addr().is_ipv4())
+            {
+                // fib_disable_ip: the interface lost its last IPv4 address;
+                // IPv4 routes through it are flushed without a notification.
+                self.set_ipv4_dead(ifindex, true, out);
+            }
+        }
+    }
+
+    /// Sets or clears RTNH_F_DEAD on inline IPv4 next hops through `ifindex`;
+    /// routes left without a live next hop are removed (fib_flush).
+    fn set_ipv4_dead(&mut self, ifindex: u32, dead: bool, out: &mut Vec<Event>) {
+        let affected: Vec<RouteKey> = self
+            .routes
+            .values()
+            .filter(|r| {
+                r.key.prefix.addr().is_ipv4()
+                    && r.nexthops.iter().any(|h| h.ifindex == Some(ifindex))
+            })
+            .map(|r| r.key.clone())
+            .collect();
+        for key in affected {
+            let Some(mut r) = self.routes.get(&key).cloned() else {
+                continue;
+            };
+            for h in r.nexthops.iter_mut().filter(|h| h.ifindex == Some(ifindex)) {
+                if dead {
+                    h.flags |= RTNH_F_DEAD;
+                } else {
+                    h.flags &= !RTNH_F_DEAD;
+                }
+            }
+            if r.nexthops.iter().all(|h| h.flags & RTNH_F_DEAD != 0) {
+                self.remove_route(&key, out);
+            } else {
+                self.put_route(r, out);
+            }
         }
     }
 

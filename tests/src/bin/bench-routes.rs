@@ -57,8 +57,15 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 /// VmHWM / VmRSS in KiB.
 fn mem_kib(pid: u32, field: &str) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = s.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field}"))?;
-    Ok(line.split_whitespace().nth(1).context("bad line")?.parse()?)
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field}"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("bad line")?
+        .parse()?)
 }
 
 /// The i-th unrelated /32: 20.0.0.0/12 onwards.
@@ -76,7 +83,10 @@ fn segment(i: u32) -> String {
 fn main() -> Result<()> {
     let bin = agent();
     if !bin.exists() {
-        bail!("{} missing: cargo build --release -p routebackup", bin.display());
+        bail!(
+            "{} missing: cargo build --release -p routebackup",
+            bin.display()
+        );
     }
     let ns = Netns::new("bench")?;
     ns.sh(
@@ -100,8 +110,14 @@ fn main() -> Result<()> {
         }
     }
     ns.sh(&format!("ip -batch {}", batch.display()))?;
-    let installed: usize = ns.sh("ip -4 route show proto bgp | wc -l")?.trim().parse()?;
-    eprintln!("installed {installed} routes in {:.1} s", t.elapsed().as_secs_f64());
+    let installed: usize = ns
+        .sh("ip -4 route show proto bgp | wc -l")?
+        .trim()
+        .parse()?;
+    eprintln!(
+        "installed {installed} routes in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Config: 10 groups x SEGMENTS/10 segments, always-up backup.
     let sock = dir.path().join("rb.sock");
@@ -114,14 +130,24 @@ fn main() -> Result<()> {
     );
     let per = SEGMENTS / 10;
     for g in 0..10 {
-        let segs: Vec<String> = (g * per..(g + 1) * per).map(|i| format!("\"{}\"", segment(i))).collect();
-        text.push_str(&format!("\n[[group]]\nname = \"g{g}\"\nlinks = [\"backup\"]\nsegments = [{}]\n", segs.join(", ")));
+        let segs: Vec<String> = (g * per..(g + 1) * per)
+            .map(|i| format!("\"{}\"", segment(i)))
+            .collect();
+        text.push_str(&format!(
+            "\n[[group]]\nname = \"g{g}\"\nlinks = [\"backup\"]\nsegments = [{}]\n",
+            segs.join(", ")
+        ));
     }
     std::fs::write(&cfg, text)?;
 
     // Initial sync.
     let start = Instant::now();
-    let mut child = ns.spawn(&format!("exec {} run --config {} 2>{}", bin.display(), cfg.display(), log.display()))?;
+    let mut child = ns.spawn(&format!(
+        "exec {} run --config {} 2>{}",
+        bin.display(),
+        cfg.display(),
+        log.display()
+    ))?;
     let pid = child.id();
     let mut sync_line = String::new();
     let r = wait_until(Duration::from_secs(60), || {
@@ -144,7 +170,11 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let hwm_sync = mem_kib(pid, "VmHWM:")?;
     let rss_sync = mem_kib(pid, "VmRSS:")?;
-    let seen_before = request_status(&sock).ok().and_then(|s| s.watcher).map(|w| w.routes_seen).unwrap_or(0);
+    let seen_before = request_status(&sock)
+        .ok()
+        .and_then(|s| s.watcher)
+        .map(|w| w.routes_seen)
+        .unwrap_or(0);
     eprintln!("{sync_line}");
 
     // Churn: add and delete unrelated /32s through one `ip -batch -`.
@@ -165,7 +195,9 @@ fn main() -> Result<()> {
         for _ in 0..per_tick / 2 {
             let a = std::net::Ipv4Addr::from(0x2800_0000u32 + n);
             n = (n + 1) % 50_000;
-            chunk.push_str(&format!("route add {a}/32 via 192.0.2.1 proto bgp\nroute del {a}/32\n"));
+            chunk.push_str(&format!(
+                "route add {a}/32 via 192.0.2.1 proto bgp\nroute del {a}/32\n"
+            ));
             sent += 2;
         }
         stdin.write_all(chunk.as_bytes())?;
@@ -181,7 +213,10 @@ fn main() -> Result<()> {
     let cpu1 = cpu_seconds(pid)?;
     let churn_cpu = (cpu1 - cpu0) / elapsed * 100.0;
     let status = request_status(&sock).ok();
-    let w = status.as_ref().and_then(|s| s.watcher.clone()).unwrap_or_default();
+    let w = status
+        .as_ref()
+        .and_then(|s| s.watcher.clone())
+        .unwrap_or_default();
     let hwm_end = mem_kib(pid, "VmHWM:")?;
     let _ = child.kill();
     let _ = child.wait();
