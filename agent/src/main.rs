@@ -1,5 +1,149 @@
 //! The `routebackup` command line: `run`, `check`, `status`.
-fn main() -> std::process::ExitCode {
-    eprintln!("routebackup: not implemented yet");
-    std::process::ExitCode::FAILURE
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
+use routebackup::control;
+use routebackup::daemon::{self, ActionSink, LogSink};
+
+const DEFAULT_CONFIG: &str = "/etc/routebackup/routebackup.toml";
+
+/// Dynamic route backup: brings up backup links when the primary routes to
+/// monitored segments vanish, and steers their traffic on the XDP/TC fast path.
+#[derive(Parser)]
+#[command(name = "routebackup", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (needs root / CAP_NET_ADMIN).
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// error, warn, info, debug, trace (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Validate a config file and print its normalised form.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the running agent's groups, segments and links.
+    Status {
+        /// Print the JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Control socket (default: the config's control_socket, else /run/routebackup.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the control socket path from this config.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { config, log_level } => run(config, &log_level),
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                print!("{}", c.normalised());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status {
+            json,
+            socket,
+            config,
+        } => status(json, socket, config),
+    }
+}
+
+fn run(config_path: PathBuf, log_level: &str) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("routebackup: bad --log-level {log_level:?}: {e} (use error, warn, info, debug or trace)");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(daemon::run(config, |_events| {
+        Box::new(LogSink) as Box<dyn ActionSink>
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => match Config::load(&c) {
+            Ok(c) => c.agent.control_socket,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    };
+    match control::request_status(&socket) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("routebackup: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.render());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("routebackup: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
