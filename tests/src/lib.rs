@@ -4,6 +4,8 @@
 //! Every privileged test is `#[ignore = "needs root: run with cargo xtask test"]`;
 //! `cargo xtask test` runs them with `--include-ignored` as root.
 
+pub mod frames;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -75,13 +77,39 @@ impl Netns {
 
     /// Interface index of `ifname` in this namespace.
     pub fn ifindex(&self, ifname: &str) -> Result<u32> {
-        let s = self.sh(&format!("cat /sys/class/net/{ifname}/ifindex"))?;
-        Ok(s.trim().parse()?)
+        // Not /sys/class/net: with `nsenter --net` /sys still shows the
+        // namespace that mounted it (the host's).
+        let s = self.sh(&format!("ip -j link show dev {ifname}"))?;
+        let v: serde_json::Value = serde_json::from_str(&s).with_context(|| format!("ip -j link: {s}"))?;
+        v.get(0)
+            .and_then(|l| l.get("ifindex"))
+            .and_then(|i| i.as_u64())
+            .map(|i| i as u32)
+            .with_context(|| format!("no ifindex for {ifname} in {}: {s}", self.name))
     }
 
     /// Path for `nsenter --net=`.
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `f` on a new thread that first joins this network namespace
+    /// (setns(CLONE_NEWNET)); processes spawned from it inherit the namespace.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {path}: {}", std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 
