@@ -4,7 +4,7 @@
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/routebackup`):
 //! - `segments_v4`, `segments_v6`, `stats`: the maps (`bpftool map dump pinned ...`).
-//! - `links/<ifname>.xdp-native|xdp-generic|tc`: attachments left in place by
+//! - `links/xdp-native|xdp-generic|tc_<ifname>`: attachments left in place by
 //!   `close(keep = true)`; the next `open` adopts them (atomic program
 //!   replacement through the link, no window without steering) and unpins them.
 //!
@@ -237,6 +237,13 @@ fn warn_forwarding_global() {
     }
 }
 
+/// File name of a kept link: `<kind>_<ifname>`. bpffs refuses names with a
+/// dot (EPERM), so dots of VLAN interface names ("eth0.100") become colons,
+/// which interface names cannot contain.
+fn link_pin_name(kind: &str, ifname: &str) -> String {
+    format!("{kind}_{}", ifname.replace('.', ":"))
+}
+
 /// Pin files under links/ as (interface, kind, path).
 fn pinned_links(dir: &Path) -> Vec<(String, String, PathBuf)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -245,8 +252,8 @@ fn pinned_links(dir: &Path) -> Vec<(String, String, PathBuf)> {
     let mut out = Vec::new();
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((ifname, kind)) = name.rsplit_once('.') {
-            out.push((ifname.to_string(), kind.to_string(), entry.path()));
+        if let Some((kind, ifname)) = name.split_once('_') {
+            out.push((ifname.replace(':', "."), kind.to_string(), entry.path()));
         }
     }
     out
@@ -470,6 +477,13 @@ impl Fastpath {
         self.links.iter().map(|l| l.attachment.clone()).collect()
     }
 
+    /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
+    pub fn program_ids(&self) -> Result<(u32, u32)> {
+        let xdp = program::<Xdp>(&self.ebpf, PROG_XDP)?.info()?.id();
+        let tc = program::<SchedClassifier>(&self.ebpf, PROG_TC)?.info()?.id();
+        Ok((xdp, tc))
+    }
+
     /// The pin directory.
     pub fn pin_path(&self) -> &Path {
         &self.pin_path
@@ -591,7 +605,7 @@ impl Fastpath {
         for l in std::mem::take(&mut self.links) {
             let ifname = &l.attachment.interface;
             if let Some(id) = l.xdp {
-                let path = links_dir.join(format!("{ifname}.{}", l.attachment.xdp.pin_suffix()));
+                let path = links_dir.join(link_pin_name(l.attachment.xdp.pin_suffix(), ifname));
                 let r = (|| -> Result<()> {
                     let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
                     let link = xdp.take_link(id)?;
@@ -606,7 +620,7 @@ impl Fastpath {
                 }
             }
             if let Some(id) = l.tc {
-                let path = links_dir.join(format!("{ifname}.tc"));
+                let path = links_dir.join(link_pin_name("tc", ifname));
                 let r = (|| -> Result<()> {
                     let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
                     let link = tc.take_link(id)?;
