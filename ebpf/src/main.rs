@@ -1,7 +1,28 @@
-//! routebackup kernel programs: `rb_xdp` and `rb_tc` (see ebpf/README or the
-//! project README). Placeholder until the fast-path work lands.
+//! routebackup kernel programs.
+//!
+//! `rb_xdp` (LAN-facing interfaces, XDP) and `rb_tc` (same interfaces, TC
+//! ingress) look the destination of every IPv4/IPv6 packet up in the
+//! `segments_v4` / `segments_v6` LPM tries. Traffic to a segment whose entry
+//! says `ACTION_STEER` is forwarded to the backup device instead of following
+//! the kernel's route; everything else is passed untouched.
+//!
+//! XDP does what it can (Ethernet backup with a resolved neighbour): fib
+//! lookup on the backup, TTL decrement, MAC rewrite, VLAN removal, redirect.
+//! What it cannot do (L3 backup such as ppp/tun, unresolved neighbour, IPv4
+//! fragments) it passes on to TC, which pops the VLAN tag, decrements the
+//! TTL and uses `bpf_redirect` (L3 device) or `bpf_redirect_neigh`.
+//!
+//! Counting: XDP counts what it decides (steered, passed, failed, deferred);
+//! TC counts steered / failed for what reaches it. A packet XDP counted as
+//! passed carries a marker in the XDP metadata area so TC does not count it
+//! a second time.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod packet;
+#[cfg(target_arch = "bpf")]
+mod progs;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -4,6 +4,7 @@
 //! Every privileged test is `#[ignore = "needs root: run with cargo xtask test"]`;
 //! `cargo xtask test` runs them with `--include-ignored` as root.
 
+pub mod frames;
 pub mod lab;
 pub mod traffic;
 
@@ -103,6 +104,25 @@ impl Netns {
     /// Path for `nsenter --net=`.
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `f` on a new thread that first joins this network namespace
+    /// (setns(CLONE_NEWNET)); processes spawned from it inherit the namespace.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {path}: {}", std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 

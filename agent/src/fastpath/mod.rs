@@ -1,1 +1,764 @@
-//! See lib.rs; not written yet.
+//! The eBPF fast path, user side: loads `rb_xdp` / `rb_tc`, pins and reuses
+//! the maps, attaches the programs to the LAN-facing interfaces and writes
+//! segment entries.
+//!
+//! Layout under the pin directory (default `/sys/fs/bpf/routebackup`):
+//! - `segments_v4`, `segments_v6`, `stats`: the maps (`bpftool map dump pinned ...`).
+//! - `links/xdp-native|xdp-generic|tc_<ifname>`: attachments left in place by
+//!   `close(keep = true)`; the next `open` adopts them (atomic program
+//!   replacement through the link, no window without steering) and unpins them.
+//!
+//! Lifetime: while a `Fastpath` lives it owns the attachments; dropping it
+//! (or a crash) detaches the programs so traffic falls back to the kernel's
+//! routes, while the maps stay pinned. `close(true)` pins the links instead so
+//! steering continues across an agent restart; `close(false)` detaches and
+//! removes every pin.
+//!
+//! The kernel needs forwarding enabled on the backup devices
+//! (`net.ipv4.conf.<if>.forwarding=1`, `net.ipv6.conf.<if>.forwarding=1`):
+//! otherwise `bpf_fib_lookup` fails and XDP counts redirect failures. `open`
+//! warns when it is off globally, `set_segment` when it is off on the backup.
+
+mod bpffs;
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::lpm_trie::Key;
+use aya::maps::{LpmTrie, MapData, MapInfo, MapType, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use routebackup_common::{
+    GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6,
+    MAP_STATS, MAX_GROUPS, MAX_SEGMENTS, PROG_TC, PROG_XDP,
+};
+
+use crate::config::AttachMode;
+
+pub use bpffs::is_bpffs;
+
+/// The kernel object built by agent/build.rs (empty with AYA_BUILD_SKIP=1).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/routebackup-ebpf"));
+
+const LINKS_DIR: &str = "links";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FastpathOptions {
+    /// Directory on a bpffs for the maps and kept links.
+    pub pin_path: PathBuf,
+    /// LAN-facing interfaces whose ingress traffic is steered.
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+}
+
+/// How XDP ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    Native,
+    Generic,
+    None,
+}
+
+impl XdpAttach {
+    fn pin_suffix(self) -> &'static str {
+        match self {
+            XdpAttach::Native => "xdp-native",
+            XdpAttach::Generic => "xdp-generic",
+            XdpAttach::None => "",
+        }
+    }
+}
+
+/// One interface the programs are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub ifindex: u32,
+    pub xdp: XdpAttach,
+    pub tc: bool,
+    /// The attachment was kept by a previous agent (`close(true)`) and adopted.
+    pub adopted: bool,
+}
+
+struct IfLinks {
+    attachment: Attachment,
+    xdp: Option<XdpLinkId>,
+    tc: Option<SchedClassifierLinkId>,
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug)]
+pub struct TestRunOutput {
+    /// The program's return value (XDP action or TC verdict).
+    pub verdict: u32,
+    /// The frame as the program left it.
+    pub data: Vec<u8>,
+    /// Average run time per repetition as reported by the kernel.
+    pub duration: Duration,
+    /// XDP only: the program left the "already counted" marker in the
+    /// metadata area (removed from `data`).
+    pub meta_counted: bool,
+}
+
+/// Bytes of the metadata marker `rb_xdp` writes (u32 0x52425031, native order).
+const META_COUNTED: [u8; 4] = 0x5242_5031u32.to_ne_bytes();
+
+/// The loaded programs, their maps and attachments.
+pub struct Fastpath {
+    ebpf: Ebpf,
+    pin_path: PathBuf,
+    segments_v4: LpmTrie<MapData, [u8; 4], SegmentValue>,
+    segments_v6: LpmTrie<MapData, [u8; 16], SegmentValue>,
+    stats: PerCpuArray<MapData, GroupStats>,
+    links: Vec<IfLinks>,
+    forwarding_warned: HashSet<u32>,
+}
+
+/// Expected layout of a pinned map (checked before reuse).
+struct MapLayout {
+    name: &'static str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+const MAP_LAYOUTS: [MapLayout; 3] = [
+    MapLayout {
+        name: MAP_SEGMENTS_V4,
+        map_type: MapType::LpmTrie,
+        key_size: 8,
+        value_size: size_of::<SegmentValue>() as u32,
+        max_entries: MAX_SEGMENTS,
+    },
+    MapLayout {
+        name: MAP_SEGMENTS_V6,
+        map_type: MapType::LpmTrie,
+        key_size: 20,
+        value_size: size_of::<SegmentValue>() as u32,
+        max_entries: MAX_SEGMENTS,
+    },
+    MapLayout {
+        name: MAP_STATS,
+        map_type: MapType::PerCpuArray,
+        key_size: 4,
+        value_size: size_of::<GroupStats>() as u32,
+        max_entries: MAX_GROUPS,
+    },
+];
+
+/// Fails with the fix if a pinned map exists with another layout: aya would
+/// reuse it silently and the programs would misread it.
+fn check_pinned_map(path: &Path, want: &MapLayout) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let info = MapInfo::from_pin(path).map_err(|e| {
+        anyhow!(
+            "{} exists but is not a usable pinned BPF map ({e}); remove it (`rm {}`) and restart",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let ty = info.map_type().ok();
+    let ok = ty == Some(want.map_type)
+        && info.key_size() == want.key_size
+        && info.value_size() == want.value_size
+        && info.max_entries() == want.max_entries;
+    if !ok {
+        bail!(
+            "pinned map {} has an incompatible layout (type {:?}, key {} B, value {} B, {} entries; \
+             this agent needs {:?}, key {} B, value {} B, {} entries), probably left by another \
+             routebackup version: remove the stale pin (`rm {}`) and restart the agent, which \
+             rewrites the entries from its configuration",
+            path.display(),
+            ty,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+            want.map_type,
+            want.key_size,
+            want.value_size,
+            want.max_entries,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn ifindex_of(name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|_| anyhow!("interface name {name:?} contains a NUL byte"))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {name} does not exist (fastpath.interfaces)");
+    }
+    Ok(idx)
+}
+
+fn ifname_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf.get(..end)?.to_vec()).ok()
+}
+
+fn sysctl_is_on(path: &str) -> Option<bool> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim() != "0")
+}
+
+/// Warns when forwarding is off globally: the fib lookup of the XDP program
+/// then fails with "forwarding disabled" and TC steering is dropped by the kernel.
+fn warn_forwarding_global() {
+    if sysctl_is_on("/proc/sys/net/ipv4/conf/all/forwarding") == Some(false) {
+        tracing::warn!(
+            "net.ipv4.conf.all.forwarding is 0: steering to a backup needs forwarding \
+             (sysctl -w net.ipv4.conf.all.forwarding=1)"
+        );
+    }
+    if sysctl_is_on("/proc/sys/net/ipv6/conf/all/forwarding") == Some(false) {
+        tracing::warn!(
+            "net.ipv6.conf.all.forwarding is 0: IPv6 steering to a backup needs forwarding \
+             (sysctl -w net.ipv6.conf.all.forwarding=1)"
+        );
+    }
+}
+
+/// File name of a kept link: `<kind>_<ifname>`. bpffs refuses names with a
+/// dot (EPERM), so dots of VLAN interface names ("eth0.100") become colons,
+/// which interface names cannot contain.
+fn link_pin_name(kind: &str, ifname: &str) -> String {
+    format!("{kind}_{}", ifname.replace('.', ":"))
+}
+
+/// Pin files under links/ as (interface, kind, path).
+fn pinned_links(dir: &Path) -> Vec<(String, String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((kind, ifname)) = name.split_once('_') {
+            out.push((ifname.replace(':', "."), kind.to_string(), entry.path()));
+        }
+    }
+    out
+}
+
+fn xdp_mode_wanted(mode: AttachMode) -> &'static [XdpAttach] {
+    match mode {
+        AttachMode::Auto => &[XdpAttach::Native, XdpAttach::Generic],
+        AttachMode::Xdp => &[XdpAttach::Native],
+        AttachMode::XdpGeneric => &[XdpAttach::Generic],
+        AttachMode::Tc => &[],
+    }
+}
+
+impl Fastpath {
+    /// Loads the programs, pins (or reuses) the maps under `opts.pin_path`,
+    /// adopts links a previous agent kept and attaches to every interface.
+    pub fn open(opts: &FastpathOptions) -> Result<Fastpath> {
+        if OBJECT.is_empty() {
+            bail!(
+                "this routebackup binary was built without its BPF programs (AYA_BUILD_SKIP=1): \
+                 rebuild without AYA_BUILD_SKIP to use the fast path"
+            );
+        }
+        bpffs::prepare_pin_dir(&opts.pin_path)?;
+        let links_dir = opts.pin_path.join(LINKS_DIR);
+        std::fs::create_dir_all(&links_dir)
+            .with_context(|| format!("cannot create {}", links_dir.display()))?;
+        for layout in &MAP_LAYOUTS {
+            check_pinned_map(&opts.pin_path.join(layout.name), layout)?;
+        }
+        warn_forwarding_global();
+
+        let pins: Vec<(&str, PathBuf)> = MAP_LAYOUTS
+            .iter()
+            .map(|l| (l.name, opts.pin_path.join(l.name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).with_context(|| {
+            format!(
+                "cannot load the BPF object (maps pinned under {})",
+                opts.pin_path.display()
+            )
+        })?;
+
+        {
+            let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_XDP)?;
+            xdp.load().map_err(|e| verifier_error(PROG_XDP, e))?;
+        }
+        {
+            let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_TC)?;
+            tc.load().map_err(|e| verifier_error(PROG_TC, e))?;
+        }
+
+        let segments_v4 = LpmTrie::try_from(take_map(&mut ebpf, MAP_SEGMENTS_V4)?)?;
+        let segments_v6 = LpmTrie::try_from(take_map(&mut ebpf, MAP_SEGMENTS_V6)?)?;
+        let stats = PerCpuArray::try_from(take_map(&mut ebpf, MAP_STATS)?)?;
+
+        let mut fp = Fastpath {
+            ebpf,
+            pin_path: opts.pin_path.clone(),
+            segments_v4,
+            segments_v6,
+            stats,
+            links: Vec::new(),
+            forwarding_warned: HashSet::new(),
+        };
+
+        let kept = pinned_links(&links_dir);
+        // Links kept for interfaces we no longer serve: unpinning detaches them.
+        for (ifname, kind, path) in &kept {
+            if !opts.interfaces.iter().any(|i| i == ifname) {
+                tracing::info!(
+                    "detaching the kept {kind} attachment of {ifname} (no longer in fastpath.interfaces)"
+                );
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        for ifname in &opts.interfaces {
+            let l = fp.attach_interface(ifname, opts.mode, &kept)?;
+            fp.links.push(l);
+        }
+        Ok(fp)
+    }
+
+    fn attach_interface(
+        &mut self,
+        ifname: &str,
+        mode: AttachMode,
+        kept: &[(String, String, PathBuf)],
+    ) -> Result<IfLinks> {
+        let ifindex = ifindex_of(ifname)?;
+        let wanted = xdp_mode_wanted(mode);
+        let mut adopted = false;
+
+        // XDP: adopt a kept link in an acceptable mode, else attach.
+        let mut xdp_id = None;
+        let mut xdp_mode = XdpAttach::None;
+        for (_, kind, path) in kept.iter().filter(|(i, k, _)| i == ifname && k.starts_with("xdp")) {
+            let m = if kind == XdpAttach::Native.pin_suffix() {
+                XdpAttach::Native
+            } else {
+                XdpAttach::Generic
+            };
+            if xdp_id.is_none() && wanted.contains(&m) {
+                match self.adopt_xdp(path) {
+                    Ok(id) => {
+                        xdp_id = Some(id);
+                        xdp_mode = m;
+                        adopted = true;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        "{ifname}: cannot adopt the kept XDP link {}: {e:#}; attaching anew",
+                        path.display()
+                    ),
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        if xdp_id.is_none() && !wanted.is_empty() {
+            let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
+            let mut errors = Vec::new();
+            for m in wanted {
+                let flags = match m {
+                    XdpAttach::Native => XdpMode::Driver,
+                    _ => XdpMode::Skb,
+                };
+                match xdp.attach_to_if_index(ifindex, flags) {
+                    Ok(id) => {
+                        xdp_id = Some(id);
+                        xdp_mode = *m;
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{m:?}: {}", error_chain(&e))),
+                }
+            }
+            if xdp_id.is_none() {
+                bail!(
+                    "cannot attach XDP to {ifname} ({}); another XDP program may be attached \
+                     (`ip link set dev {ifname} xdp off`), or use fastpath mode \"xdp-generic\" or \"tc\"",
+                    errors.join("; ")
+                );
+            }
+            if xdp_mode == XdpAttach::Generic && mode == AttachMode::Auto {
+                tracing::info!("{ifname}: the driver has no native XDP; using generic XDP");
+            }
+        }
+
+        // TC ingress: adopt or attach.
+        let mut tc_id = None;
+        for (_, _, path) in kept.iter().filter(|(i, k, _)| i == ifname && k == "tc") {
+            if tc_id.is_none() {
+                match self.adopt_tc(path) {
+                    Ok(id) => {
+                        tc_id = Some(id);
+                        adopted = true;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        "{ifname}: cannot adopt the kept TC link {}: {e:#}; attaching anew",
+                        path.display()
+                    ),
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        if tc_id.is_none() {
+            let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
+            let id = match tc.attach(ifname, TcAttachType::Ingress) {
+                Ok(id) => id,
+                Err(first) => {
+                    // Kernels without TCX attach through netlink and need clsact.
+                    let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+                    tc.attach(ifname, TcAttachType::Ingress).map_err(|e| {
+                        anyhow!(
+                            "cannot attach TC ingress to {ifname}: {} (first try: {})",
+                            error_chain(&e),
+                            error_chain(&first)
+                        )
+                    })?
+                }
+            };
+            tc_id = Some(id);
+        }
+
+        Ok(IfLinks {
+            attachment: Attachment {
+                interface: ifname.to_string(),
+                ifindex,
+                xdp: xdp_mode,
+                tc: tc_id.is_some(),
+                adopted,
+            },
+            xdp: xdp_id,
+            tc: tc_id,
+        })
+    }
+
+    fn adopt_xdp(&mut self, path: &Path) -> Result<XdpLinkId> {
+        let pinned = PinnedLink::from_pin(path)?;
+        let fd: FdLink = pinned.unpin()?;
+        let link = XdpLink::try_from(fd)?;
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
+        Ok(xdp.attach_to_link(link)?)
+    }
+
+    fn adopt_tc(&mut self, path: &Path) -> Result<SchedClassifierLinkId> {
+        let pinned = PinnedLink::from_pin(path)?;
+        let fd: FdLink = pinned.unpin()?;
+        let link = SchedClassifierLink::try_from(fd)?;
+        let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
+        Ok(tc.attach_to_link(link)?)
+    }
+
+    /// Per interface: index, XDP mode actually used, TC attached, adopted.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.links.iter().map(|l| l.attachment.clone()).collect()
+    }
+
+    /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
+    pub fn program_ids(&self) -> Result<(u32, u32)> {
+        let xdp = program::<Xdp>(&self.ebpf, PROG_XDP)?.info()?.id();
+        let tc = program::<SchedClassifier>(&self.ebpf, PROG_TC)?.info()?.id();
+        Ok((xdp, tc))
+    }
+
+    /// The pin directory.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    /// Inserts or replaces the entry for exactly `prefix` (host bits are cleared).
+    pub fn set_segment(&mut self, prefix: IpNet, value: SegmentValue) -> Result<()> {
+        validate_value(&prefix, &value)?;
+        if value.action == ACTION_STEER {
+            self.warn_backup_forwarding(value.backup_ifindex, &prefix);
+        }
+        match prefix.trunc() {
+            IpNet::V4(n) => self
+                .segments_v4
+                .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), value, 0),
+            IpNet::V6(n) => self
+                .segments_v6
+                .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), value, 0),
+        }
+        .map_err(|e| map_write_error(&prefix, e))
+    }
+
+    /// Removes the entry for exactly `prefix`; Ok(false) if there was none.
+    pub fn remove_segment(&mut self, prefix: IpNet) -> Result<bool> {
+        let r = match prefix.trunc() {
+            IpNet::V4(n) => self
+                .segments_v4
+                .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+            IpNet::V6(n) => self
+                .segments_v6
+                .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
+            Err(e) => Err(anyhow!(e).context(format!("cannot remove segment {prefix} from the fast path"))),
+        }
+    }
+
+    /// Every entry of both tries (adoption after a restart).
+    pub fn segments(&self) -> Result<Vec<(IpNet, SegmentValue)>> {
+        let mut out = Vec::new();
+        for item in self.segments_v4.iter() {
+            let (k, v) = item.context("reading segments_v4")?;
+            let net = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
+                .context("segments_v4 holds an invalid prefix length")?;
+            out.push((IpNet::V4(net), v));
+        }
+        for item in self.segments_v6.iter() {
+            let (k, v) = item.context("reading segments_v6")?;
+            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)
+                .context("segments_v6 holds an invalid prefix length")?;
+            out.push((IpNet::V6(net), v));
+        }
+        Ok(out)
+    }
+
+    /// Counters of a group summed over CPUs.
+    pub fn group_stats(&self, group_id: u32) -> Result<GroupStats> {
+        if group_id >= MAX_GROUPS {
+            bail!("group id {group_id} is out of range (at most {} groups)", MAX_GROUPS);
+        }
+        let per_cpu = self
+            .stats
+            .get(&group_id, 0)
+            .with_context(|| format!("reading stats of group {group_id}"))?;
+        let mut sum = GroupStats::default();
+        for s in per_cpu.iter() {
+            sum.accumulate(s);
+        }
+        Ok(sum)
+    }
+
+    /// Runs `rb_xdp` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
+    pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+        let xdp: &Xdp = program(&self.ebpf, PROG_XDP)?;
+        let mut out = run(xdp, frame, repeat)?;
+        // The kernel returns the frame from the start of the metadata area.
+        if out.data.len() == frame.len() + META_COUNTED.len() && out.data.starts_with(&META_COUNTED) {
+            out.data.drain(..META_COUNTED.len());
+            out.meta_counted = true;
+        }
+        Ok(out)
+    }
+
+    /// Runs `rb_tc` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
+    pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+        let tc: &SchedClassifier = program(&self.ebpf, PROG_TC)?;
+        run(tc, frame, repeat)
+    }
+
+    /// Stops the fast path. `keep = false`: detach every program and remove
+    /// the pins (maps and kept links). `keep = true`: pin the attachments
+    /// under `<pin_path>/links/` so steering continues without the agent;
+    /// the next `open` adopts them.
+    pub fn close(mut self, keep: bool) -> Result<()> {
+        let links_dir = self.pin_path.join(LINKS_DIR);
+        if !keep {
+            let links = std::mem::take(&mut self.links);
+            drop(links);
+            drop(self.ebpf);
+            for l in &MAP_LAYOUTS {
+                let p = self.pin_path.join(l.name);
+                if p.exists() {
+                    std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+                }
+            }
+            for (_, _, p) in pinned_links(&links_dir) {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = std::fs::remove_dir(&links_dir);
+            let _ = std::fs::remove_dir(&self.pin_path);
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for l in std::mem::take(&mut self.links) {
+            let ifname = &l.attachment.interface;
+            if let Some(id) = l.xdp {
+                let path = links_dir.join(link_pin_name(l.attachment.xdp.pin_suffix(), ifname));
+                let r = (|| -> Result<()> {
+                    let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
+                    let link = xdp.take_link(id)?;
+                    let fd = FdLink::try_from(link)
+                        .context("XDP attached through netlink (no bpf link) cannot be kept")?;
+                    let _ = std::fs::remove_file(&path);
+                    fd.pin(&path)?;
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    errors.push(format!("{ifname} XDP -> {}: {e:#}", path.display()));
+                }
+            }
+            if let Some(id) = l.tc {
+                let path = links_dir.join(link_pin_name("tc", ifname));
+                let r = (|| -> Result<()> {
+                    let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
+                    let link = tc.take_link(id)?;
+                    let fd = FdLink::try_from(link).context(
+                        "TC attached through netlink (kernel without TCX) cannot be kept as a link",
+                    )?;
+                    let _ = std::fs::remove_file(&path);
+                    fd.pin(&path)?;
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    errors.push(format!("{ifname} TC -> {}: {e:#}", path.display()));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            bail!(
+                "could not keep every attachment (those are detached now): {}",
+                errors.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    fn warn_backup_forwarding(&mut self, ifindex: u32, prefix: &IpNet) {
+        if !self.forwarding_warned.insert(ifindex) {
+            return;
+        }
+        let Some(name) = ifname_of(ifindex) else {
+            tracing::warn!("segment {prefix}: backup interface index {ifindex} does not exist");
+            return;
+        };
+        let fam = if prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" };
+        let path = format!("/proc/sys/net/{fam}/conf/{name}/forwarding");
+        if sysctl_is_on(&path) == Some(false) {
+            tracing::warn!(
+                "segment {prefix}: forwarding is off on backup {name}: steering fails until \
+                 `sysctl -w net.{fam}.conf.{name}.forwarding=1` (or conf.all)"
+            );
+        }
+    }
+}
+
+fn validate_value(prefix: &IpNet, v: &SegmentValue) -> Result<()> {
+    if v.group_id >= MAX_GROUPS {
+        bail!("segment {prefix}: group id {} is out of range (< {MAX_GROUPS})", v.group_id);
+    }
+    match v.action {
+        ACTION_PASS => {}
+        ACTION_STEER => {
+            if v.backup_ifindex == 0 {
+                bail!("segment {prefix}: a steer entry needs the backup's interface index");
+            }
+        }
+        other => bail!("segment {prefix}: unknown action {other}"),
+    }
+    Ok(())
+}
+
+fn map_write_error(prefix: &IpNet, e: aya::maps::MapError) -> anyhow::Error {
+    let full = matches!(&e, aya::maps::MapError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(libc::ENOSPC));
+    if full {
+        anyhow!(
+            "cannot add segment {prefix}: the fast-path trie is full ({MAX_SEGMENTS} entries per family)"
+        )
+    } else {
+        anyhow!(e).context(format!("cannot write segment {prefix} to the fast path"))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn verifier_error(name: &str, e: aya::programs::ProgramError) -> anyhow::Error {
+    anyhow!("the kernel rejected program {name}: {}", error_chain(&e))
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
+    <&mut T>::try_from(p).map_err(|e| anyhow!("program {name}: {e}"))
+}
+
+fn program<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<&'a T>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf
+        .program(name)
+        .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
+    <&T>::try_from(p).map_err(|e| anyhow!("program {name}: {e}"))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("the BPF object has no map {name}"))
+}
+
+fn run<P: TestRun>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
+where
+    for<'b> P: TestRun<Opts<'b> = TestRunOptions<'b>, Result = aya::programs::TestRunResult>,
+{
+    // Room for a frame that grows (it never does today) plus headroom.
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let r = prog.test_run(opts).map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", error_chain(&e)))?;
+    let len = (r.data_size_out as usize).min(out.len());
+    out.truncate(len);
+    Ok(TestRunOutput {
+        verdict: r.return_value,
+        data: out,
+        duration: r.duration,
+        meta_counted: false,
+    })
+}
+
+/// The address family of a prefix as the `FLAG_GATEWAY_*` helpers see it.
+pub fn gateway_bytes(gw: IpAddr) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    match gw {
+        IpAddr::V4(a) => b[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => b = a.octets(),
+    }
+    b
+}

@@ -1,0 +1,375 @@
+//! The maps and the two programs. See main.rs for the overall behaviour.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{
+        __sk_buff, bpf_fib_lookup as FibParams, bpf_redir_neigh, xdp_action, xdp_md,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_OK,
+        TC_ACT_REDIRECT,
+    },
+    btf_maps::{lpm_trie::Key, LpmTrie, PerCpuArray},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_skb_pull_data, bpf_skb_vlan_pop,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+    },
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use routebackup_common::{
+    GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
+    FLAG_L3_DEVICE, MAX_GROUPS, MAX_SEGMENTS,
+};
+
+use crate::packet::{self, ptr_at, Family, Parsed, ETH_HLEN, VLAN_HLEN};
+
+#[btf_map(name = "segments_v4")]
+static SEGMENTS_V4: LpmTrie<[u8; 4], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+
+#[btf_map(name = "segments_v6")]
+static SEGMENTS_V6: LpmTrie<[u8; 16], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+
+#[btf_map(name = "stats")]
+static STATS: PerCpuArray<GroupStats, { MAX_GROUPS as usize }> = PerCpuArray::new();
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Marker XDP leaves in the metadata area of a packet it already counted as
+/// passed, so TC neither counts nor touches it again.
+const META_COUNTED: u32 = 0x5242_5031; // "RBP1"
+
+/// Bytes of headers TC needs in the linear area (Ethernet + tag + IPv6, which
+/// is also more than an IPv4 header with full options: 14 + 4 + 60 = 78).
+const TC_PULL_LEN: u32 = 78;
+
+enum Counter {
+    Steered,
+    Passed,
+    Failure,
+    Deferred,
+}
+
+#[inline(always)]
+fn count(group: u32, which: Counter, bytes: u64) {
+    let Some(s) = STATS.get_ptr_mut(group) else {
+        return;
+    };
+    // SAFETY: per-CPU slot of this CPU; no other writer runs concurrently on it
+    // (programs are not preempted on the same CPU mid-run).
+    let s = unsafe { &mut *s };
+    match which {
+        Counter::Steered => {
+            s.steered_packets += 1;
+            s.steered_bytes += bytes;
+        }
+        Counter::Passed => {
+            s.passed_packets += 1;
+            s.passed_bytes += bytes;
+        }
+        Counter::Failure => s.redirect_failures += 1,
+        Counter::Deferred => s.deferred_packets += 1,
+    }
+}
+
+/// Longest-prefix lookup of the packet's destination.
+#[inline(always)]
+fn lookup(start: usize, end: usize, p: &Parsed) -> Option<SegmentValue> {
+    match p.family {
+        Family::V4 => {
+            let dst = packet::v4_addr(start, end, p.l3, 16)?;
+            let key = Key::new(32, dst);
+            SEGMENTS_V4.get(&key).copied()
+        }
+        Family::V6 => {
+            let dst = packet::v6_addr(start, end, p.l3, 24)?;
+            let key = Key::new(128, dst);
+            SEGMENTS_V6.get(&key).copied()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- XDP ----
+
+#[xdp]
+pub fn rb_xdp(ctx: XdpContext) -> u32 {
+    match try_xdp(&ctx) {
+        Some(v) => v,
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// Result of a fib lookup on the backup device.
+struct Fib {
+    rc: i64,
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+/// The one place that knows the bindgen names of `struct bpf_fib_lookup`.
+#[inline(always)]
+fn fib_lookup_output(
+    ctx: *mut core::ffi::c_void,
+    ifindex: u32,
+    tot_len: u16,
+    family: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Fib {
+    // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid value.
+    let mut params: FibParams = unsafe { core::mem::zeroed() };
+    params.family = family;
+    params.ifindex = ifindex;
+    params.__bindgen_anon_1.tot_len = tot_len;
+    if family == AF_INET {
+        let mut s = [0u8; 4];
+        s.copy_from_slice(&src[..4]);
+        let mut d = [0u8; 4];
+        d.copy_from_slice(&dst[..4]);
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(s);
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(d);
+    } else {
+        // SAFETY: [u8; 16] and [u32; 4] have the same size; copy bytes.
+        params.__bindgen_anon_3.ipv6_src = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*src) };
+        params.__bindgen_anon_4.ipv6_dst = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*dst) };
+    }
+    // SAFETY: params is a valid, initialised struct of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx,
+            &mut params,
+            size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    Fib {
+        rc,
+        ifindex: params.ifindex,
+        smac: params.smac,
+        dmac: params.dmac,
+    }
+}
+
+#[inline(always)]
+fn try_xdp(ctx: &XdpContext) -> Option<u32> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let p = packet::parse(start, end)?;
+    let seg = lookup(start, end, &p)?;
+    let bytes = (end - start) as u64;
+    let group = seg.group_id;
+
+    if seg.action != ACTION_STEER || p.hop <= 1 {
+        count(group, Counter::Passed, bytes);
+        mark_counted(ctx);
+        return Some(xdp_action::XDP_PASS);
+    }
+    if seg.flags & FLAG_L3_DEVICE != 0 || p.fragment {
+        count(group, Counter::Deferred, bytes);
+        return Some(xdp_action::XDP_PASS);
+    }
+
+    // Lookup target: the gateway (its family decides) or the destination.
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let family;
+    let pkt_family = match p.family {
+        Family::V4 => AF_INET,
+        Family::V6 => AF_INET6,
+    };
+    match p.family {
+        Family::V4 => {
+            src[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 12)?);
+            dst[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 16)?);
+        }
+        Family::V6 => {
+            src = packet::v6_addr(start, end, p.l3, 8)?;
+            dst = packet::v6_addr(start, end, p.l3, 24)?;
+        }
+    }
+    if seg.flags & FLAG_GATEWAY_V4 != 0 {
+        family = AF_INET;
+        dst = [0u8; 16];
+        dst[..4].copy_from_slice(&seg.gateway[..4]);
+    } else if seg.flags & FLAG_GATEWAY_V6 != 0 {
+        family = AF_INET6;
+        dst = seg.gateway;
+    } else {
+        family = pkt_family;
+    }
+    if family != pkt_family {
+        src = [0u8; 16];
+    }
+    // The MTU check of the lookup needs the IP length in the gateway's family
+    // sense only loosely: the kernel compares it with the route's MTU.
+    let fib = fib_lookup_output(ctx.as_ptr(), seg.backup_ifindex, p.ip_len, family, &src, &dst);
+    if fib.rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        count(group, Counter::Deferred, bytes);
+        return Some(xdp_action::XDP_PASS);
+    }
+    if fib.rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || fib.ifindex != seg.backup_ifindex {
+        count(group, Counter::Failure, bytes);
+        return Some(xdp_action::XDP_PASS);
+    }
+
+    if !packet::decrement_hop(start, end, p.l3, p.family) {
+        return Some(xdp_action::XDP_PASS);
+    }
+    if p.tagged {
+        // SAFETY: ctx is the program's context; shrinking by the tag length
+        // keeps at least the Ethernet header (checked below).
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx as *mut xdp_md, VLAN_HLEN as i32) } != 0 {
+            count(group, Counter::Failure, bytes);
+            return Some(xdp_action::XDP_PASS);
+        }
+    }
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let eth = ptr_at::<[u8; ETH_HLEN]>(start, end, 0)?;
+    // SAFETY: checked by ptr_at.
+    let eth = unsafe { &mut *eth };
+    eth[..6].copy_from_slice(&fib.dmac);
+    eth[6..12].copy_from_slice(&fib.smac);
+    let proto = p.proto.to_be_bytes();
+    eth[12] = proto[0];
+    eth[13] = proto[1];
+
+    // SAFETY: plain helper call.
+    let rc = unsafe { bpf_redirect(seg.backup_ifindex, 0) } as u32;
+    if rc == xdp_action::XDP_REDIRECT {
+        count(group, Counter::Steered, bytes);
+    } else {
+        count(group, Counter::Failure, bytes);
+    }
+    Some(rc)
+}
+
+/// Leaves `META_COUNTED` in the metadata area (best effort: drivers without
+/// metadata support make TC count the packet again).
+#[inline(always)]
+fn mark_counted(ctx: &XdpContext) {
+    // SAFETY: growing the metadata area by 4 bytes; checked below.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx as *mut xdp_md, -4) } != 0 {
+        return;
+    }
+    let meta = ctx.metadata();
+    let data = ctx.data();
+    if meta + 4 > data {
+        return;
+    }
+    // SAFETY: [meta, meta + 4) lies inside the metadata area.
+    unsafe { *(meta as *mut u32) = META_COUNTED };
+}
+
+// ----------------------------------------------------------------- TC ----
+
+#[classifier]
+pub fn rb_tc(ctx: TcContext) -> i32 {
+    match try_tc(&ctx) {
+        Some(v) => v,
+        None => TC_ACT_OK as i32,
+    }
+}
+
+#[inline(always)]
+fn skb(ctx: &TcContext) -> *mut __sk_buff {
+    ctx.skb.skb
+}
+
+#[inline(always)]
+fn try_tc(ctx: &TcContext) -> Option<i32> {
+    let skb = skb(ctx);
+    // A packet XDP already counted as passed: nothing to do.
+    // SAFETY: reading context fields the verifier rewrites to skb accesses.
+    let (meta, data0) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
+    if meta + 4 <= data0 {
+        // SAFETY: [meta, meta + 4) is inside the metadata area.
+        if unsafe { *(meta as *const u32) } == META_COUNTED {
+            return Some(TC_ACT_OK as i32);
+        }
+    }
+
+    let mut start = ctx.data();
+    let mut end = ctx.data_end();
+    let len = ctx.len();
+    if end - start < TC_PULL_LEN as usize && len as usize > end - start {
+        let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
+        // SAFETY: plain helper call on our skb.
+        unsafe { bpf_skb_pull_data(skb, want) };
+        start = ctx.data();
+        end = ctx.data_end();
+    }
+    let p = packet::parse(start, end)?;
+    let seg = lookup(start, end, &p)?;
+    let group = seg.group_id;
+    let bytes = len as u64;
+
+    if seg.action == ACTION_PASS || seg.action != ACTION_STEER || p.hop <= 1 {
+        count(group, Counter::Passed, bytes);
+        return Some(TC_ACT_OK as i32);
+    }
+    if seg.backup_ifindex == 0 {
+        count(group, Counter::Failure, bytes);
+        return Some(TC_ACT_OK as i32);
+    }
+
+    // SAFETY: context field read.
+    let hw_tag = unsafe { (*skb).vlan_present } != 0;
+    let mut l3 = p.l3;
+    if p.tagged || hw_tag {
+        // SAFETY: helper call on our skb; pops the accelerated or in-data tag.
+        if unsafe { bpf_skb_vlan_pop(skb) } != 0 {
+            count(group, Counter::Failure, bytes);
+            return Some(TC_ACT_OK as i32);
+        }
+        if p.tagged {
+            l3 -= VLAN_HLEN;
+        }
+    }
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if !packet::decrement_hop(start, end, l3, p.family) {
+        count(group, Counter::Failure, bytes);
+        return Some(TC_ACT_OK as i32);
+    }
+
+    let rc = if seg.flags & FLAG_L3_DEVICE != 0 {
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(seg.backup_ifindex, 0) }
+    } else if seg.flags & (FLAG_GATEWAY_V4 | FLAG_GATEWAY_V6) != 0 {
+        // SAFETY: bpf_redir_neigh is plain old data; zero is valid.
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        if seg.flags & FLAG_GATEWAY_V4 != 0 {
+            nh.nh_family = AF_INET as u32;
+            let mut g = [0u8; 4];
+            g.copy_from_slice(&seg.gateway[..4]);
+            nh.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(g);
+        } else {
+            nh.nh_family = AF_INET6 as u32;
+            // SAFETY: same size, byte copy.
+            nh.__bindgen_anon_1.ipv6_nh =
+                unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(seg.gateway) };
+        }
+        // SAFETY: nh is valid for the size passed.
+        unsafe {
+            bpf_redirect_neigh(
+                seg.backup_ifindex,
+                &mut nh,
+                size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        }
+    } else {
+        // SAFETY: NULL params with length 0 is the documented form.
+        unsafe { bpf_redirect_neigh(seg.backup_ifindex, core::ptr::null_mut(), 0, 0) }
+    };
+    if rc == TC_ACT_REDIRECT as i64 {
+        count(group, Counter::Steered, bytes);
+        Some(TC_ACT_REDIRECT as i32)
+    } else {
+        count(group, Counter::Failure, bytes);
+        Some(TC_ACT_OK as i32)
+    }
+}
