@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
+use routebackup::daemon::dataplane::Dataplane;
 use routebackup::daemon::{self, ActionSink, LogSink};
 
 const DEFAULT_CONFIG: &str = "/etc/routebackup/routebackup.toml";
@@ -29,6 +30,15 @@ enum Command {
         /// error, warn, info, debug, trace (RUST_LOG overrides).
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// On stop, leave the programs attached, the maps pinned, the links and
+        /// kernel routes as they are, so traffic keeps flowing; the next start
+        /// adopts them without flapping any link.
+        #[arg(long)]
+        keep_fastpath: bool,
+        /// Run the engine without the fast path and link drivers: decisions are
+        /// only logged (for trying a config on a live box).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate a config file and print its normalised form.
     Check {
@@ -51,7 +61,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { config, log_level } => run(config, &log_level),
+        Command::Run {
+            config,
+            log_level,
+            keep_fastpath,
+            dry_run,
+        } => run(config, &log_level, keep_fastpath, dry_run),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.normalised());
@@ -70,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_path: PathBuf, log_level: &str) -> ExitCode {
+fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
     let filter = match filter {
@@ -102,8 +117,15 @@ fn run(config_path: PathBuf, log_level: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(daemon::run(config, |_events| {
-        Box::new(LogSink) as Box<dyn ActionSink>
+    let sink_config = config.clone();
+    let result = rt.block_on(daemon::run(config, move |events| {
+        if dry_run {
+            tracing::warn!(
+                "--dry-run: nothing is steered and no link is touched; actions are only logged"
+            );
+            return Ok(Box::new(LogSink) as Box<dyn ActionSink>);
+        }
+        Ok(Box::new(Dataplane::open(&sink_config, events, keep_fastpath)?) as Box<dyn ActionSink>)
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,

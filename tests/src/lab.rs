@@ -106,9 +106,7 @@ impl Lab {
         lab.primary.sh(
             "ip route add 198.51.100.0/24 via 10.0.9.2 && ip route add 10.0.0.0/24 via 10.0.1.1",
         )?;
-        lab.backup.sh(
-            "ip route add 198.51.100.0/24 via 10.0.8.2 && ip route add 10.0.0.0/24 via 10.0.2.1",
-        )?;
+        lab.backup.sh("ip route add 198.51.100.0/24 via 10.0.8.2")?;
         lab.dest.sh(&format!(
             "ip addr add {DEST_ADDR}/32 dev lo && \
              ip route add 10.0.0.0/24 via 10.0.9.1 metric 100 && \
@@ -126,6 +124,7 @@ impl Lab {
                  ip link add bk0 type veth peer name b_edge netns {bak}\n\
                  ip -n {bak} addr add 10.0.2.2/30 dev b_edge\n\
                  ip -n {bak} link set b_edge up\n\
+                 ip -n {bak} route replace 10.0.0.0/24 via 10.0.2.1\n\
                  ip netns exec {bak} ethtool -K b_edge gro on >/dev/null 2>&1 || true\n\
                  ip addr add 10.0.2.1/30 dev bk0\n\
                  ip link set bk0 up\n",
@@ -135,12 +134,23 @@ impl Lab {
         write_script(&down, "#!/bin/sh\nip link del bk0 2>/dev/null || true\n")?;
         if kind == Backup::HotStandby {
             lab.edge.sh(&up.display().to_string())?;
+            // A hot standby is up before anything fails (the kernel's linkwatch
+            // reports carrier up to a second late).
+            wait_until(Duration::from_secs(5), || {
+                Ok(lab.edge.sh("ip -o link show dev bk0")?.contains("state UP"))
+            })
+            .context("bk0 never got carrier")?;
         }
         // Native XDP redirect into a veth needs NAPI (GRO) on the receiving peer.
         lab.primary
             .sh("ethtool -K p_edge gro on >/dev/null 2>&1 || true")?;
         lab.lan
             .sh("ethtool -K eth0 gro on >/dev/null 2>&1 || true")?;
+        // The LAN host's own sockets leave the UDP checksum to "hardware"
+        // (CHECKSUM_PARTIAL over veth); a native XDP redirect forwards the frame
+        // as it is, so the checksum would never be filled in. Real NICs deliver
+        // complete checksums; on veth the sender must compute them itself.
+        lab.lan.sh("ethtool -K eth0 tx off >/dev/null")?;
         Ok(lab)
     }
 
@@ -202,7 +212,7 @@ impl Lab {
             .append(true)
             .open(self.log_path())?;
         let mut cmd = self.edge.command(&format!(
-            "exec {} run --config {} --log-level debug {}",
+            "exec {} run --config {} --log-level routebackup=debug,info {}",
             crate::agent_bin().display(),
             self.config_path().display(),
             extra_args.join(" ")

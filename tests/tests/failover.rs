@@ -95,7 +95,9 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     // Includes spawning `routebackup status` for every poll; the bench has the agent's own figure.
     ensure!(
         switchover <= Duration::from_millis(100),
-        "steering took {switchover:?} (> 100 ms)"
+        "steering took {switchover:?} (> 100 ms); status {:?}; log:\n{}",
+        lab.status().ok(),
+        lab.log()
     );
     flows_via(&rx, via_backup, 1_000, "the backup")?;
     ensure!(lab.group_state()? == "backup");
@@ -111,7 +113,7 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let r = report(&sent, &rx.stop());
     eprintln!("hot standby: switchover seen after {switchover:?}; stream {r:?}");
-    ensure!(r.sent > 10_000, "sender too slow: {r:?}");
+    ensure!(r.sent > 2_000, "sender too slow: {r:?}");
     // Both switches together may lose a handful of packets, not a stream's worth.
     ensure!(r.lost < 200, "lost {} packets: {r:?}", r.lost);
     Ok(())
@@ -234,8 +236,10 @@ fn failing_first_link(how: &str, first_link: &str, error_part: &str) -> Result<(
         s["groups"][0]["active_link"] == "backup",
         "{how}: wrong link: {s}"
     );
-    let flaky = &s["links"][0];
-    ensure!(flaky["name"] == "flaky");
+    let flaky = s["links"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "flaky"))
+        .with_context(|| format!("no link flaky in {s}"))?;
     let err = flaky["last_error"].as_str().unwrap_or("");
     ensure!(
         err.contains(error_part),
@@ -271,7 +275,7 @@ fn failing_links_fall_through_to_the_next() -> Result<()> {
         "1s",
     )?;
     // Never leave the hanging `up` behind.
-    let left = routebackup_tests::sh("pgrep -f 'sleep 600' || true")?;
+    let left = routebackup_tests::sh("pgrep -f '^sleep 600$' || true")?;
     ensure!(
         left.trim().is_empty(),
         "hanging up command left running: {left}"
@@ -286,7 +290,7 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     let mut lab = Lab::new(Backup::Dialed)?;
     // The first link: a long-running `up` that creates fl0 and dies after 2 s.
     let first = format!(
-        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type veth peer name fl0p && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
+        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type veth peer name fl0p && ip link set fl0p up && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
     );
     let cfg = lab
         .config("0s", "auto", "")
@@ -310,7 +314,7 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     .with_context(|| format!("did not move to the next link; log:\n{}", lab.log()))?;
     let s = lab.status()?;
     ensure!(
-        s["links"][0]["last_error"]
+        s["links"][1]["last_error"]
             .as_str()
             .is_some_and(|e| !e.is_empty()),
         "no last_error: {s}"
@@ -334,6 +338,8 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
     lab.withdraw_primary()?;
     wait_state(&lab, "backup", Duration::from_secs(10))?;
     flows_via(&rx, via_backup, 500, "the backup")?;
+    // From here on (steering established) no packet may be lost.
+    let steady_from = rx.arrivals().iter().map(|a| a.seq).max().unwrap_or(0);
 
     let status = lab.stop_agent(libc::SIGTERM)?;
     ensure!(
@@ -359,12 +365,26 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
 
     let sent = tx.stop();
     std::thread::sleep(Duration::from_millis(200));
-    let r = report(&sent, &rx.stop());
-    eprintln!("restart: {r:?}");
-    // The only losses allowed are the initial switchover's.
+    let arrivals = rx.stop();
+    let r = report(&sent, &arrivals);
+    let mut got = vec![false; sent.len()];
+    for a in &arrivals {
+        if let Some(g) = got.get_mut(a.seq as usize) {
+            *g = true;
+        }
+    }
+    let lost_after: Vec<usize> = (steady_from as usize..sent.len())
+        .filter(|&i| !got[i])
+        .collect();
+    eprintln!(
+        "restart: {r:?}; lost after steering was established: {}",
+        lost_after.len()
+    );
     ensure!(
-        r.lost < 100,
-        "traffic interrupted across the restart: {r:?}"
+        lost_after.is_empty(),
+        "traffic interrupted across the restart: {} packets lost (first seqs {:?}); {r:?}",
+        lost_after.len(),
+        &lost_after[..lost_after.len().min(10)]
     );
     Ok(())
 }
@@ -384,7 +404,8 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
         routes.contains("bk0"),
         "no kernel route via the backup: {routes}"
     );
-    lab.edge.sh(&format!("ping -c 1 -W 2 {DEST_ADDR}"))?;
+    lab.edge
+        .sh(&format!("ping -c 1 -W 2 -I 10.0.0.1 {DEST_ADDR}"))?;
 
     let status = lab.stop_agent(libc::SIGTERM)?;
     ensure!(status.success(), "agent exit status {status}");

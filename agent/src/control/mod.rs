@@ -46,6 +46,10 @@ pub struct GroupReport {
     /// Seconds the group has been in `state`.
     pub since_s_ago: u64,
     pub segments: Vec<SegmentReport>,
+    /// The last switchover's route event → steering entry written, in µs
+    /// (the agent's own timestamps).
+    #[serde(default)]
+    pub last_steer_latency_us: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ impl StatusReport {
                         steered: s.steered,
                     })
                     .collect(),
+                last_steer_latency_us: None,
             })
             .collect();
         let links = status

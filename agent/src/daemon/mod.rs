@@ -7,6 +7,8 @@
 //! `EventSender` they are given), timer expiries and control requests. The
 //! engine's clock is milliseconds since the daemon started (monotonic).
 
+pub mod dataplane;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -21,8 +23,9 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::control::{self, StatusReport, StatusRequest, WatcherReport};
 use crate::engine::Engine;
-use crate::model::{Action, Event, Millis, Timer};
+use crate::model::{Action, Event, GroupId, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
+use futures::future::BoxFuture;
 
 /// Where drivers and other edges report back to the engine.
 pub type EventSender = mpsc::Sender<Event>;
@@ -35,7 +38,17 @@ pub type EventSender = mpsc::Sender<Event>;
 /// `LinkFailed`) on the `EventSender` the sink was built with. The interface
 /// coming up is seen by the watcher, not reported by the sink.
 pub trait ActionSink: Send {
-    fn execute(&mut self, action: &Action);
+    /// `requested_by`: for `LinkUp`, the group that asked for the link.
+    fn execute(&mut self, action: &Action, requested_by: Option<&str>);
+
+    /// At start-up: (group, backup ifindex) pairs the fast path still steers
+    /// (kept by a previous agent), offered to the engine for adoption.
+    fn adoptable(&self) -> Vec<(GroupId, u32)> {
+        Vec::new()
+    }
+
+    /// Called once after the engine took in the initial dump.
+    fn after_sync(&mut self) {}
 
     /// Extra status for `routebackup status` (the fast path's maps and counters).
     fn status(&self) -> Option<serde_json::Value> {
@@ -43,7 +56,9 @@ pub trait ActionSink: Send {
     }
 
     /// Called once on SIGTERM/SIGINT before the daemon exits.
-    fn shutdown(&mut self) {}
+    fn shutdown(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// An `ActionSink` that only logs (the first form of the daemon, and `run`
@@ -52,7 +67,7 @@ pub trait ActionSink: Send {
 pub struct LogSink;
 
 impl ActionSink for LogSink {
-    fn execute(&mut self, action: &Action) {
+    fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
         info!("action (not carried out by the log-only sink): {action:?}");
     }
 }
@@ -104,6 +119,10 @@ pub struct Daemon {
     started_wall: SystemTime,
     watcher_stats: Arc<WatcherStats>,
     synced_logged: bool,
+    /// When the event being handled arrived.
+    event_at: Instant,
+    /// Per group: the last route event → steering entry written, in µs.
+    steer_latency_us: Vec<Option<u64>>,
 }
 
 impl Daemon {
@@ -112,8 +131,13 @@ impl Daemon {
     }
 
     fn handle(&mut self, event: Event) {
+        self.event_at = Instant::now();
         let now = self.now();
-        if event == Event::Synced && !self.synced_logged {
+        let first_sync = event == Event::Synced && !self.synced_logged;
+        if first_sync {
+            self.adopt(now);
+        }
+        if first_sync {
             self.synced_logged = true;
             let s = &self.watcher_stats;
             info!(
@@ -129,6 +153,33 @@ impl Daemon {
         for action in self.engine.handle(now, event) {
             self.execute(action);
         }
+        if first_sync {
+            self.sink.after_sync();
+        }
+    }
+
+    /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
+    /// engine, before it sees the initial dump as complete.
+    fn adopt(&mut self, now: Millis) {
+        let status = self.engine.status();
+        for (group, ifindex) in self.sink.adoptable() {
+            let link = status.links.iter().position(|l| l.ifindex == Some(ifindex));
+            match link {
+                Some(link) => {
+                    info!(
+                        "fast path still steers group {} to {} (ifindex {ifindex}): offering it for adoption",
+                        status.groups.get(group).map(|g| g.name.as_str()).unwrap_or("?"),
+                        status.links[link].name
+                    );
+                    for action in self.engine.handle(now, Event::AdoptSteering { group, link }) {
+                        self.execute(action);
+                    }
+                }
+                None => info!(
+                    "fast path steers group #{group} to ifindex {ifindex}, which is no configured link's interface now; not adopted"
+                ),
+            }
+        }
     }
 
     fn execute(&mut self, action: Action) {
@@ -142,9 +193,29 @@ impl Daemon {
                 self.timers.cancel(timer);
             }
             Action::Notice(text) => info!("{text}"),
+            Action::LinkUp { link } => {
+                debug!("action: link up {link}");
+                let status = self.engine.status();
+                let name = status.links.get(link).map(|l| l.name.clone());
+                let group = status
+                    .groups
+                    .iter()
+                    .find(|g| g.active_link == name)
+                    .map(|g| g.name.clone());
+                self.sink
+                    .execute(&Action::LinkUp { link }, group.as_deref());
+            }
+            Action::Steer { group, .. } => {
+                self.sink.execute(&action, None);
+                let us = self.event_at.elapsed().as_micros() as u64;
+                if let Some(slot) = self.steer_latency_us.get_mut(group) {
+                    *slot = Some(us);
+                }
+                info!("steering for group #{group} written {us} µs after the event that called for it");
+            }
             other => {
                 debug!("action: {other:?}");
-                self.sink.execute(&other);
+                self.sink.execute(&other, None);
             }
         }
     }
@@ -161,6 +232,9 @@ impl Daemon {
             resyncs: s.resyncs.load(Ordering::Relaxed),
         });
         r.fastpath = self.sink.status();
+        for (g, us) in r.groups.iter_mut().zip(&self.steer_latency_us) {
+            g.last_steer_latency_us = *us;
+        }
         r
     }
 }
@@ -169,7 +243,7 @@ impl Daemon {
 /// from the sender its drivers report on.
 pub async fn run(
     config: Config,
-    make_sink: impl FnOnce(EventSender) -> Box<dyn ActionSink>,
+    make_sink: impl FnOnce(EventSender) -> Result<Box<dyn ActionSink>>,
 ) -> Result<()> {
     let start = Instant::now();
     let started_wall = SystemTime::now();
@@ -187,7 +261,7 @@ pub async fn run(
 
     let watcher = Watcher::spawn(WatcherConfig::from_config(&config), ev_tx.clone())
         .context("subscribing to rtnetlink events (needs CAP_NET_ADMIN)")?;
-    let sink = make_sink(ev_tx.clone());
+    let sink = make_sink(ev_tx.clone())?;
     drop(ev_tx);
     let mut daemon = Daemon {
         engine: Engine::new(&config),
@@ -201,6 +275,8 @@ pub async fn run(
         started_wall,
         watcher_stats: watcher.stats.clone(),
         synced_logged: false,
+        event_at: Instant::now(),
+        steer_latency_us: vec![None; config.groups.len()],
     };
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
@@ -235,7 +311,7 @@ pub async fn run(
         }
     };
     info!("stopping ({reason})");
-    daemon.sink.shutdown();
+    daemon.sink.shutdown().await;
     server.abort();
     drop(ev_rx);
     // The watcher thread notices the closed channel within a second; do not
