@@ -427,3 +427,125 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
     );
     Ok(())
 }
+
+/// tx packets + tx drops of an interface (a tun nobody reads drops, but the
+/// redirect into it happened).
+fn tx_count(lab: &Lab, ifname: &str) -> Result<u64> {
+    let j: serde_json::Value =
+        serde_json::from_str(&lab.edge.sh(&format!("ip -s -j link show dev {ifname}"))?)?;
+    let tx = &j[0]["stats64"]["tx"];
+    Ok(tx["packets"].as_u64().unwrap_or(0) + tx["dropped"].as_u64().unwrap_or(0))
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::Dialed)?;
+    // The stand-in for pppd (this kernel has no PPP): a tun device `ppp0` with a
+    // point-to-point address, held open by the process, like a ppp unit.
+    let peers = lab.dir.path().join("peers");
+    std::fs::create_dir_all(&peers)?;
+    std::fs::write(
+        peers.join("lte"),
+        format!(
+            "10.64.0.2:10.64.0.1\nfake-piddir {}\n",
+            lab.dir.path().display()
+        ),
+    )?;
+    let wrapper = lab.dir.path().join("pppd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nFAKE_PPPD_PEERS_DIR={} exec {} \"$@\"\n",
+            peers.display(),
+            env!("CARGO_BIN_EXE_fake-pppd")
+        ),
+    )?;
+    routebackup_tests::sh(&format!("chmod 755 {}", wrapper.display()))?;
+    let cfg = format!(
+        "[agent]\npin_path = \"{pin}\"\ncontrol_socket = \"{sock}\"\n\n\
+         [fastpath]\ninterfaces = [\"lan0\"]\n\n\
+         [[link]]\nname = \"lte\"\ninterface = \"ppp0\"\ndriver = \"pppd\"\npeer = \"lte\"\npppd_path = \"{ppp}\"\nkernel_routes = true\n\n\
+         [[group]]\nname = \"dest\"\nsegments = [\"198.51.100.0/24\"]\nlinks = [\"lte\"]\ndeactivate_delay = \"0s\"\n",
+        pin = lab.bpffs.path().join("routebackup").display(),
+        sock = lab.socket().display(),
+        ppp = wrapper.display(),
+    );
+    lab.start_agent(&cfg, &[])?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    lab.withdraw_primary()?;
+    wait_state(&lab, "backup", Duration::from_secs(10))?;
+    ensure!(
+        lab.edge.has_link("ppp0"),
+        "the pppd stand-in did not create ppp0"
+    );
+    let addr = lab.edge.sh("ip -o addr show dev ppp0")?;
+    ensure!(
+        addr.contains("10.64.0.2 peer 10.64.0.1"),
+        "ppp0 address: {addr}"
+    );
+    let pid = std::fs::read_to_string(lab.dir.path().join("ppp-lte.pid")).with_context(|| {
+        format!(
+            "no pid file; files: {:?}",
+            std::fs::read_dir(lab.dir.path())
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        )
+    })?;
+    let cmdline = std::fs::read_to_string(format!(
+        "/proc/{}/cmdline",
+        pid.lines().next().unwrap_or("").trim()
+    ))?
+    .replace('\0', " ");
+    ensure!(
+        cmdline.contains("call lte")
+            && cmdline.contains("nodetach")
+            && cmdline.contains("ifname ppp0")
+            && cmdline.contains("linkname lte"),
+        "pppd command line: {cmdline}"
+    );
+    // Steered into the L3 device by the TC program (XDP cannot redirect to it).
+    let before = tx_count(&lab, "ppp0")?;
+    wait_until(Duration::from_secs(3), || {
+        Ok(tx_count(&lab, "ppp0")? >= before + 500)
+    })
+    .context("traffic is not redirected into ppp0")?;
+    let s = lab.status()?;
+    let fp = &s["fastpath"]["groups"][0];
+    ensure!(
+        fp["steered_packets"].as_u64().unwrap_or(0) >= 500,
+        "steered counter: {fp}"
+    );
+    ensure!(
+        fp["deferred_packets"].as_u64().unwrap_or(0) >= 500,
+        "XDP should defer L3 backups to TC: {fp}"
+    );
+    let map = routebackup_tests::sh(&format!(
+        "bpftool -j map dump pinned {}",
+        lab.bpffs.path().join("routebackup/segments_v4").display()
+    ))?;
+    ensure!(
+        map.contains("\"action\":1") && map.contains("\"flags\":1"),
+        "map entry not steer/L3: {map}"
+    );
+    // kernel_routes: a route via the point-to-point device, without a gateway.
+    let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
+    ensure!(
+        routes.contains("dev ppp0"),
+        "no kernel route via ppp0: {routes}"
+    );
+
+    // Primary back, no hold: steering stops, pppd is terminated, ppp0 goes away.
+    lab.restore_primary()?;
+    wait_state(&lab, "primary", Duration::from_secs(3))?;
+    wait_until(Duration::from_secs(5), || Ok(!lab.edge.has_link("ppp0")))
+        .context("pppd not terminated")?;
+    let routes = lab.edge.sh("ip route show 198.51.100.0/24")?;
+    ensure!(
+        !routes.contains("ppp0"),
+        "kernel route left behind: {routes}"
+    );
+    drop(rx);
+    Ok(())
+}
