@@ -23,6 +23,7 @@ struct Agent {
     socket: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
+    _bpffs: routebackup_tests::BpfFs,
 }
 
 impl Agent {
@@ -43,10 +44,11 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
     let socket = dir.path().join("rb.sock");
     let log = dir.path().join("agent.log");
     let cfg = dir.path().join("routebackup.toml");
+    let bpffs = routebackup_tests::BpfFs::new()?;
     let text = format!(
         "[agent]\ncontrol_socket = \"{}\"\npin_path = \"{}\"\ntables = [\"main\"]\n\n{config_body}",
         socket.display(),
-        dir.path().join("pins").display()
+        bpffs.path().join("routebackup").display()
     );
     std::fs::write(&cfg, text)?;
     let bin = agent_bin();
@@ -57,7 +59,7 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
         );
     }
     let child = ns.spawn(&format!(
-        "exec {} run --config {} --log-level debug 2>{}",
+        "exec {} run --config {} --log-level routebackup=debug,info 2>{}",
         bin.display(),
         cfg.display(),
         log.display()
@@ -67,6 +69,7 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
         socket,
         log,
         _dir: dir,
+        _bpffs: bpffs,
     };
     wait_until(Duration::from_secs(10), || {
         Ok(request_status(&agent.socket)
