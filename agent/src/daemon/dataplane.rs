@@ -115,6 +115,16 @@ struct DriverReport<'a> {
     driver: DriverState,
 }
 
+/// Where a `Steer` sends a group's traffic.
+#[derive(Clone, Copy)]
+struct SteerTo {
+    link: LinkId,
+    ifindex: u32,
+    l3: bool,
+    gw4: Option<std::net::Ipv4Addr>,
+    gw6: Option<std::net::Ipv6Addr>,
+}
+
 fn pass_value(group: GroupId) -> SegmentValue {
     SegmentValue {
         group_id: group as u32,
@@ -227,16 +237,14 @@ impl Dataplane {
         }
     }
 
-    fn steer(
-        &mut self,
-        group: GroupId,
-        link: LinkId,
-        ifindex: u32,
-        l3: bool,
-        gw4: Option<std::net::Ipv4Addr>,
-        gw6: Option<std::net::Ipv6Addr>,
-        segments: &[IpNet],
-    ) {
+    fn steer(&mut self, group: GroupId, to: &SteerTo, segments: &[IpNet]) {
+        let SteerTo {
+            link,
+            ifindex,
+            l3,
+            gw4,
+            gw6,
+        } = *to;
         for prefix in segments {
             let mut value = SegmentValue {
                 group_id: group as u32,
@@ -383,15 +391,14 @@ impl ActionSink for Dataplane {
                 gateway_v6,
                 segments,
             } => {
-                self.steer(
-                    *group,
-                    *link,
-                    *ifindex,
-                    *l3,
-                    *gateway_v4,
-                    *gateway_v6,
-                    segments,
-                );
+                let to = SteerTo {
+                    link: *link,
+                    ifindex: *ifindex,
+                    l3: *l3,
+                    gw4: *gateway_v4,
+                    gw6: *gateway_v6,
+                };
+                self.steer(*group, &to, segments);
             }
             Action::Unsteer { group, segments } => self.unsteer(*group, segments),
             Action::LinkUp { link } => {
