@@ -56,6 +56,9 @@ enum Command {
         /// Read the control socket path from this config.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Print Prometheus text exposition instead (for a textfile collector).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
     },
 }
 
@@ -81,7 +84,8 @@ fn main() -> ExitCode {
             json,
             socket,
             config,
-        } => status(json, socket, config),
+            prometheus,
+        } => status(json, prometheus, socket, config),
     }
 }
 
@@ -136,7 +140,12 @@ fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool
     }
 }
 
-fn status(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+fn status(
+    json: bool,
+    prometheus: bool,
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
     let socket = match (socket, config) {
         (Some(s), _) => s,
         (None, Some(c)) => match Config::load(&c) {
@@ -150,7 +159,9 @@ fn status(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitC
     };
     match control::request_status(&socket) {
         Ok(report) => {
-            if json {
+            if prometheus {
+                print!("{}", report.prometheus());
+            } else if json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {

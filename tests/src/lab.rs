@@ -270,6 +270,19 @@ impl Lab {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// `routebackup status <extra>` output as text.
+    pub fn status_text(&self, extra: &[&str]) -> Result<String> {
+        let out = std::process::Command::new(crate::agent_bin())
+            .args(["status", "--socket"])
+            .arg(self.socket())
+            .args(extra)
+            .output()?;
+        if !out.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The group's state in status ("primary", "backup", ...).
     pub fn group_state(&self) -> Result<String> {
         let s = self.status()?;

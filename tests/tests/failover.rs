@@ -101,6 +101,38 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     );
     flows_via(&rx, via_backup, 1_000, "the backup")?;
     ensure!(lab.group_state()? == "backup");
+    // The operator's views: the human table and Prometheus metrics.
+    let human = lab.status_text(&[])?;
+    for needle in [
+        "group dest: backup via backup",
+        "198.51.100.0/24  down     yes",
+        "lan0 (ifindex",
+        "xdp native, tc attached",
+        "STEERED PKTS",
+    ] {
+        ensure!(
+            human.contains(needle),
+            "human status lacks {needle:?}:\n{human}"
+        );
+    }
+    let prom = lab.status_text(&["--prometheus"])?;
+    for needle in [
+        "routebackup_group_state{group=\"dest\",state=\"backup\"} 1",
+        "routebackup_segment_steered{group=\"dest\",segment=\"198.51.100.0/24\"} 1",
+        "routebackup_link_up{link=\"backup\"} 1",
+    ] {
+        ensure!(prom.contains(needle), "metrics lack {needle:?}:\n{prom}");
+    }
+    let steered_metric = prom
+        .lines()
+        .find(|l| l.starts_with("routebackup_fastpath_steered_packets_total{group=\"dest\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ensure!(
+        steered_metric >= 1000.0,
+        "steered counter {steered_metric} in:\n{prom}"
+    );
 
     lab.restore_primary()?;
     wait_until(Duration::from_secs(2), || Ok(!steered(&lab)))?;

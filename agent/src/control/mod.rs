@@ -224,9 +224,223 @@ impl StatusReport {
             }
         }
         if let Some(fp) = &self.fastpath {
-            s.push_str(&format!("\nfastpath: {fp}\n"));
+            render_fastpath(&mut s, fp);
         }
         s
+    }
+
+    /// The status as Prometheus text exposition (for a node_exporter textfile
+    /// collector or any scraper that runs `routebackup metrics`).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+            out.push_str(&format!(
+                "# HELP routebackup_{name} {help}\n# TYPE routebackup_{name} {kind}\n"
+            ));
+            for (labels, v) in samples {
+                out.push_str(&format!("routebackup_{name}{labels} {v}\n"));
+            }
+        };
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        const STATES: [&str; 5] = ["primary", "activating", "backup", "holding", "failed"];
+        let mut states = Vec::new();
+        for g in &self.groups {
+            for st in STATES {
+                states.push((
+                    format!("{{group=\"{}\",state=\"{st}\"}}", esc(&g.name)),
+                    f64::from(u8::from(g.state == st)),
+                ));
+            }
+        }
+        metric(
+            "group_state",
+            "1 for the group's current state",
+            "gauge",
+            states,
+        );
+        metric(
+            "segment_primary_up",
+            "1 when the segment has a route over a non-backup interface",
+            "gauge",
+            self.groups
+                .iter()
+                .flat_map(|g| {
+                    g.segments.iter().map(move |s| {
+                        (
+                            format!("{{group=\"{}\",segment=\"{}\"}}", esc(&g.name), s.prefix),
+                            f64::from(u8::from(s.primary_up)),
+                        )
+                    })
+                })
+                .collect(),
+        );
+        metric(
+            "segment_steered",
+            "1 when the segment's traffic is steered to a backup link",
+            "gauge",
+            self.groups
+                .iter()
+                .flat_map(|g| {
+                    g.segments.iter().map(move |s| {
+                        (
+                            format!("{{group=\"{}\",segment=\"{}\"}}", esc(&g.name), s.prefix),
+                            f64::from(u8::from(s.steered)),
+                        )
+                    })
+                })
+                .collect(),
+        );
+        metric(
+            "link_up",
+            "1 when the backup link is up",
+            "gauge",
+            self.links
+                .iter()
+                .map(|l| {
+                    (
+                        format!("{{link=\"{}\"}}", esc(&l.name)),
+                        f64::from(u8::from(l.state == "up")),
+                    )
+                })
+                .collect(),
+        );
+        metric(
+            "link_failed_attempts",
+            "failed attempts to bring the link up",
+            "counter",
+            self.links
+                .iter()
+                .map(|l| {
+                    (
+                        format!("{{link=\"{}\"}}", esc(&l.name)),
+                        f64::from(l.attempts),
+                    )
+                })
+                .collect(),
+        );
+        if let Some(groups) = self.fastpath.as_ref().and_then(|f| f["groups"].as_array()) {
+            for (field, help) in [
+                ("steered_packets", "packets redirected to the backup"),
+                ("steered_bytes", "bytes redirected to the backup"),
+                (
+                    "passed_packets",
+                    "packets to monitored segments left to the kernel's route",
+                ),
+                (
+                    "passed_bytes",
+                    "bytes to monitored segments left to the kernel's route",
+                ),
+                ("deferred_packets", "packets XDP handed to the TC program"),
+                ("redirect_failures", "steer matches whose redirect failed"),
+            ] {
+                metric(
+                    &format!("fastpath_{field}_total"),
+                    help,
+                    "counter",
+                    groups
+                        .iter()
+                        .map(|g| {
+                            (
+                                format!("{{group=\"{}\"}}", esc(g["name"].as_str().unwrap_or("?"))),
+                                g[field].as_u64().unwrap_or(0) as f64,
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+        if let Some(w) = &self.watcher {
+            metric(
+                "routes_watched",
+                "routes relevant to a monitored segment",
+                "gauge",
+                vec![(String::new(), w.routes_watched as f64)],
+            );
+            metric(
+                "netlink_overruns_total",
+                "netlink overruns (each followed by a re-dump)",
+                "counter",
+                vec![(String::new(), w.overruns as f64)],
+            );
+            metric(
+                "resyncs_total",
+                "full re-dumps",
+                "counter",
+                vec![(String::new(), w.resyncs as f64)],
+            );
+        }
+        out
+    }
+}
+
+/// The fast path's part of the human status: attach points, link drivers,
+/// counters per group, kernel routes.
+fn render_fastpath(s: &mut String, fp: &serde_json::Value) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(x) => x.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    s.push_str(&format!("\nfast path ({})\n", text(&fp["pin_path"])));
+    for a in fp["attachments"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  {} (ifindex {}): xdp {}, tc {}{}\n",
+            text(&a["interface"]),
+            text(&a["ifindex"]),
+            text(&a["xdp"]),
+            if a["tc"] == true {
+                "attached"
+            } else {
+                "not attached"
+            },
+            if a["adopted"] == true {
+                ", adopted"
+            } else {
+                ""
+            }
+        ));
+    }
+    let groups = fp["groups"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if !groups.is_empty() {
+        s.push_str(&format!(
+            "  {:<16} {:>12} {:>14} {:>12} {:>10} {:>9}\n",
+            "GROUP", "STEERED PKTS", "STEERED BYTES", "PASSED PKTS", "DEFERRED", "FAILURES"
+        ));
+        for g in groups {
+            s.push_str(&format!(
+                "  {:<16} {:>12} {:>14} {:>12} {:>10} {:>9}\n",
+                text(&g["name"]),
+                text(&g["steered_packets"]),
+                text(&g["steered_bytes"]),
+                text(&g["passed_packets"]),
+                text(&g["deferred_packets"]),
+                text(&g["redirect_failures"])
+            ));
+        }
+    }
+    for d in fp["drivers"].as_array().into_iter().flatten() {
+        let state = &d["driver"];
+        let pid = state
+            .get("pid")
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  driver {}: {}{pid}\n",
+            text(&d["link"]),
+            text(&state["state"])
+        ));
+    }
+    let routes: Vec<String> = fp["kernel_routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    if !routes.is_empty() {
+        s.push_str(&format!(
+            "  kernel routes installed: {}\n",
+            routes.join(", ")
+        ));
     }
 }
 
