@@ -258,37 +258,30 @@ impl StatusReport {
             "gauge",
             states,
         );
-        metric(
-            "segment_primary_up",
-            "1 when the segment has a route over a non-backup interface",
-            "gauge",
+        let per_segment = |flag: fn(&SegmentReport) -> bool| -> Vec<(String, f64)> {
             self.groups
                 .iter()
                 .flat_map(|g| {
                     g.segments.iter().map(move |s| {
                         (
                             format!("{{group=\"{}\",segment=\"{}\"}}", esc(&g.name), s.prefix),
-                            f64::from(u8::from(s.primary_up)),
+                            f64::from(u8::from(flag(s))),
                         )
                     })
                 })
-                .collect(),
+                .collect()
+        };
+        metric(
+            "segment_primary_up",
+            "1 when the segment has a route over a non-backup interface",
+            "gauge",
+            per_segment(|s| s.primary_up),
         );
         metric(
             "segment_steered",
             "1 when the segment's traffic is steered to a backup link",
             "gauge",
-            self.groups
-                .iter()
-                .flat_map(|g| {
-                    g.segments.iter().map(move |s| {
-                        (
-                            format!("{{group=\"{}\",segment=\"{}\"}}", esc(&g.name), s.prefix),
-                            f64::from(u8::from(s.steered)),
-                        )
-                    })
-                })
-                .collect(),
+            per_segment(|s| s.steered),
         );
         metric(
             "link_up",
