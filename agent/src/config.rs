@@ -121,7 +121,10 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("{}: cannot read the config file: {e}", path.display()))
+            ConfigError(format!(
+                "{}: cannot read the config file: {e}",
+                path.display()
+            ))
         })?;
         Config::parse(&text, &path.display().to_string())
     }

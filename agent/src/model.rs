@@ -151,12 +151,18 @@ pub enum Event {
     /// The driver of `link` reports that the current attempt or session is over:
     /// `up` exited non-zero, could not be started, or the supervised process
     /// (pppd, a long-running `up`) exited.
-    LinkFailed { link: LinkId, error: String },
+    LinkFailed {
+        link: LinkId,
+        error: String,
+    },
     /// At start-up, before `Synced`: the pinned fast-path map already steers
     /// this group to this link (an agent restart with `--keep-fastpath`). If the
     /// group is still primary-lost and the link still up after `Synced`, the
     /// engine adopts it: state `backup`, no new dial, no flap.
-    AdoptSteering { group: GroupId, link: LinkId },
+    AdoptSteering {
+        group: GroupId,
+        link: LinkId,
+    },
 }
 
 /// What the engine asks the edges to do.
@@ -164,9 +170,13 @@ pub enum Event {
 pub enum Action {
     /// Start bringing the link up (run its driver's "up"). The engine then
     /// waits for the interface to be ready (netlink) or for `LinkFailed`.
-    LinkUp { link: LinkId },
+    LinkUp {
+        link: LinkId,
+    },
     /// Take the link down (driver "down", stop the supervised process).
-    LinkDown { link: LinkId },
+    LinkDown {
+        link: LinkId,
+    },
     /// Redirect traffic to these segments to the link's interface.
     Steer {
         group: GroupId,
@@ -180,9 +190,17 @@ pub enum Action {
         segments: Vec<IpNet>,
     },
     /// Stop redirecting these segments (they follow the kernel's routes again).
-    Unsteer { group: GroupId, segments: Vec<IpNet> },
-    ArmTimer { timer: Timer, after: Duration },
-    CancelTimer { timer: Timer },
+    Unsteer {
+        group: GroupId,
+        segments: Vec<IpNet>,
+    },
+    ArmTimer {
+        timer: Timer,
+        after: Duration,
+    },
+    CancelTimer {
+        timer: Timer,
+    },
     /// A decision worth a log line, saying what and why, e.g.
     /// "group hq: primary lost (0 of 2 segments have a primary route); bringing up link lte".
     Notice(String),

@@ -132,8 +132,10 @@ fn fib_lookup_output(
         params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(d);
     } else {
         // SAFETY: [u8; 16] and [u32; 4] have the same size; copy bytes.
-        params.__bindgen_anon_3.ipv6_src = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*src) };
-        params.__bindgen_anon_4.ipv6_dst = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*dst) };
+        params.__bindgen_anon_3.ipv6_src =
+            unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*src) };
+        params.__bindgen_anon_4.ipv6_dst =
+            unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*dst) };
     }
     // SAFETY: params is a valid, initialised struct of the size passed.
     let rc = unsafe {
@@ -204,7 +206,14 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
     }
     // The MTU check of the lookup needs the IP length in the gateway's family
     // sense only loosely: the kernel compares it with the route's MTU.
-    let fib = fib_lookup_output(ctx.as_ptr(), seg.backup_ifindex, p.ip_len, family, &src, &dst);
+    let fib = fib_lookup_output(
+        ctx.as_ptr(),
+        seg.backup_ifindex,
+        p.ip_len,
+        family,
+        &src,
+        &dst,
+    );
     if fib.rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         count(group, Counter::Deferred, bytes);
         return Some(xdp_action::XDP_PASS);

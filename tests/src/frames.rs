@@ -20,7 +20,13 @@ pub struct FrameSpec {
 
 impl Default for FrameSpec {
     fn default() -> Self {
-        FrameSpec { vlan: None, ttl: 64, options: 0, frag: 0, payload: 32 }
+        FrameSpec {
+            vlan: None,
+            ttl: 64,
+            options: 0,
+            frag: 0,
+            payload: 32,
+        }
     }
 }
 
@@ -40,7 +46,11 @@ fn eth(spec: &FrameSpec, proto: u16) -> Vec<u8> {
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for chunk in data.chunks(2) {
-        let w = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
+        let w = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
         sum += w as u32;
     }
     while sum >> 16 != 0 {

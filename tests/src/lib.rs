@@ -16,7 +16,11 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command on the host and returns its stdout; fails with its stderr.
 pub fn sh(cmd: &str) -> Result<String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().with_context(|| format!("spawn `{cmd}`"))?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .with_context(|| format!("spawn `{cmd}`"))?;
     check(cmd, out)
 }
 
@@ -51,7 +55,10 @@ impl Netns {
     /// Runs `cmd` with `sh -c` inside the namespace (network namespace only,
     /// via nsenter, so /sys and a bpffs stay visible).
     pub fn sh(&self, cmd: &str) -> Result<String> {
-        let out = self.command(cmd).output().with_context(|| format!("spawn `{cmd}` in {}", self.name))?;
+        let out = self
+            .command(cmd)
+            .output()
+            .with_context(|| format!("spawn `{cmd}` in {}", self.name))?;
         check(&format!("[{}] {cmd}", self.name), out)
     }
 
@@ -63,7 +70,10 @@ impl Netns {
     /// A `Command` that runs `sh -c cmd` inside the namespace.
     pub fn command(&self, cmd: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.name)).arg("sh").arg("-c").arg(cmd);
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("sh")
+            .arg("-c")
+            .arg(cmd);
         c
     }
 
@@ -80,7 +90,8 @@ impl Netns {
         // Not /sys/class/net: with `nsenter --net` /sys still shows the
         // namespace that mounted it (the host's).
         let s = self.sh(&format!("ip -j link show dev {ifname}"))?;
-        let v: serde_json::Value = serde_json::from_str(&s).with_context(|| format!("ip -j link: {s}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&s).with_context(|| format!("ip -j link: {s}"))?;
         v.get(0)
             .and_then(|l| l.get("ifindex"))
             .and_then(|i| i.as_u64())
@@ -118,15 +129,29 @@ impl Drop for Netns {
         // Kill whatever still runs in the namespace, then delete it.
         let _ = Command::new("sh")
             .arg("-c")
-            .arg(format!("ip netns pids {0} | xargs -r kill -9; ip netns del {0}", self.name))
+            .arg(format!(
+                "ip netns pids {0} | xargs -r kill -9; ip netns del {0}",
+                self.name
+            ))
             .output();
     }
 }
 
 /// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up, with
 /// optional addresses ("10.0.1.1/24", "" for none).
-pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) -> Result<()> {
-    let tmp = format!("v{}x{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_addr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_addr: &str,
+) -> Result<()> {
+    let tmp = format!(
+        "v{}x{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
     sh(&format!(
         "ip link add {tmp}a type veth peer name {tmp}b && \
          ip link set {tmp}a netns {} name {a_if} && ip link set {tmp}b netns {} name {b_if}",
@@ -146,7 +171,10 @@ pub fn agent_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ROUTEBACKUP_BIN") {
         return PathBuf::from(p);
     }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/routebackup"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/debug/routebackup"
+    ))
 }
 
 /// Mounts a fresh bpffs on a temporary directory (a pin path for one test).

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions, XdpAttach};
-use routebackup_common::{SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE};
+use routebackup_common::{
+    SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE,
+};
 use routebackup_tests::{veth, BpfFs, Netns};
 
 const PINGS: u64 = 20;
@@ -35,7 +37,14 @@ fn topo() -> Result<Topo> {
     let primary = Netns::new("pri")?;
     let backup = Netns::new("bk")?;
     veth(&lan, "lan0", "10.10.0.2/24", &edge, "e-lan", "10.10.0.1/24")?;
-    veth(&edge, "e-pri", "10.20.0.1/24", &primary, "p0", "10.20.0.2/24")?;
+    veth(
+        &edge,
+        "e-pri",
+        "10.20.0.1/24",
+        &primary,
+        "p0",
+        "10.20.0.2/24",
+    )?;
     veth(&edge, "e-bk", "10.30.0.1/24", &backup, "b0", "10.30.0.2/24")?;
     lan.sh("ip route add default via 10.10.0.1")?;
     edge.sh(
@@ -44,19 +53,29 @@ fn topo() -> Result<Topo> {
          ip tuntap add mode tun name tun0 && ip link set tun0 up",
     )?;
     for (ns, gw) in [(&primary, "10.20.0.1"), (&backup, "10.30.0.1")] {
-        ns.sh(&format!("ip addr add 198.51.100.7/32 dev lo && ip route add default via {gw}"))?;
+        ns.sh(&format!(
+            "ip addr add 198.51.100.7/32 dev lo && ip route add default via {gw}"
+        ))?;
     }
     // Native XDP redirect into a veth needs NAPI on the receiving peer.
     backup.sh("ethtool -K b0 gro on")?;
     // Resolve the backup gateway so XDP can forward from the first packet.
     edge.sh("ping -c1 -W1 10.30.0.2 >/dev/null")?;
-    Ok(Topo { lan, edge, primary, backup, bpffs: BpfFs::new()? })
+    Ok(Topo {
+        lan,
+        edge,
+        primary,
+        backup,
+        bpffs: BpfFs::new()?,
+    })
 }
 
 fn rx_packets(ns: &Netns, ifname: &str) -> Result<u64> {
     let s = ns.sh(&format!("ip -s -j link show dev {ifname}"))?;
     let v: serde_json::Value = serde_json::from_str(&s)?;
-    v[0]["stats64"]["rx"]["packets"].as_u64().context("no rx packets in ip -s -j link")
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .context("no rx packets in ip -s -j link")
 }
 
 /// Which uplink the next `PINGS` echo requests to 198.51.100.7 take.
@@ -68,11 +87,16 @@ enum Path {
 
 fn ping_path(t: &Topo) -> Result<Path> {
     let (p0, b0) = (rx_packets(&t.primary, "p0")?, rx_packets(&t.backup, "b0")?);
-    let out = t.lan.output(&format!("ping -c {PINGS} -i 0.01 -W 1 198.51.100.7"))?;
+    let out = t
+        .lan
+        .output(&format!("ping -c {PINGS} -i 0.01 -W 1 198.51.100.7"))?;
     if !out.status.success() {
         bail!("ping failed: {}", String::from_utf8_lossy(&out.stdout));
     }
-    let (dp, db) = (rx_packets(&t.primary, "p0")? - p0, rx_packets(&t.backup, "b0")? - b0);
+    let (dp, db) = (
+        rx_packets(&t.primary, "p0")? - p0,
+        rx_packets(&t.backup, "b0")? - b0,
+    );
     match (dp >= PINGS, db >= PINGS) {
         (true, false) if db < PINGS / 2 => Ok(Path::Primary),
         (false, true) if dp < PINGS / 2 => Ok(Path::Backup),
@@ -91,7 +115,11 @@ fn steer_eth(t: &Topo) -> Result<SegmentValue> {
 }
 
 fn opts(t: &Topo, mode: AttachMode) -> FastpathOptions {
-    FastpathOptions { pin_path: t.bpffs.path().join("routebackup"), interfaces: vec!["e-lan".into()], mode }
+    FastpathOptions {
+        pin_path: t.bpffs.path().join("routebackup"),
+        interfaces: vec!["e-lan".into()],
+        mode,
+    }
 }
 
 fn segment() -> ipnet::IpNet {
@@ -105,9 +133,21 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
         let mut fp = Fastpath::open(&o)?;
         let att: Vec<Attachment> = fp.attachments();
         assert_eq!(att.len(), 1);
-        assert_eq!((att[0].interface.as_str(), att[0].xdp, att[0].tc, att[0].adopted), ("e-lan", expect_xdp, true, false));
+        assert_eq!(
+            (
+                att[0].interface.as_str(),
+                att[0].xdp,
+                att[0].tc,
+                att[0].adopted
+            ),
+            ("e-lan", expect_xdp, true, false)
+        );
 
-        assert_eq!(ping_path(t)?, Path::Primary, "{mode:?}: no entry, kernel route");
+        assert_eq!(
+            ping_path(t)?,
+            Path::Primary,
+            "{mode:?}: no entry, kernel route"
+        );
         assert_eq!(fp.group_stats(7)?, Default::default());
 
         fp.set_segment(segment(), value)?;
@@ -116,20 +156,46 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
         assert_eq!(s.steered_packets, PINGS, "{mode:?}: {s:?}");
         assert_eq!(s.redirect_failures, 0);
         if expect_xdp != XdpAttach::None {
-            assert_eq!(s.deferred_packets, 0, "{mode:?}: XDP forwards with a resolved neighbour");
+            assert_eq!(
+                s.deferred_packets, 0,
+                "{mode:?}: XDP forwards with a resolved neighbour"
+            );
         }
 
         // bpftool shows readable keys and values.
-        let dump = routebackup_tests::sh(&format!("bpftool -j map dump pinned {}/segments_v4", o.pin_path.display()))?;
-        for needle in ["\"prefix_len\":24", "198", "\"group_id\":7", "\"backup_ifindex\"", "\"gateway\""] {
-            assert!(dump.replace(' ', "").contains(needle), "{needle} missing in {dump}");
+        let dump = routebackup_tests::sh(&format!(
+            "bpftool -j map dump pinned {}/segments_v4",
+            o.pin_path.display()
+        ))?;
+        for needle in [
+            "\"prefix_len\":24",
+            "198",
+            "\"group_id\":7",
+            "\"backup_ifindex\"",
+            "\"gateway\"",
+        ] {
+            assert!(
+                dump.replace(' ', "").contains(needle),
+                "{needle} missing in {dump}"
+            );
         }
 
         // An action-pass entry: kernel route, each packet counted once even
         // with XDP and TC both attached.
-        fp.set_segment(segment(), SegmentValue { group_id: 8, action: ACTION_PASS, ..Default::default() })?;
+        fp.set_segment(
+            segment(),
+            SegmentValue {
+                group_id: 8,
+                action: ACTION_PASS,
+                ..Default::default()
+            },
+        )?;
         assert_eq!(ping_path(t)?, Path::Primary);
-        assert_eq!(fp.group_stats(8)?.passed_packets, PINGS, "{mode:?}: passed counted once");
+        assert_eq!(
+            fp.group_stats(8)?.passed_packets,
+            PINGS,
+            "{mode:?}: passed counted once"
+        );
 
         fp.remove_segment(segment())?;
         assert_eq!(ping_path(t)?, Path::Primary);
@@ -181,7 +247,11 @@ fn open_tun(name: &str) -> Result<OwnedFd> {
         flags: libc::c_short,
         _pad: [u8; 22],
     }
-    let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF takes a struct ifreq, which IfReq matches in size and layout.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } != 0 {
@@ -203,7 +273,12 @@ fn read_tun_echoes(fd: &OwnedFd, want: u64, within: Duration) -> Vec<u8> {
             continue;
         }
         let p = &buf[..n as usize];
-        if p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 1 && p[16..20] == Ipv4Addr::new(198, 51, 100, 7).octets() && p[20] == 8 {
+        if p.len() >= 28
+            && p[0] >> 4 == 4
+            && p[9] == 1
+            && p[16..20] == Ipv4Addr::new(198, 51, 100, 7).octets()
+            && p[20] == 8
+        {
             ttls.push(p[8]);
         }
     }
@@ -218,20 +293,40 @@ fn check_l3_backup(t: &Topo, mode: AttachMode) -> Result<()> {
         let mut fp = Fastpath::open(&o)?;
         fp.set_segment(
             segment(),
-            SegmentValue { group_id: 3, action: ACTION_STEER, backup_ifindex: tun0, flags: FLAG_L3_DEVICE, gateway: [0; 16] },
+            SegmentValue {
+                group_id: 3,
+                action: ACTION_STEER,
+                backup_ifindex: tun0,
+                flags: FLAG_L3_DEVICE,
+                gateway: [0; 16],
+            },
         )?;
         let (p0, b0) = (rx_packets(&t.primary, "p0")?, rx_packets(&t.backup, "b0")?);
         // Nobody answers through the tun: ping fails, that is expected.
-        t.lan.output(&format!("ping -c {PINGS} -i 0.01 -W 1 198.51.100.7"))?;
+        t.lan
+            .output(&format!("ping -c {PINGS} -i 0.01 -W 1 198.51.100.7"))?;
         let ttls = read_tun_echoes(&tun, PINGS, Duration::from_secs(3));
-        assert_eq!(ttls.len() as u64, PINGS, "{mode:?}: every echo request came out of the tun");
-        assert!(ttls.iter().all(|&ttl| ttl == 63), "{mode:?}: TTL decremented once: {ttls:?}");
-        assert!(rx_packets(&t.primary, "p0")? - p0 < PINGS / 2, "not sent to the primary");
+        assert_eq!(
+            ttls.len() as u64,
+            PINGS,
+            "{mode:?}: every echo request came out of the tun"
+        );
+        assert!(
+            ttls.iter().all(|&ttl| ttl == 63),
+            "{mode:?}: TTL decremented once: {ttls:?}"
+        );
+        assert!(
+            rx_packets(&t.primary, "p0")? - p0 < PINGS / 2,
+            "not sent to the primary"
+        );
         assert!(rx_packets(&t.backup, "b0")? - b0 < PINGS / 2);
         let s = fp.group_stats(3)?;
         assert_eq!(s.steered_packets, PINGS, "{s:?}");
         if mode != AttachMode::Tc {
-            assert_eq!(s.deferred_packets, PINGS, "XDP hands L3 backups to TC: {s:?}");
+            assert_eq!(
+                s.deferred_packets, PINGS,
+                "XDP hands L3 backups to TC: {s:?}"
+            );
         }
         fp.close(false)
     })
@@ -265,26 +360,47 @@ fn restart_keeps_steering() -> Result<()> {
         Ok(())
     })?;
     // No agent running: the kept links keep steering.
-    assert_eq!(ping_path(&t)?, Path::Backup, "steering continues without the agent");
+    assert_eq!(
+        ping_path(&t)?,
+        Path::Backup,
+        "steering continues without the agent"
+    );
 
     t.edge.run_in(|| {
         let fp = Fastpath::open(&o)?;
         let att = fp.attachments();
-        assert!(att[0].adopted && att[0].xdp == XdpAttach::Native && att[0].tc, "{att:?}");
-        assert!(!links.join("xdp-native_e-lan").exists(), "adopted links are unpinned");
+        assert!(
+            att[0].adopted && att[0].xdp == XdpAttach::Native && att[0].tc,
+            "{att:?}"
+        );
+        assert!(
+            !links.join("xdp-native_e-lan").exists(),
+            "adopted links are unpinned"
+        );
         assert_eq!(fp.segments()?, vec![(segment(), value)]);
         assert_eq!(ping_path(&t)?, Path::Backup);
-        assert_eq!(fp.group_stats(7)?.steered_packets, 3 * PINGS, "counters survive too");
+        assert_eq!(
+            fp.group_stats(7)?.steered_packets,
+            3 * PINGS,
+            "counters survive too"
+        );
         // Only one program per hook: the adoption replaced, not added.
         let (xdp_id, tc_id) = fp.program_ids()?;
         let links: serde_json::Value = serde_json::from_str(&t.edge.sh("bpftool -j link show")?)?;
         let ours = |id: u32| {
-            links.as_array().map_or(0, |a| a.iter().filter(|l| l["prog_id"].as_u64() == Some(id as u64)).count())
+            links.as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|l| l["prog_id"].as_u64() == Some(id as u64))
+                    .count()
+            })
         };
-        assert_eq!((ours(xdp_id), ours(tc_id)), (1, 1), "the kept links now run the new programs: {links}");
+        assert_eq!(
+            (ours(xdp_id), ours(tc_id)),
+            (1, 1),
+            "the kept links now run the new programs: {links}"
+        );
         fp.close(false)
     })?;
     assert_eq!(ping_path(&t)?, Path::Primary, "close(false) stops steering");
     Ok(())
 }
-

@@ -44,7 +44,10 @@ fn env() -> Result<Env> {
          ip neigh add 2001:db8:b::2 lladdr 02:00:00:00:0b:02 nud permanent dev bk0 && \
          ip tuntap add mode tun name tun0 && ip link set tun0 up",
     )?;
-    Ok(Env { ns, bpffs: BpfFs::new()? })
+    Ok(Env {
+        ns,
+        bpffs: BpfFs::new()?,
+    })
 }
 
 impl Env {
@@ -55,7 +58,11 @@ impl Env {
         let tun0 = self.ns.ifindex("tun0")?;
         let pin = self.bpffs.path().join("rb");
         self.ns.run_in(move || {
-            let mut fp = Fastpath::open(&FastpathOptions { pin_path: pin, interfaces: vec![], mode: AttachMode::Tc })?;
+            let mut fp = Fastpath::open(&FastpathOptions {
+                pin_path: pin,
+                interfaces: vec![],
+                mode: AttachMode::Tc,
+            })?;
             let r = f(&mut fp, &Ids { bk0, tun0 });
             fp.close(false)?;
             r
@@ -73,17 +80,31 @@ fn steer_gw(group: u32, ifindex: u32, gw: IpAddr) -> SegmentValue {
         group_id: group,
         action: ACTION_STEER,
         backup_ifindex: ifindex,
-        flags: if gw.is_ipv4() { FLAG_GATEWAY_V4 } else { FLAG_GATEWAY_V6 },
+        flags: if gw.is_ipv4() {
+            FLAG_GATEWAY_V4
+        } else {
+            FLAG_GATEWAY_V6
+        },
         gateway: gateway_bytes(gw),
     }
 }
 
 fn steer_l3(group: u32, ifindex: u32) -> SegmentValue {
-    SegmentValue { group_id: group, action: ACTION_STEER, backup_ifindex: ifindex, flags: FLAG_L3_DEVICE, gateway: [0; 16] }
+    SegmentValue {
+        group_id: group,
+        action: ACTION_STEER,
+        backup_ifindex: ifindex,
+        flags: FLAG_L3_DEVICE,
+        gateway: [0; 16],
+    }
 }
 
 fn pass(group: u32) -> SegmentValue {
-    SegmentValue { group_id: group, action: ACTION_PASS, ..Default::default() }
+    SegmentValue {
+        group_id: group,
+        action: ACTION_PASS,
+        ..Default::default()
+    }
 }
 
 const GW4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -97,8 +118,16 @@ fn stats(fp: &Fastpath, g: u32) -> GroupStats {
 /// TTL one lower, valid IPv4 checksum, rest unchanged.
 fn assert_xdp_steered(input: &[u8], out: &[u8], tag: bool, v6: bool) {
     let in_l3 = if tag { 18 } else { 14 };
-    assert_eq!(out.len(), input.len() - if tag { 4 } else { 0 }, "tag removed");
-    assert_eq!(&out[0..6], &GW_MAC, "destination MAC from the gateway's neighbour entry");
+    assert_eq!(
+        out.len(),
+        input.len() - if tag { 4 } else { 0 },
+        "tag removed"
+    );
+    assert_eq!(
+        &out[0..6],
+        &GW_MAC,
+        "destination MAC from the gateway's neighbour entry"
+    );
     assert_eq!(&out[6..12], &BK0_MAC, "source MAC of the backup device");
     assert_eq!(&out[12..14], if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
     assert_l3_forwarded(&input[in_l3..], &out[14..], v6);
@@ -113,7 +142,10 @@ fn assert_l3_forwarded(inp: &[u8], out: &[u8], v6: bool) {
         assert_eq!(&out[8..], &inp[8..]);
     } else {
         assert_eq!(out[8], inp[8] - 1, "TTL decremented");
-        assert!(frames::ipv4_checksum_ok(out, 0), "IPv4 header checksum valid after the TTL change");
+        assert!(
+            frames::ipv4_checksum_ok(out, 0),
+            "IPv4 header checksum valid after the TTL change"
+        );
         assert_eq!(&out[..8], &inp[..8]);
         assert_eq!(out[9], inp[9]);
         assert_eq!(&out[12..], &inp[12..]);
@@ -134,11 +166,18 @@ fn ipv4_and_ipv6_steered_by_xdp_and_tc() -> Result<()> {
         assert_xdp_steered(&f4, &r.data, false, false);
         let s = stats(fp, 1);
         assert_eq!((s.steered_packets, s.steered_bytes), (1, f4.len() as u64));
-        assert_eq!((s.passed_packets, s.redirect_failures, s.deferred_packets), (0, 0, 0));
+        assert_eq!(
+            (s.passed_packets, s.redirect_failures, s.deferred_packets),
+            (0, 0, 0)
+        );
 
         let r = fp.test_run_tc(&f4, 1)?;
         assert_eq!(r.verdict, TC_ACT_REDIRECT);
-        assert_eq!(&r.data[..14], &f4[..14], "TC leaves L2 to bpf_redirect_neigh");
+        assert_eq!(
+            &r.data[..14],
+            &f4[..14],
+            "TC leaves L2 to bpf_redirect_neigh"
+        );
         assert_l3_forwarded(&f4[14..], &r.data[14..], false);
         assert_eq!(stats(fp, 1).steered_packets, 2);
 
@@ -170,7 +209,10 @@ fn vlan_tags_are_removed_and_ipv4_options_handled() -> Result<()> {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
         for tpid in [0x8100u16, 0x88a8] {
-            let spec = FrameSpec { vlan: Some((tpid, 42)), ..Default::default() };
+            let spec = FrameSpec {
+                vlan: Some((tpid, 42)),
+                ..Default::default()
+            };
             let f4 = frames::ipv4(SRC4, DST4, &spec);
             let r = fp.test_run_xdp(&f4, 1)?;
             assert_eq!(r.verdict, XDP_REDIRECT, "tpid {tpid:#x}");
@@ -188,7 +230,11 @@ fn vlan_tags_are_removed_and_ipv4_options_handled() -> Result<()> {
         }
         for options in [4usize, 12, 40] {
             for ttl in [2u8, 64, 255] {
-                let spec = FrameSpec { options, ttl, ..Default::default() };
+                let spec = FrameSpec {
+                    options,
+                    ttl,
+                    ..Default::default()
+                };
                 let f4 = frames::ipv4(SRC4, DST4, &spec);
                 let r = fp.test_run_xdp(&f4, 1)?;
                 assert_eq!(r.verdict, XDP_REDIRECT, "options {options}");
@@ -212,11 +258,20 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
 
         // TTL / hop limit 1 (and 0): passed untouched so the kernel answers.
         for ttl in [0u8, 1] {
-            let spec = FrameSpec { ttl, ..Default::default() };
-            for f in [frames::ipv4(SRC4, DST4, &spec), frames::ipv6(SRC6, DST6, &spec)] {
+            let spec = FrameSpec {
+                ttl,
+                ..Default::default()
+            };
+            for f in [
+                frames::ipv4(SRC4, DST4, &spec),
+                frames::ipv6(SRC6, DST6, &spec),
+            ] {
                 let r = fp.test_run_xdp(&f, 1)?;
                 assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
-                assert!(r.meta_counted, "XDP marks the packets it counted as passed for TC");
+                assert!(
+                    r.meta_counted,
+                    "XDP marks the packets it counted as passed for TC"
+                );
                 let r = fp.test_run_tc(&f, 1)?;
                 assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
             }
@@ -226,7 +281,14 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
 
         // IPv4 fragments: XDP defers, TC steers.
         for frag in [0x2000u16, 0x0010, 0x2010] {
-            let f = frames::ipv4(SRC4, DST4, &FrameSpec { frag, ..Default::default() });
+            let f = frames::ipv4(
+                SRC4,
+                DST4,
+                &FrameSpec {
+                    frag,
+                    ..Default::default()
+                },
+            );
             let r = fp.test_run_xdp(&f, 1)?;
             assert_eq!((r.verdict, &r.data), (XDP_PASS, &f), "frag {frag:#x}");
             let r = fp.test_run_tc(&f, 1)?;
@@ -238,7 +300,10 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
 
         // L3 backup (tun): XDP defers, TC pops the tag, decrements and redirects.
         fp.set_segment("203.0.113.0/24".parse()?, steer_l3(3, ids.tun0))?;
-        let spec = FrameSpec { vlan: Some((0x8100, 7)), ..Default::default() };
+        let spec = FrameSpec {
+            vlan: Some((0x8100, 7)),
+            ..Default::default()
+        };
         let f = frames::ipv4(SRC4, Ipv4Addr::new(203, 0, 113, 9), &spec);
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
@@ -247,7 +312,10 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
         assert_eq!(r.data.len(), f.len() - 4);
         assert_l3_forwarded(&f[18..], &r.data[14..], false);
         let s = stats(fp, 3);
-        assert_eq!((s.deferred_packets, s.steered_packets, s.redirect_failures), (1, 1, 0));
+        assert_eq!(
+            (s.deferred_packets, s.steered_packets, s.redirect_failures),
+            (1, 1, 0)
+        );
         Ok(())
     })
 }
@@ -258,7 +326,10 @@ fn fib_failures_and_unresolved_neighbours() -> Result<()> {
     let env = env()?;
     env.with(|fp, ids| {
         // Neighbour not resolved: XDP defers to TC.
-        fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, "192.0.2.3".parse()?))?;
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            steer_gw(1, ids.bk0, "192.0.2.3".parse()?),
+        )?;
         let f = frames::ipv4(SRC4, DST4, &FrameSpec::default());
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
@@ -267,7 +338,10 @@ fn fib_failures_and_unresolved_neighbours() -> Result<()> {
         assert_eq!(fp.test_run_tc(&f, 1)?.verdict, TC_ACT_REDIRECT);
 
         // Gateway not reachable through the backup: failure, untouched.
-        fp.set_segment("198.51.100.0/24".parse()?, steer_gw(2, ids.bk0, "192.0.9.9".parse()?))?;
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            steer_gw(2, ids.bk0, "192.0.9.9".parse()?),
+        )?;
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
         let s = stats(fp, 2);
@@ -275,7 +349,8 @@ fn fib_failures_and_unresolved_neighbours() -> Result<()> {
         Ok(())
     })?;
     // Forwarding off on the backup: the fib lookup refuses, counted as failure.
-    env.ns.sh("sysctl -qw net.ipv4.conf.all.forwarding=0 net.ipv4.conf.bk0.forwarding=0")?;
+    env.ns
+        .sh("sysctl -qw net.ipv4.conf.all.forwarding=0 net.ipv4.conf.bk0.forwarding=0")?;
     env.with(|fp, ids| {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         let f = frames::ipv4(SRC4, DST4, &FrameSpec::default());
@@ -315,33 +390,81 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
         let r = fp.test_run_tc(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
         let s = stats(fp, 2);
-        assert_eq!((s.passed_packets, s.passed_bytes, s.steered_packets), (2, 2 * f.len() as u64, 0));
+        assert_eq!(
+            (s.passed_packets, s.passed_bytes, s.steered_packets),
+            (2, 2 * f.len() as u64, 0)
+        );
 
         // Truncated anywhere inside the headers: untouched, nothing counted.
         let cases = [
             (frames::ipv4(SRC4, DST4, &FrameSpec::default()), 14 + 20),
-            (frames::ipv4(SRC4, DST4, &FrameSpec { options: 8, ..Default::default() }), 14 + 28),
-            (frames::ipv4(SRC4, DST4, &FrameSpec { vlan: Some((0x8100, 3)), ..Default::default() }), 18 + 20),
+            (
+                frames::ipv4(
+                    SRC4,
+                    DST4,
+                    &FrameSpec {
+                        options: 8,
+                        ..Default::default()
+                    },
+                ),
+                14 + 28,
+            ),
+            (
+                frames::ipv4(
+                    SRC4,
+                    DST4,
+                    &FrameSpec {
+                        vlan: Some((0x8100, 3)),
+                        ..Default::default()
+                    },
+                ),
+                18 + 20,
+            ),
             (frames::ipv6(SRC6, DST6, &FrameSpec::default()), 14 + 40),
-            (frames::ipv6(SRC6, DST6, &FrameSpec { vlan: Some((0x88a8, 3)), ..Default::default() }), 18 + 40),
+            (
+                frames::ipv6(
+                    SRC6,
+                    DST6,
+                    &FrameSpec {
+                        vlan: Some((0x88a8, 3)),
+                        ..Default::default()
+                    },
+                ),
+                18 + 40,
+            ),
         ];
         for (full, headers) in &cases {
             // The kernel's test run needs at least an Ethernet header.
             for len in 14..*headers {
                 let f = &full[..len];
-                let r = fp.test_run_xdp(f, 1).map_err(|e| e.context(format!("xdp len {len}")))?;
-                assert_eq!((r.verdict, r.data.as_slice()), (XDP_PASS, f), "xdp, {len} of {headers} header bytes");
+                let r = fp
+                    .test_run_xdp(f, 1)
+                    .map_err(|e| e.context(format!("xdp len {len}")))?;
+                assert_eq!(
+                    (r.verdict, r.data.as_slice()),
+                    (XDP_PASS, f),
+                    "xdp, {len} of {headers} header bytes"
+                );
                 // The kernel refuses skb test runs whose IP header is
                 // incomplete (EINVAL); the parser is shared with XDP above.
-                let Ok(r) = fp.test_run_tc(f, 1) else { continue };
-                assert_eq!((r.verdict, r.data.as_slice()), (TC_ACT_OK, f), "tc, {len} of {headers} header bytes");
+                let Ok(r) = fp.test_run_tc(f, 1) else {
+                    continue;
+                };
+                assert_eq!(
+                    (r.verdict, r.data.as_slice()),
+                    (TC_ACT_OK, f),
+                    "tc, {len} of {headers} header bytes"
+                );
             }
             // Complete headers are enough.
             let r = fp.test_run_xdp(&full[..*headers], 1)?;
             assert_eq!(r.verdict, XDP_REDIRECT);
         }
         let s = stats(fp, 1);
-        assert_eq!((s.passed_packets, s.deferred_packets, s.redirect_failures), (0, 0, 0));
+        assert_eq!(
+            (s.passed_packets, s.deferred_packets, s.redirect_failures),
+            (0, 0, 0)
+        );
         assert_eq!(s.steered_packets, cases.len() as u64);
         // A wrong IP version behind the EtherType is not parsed either.
         let mut bad = frames::ipv4(SRC4, DST4, &FrameSpec::default());
@@ -378,18 +501,35 @@ fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
         let mut segs = fp.segments()?;
         segs.sort_by_key(|(p, _)| p.to_string());
         let names: Vec<String> = segs.iter().map(|(p, _)| p.to_string()).collect();
-        assert_eq!(names, ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "2001:db8:64::/48"]);
+        assert_eq!(
+            names,
+            [
+                "10.0.0.0/8",
+                "10.1.0.0/16",
+                "10.1.2.0/24",
+                "2001:db8:64::/48"
+            ]
+        );
         assert_eq!(segs[2].1, steer_l3(3, ids.tun0));
 
         // Removing the /24 makes the /16 (pass) match again.
         assert!(fp.remove_segment("10.1.2.0/24".parse()?)?);
         assert!(!fp.remove_segment("10.1.2.0/24".parse()?)?);
-        let r = fp.test_run_xdp(&frames::ipv4(SRC4, Ipv4Addr::new(10, 1, 2, 3), &FrameSpec::default()), 1)?;
+        let r = fp.test_run_xdp(
+            &frames::ipv4(SRC4, Ipv4Addr::new(10, 1, 2, 3), &FrameSpec::default()),
+            1,
+        )?;
         assert_eq!(r.verdict, XDP_PASS);
         assert_eq!(stats(fp, 2).passed_packets, 2);
 
         // Invalid entries are refused with a reason.
-        let e = fp.set_segment("10.9.0.0/16".parse()?, SegmentValue { action: ACTION_STEER, ..Default::default() });
+        let e = fp.set_segment(
+            "10.9.0.0/16".parse()?,
+            SegmentValue {
+                action: ACTION_STEER,
+                ..Default::default()
+            },
+        );
         assert!(format!("{:#}", e.unwrap_err()).contains("backup"));
         let e = fp.set_segment("10.9.0.0/16".parse()?, pass(5000));
         assert!(format!("{:#}", e.unwrap_err()).contains("group id"));
@@ -405,16 +545,26 @@ fn pinned_maps_survive_reopen_and_stale_layouts_are_refused() -> Result<()> {
     let bk0 = env.ns.ifindex("bk0")?;
     let pin2 = pin.clone();
     env.ns.run_in(move || {
-        let opts = FastpathOptions { pin_path: pin2.clone(), interfaces: vec![], mode: AttachMode::Tc };
+        let opts = FastpathOptions {
+            pin_path: pin2.clone(),
+            interfaces: vec![],
+            mode: AttachMode::Tc,
+        };
         let mut fp = Fastpath::open(&opts)?;
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4))?;
         fp.test_run_xdp(&frames::ipv4(SRC4, DST4, &FrameSpec::default()), 1)?;
         drop(fp); // like a crash: maps stay pinned
         let fp = Fastpath::open(&opts)?;
-        assert_eq!(fp.segments()?, vec![("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4))]);
+        assert_eq!(
+            fp.segments()?,
+            vec![("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4))]
+        );
         assert_eq!(fp.group_stats(1)?.steered_packets, 1);
         fp.close(false)?;
-        assert!(!pin2.join("segments_v4").exists(), "close(false) removes the pins");
+        assert!(
+            !pin2.join("segments_v4").exists(),
+            "close(false) removes the pins"
+        );
         Ok(())
     })?;
 
@@ -425,14 +575,25 @@ fn pinned_maps_survive_reopen_and_stale_layouts_are_refused() -> Result<()> {
         "bpftool map create {} type lpm_trie key 8 value 16 entries 16 name segments_v4 flags 1",
         stale.display()
     ))?;
-    let opts = FastpathOptions { pin_path: pin.clone(), interfaces: vec![], mode: AttachMode::Tc };
+    let opts = FastpathOptions {
+        pin_path: pin.clone(),
+        interfaces: vec![],
+        mode: AttachMode::Tc,
+    };
     let err = env.ns.run_in(move || Ok(Fastpath::open(&opts).err()))?;
     let msg = format!("{:#}", err.expect("open must refuse a stale map"));
-    assert!(msg.contains(&stale.display().to_string()) && msg.contains("rm "), "{msg}");
+    assert!(
+        msg.contains(&stale.display().to_string()) && msg.contains("rm "),
+        "{msg}"
+    );
 
     // Not a bpffs: a clear error with the fix.
     let tmp = tempfile::tempdir()?;
-    let opts = FastpathOptions { pin_path: tmp.path().join("rb"), interfaces: vec![], mode: AttachMode::Tc };
+    let opts = FastpathOptions {
+        pin_path: tmp.path().join("rb"),
+        interfaces: vec![],
+        mode: AttachMode::Tc,
+    };
     let msg = format!("{:#}", Fastpath::open(&opts).err().expect("not a bpffs"));
     assert!(msg.contains("mount -t bpf bpf"), "{msg}");
     Ok(())

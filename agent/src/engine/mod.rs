@@ -14,7 +14,11 @@ pub struct Engine {
 impl Engine {
     pub fn new(_config: &Config) -> Engine {
         Engine {
-            status: EngineStatus { synced: false, groups: Vec::new(), links: Vec::new() },
+            status: EngineStatus {
+                synced: false,
+                groups: Vec::new(),
+                links: Vec::new(),
+            },
         }
     }
 

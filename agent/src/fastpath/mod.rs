@@ -196,7 +196,8 @@ fn check_pinned_map(path: &Path, want: &MapLayout) -> Result<()> {
 }
 
 fn ifindex_of(name: &str) -> Result<u32> {
-    let c = CString::new(name).map_err(|_| anyhow!("interface name {name:?} contains a NUL byte"))?;
+    let c =
+        CString::new(name).map_err(|_| anyhow!("interface name {name:?} contains a NUL byte"))?;
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
@@ -355,7 +356,10 @@ impl Fastpath {
         // XDP: adopt a kept link in an acceptable mode, else attach.
         let mut xdp_id = None;
         let mut xdp_mode = XdpAttach::None;
-        for (_, kind, path) in kept.iter().filter(|(i, k, _)| i == ifname && k.starts_with("xdp")) {
+        for (_, kind, path) in kept
+            .iter()
+            .filter(|(i, k, _)| i == ifname && k.starts_with("xdp"))
+        {
             let m = if kind == XdpAttach::Native.pin_suffix() {
                 XdpAttach::Native
             } else {
@@ -480,7 +484,9 @@ impl Fastpath {
     /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
     pub fn program_ids(&self) -> Result<(u32, u32)> {
         let xdp = program::<Xdp>(&self.ebpf, PROG_XDP)?.info()?.id();
-        let tc = program::<SchedClassifier>(&self.ebpf, PROG_TC)?.info()?.id();
+        let tc = program::<SchedClassifier>(&self.ebpf, PROG_TC)?
+            .info()?
+            .id();
         Ok((xdp, tc))
     }
 
@@ -496,12 +502,16 @@ impl Fastpath {
             self.warn_backup_forwarding(value.backup_ifindex, &prefix);
         }
         match prefix.trunc() {
-            IpNet::V4(n) => self
-                .segments_v4
-                .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), value, 0),
-            IpNet::V6(n) => self
-                .segments_v6
-                .insert(&Key::new(n.prefix_len() as u32, n.network().octets()), value, 0),
+            IpNet::V4(n) => self.segments_v4.insert(
+                &Key::new(n.prefix_len() as u32, n.network().octets()),
+                value,
+                0,
+            ),
+            IpNet::V6(n) => self.segments_v6.insert(
+                &Key::new(n.prefix_len() as u32, n.network().octets()),
+                value,
+                0,
+            ),
         }
         .map_err(|e| map_write_error(&prefix, e))
     }
@@ -519,10 +529,15 @@ impl Fastpath {
         match r {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
                 Ok(false)
             }
-            Err(e) => Err(anyhow!(e).context(format!("cannot remove segment {prefix} from the fast path"))),
+            Err(e) => {
+                Err(anyhow!(e)
+                    .context(format!("cannot remove segment {prefix} from the fast path")))
+            }
         }
     }
 
@@ -547,7 +562,10 @@ impl Fastpath {
     /// Counters of a group summed over CPUs.
     pub fn group_stats(&self, group_id: u32) -> Result<GroupStats> {
         if group_id >= MAX_GROUPS {
-            bail!("group id {group_id} is out of range (at most {} groups)", MAX_GROUPS);
+            bail!(
+                "group id {group_id} is out of range (at most {} groups)",
+                MAX_GROUPS
+            );
         }
         let per_cpu = self
             .stats
@@ -565,7 +583,8 @@ impl Fastpath {
         let xdp: &Xdp = program(&self.ebpf, PROG_XDP)?;
         let mut out = run(xdp, frame, repeat)?;
         // The kernel returns the frame from the start of the metadata area.
-        if out.data.len() == frame.len() + META_COUNTED.len() && out.data.starts_with(&META_COUNTED) {
+        if out.data.len() == frame.len() + META_COUNTED.len() && out.data.starts_with(&META_COUNTED)
+        {
             out.data.drain(..META_COUNTED.len());
             out.meta_counted = true;
         }
@@ -591,7 +610,8 @@ impl Fastpath {
             for l in &MAP_LAYOUTS {
                 let p = self.pin_path.join(l.name);
                 if p.exists() {
-                    std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("cannot remove {}", p.display()))?;
                 }
             }
             for (_, _, p) in pinned_links(&links_dir) {
@@ -653,7 +673,11 @@ impl Fastpath {
             tracing::warn!("segment {prefix}: backup interface index {ifindex} does not exist");
             return;
         };
-        let fam = if prefix.addr().is_ipv4() { "ipv4" } else { "ipv6" };
+        let fam = if prefix.addr().is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        };
         let path = format!("/proc/sys/net/{fam}/conf/{name}/forwarding");
         if sysctl_is_on(&path) == Some(false) {
             tracing::warn!(
@@ -666,7 +690,10 @@ impl Fastpath {
 
 fn validate_value(prefix: &IpNet, v: &SegmentValue) -> Result<()> {
     if v.group_id >= MAX_GROUPS {
-        bail!("segment {prefix}: group id {} is out of range (< {MAX_GROUPS})", v.group_id);
+        bail!(
+            "segment {prefix}: group id {} is out of range (< {MAX_GROUPS})",
+            v.group_id
+        );
     }
     match v.action {
         ACTION_PASS => {}
@@ -732,7 +759,7 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
         .ok_or_else(|| anyhow!("the BPF object has no map {name}"))
 }
 
-fn run<P: TestRun>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
+fn run<P>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
 where
     for<'b> P: TestRun<Opts<'b> = TestRunOptions<'b>, Result = aya::programs::TestRunResult>,
 {
@@ -742,7 +769,9 @@ where
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
-    let r = prog.test_run(opts).map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", error_chain(&e)))?;
+    let r = prog
+        .test_run(opts)
+        .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", error_chain(&e)))?;
     let len = (r.data_size_out as usize).min(out.len());
     out.truncate(len);
     Ok(TestRunOutput {
