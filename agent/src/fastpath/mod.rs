@@ -759,7 +759,7 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
         .ok_or_else(|| anyhow!("the BPF object has no map {name}"))
 }
 
-fn run<P: TestRun>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
+fn run<P>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
 where
     for<'b> P: TestRun<Opts<'b> = TestRunOptions<'b>, Result = aya::programs::TestRunResult>,
 {

@@ -1,0 +1,131 @@
+//! ns/packet of `rb_xdp` and `rb_tc` through BPF_PROG_TEST_RUN, not steered
+//! and steered, with 1 / 1,000 / 65,536 random distinct segments loaded.
+//! Prints a markdown table. Needs root; runs in its own namespace and bpffs
+//! and removes both. `cargo run --release -p routebackup-tests --bin bench-fastpath`
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Result;
+use routebackup::config::AttachMode;
+use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4};
+use routebackup_tests::frames::{self, FrameSpec};
+use routebackup_tests::{BpfFs, Netns};
+
+const REPEAT: u32 = 1_000_000;
+/// Repetitions per BPF_PROG_TEST_RUN call: the kernel reruns the program on
+/// the same buffer, so a steered frame (TTL 255) loses one TTL per run and
+/// must be fresh again before it would expire.
+const CHUNK: u32 = 250;
+
+/// Average ns/packet over REPEAT runs in chunks of CHUNK (the kernel's timer
+/// covers only the loop, so per-call overhead is not included).
+fn per_packet(run: &dyn Fn(u32) -> Result<routebackup::fastpath::TestRunOutput>) -> Result<f64> {
+    let mut total = 0u128;
+    for _ in 0..REPEAT / CHUNK {
+        total += run(CHUNK)?.duration.as_nanos() * CHUNK as u128;
+    }
+    Ok(total as f64 / REPEAT as f64)
+}
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn main() -> Result<()> {
+    let ns = Netns::new("bench")?;
+    ns.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+         ip link add bk0 address 02:00:00:00:0b:01 type veth peer name bk1 && \
+         ip addr add 192.0.2.1/24 dev bk0 && ip link set bk0 up && ip link set bk1 up && \
+         ip neigh add 192.0.2.2 lladdr 02:00:00:00:0b:02 nud permanent dev bk0")?;
+    let bk0 = ns.ifindex("bk0")?;
+    let bpffs = BpfFs::new()?;
+    let pin = bpffs.path().join("rb");
+    let rows = ns.run_in(move || {
+        let mut fp = Fastpath::open(&FastpathOptions {
+            pin_path: pin,
+            interfaces: vec![],
+            mode: AttachMode::Tc,
+        })?;
+        let value = SegmentValue {
+            group_id: 1,
+            action: ACTION_STEER,
+            backup_ifindex: bk0,
+            flags: FLAG_GATEWAY_V4,
+            gateway: gateway_bytes(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+        };
+        // The steered destination lives in 100.64.0.0/10 (a /24 segment);
+        // random segments are drawn from 10.0.0.0/8 and 172.16.0.0/12 with
+        // prefix lengths 16..=32, so not-steered traffic (8.8.8.8) misses.
+        let steered = frames::ipv4(
+            Ipv4Addr::new(10, 9, 0, 5),
+            Ipv4Addr::new(100, 64, 1, 7),
+            &FrameSpec {
+                ttl: 255,
+                ..Default::default()
+            },
+        );
+        let plain = frames::ipv4(
+            Ipv4Addr::new(10, 9, 0, 5),
+            Ipv4Addr::new(8, 8, 8, 8),
+            &FrameSpec::default(),
+        );
+        fp.set_segment("100.64.1.0/24".parse()?, value)?;
+        let mut loaded = 1usize;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut seen = std::collections::HashSet::new();
+        let mut rows = Vec::new();
+        for target in [1usize, 1_000, 65_536] {
+            while loaded < target {
+                let r = rng.next();
+                let len = 16 + (r % 17) as u8;
+                let base: u32 = if r & (1 << 40) == 0 {
+                    0x0a00_0000
+                } else {
+                    0xac10_0000
+                };
+                let span = if base == 0x0a00_0000 { 24 } else { 20 };
+                let addr = base | ((r >> 8) as u32 & ((1 << span) - 1));
+                let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len)?.trunc();
+                if !seen.insert(net) {
+                    continue;
+                }
+                fp.set_segment(
+                    ipnet::IpNet::V4(net),
+                    SegmentValue {
+                        group_id: 2,
+                        ..value
+                    },
+                )?;
+                loaded += 1;
+            }
+            rows.push((
+                target,
+                per_packet(&|n| fp.test_run_xdp(&plain, n))?,
+                per_packet(&|n| fp.test_run_xdp(&steered, n))?,
+                per_packet(&|n| fp.test_run_tc(&plain, n))?,
+                per_packet(&|n| fp.test_run_tc(&steered, n))?,
+            ));
+            let s = fp.group_stats(1)?;
+            if s.passed_packets != 0 || s.redirect_failures != 0 {
+                anyhow::bail!("steered runs were not all steered: {s:?}");
+            }
+        }
+        fp.close(false)?;
+        Ok(rows)
+    })?;
+    println!("BPF_PROG_TEST_RUN, {REPEAT} repetitions (chunks of {CHUNK}), 74-byte IPv4/UDP frame, ns/packet\n");
+    println!("| segments | XDP not steered | XDP steered | TC not steered | TC steered |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (n, xp, xs, tp, ts) in rows {
+        println!("| {n} | {xp:.1} | {xs:.1} | {tp:.1} | {ts:.1} |");
+    }
+    Ok(())
+}
