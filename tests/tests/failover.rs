@@ -321,9 +321,7 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::Dialed)?;
     // The first link: a long-running `up` that creates fl0 and dies after 2 s.
-    let first = format!(
-        "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type veth peer name fl0p && ip link set fl0p up && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]"
-    );
+    let first = "interface = \"fl0\"\ndriver = \"command\"\nup = [\"sh\", \"-c\", \"ip link add fl0 type veth peer name fl0p && ip link set fl0p up && ip addr add 10.0.7.1/30 dev fl0 && ip link set fl0 up && sleep 2 && exit 1\"]\ndown = [\"ip\", \"link\", \"del\", \"fl0\"]";
     let cfg = lab
         .config("0s", "auto", "")
         .replace(
