@@ -211,8 +211,14 @@ impl Lab {
             .create(true)
             .append(true)
             .open(self.log_path())?;
+        // Debug logs by default; a caller may pass its own --log-level.
+        let level = if extra_args.contains(&"--log-level") {
+            ""
+        } else {
+            "--log-level routebackup=debug,info"
+        };
         let mut cmd = self.edge.command(&format!(
-            "exec {} run --config {} --log-level routebackup=debug,info {}",
+            "exec {} run --config {} {level} {}",
             crate::agent_bin().display(),
             self.config_path().display(),
             extra_args.join(" ")

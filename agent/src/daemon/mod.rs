@@ -150,7 +150,14 @@ impl Daemon {
         } else {
             debug!("event: {event:?}");
         }
-        for action in self.engine.handle(now, event) {
+        // Carry out the actions first and log the decisions after: a switchover
+        // must not wait for log lines to be written.
+        let (notices, actions): (Vec<Action>, Vec<Action>) = self
+            .engine
+            .handle(now, event)
+            .into_iter()
+            .partition(|a| matches!(a, Action::Notice(_)));
+        for action in actions.into_iter().chain(notices) {
             self.execute(action);
         }
         if first_sync {
@@ -211,7 +218,13 @@ impl Daemon {
                 if let Some(slot) = self.steer_latency_us.get_mut(group) {
                     *slot = Some(us);
                 }
-                info!("steering for group #{group} written {us} µs after the event that called for it");
+                let status = self.engine.status();
+                let name = status
+                    .groups
+                    .get(group)
+                    .map(|g| g.name.as_str())
+                    .unwrap_or("?");
+                info!("group {name}: steering entries written {us} µs after the event that called for them");
             }
             other => {
                 debug!("action: {other:?}");
