@@ -420,7 +420,11 @@ impl ActionSink for Dataplane {
     }
 
     fn after_sync(&mut self) {
-        // Kernel routes a previous agent left that nothing steers now.
+        // Kernel routes a previous agent left that nothing steers now. Only
+        // where a link installs them: the sweep dumps the routing table.
+        if !self.links.iter().any(|l| l.kernel_routes) {
+            return;
+        }
         let keep = self
             .kernel_routes
             .iter()

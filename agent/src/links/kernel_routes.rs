@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
@@ -161,12 +161,43 @@ impl KernelRoutes {
         }
     }
 
+    /// Our routes, found without decoding a full table: the dump asks the
+    /// kernel to return only our protocol (NETLINK_GET_STRICT_CHK on a
+    /// dedicated socket, so other requests keep their lenient checking), and
+    /// whatever still arrives is filtered as it streams, never collected whole.
     async fn dump_ours(&self, table: Option<u32>) -> Result<Vec<RouteMessage>, String> {
+        let (mut conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
+        {
+            use netlink_sys::AsyncSocket;
+            if let Err(e) = conn
+                .socket_mut()
+                .socket_ref()
+                .set_netlink_get_strict_chk(true)
+            {
+                // Older kernels: the dump is filtered here instead.
+                tracing::debug!(
+                    "NETLINK_GET_STRICT_CHK unavailable ({e}); filtering route dumps in user space"
+                );
+            }
+        }
+        let task = tokio::spawn(conn);
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessageBuilder::<IpAddr>::new().build();
             query.header.address_family = family;
-            let stream = self.handle.route().get(query).execute();
+            query.header.protocol = RouteProtocol::Other(RTPROT_ROUTEBACKUP);
+            // RT_TABLE_UNSPEC: every table (a strict dump filters on a set table).
+            query.header.table = 0;
+            query.header.kind = RouteType::Unspec;
+            query.header.scope = RouteScope::Universe;
+            query.attributes.clear();
+            let stream = handle.route().get(query).execute().try_filter(|m| {
+                std::future::ready(
+                    u8::from(m.header.protocol) == RTPROT_ROUTEBACKUP
+                        && table.is_none_or(|t| route_table(m) == t),
+                )
+            });
             let routes: Vec<RouteMessage> =
                 tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect())
                     .await
@@ -174,11 +205,9 @@ impl KernelRoutes {
                         format!("route dump: netlink did not answer within {NETLINK_TIMEOUT:?}")
                     })?
                     .map_err(|e| format!("route dump failed: {}", nl_error(e)))?;
-            out.extend(routes.into_iter().filter(|m| {
-                u8::from(m.header.protocol) == RTPROT_ROUTEBACKUP
-                    && table.is_none_or(|t| route_table(m) == t)
-            }));
+            out.extend(routes);
         }
+        task.abort();
         Ok(out)
     }
 }

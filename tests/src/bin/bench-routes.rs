@@ -123,10 +123,13 @@ fn main() -> Result<()> {
     let sock = dir.path().join("rb.sock");
     let log = dir.path().join("agent.log");
     let cfg = dir.path().join("bench.toml");
+    // The agent's own bpffs (never the host's /sys/fs/bpf).
+    let bpffs = routebackup_tests::BpfFs::new()?;
     let mut text = format!(
-        "[agent]\ncontrol_socket = \"{}\"\ntables = [\"main\"]\nresync_interval = \"1h\"\n\n[fastpath]\ninterfaces = [\"up0\"]\n\n\
+        "[agent]\ncontrol_socket = \"{}\"\npin_path = \"{}\"\ntables = [\"main\"]\nresync_interval = \"1h\"\n\n[fastpath]\ninterfaces = [\"up0\"]\n\n\
          [[link]]\nname = \"backup\"\ninterface = \"bk0\"\ndriver = \"always-up\"\n",
-        sock.display()
+        sock.display(),
+        bpffs.path().join("routebackup").display()
     );
     let per = SEGMENTS / 10;
     for g in 0..10 {
