@@ -252,6 +252,7 @@ impl Dataplane {
                 backup_ifindex: ifindex,
                 flags: if l3 { FLAG_L3_DEVICE } else { 0 },
                 gateway: [0; 16],
+                ..SegmentValue::default()
             };
             // The gateway of the segment's family; else the other one (the
             // neighbour lookup only needs an address on the backup's link).

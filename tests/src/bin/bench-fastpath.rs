@@ -64,6 +64,7 @@ fn main() -> Result<()> {
             backup_ifindex: bk0,
             flags: FLAG_GATEWAY_V4,
             gateway: gateway_bytes(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+            ..Default::default()
         };
         // The steered destination lives in 100.64.0.0/10 (a /24 segment);
         // random segments are drawn from 10.0.0.0/8 and 172.16.0.0/12 with
