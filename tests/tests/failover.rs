@@ -87,8 +87,11 @@ fn json_byte(v: &serde_json::Value) -> Option<u8> {
     }
 }
 
-/// The steer entry of the pinned IPv4 trie: (flags, dmac, smac, mtu).
-fn steer_entry(lab: &Lab) -> Result<Option<(u64, Vec<u8>, Vec<u8>, u64)>> {
+/// A steer entry as bpftool shows it: (flags, dmac, smac, mtu).
+type SteerEntry = (u64, Vec<u8>, Vec<u8>, u64);
+
+/// The steer entry of the pinned IPv4 trie.
+fn steer_entry(lab: &Lab) -> Result<Option<SteerEntry>> {
     let out = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
         lab.bpffs.path().join("routebackup/segments_v4").display()

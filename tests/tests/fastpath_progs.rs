@@ -624,7 +624,10 @@ fn cached_macs_skip_the_fib_lookup() -> Result<()> {
         let f4 = frames::ipv4(SRC4, DST4, &FrameSpec::default());
 
         // No flag: the fib lookup finds no neighbour, XDP defers to TC.
-        fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, unknown_gw4))?;
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            steer_gw(1, ids.bk0, unknown_gw4),
+        )?;
         let r = fp.test_run_xdp(&f4, 1)?;
         assert_eq!(r.verdict, XDP_PASS);
         assert_eq!(r.data, f4, "deferred frame untouched");
@@ -655,12 +658,18 @@ fn cached_macs_skip_the_fib_lookup() -> Result<()> {
             assert_l3_forwarded(&input[in_l3..], &out[14..], v6);
         }
         let s = stats(fp, 1);
-        assert_eq!((s.steered_packets, s.deferred_packets, s.redirect_failures), (4, 1, 0));
+        assert_eq!(
+            (s.steered_packets, s.deferred_packets, s.redirect_failures),
+            (4, 1, 0)
+        );
 
         // The cached MTU: an IP packet longer than it goes to the kernel
         // untouched (fragmentation / ICMP), one of exactly the MTU is steered.
         let ip_len = (f4.len() - 14) as u16;
-        fp.set_segment("198.51.100.0/24".parse()?, cached(1, unknown_gw4, ip_len - 1))?;
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            cached(1, unknown_gw4, ip_len - 1),
+        )?;
         let r = fp.test_run_xdp(&f4, 1)?;
         assert_eq!(r.verdict, XDP_PASS, "oversize frame not redirected");
         assert_eq!(r.data, f4);

@@ -380,7 +380,10 @@ impl Dataplane {
                 .any(|p| self.steer_value(*g, to, p).2 == Some(key))
         });
         if !in_use {
-            debug!("next hop {} on ifindex {}: not steered to now, report ignored", key.1, key.0);
+            debug!(
+                "next hop {} on ifindex {}: not steered to now, report ignored",
+                key.1, key.0
+            );
             return;
         }
         let old = self.next_hops.get(&key).copied();
@@ -420,7 +423,6 @@ impl Dataplane {
             self.write(prefix, value);
         }
     }
-
 
     fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
         if self.steering.remove(&group).is_some() {

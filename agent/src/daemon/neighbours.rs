@@ -129,13 +129,13 @@ async fn run(
                 let ifindexes: HashSet<u32> = st.watched.iter().map(|k| k.0).collect();
                 st.links.retain(|i, _| ifindexes.contains(i));
                 for key in added {
-                    if !st.links.contains_key(&key.0) {
+                    st.links.entry(key.0).or_insert_with(|| {
                         let link = query.link(key.0).unwrap_or_else(|e| {
                             debug!("link lookup of ifindex {}: {e}", key.0);
                             None
                         });
-                        st.links.insert(key.0, link.and_then(link_l2));
-                    }
+                        link.and_then(link_l2)
+                    });
                     let n = query.neighbour(key).unwrap_or_else(|e| {
                         debug!("neighbour lookup of {} on ifindex {}: {e}", key.1, key.0);
                         None
@@ -196,10 +196,9 @@ fn reresolve(
     st.links.clear();
     st.neigh.clear();
     for key in &set {
-        if !st.links.contains_key(&key.0) {
-            let link = query.link(key.0).ok().flatten().and_then(link_l2);
-            st.links.insert(key.0, link);
-        }
+        st.links
+            .entry(key.0)
+            .or_insert_with(|| query.link(key.0).ok().flatten().and_then(link_l2));
         let n = query.neighbour(*key).ok().flatten();
         st.neigh.insert(*key, n.and_then(|n| n.usable_lladdr()));
     }
@@ -356,4 +355,94 @@ fn next_seq() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(1);
     SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One netlink message: header + ndmsg + NDA_DST (+ NDA_LLADDR).
+    fn neigh_msg(
+        kind: u16,
+        ifindex: u32,
+        dst: [u8; 4],
+        state: u16,
+        mac: Option<[u8; 6]>,
+    ) -> Vec<u8> {
+        let mut body = vec![0u8; 12];
+        body[0] = parse::AF_INET;
+        body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        body[8..10].copy_from_slice(&state.to_ne_bytes());
+        parse::push_attr(&mut body, 1, &dst);
+        if let Some(m) = mac {
+            parse::push_attr(&mut body, 2, &m);
+        }
+        parse::get_request(kind, 0, &body)
+    }
+
+    fn feed(st: &mut State, bytes: &[u8]) -> Vec<NextHopKey> {
+        let mut changed = Vec::new();
+        for m in parse::messages(bytes) {
+            apply(st, &m, &mut changed);
+        }
+        changed
+    }
+
+    #[test]
+    fn neighbour_events_of_watched_next_hops_only() {
+        let key: NextHopKey = (7, "10.0.2.2".parse().unwrap());
+        let mut st = State::default();
+        st.watched.insert(key);
+        st.links.insert(7, Some(([2, 0, 0, 0, 0, 1], 1500)));
+        let mac = [2, 0, 0, 0, 0, 2];
+
+        // Another interface or address: ignored.
+        assert!(feed(
+            &mut st,
+            &neigh_msg(parse::RTM_NEWNEIGH, 8, [10, 0, 2, 2], 0x02, Some(mac))
+        )
+        .is_empty());
+        assert!(feed(
+            &mut st,
+            &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 3], 0x02, Some(mac))
+        )
+        .is_empty());
+
+        // REACHABLE: usable.
+        assert_eq!(
+            feed(
+                &mut st,
+                &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x02, Some(mac))
+            ),
+            vec![key]
+        );
+        let l2 = st.state_of(key).l2.unwrap();
+        assert_eq!((l2.dmac, l2.smac, l2.mtu), (mac, [2, 0, 0, 0, 0, 1], 1500));
+        // STALE with the same MAC: no change to report.
+        assert!(feed(
+            &mut st,
+            &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x04, Some(mac))
+        )
+        .is_empty());
+        // FAILED / INCOMPLETE / deleted: not usable.
+        for (kind, state) in [
+            (parse::RTM_NEWNEIGH, 0x20),
+            (parse::RTM_NEWNEIGH, 0x01),
+            (parse::RTM_DELNEIGH, 0x02),
+        ] {
+            feed(
+                &mut st,
+                &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x80, Some(mac)),
+            );
+            assert!(st.state_of(key).l2.is_some());
+            assert_eq!(
+                feed(
+                    &mut st,
+                    &neigh_msg(kind, 7, [10, 0, 2, 2], state, Some(mac))
+                ),
+                vec![key]
+            );
+            assert_eq!(st.state_of(key).l2, None, "kind {kind} state {state:#x}");
+        }
+    }
 }
