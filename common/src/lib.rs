@@ -30,6 +30,12 @@ pub const FLAG_L3_DEVICE: u32 = 1 << 0;
 pub const FLAG_GATEWAY_V4: u32 = 1 << 1;
 /// `SegmentValue::flags`: `gateway` holds an IPv6 next hop.
 pub const FLAG_GATEWAY_V6: u32 = 1 << 2;
+/// `SegmentValue::flags`: `dmac`, `smac` and `mtu` hold the next hop's MAC,
+/// the backup interface's MAC and its MTU, learned by the agent from the
+/// kernel's neighbour table. XDP then rewrites the frame from them without a
+/// per-packet `bpf_fib_lookup`. Cleared when the neighbour goes away (XDP falls
+/// back to the fib lookup, TC to `bpf_redirect_neigh`, which re-resolves it).
+pub const FLAG_MACS_VALID: u32 = 1 << 3;
 
 /// Value of `segments_v4` / `segments_v6` entries.
 #[repr(C)]
@@ -46,8 +52,19 @@ pub struct SegmentValue {
     /// Next hop on an Ethernet backup (see `FLAG_GATEWAY_V4` / `FLAG_GATEWAY_V6`),
     /// network byte order; all zero when there is none.
     pub gateway: [u8; 16],
+    /// Next hop's MAC (destination of redirected frames); valid with `FLAG_MACS_VALID`.
+    pub dmac: [u8; 6],
+    /// The backup interface's own MAC (source); valid with `FLAG_MACS_VALID`.
+    pub smac: [u8; 6],
+    /// The backup interface's MTU; with `FLAG_MACS_VALID`, XDP leaves IP packets
+    /// longer than this to the kernel (fragmentation / ICMP "frag needed").
+    pub mtu: u16,
+    pub _pad: u16,
 }
-const _: () = assert!(core::mem::size_of::<SegmentValue>() == 32);
+// 48 bytes, alignment 4 (the BTF LPM trie needs the key data size, 4 or 16,
+// to be a multiple of the value's alignment): no implicit padding.
+const _: () = assert!(core::mem::size_of::<SegmentValue>() == 48);
+const _: () = assert!(core::mem::align_of::<SegmentValue>() == 4);
 
 /// Per-CPU counters of one group, the value of the `stats` per-CPU array.
 #[repr(C)]

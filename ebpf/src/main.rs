@@ -6,8 +6,10 @@
 //! says `ACTION_STEER` is forwarded to the backup device instead of following
 //! the kernel's route; everything else is passed untouched.
 //!
-//! XDP does what it can (Ethernet backup with a resolved neighbour): fib
-//! lookup on the backup, TTL decrement, MAC rewrite, VLAN removal, redirect.
+//! XDP does what it can (Ethernet backup with a resolved neighbour): TTL
+//! decrement, MAC rewrite, VLAN removal, redirect. The MACs come from the
+//! entry when the agent cached them (`FLAG_MACS_VALID`; IP packets longer than
+//! the cached MTU are left to the kernel), else from a fib lookup on the backup.
 //! What it cannot do (L3 backup such as ppp/tun, unresolved neighbour, IPv4
 //! fragments) it passes on to TC, which pops the VLAN tag, decrements the
 //! TTL and uses `bpf_redirect` (L3 device) or `bpf_redirect_neigh`.

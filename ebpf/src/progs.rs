@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
-    FLAG_L3_DEVICE, MAX_GROUPS, MAX_SEGMENTS,
+    FLAG_L3_DEVICE, FLAG_MACS_VALID, MAX_GROUPS, MAX_SEGMENTS,
 };
 
 use crate::packet::{self, ptr_at, Family, Parsed, ETH_HLEN, VLAN_HLEN};
@@ -173,6 +173,17 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     }
 
+    if seg.flags & FLAG_MACS_VALID != 0 {
+        // Cached next hop (the agent follows the neighbour table): no fib
+        // lookup. Packets longer than the backup's MTU go to the kernel, which
+        // fragments them or answers "fragmentation needed".
+        if p.ip_len > seg.mtu {
+            count(group, Counter::Deferred, bytes);
+            return Some(xdp_action::XDP_PASS);
+        }
+        return rewrite_and_redirect(ctx, &p, &seg, &seg.dmac, &seg.smac, bytes);
+    }
+
     // Lookup target: the gateway (its family decides) or the destination.
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
@@ -223,7 +234,22 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     }
 
-    if !packet::decrement_hop(start, end, p.l3, p.family) {
+    rewrite_and_redirect(ctx, &p, &seg, &fib.dmac, &fib.smac, bytes)
+}
+
+/// Decrements TTL / hop limit, removes the VLAN tag, writes the MACs and
+/// redirects to the backup.
+#[inline(always)]
+fn rewrite_and_redirect(
+    ctx: &XdpContext,
+    p: &Parsed,
+    seg: &SegmentValue,
+    dmac: &[u8; 6],
+    smac: &[u8; 6],
+    bytes: u64,
+) -> Option<u32> {
+    let group = seg.group_id;
+    if !packet::decrement_hop(ctx.data(), ctx.data_end(), p.l3, p.family) {
         return Some(xdp_action::XDP_PASS);
     }
     if p.tagged {
@@ -239,8 +265,8 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
     let eth = ptr_at::<[u8; ETH_HLEN]>(start, end, 0)?;
     // SAFETY: checked by ptr_at.
     let eth = unsafe { &mut *eth };
-    eth[..6].copy_from_slice(&fib.dmac);
-    eth[6..12].copy_from_slice(&fib.smac);
+    eth[..6].copy_from_slice(dmac);
+    eth[6..12].copy_from_slice(smac);
     let proto = p.proto.to_be_bytes();
     eth[12] = proto[0];
     eth[13] = proto[1];

@@ -75,6 +75,81 @@ fn count_dials(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// `FLAG_MACS_VALID` of `SegmentValue::flags`.
+const FLAG_MACS_VALID: u64 = 1 << 3;
+
+/// A byte of a bpftool JSON dump: a number or a "0x.." string.
+fn json_byte(v: &serde_json::Value) -> Option<u8> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+        serde_json::Value::String(s) => u8::from_str_radix(s.trim_start_matches("0x"), 16).ok(),
+        _ => None,
+    }
+}
+
+/// A steer entry as bpftool shows it: (flags, dmac, smac, mtu).
+type SteerEntry = (u64, Vec<u8>, Vec<u8>, u64);
+
+/// The steer entry of the pinned IPv4 trie.
+fn steer_entry(lab: &Lab) -> Result<Option<SteerEntry>> {
+    let out = routebackup_tests::sh(&format!(
+        "bpftool -j map dump pinned {}",
+        lab.bpffs.path().join("routebackup/segments_v4").display()
+    ))?;
+    let dump: serde_json::Value = serde_json::from_str(&out).context("bpftool JSON")?;
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(json_byte).collect())
+            .unwrap_or_default()
+    };
+    for e in dump.as_array().into_iter().flatten() {
+        // With BTF, bpftool puts the decoded value under "formatted".
+        let v = if e["formatted"].is_object() {
+            &e["formatted"]["value"]
+        } else {
+            &e["value"]
+        };
+        if v["action"].as_u64() == Some(1) {
+            return Ok(Some((
+                v["flags"].as_u64().unwrap_or(0),
+                bytes(&v["dmac"]),
+                bytes(&v["smac"]),
+                v["mtu"].as_u64().unwrap_or(0),
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The MAC of `ifname` in `ns` (from `ip -j link`: /sys is the host's under nsenter).
+fn mac_of(ns: &routebackup_tests::Netns, ifname: &str) -> Result<Vec<u8>> {
+    let out = ns.sh(&format!("ip -j link show dev {ifname}"))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let text = v[0]["address"].as_str().context("no address")?;
+    text.split(':')
+        .map(|b| u8::from_str_radix(b, 16).context("bad MAC"))
+        .collect()
+}
+
+/// Waits until the steer entry carries valid cached MACs: the backup
+/// router's (dmac) and bk0's own (smac), with bk0's MTU.
+fn wait_macs_cached(lab: &Lab) -> Result<()> {
+    let gw_mac = mac_of(&lab.backup, "b_edge")?;
+    let bk0_mac = mac_of(&lab.edge, "bk0")?;
+    let mut last = None;
+    wait_until(Duration::from_secs(5), || {
+        last = steer_entry(lab)?;
+        Ok(matches!(&last, Some((flags, dmac, smac, mtu))
+            if flags & FLAG_MACS_VALID != 0 && *dmac == gw_mac && *smac == bk0_mac && *mtu == 1500))
+    })
+    .with_context(|| {
+        format!(
+            "steer entry never got the cached MACs {gw_mac:02x?} / {bk0_mac:02x?}: {last:?}; log:\n{}",
+            lab.log()
+        )
+    })
+}
+
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn hot_standby_switchover_and_recovery() -> Result<()> {
@@ -101,6 +176,9 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     );
     flows_via(&rx, via_backup, 1_000, "the backup")?;
     ensure!(lab.group_state()? == "backup");
+    // XDP forwards with the next hop's MACs cached in the entry.
+    wait_macs_cached(&lab)?;
+    flows_via(&rx, via_backup, 500, "the backup with cached MACs")?;
     // The operator's views: the human table and Prometheus metrics.
     let human = lab.status_text(&[])?;
     for needle in [
@@ -147,6 +225,42 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     eprintln!("hot standby: switchover seen after {switchover:?}; stream {r:?}");
     ensure!(r.sent > 2_000, "sender too slow: {r:?}");
     // Both switches together may lose a handful of packets, not a stream's worth.
+    ensure!(r.lost < 200, "lost {} packets: {r:?}", r.lost);
+    Ok(())
+}
+
+/// The gateway's neighbour entry is flushed while steering: XDP falls back
+/// (fib lookup → TC's bpf_redirect_neigh re-resolves it), traffic keeps
+/// flowing, and the agent caches the re-learned entry again.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn neighbour_flush_while_steering_falls_back_and_relearns() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (_, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let tx = Sender::start(&lab.lan.path(), dest(), 5_000)?;
+    lab.withdraw_primary()?;
+    flows_via(&rx, via_backup, 500, "the backup")?;
+    wait_macs_cached(&lab)?;
+
+    for round in 0..3 {
+        lab.edge.sh("ip neigh flush dev bk0")?;
+        flows_via(&rx, via_backup, 500, "the backup after a neighbour flush")
+            .with_context(|| format!("round {round}; log:\n{}", lab.log()))?;
+        wait_macs_cached(&lab)?;
+    }
+    let log = lab.log();
+    ensure!(
+        log.contains("no usable neighbour entry; XDP falls back"),
+        "the agent never saw the flush:\n{log}"
+    );
+    let sent = tx.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = report(&sent, &rx.stop());
+    eprintln!("neighbour flushes: stream {r:?}");
     ensure!(r.lost < 200, "lost {} packets: {r:?}", r.lost);
     Ok(())
 }

@@ -111,6 +111,7 @@ fn steer_eth(t: &Topo) -> Result<SegmentValue> {
         backup_ifindex: t.edge.ifindex("e-bk")?,
         flags: FLAG_GATEWAY_V4,
         gateway: gateway_bytes("10.30.0.2".parse()?),
+        ..Default::default()
     })
 }
 
@@ -299,6 +300,7 @@ fn check_l3_backup(t: &Topo, mode: AttachMode) -> Result<()> {
                 backup_ifindex: tun0,
                 flags: FLAG_L3_DEVICE,
                 gateway: [0; 16],
+                ..Default::default()
             },
         )?;
         let (p0, b0) = (rx_packets(&t.primary, "p0")?, rx_packets(&t.backup, "b0")?);

@@ -10,7 +10,7 @@ use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
-    FLAG_L3_DEVICE,
+    FLAG_L3_DEVICE, FLAG_MACS_VALID,
 };
 use routebackup_tests::frames::{self, FrameSpec};
 use routebackup_tests::{BpfFs, Netns};
@@ -86,6 +86,7 @@ fn steer_gw(group: u32, ifindex: u32, gw: IpAddr) -> SegmentValue {
             FLAG_GATEWAY_V6
         },
         gateway: gateway_bytes(gw),
+        ..Default::default()
     }
 }
 
@@ -96,6 +97,7 @@ fn steer_l3(group: u32, ifindex: u32) -> SegmentValue {
         backup_ifindex: ifindex,
         flags: FLAG_L3_DEVICE,
         gateway: [0; 16],
+        ..Default::default()
     }
 }
 
@@ -597,4 +599,98 @@ fn pinned_maps_survive_reopen_and_stale_layouts_are_refused() -> Result<()> {
     let msg = format!("{:#}", Fastpath::open(&opts).err().expect("not a bpffs"));
     assert!(msg.contains("mount -t bpf bpf"), "{msg}");
     Ok(())
+}
+
+/// MACs cached in the entry (`FLAG_MACS_VALID`): XDP rewrites from them with no
+/// fib lookup, so it redirects even when the kernel has no neighbour entry for
+/// the gateway; without the flag the same entry is deferred to TC (NO_NEIGH).
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn cached_macs_skip_the_fib_lookup() -> Result<()> {
+    const CACHED_DMAC: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x0c];
+    const CACHED_SMAC: [u8; 6] = [0x02, 0, 0, 0, 0x0d, 0x0d];
+    // A gateway on bk0's subnet without a neighbour entry.
+    let unknown_gw4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let unknown_gw6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 0x99));
+    let env = env()?;
+    env.with(|fp, ids| {
+        let cached = |group: u32, gw: IpAddr, mtu: u16| SegmentValue {
+            flags: steer_gw(group, ids.bk0, gw).flags | FLAG_MACS_VALID,
+            dmac: CACHED_DMAC,
+            smac: CACHED_SMAC,
+            mtu,
+            ..steer_gw(group, ids.bk0, gw)
+        };
+        let f4 = frames::ipv4(SRC4, DST4, &FrameSpec::default());
+
+        // No flag: the fib lookup finds no neighbour, XDP defers to TC.
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            steer_gw(1, ids.bk0, unknown_gw4),
+        )?;
+        let r = fp.test_run_xdp(&f4, 1)?;
+        assert_eq!(r.verdict, XDP_PASS);
+        assert_eq!(r.data, f4, "deferred frame untouched");
+        let s = stats(fp, 1);
+        assert_eq!((s.deferred_packets, s.steered_packets), (1, 0));
+
+        // Flag: redirected with the cached MACs.
+        fp.set_segment("198.51.100.0/24".parse()?, cached(1, unknown_gw4, 1500))?;
+        fp.set_segment("2001:db8:64::/48".parse()?, cached(1, unknown_gw6, 1500))?;
+        for (tag, v6) in [(false, false), (true, false), (false, true), (true, true)] {
+            let spec = FrameSpec {
+                vlan: tag.then_some((0x8100, 7)),
+                ..Default::default()
+            };
+            let input = if v6 {
+                frames::ipv6(SRC6, DST6, &spec)
+            } else {
+                frames::ipv4(SRC4, DST4, &spec)
+            };
+            let r = fp.test_run_xdp(&input, 1)?;
+            assert_eq!(r.verdict, XDP_REDIRECT, "tag {tag} v6 {v6}");
+            let out = &r.data;
+            assert_eq!(out.len(), input.len() - if tag { 4 } else { 0 });
+            assert_eq!(&out[0..6], &CACHED_DMAC, "destination MAC from the entry");
+            assert_eq!(&out[6..12], &CACHED_SMAC, "source MAC from the entry");
+            assert_eq!(&out[12..14], if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+            let in_l3 = if tag { 18 } else { 14 };
+            assert_l3_forwarded(&input[in_l3..], &out[14..], v6);
+        }
+        let s = stats(fp, 1);
+        assert_eq!(
+            (s.steered_packets, s.deferred_packets, s.redirect_failures),
+            (4, 1, 0)
+        );
+
+        // The cached MTU: an IP packet longer than it goes to the kernel
+        // untouched (fragmentation / ICMP), one of exactly the MTU is steered.
+        let ip_len = (f4.len() - 14) as u16;
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            cached(1, unknown_gw4, ip_len - 1),
+        )?;
+        let r = fp.test_run_xdp(&f4, 1)?;
+        assert_eq!(r.verdict, XDP_PASS, "oversize frame not redirected");
+        assert_eq!(r.data, f4);
+        assert_eq!(stats(fp, 1).deferred_packets, 2);
+        fp.set_segment("198.51.100.0/24".parse()?, cached(1, unknown_gw4, ip_len))?;
+        let r = fp.test_run_xdp(&f4, 1)?;
+        assert_eq!(r.verdict, XDP_REDIRECT, "frame of exactly the MTU steered");
+        assert_eq!(&r.data[0..6], &CACHED_DMAC);
+
+        // An L3 entry ignores the flag (XDP cannot redirect to it).
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            SegmentValue {
+                flags: FLAG_L3_DEVICE | FLAG_MACS_VALID,
+                mtu: 1500,
+                ..steer_l3(1, ids.tun0)
+            },
+        )?;
+        let r = fp.test_run_xdp(&f4, 1)?;
+        assert_eq!(r.verdict, XDP_PASS);
+        assert_eq!(r.data, f4);
+        Ok(())
+    })
 }

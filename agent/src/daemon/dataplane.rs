@@ -8,13 +8,23 @@
 //! - `Steer`/`Unsteer`: rewrite the group's entries (one map update each, so
 //!   steering starts and stops at once); `kernel_routes` links also get a
 //!   route per segment, in order, on a background task.
+//! - Next-hop MACs: while a group is steered to an Ethernet backup with a
+//!   gateway, the entries also carry the gateway's MAC, the backup's MAC and
+//!   MTU (`FLAG_MACS_VALID`), so XDP needs no `bpf_fib_lookup` per packet.
+//!   `neighbours` follows the kernel's neighbour entry and reports changes;
+//!   they are applied here, on the daemon's task, only to groups steered to
+//!   that (ifindex, gateway) at that moment, which orders them with
+//!   `Steer`/`Unsteer` without locks. A neighbour that is deleted or fails
+//!   clears the flag: XDP falls back to the fib lookup and TC to
+//!   `bpf_redirect_neigh`, which resolves it again, and the new entry is
+//!   cached once the kernel reports it.
 //! - `LinkUp`/`LinkDown`: queued to the link drivers (never blocks); their
 //!   failures come back as `Event::LinkFailed`.
 //! - Stop: by default detach the programs, remove the pins, the kernel routes
 //!   and take the links down; with `--keep-fastpath` leave all of it in place
 //!   for the next agent to adopt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
@@ -22,13 +32,14 @@ use futures::future::BoxFuture;
 use ipnet::IpNet;
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
-    FLAG_L3_DEVICE,
+    FLAG_L3_DEVICE, FLAG_MACS_VALID,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, LinkConfig};
+use crate::daemon::neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
 use crate::daemon::{ActionSink, EventSender};
 use crate::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions};
 use crate::links::{DriverState, KernelRoutes, LinkDrivers, LinkReport};
@@ -67,6 +78,12 @@ pub struct Dataplane {
     /// Steered entries found at start-up: (group, ifindex).
     adoptable: Vec<(GroupId, u32)>,
     keep: bool,
+    /// What each steered group is steered to, and its segments.
+    steering: HashMap<GroupId, (SteerTo, Vec<IpNet>)>,
+    /// Last usable L2 state of each watched next hop.
+    next_hops: HashMap<NextHopKey, NextHopL2>,
+    next_hop_watch: Option<NextHopWatch>,
+    next_hop_reports: Option<mpsc::UnboundedReceiver<NextHopState>>,
 }
 
 /// What `routebackup status` shows of the data plane.
@@ -211,6 +228,15 @@ impl Dataplane {
         let (route_jobs, jobs_rx) = mpsc::unbounded_channel();
         tokio::spawn(run_route_jobs(jobs_rx));
 
+        let (nh_tx, nh_rx) = mpsc::unbounded_channel();
+        let next_hop_watch = match NextHopWatch::spawn(nh_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!("cannot follow neighbour entries ({e}); XDP resolves every steered packet with bpf_fib_lookup");
+                None
+            }
+        };
+
         Ok(Dataplane {
             fastpath: Some(fastpath),
             drivers: Some(drivers),
@@ -226,7 +252,72 @@ impl Dataplane {
             route_jobs,
             adoptable,
             keep,
+            steering: HashMap::new(),
+            next_hops: HashMap::new(),
+            next_hop_watch,
+            next_hop_reports: Some(nh_rx),
         })
+    }
+
+    /// The steer entry of one segment, with the cached next-hop MACs when
+    /// known; also the next hop it depends on (Ethernet backup with a gateway).
+    fn steer_value(
+        &self,
+        group: GroupId,
+        to: &SteerTo,
+        prefix: &IpNet,
+    ) -> (SegmentValue, Option<IpAddr>, Option<NextHopKey>) {
+        let mut value = SegmentValue {
+            group_id: group as u32,
+            action: ACTION_STEER,
+            backup_ifindex: to.ifindex,
+            flags: if to.l3 { FLAG_L3_DEVICE } else { 0 },
+            gateway: [0; 16],
+            ..SegmentValue::default()
+        };
+        // The gateway of the segment's family; else the other one (the
+        // neighbour lookup only needs an address on the backup's link).
+        let gateway: Option<IpAddr> = match prefix {
+            IpNet::V4(_) => to.gw4.map(IpAddr::V4).or(to.gw6.map(IpAddr::V6)),
+            IpNet::V6(_) => to.gw6.map(IpAddr::V6).or(to.gw4.map(IpAddr::V4)),
+        };
+        if to.l3 {
+            return (value, gateway, None);
+        }
+        let Some(gw) = gateway else {
+            return (value, gateway, None);
+        };
+        value.flags |= if gw.is_ipv4() {
+            FLAG_GATEWAY_V4
+        } else {
+            FLAG_GATEWAY_V6
+        };
+        value.gateway = gateway_bytes(gw);
+        let key = (to.ifindex, gw);
+        if let Some(l2) = self.next_hops.get(&key) {
+            value.flags |= FLAG_MACS_VALID;
+            value.dmac = l2.dmac;
+            value.smac = l2.smac;
+            value.mtu = l2.mtu;
+        }
+        (value, gateway, Some(key))
+    }
+
+    /// Tells the neighbour task which next hops the steered groups use now
+    /// and forgets cached state of the others.
+    fn update_next_hop_watch(&mut self) {
+        let mut keys = HashSet::new();
+        for (g, (to, segments)) in &self.steering {
+            for prefix in segments {
+                if let (_, _, Some(key)) = self.steer_value(*g, to, prefix) {
+                    keys.insert(key);
+                }
+            }
+        }
+        self.next_hops.retain(|k, _| keys.contains(k));
+        if let Some(w) = self.next_hop_watch.as_ref() {
+            w.set(keys);
+        }
     }
 
     fn write(&mut self, prefix: IpNet, value: SegmentValue) {
@@ -239,39 +330,10 @@ impl Dataplane {
 
     fn steer(&mut self, group: GroupId, to: &SteerTo, segments: &[IpNet]) {
         let SteerTo {
-            link,
-            ifindex,
-            l3,
-            gw4,
-            gw6,
+            link, ifindex, l3, ..
         } = *to;
         for prefix in segments {
-            let mut value = SegmentValue {
-                group_id: group as u32,
-                action: ACTION_STEER,
-                backup_ifindex: ifindex,
-                flags: if l3 { FLAG_L3_DEVICE } else { 0 },
-                gateway: [0; 16],
-            };
-            // The gateway of the segment's family; else the other one (the
-            // neighbour lookup only needs an address on the backup's link).
-            let gateway: Option<IpAddr> = match prefix {
-                IpNet::V4(_) => gw4.map(IpAddr::V4).or(gw6.map(IpAddr::V6)),
-                IpNet::V6(_) => gw6.map(IpAddr::V6).or(gw4.map(IpAddr::V4)),
-            };
-            if !l3 {
-                match gateway {
-                    Some(gw @ IpAddr::V4(_)) => {
-                        value.flags |= FLAG_GATEWAY_V4;
-                        value.gateway = gateway_bytes(gw);
-                    }
-                    Some(gw @ IpAddr::V6(_)) => {
-                        value.flags |= FLAG_GATEWAY_V6;
-                        value.gateway = gateway_bytes(gw);
-                    }
-                    None => {}
-                }
-            }
+            let (value, gateway, _) = self.steer_value(group, to, prefix);
             self.write(*prefix, value);
             if let Some(cfg) = self.links.get(link) {
                 if cfg.kernel_routes {
@@ -302,9 +364,70 @@ impl Dataplane {
                 }
             }
         }
+        self.steering.insert(group, (*to, segments.to_vec()));
+        self.update_next_hop_watch();
+    }
+
+    /// Applies a neighbour task report: rewrites the entries of every group
+    /// steered to exactly that (ifindex, gateway) now, with or without the
+    /// cached MACs. Reports about next hops nobody steers to any more (late
+    /// ones, after an `Unsteer` or a switch of link) change nothing.
+    fn apply_next_hop(&mut self, state: NextHopState) {
+        let key = state.key;
+        let in_use = self.steering.iter().any(|(g, (to, segments))| {
+            segments
+                .iter()
+                .any(|p| self.steer_value(*g, to, p).2 == Some(key))
+        });
+        if !in_use {
+            debug!(
+                "next hop {} on ifindex {}: not steered to now, report ignored",
+                key.1, key.0
+            );
+            return;
+        }
+        let old = self.next_hops.get(&key).copied();
+        if old == state.l2 {
+            return;
+        }
+        match state.l2 {
+            Some(l2) => {
+                info!(
+                    "next hop {} on ifindex {}: MAC {}, from {} (MTU {}); XDP forwards with these, without a fib lookup",
+                    key.1,
+                    key.0,
+                    fmt_mac(&l2.dmac),
+                    fmt_mac(&l2.smac),
+                    l2.mtu
+                );
+                self.next_hops.insert(key, l2);
+            }
+            None => {
+                info!(
+                    "next hop {} on ifindex {}: no usable neighbour entry; XDP falls back to bpf_fib_lookup and TC resolves it",
+                    key.1, key.0
+                );
+                self.next_hops.remove(&key);
+            }
+        }
+        let mut writes = Vec::new();
+        for (g, (to, segments)) in &self.steering {
+            for prefix in segments {
+                let (value, _, k) = self.steer_value(*g, to, prefix);
+                if k == Some(key) {
+                    writes.push((*prefix, value));
+                }
+            }
+        }
+        for (prefix, value) in writes {
+            self.write(prefix, value);
+        }
     }
 
     fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
+        if self.steering.remove(&group).is_some() {
+            self.update_next_hop_watch();
+        }
         for prefix in segments {
             self.write(*prefix, pass_value(group));
             if let Some((metric, table)) = self.kernel_routes.remove(prefix) {
@@ -316,6 +439,13 @@ impl Dataplane {
             }
         }
     }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 async fn run_route_jobs(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
@@ -417,6 +547,14 @@ impl ActionSink for Dataplane {
 
     fn adoptable(&self) -> Vec<(GroupId, u32)> {
         self.adoptable.clone()
+    }
+
+    fn take_next_hop_reports(&mut self) -> Option<mpsc::UnboundedReceiver<NextHopState>> {
+        self.next_hop_reports.take()
+    }
+
+    fn next_hop_changed(&mut self, state: NextHopState) {
+        self.apply_next_hop(state);
     }
 
     fn after_sync(&mut self) {

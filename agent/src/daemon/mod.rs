@@ -8,6 +8,7 @@
 //! engine's clock is milliseconds since the daemon started (monotonic).
 
 pub mod dataplane;
+pub mod neighbours;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::engine::Engine;
 use crate::model::{Action, Event, GroupId, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
+use neighbours::NextHopState;
 
 /// Where drivers and other edges report back to the engine.
 pub type EventSender = mpsc::Sender<Event>;
@@ -54,6 +56,17 @@ pub trait ActionSink: Send {
     fn status(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// Reports from the sink's own background work that must be applied on
+    /// the engine's task (next-hop MAC refreshes for the fast path). Taken
+    /// once; each report is handed back through `next_hop_changed`.
+    fn take_next_hop_reports(&mut self) -> Option<mpsc::UnboundedReceiver<NextHopState>> {
+        None
+    }
+
+    /// A watched next hop changed (see `neighbours`); runs on the engine's
+    /// task, like `execute`, so it is ordered with `Steer`/`Unsteer`.
+    fn next_hop_changed(&mut self, _state: NextHopState) {}
 
     /// Called once on SIGTERM/SIGINT before the daemon exits.
     fn shutdown(&mut self) -> BoxFuture<'_, ()> {
@@ -291,6 +304,7 @@ pub async fn run(
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
     };
+    let mut next_hops = daemon.sink.take_next_hop_reports();
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
@@ -316,6 +330,9 @@ pub async fn run(
                     daemon.handle(Event::TimerFired(timer));
                 }
             }
+            Some(state) = next_hop_report(&mut next_hops) => {
+                daemon.sink.next_hop_changed(state);
+            }
             Some(reply) = ctl_rx.recv() => {
                 let _ = reply.send(daemon.status());
             }
@@ -334,6 +351,16 @@ pub async fn run(
         anyhow::bail!("the netlink watcher stopped unexpectedly");
     }
     Ok(())
+}
+
+/// The next report of the sink's next-hop task; never ready without one.
+async fn next_hop_report(
+    rx: &mut Option<mpsc::UnboundedReceiver<NextHopState>>,
+) -> Option<NextHopState> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Removes the control socket when the daemon ends.

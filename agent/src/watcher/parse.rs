@@ -33,6 +33,9 @@ pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
 pub const RTM_GETROUTE: u16 = 26;
+pub const RTM_NEWNEIGH: u16 = 28;
+pub const RTM_DELNEIGH: u16 = 29;
+pub const RTM_GETNEIGH: u16 = 30;
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
 pub const RTM_GETNEXTHOP: u16 = 106;
@@ -414,6 +417,109 @@ pub fn link(msg: &RawMsg<'_>) -> Result<LinkInfo, String> {
     Ok(info)
 }
 
+/// The layer-2 facts of an interface (RTM_NEWLINK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkL2 {
+    pub ifindex: u32,
+    /// IFLA_ADDRESS when it is a 6-byte (Ethernet) address.
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+/// RTM_NEWLINK / RTM_DELLINK: the interface's MAC and MTU.
+pub fn link_l2(msg: &RawMsg<'_>) -> Result<LinkL2, String> {
+    const IFLA_ADDRESS: u16 = 1;
+    const IFLA_MTU: u16 = 4;
+    let p = msg.payload;
+    let hdr = p
+        .get(..IFINFOMSG_LEN)
+        .ok_or("link message shorter than ifinfomsg")?;
+    let ifindex = u32_at(hdr, 4).unwrap_or(0);
+    if ifindex == 0 {
+        return Err("link message without an interface index".into());
+    }
+    let mut l2 = LinkL2 {
+        ifindex,
+        mac: None,
+        mtu: None,
+    };
+    for (kind, v) in attrs(p.get(IFINFOMSG_LEN..).unwrap_or(&[])) {
+        match kind {
+            IFLA_ADDRESS => l2.mac = <[u8; 6]>::try_from(v).ok(),
+            IFLA_MTU => l2.mtu = attr_u32(v),
+            _ => {}
+        }
+    }
+    Ok(l2)
+}
+
+/// A neighbour table entry (RTM_NEWNEIGH / RTM_DELNEIGH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourInfo {
+    pub ifindex: u32,
+    pub address: IpAddr,
+    /// NUD_* state bits.
+    pub state: u16,
+    /// NDA_LLADDR when it is a 6-byte (Ethernet) address.
+    pub lladdr: Option<[u8; 6]>,
+}
+
+const NUD_REACHABLE: u16 = 0x02;
+const NUD_STALE: u16 = 0x04;
+const NUD_DELAY: u16 = 0x08;
+const NUD_PROBE: u16 = 0x10;
+const NUD_NOARP: u16 = 0x40;
+const NUD_PERMANENT: u16 = 0x80;
+
+impl NeighbourInfo {
+    /// The link-layer address when the entry is usable for forwarding
+    /// (REACHABLE, STALE, DELAY, PROBE, PERMANENT, NOARP; not INCOMPLETE,
+    /// FAILED or NONE).
+    pub fn usable_lladdr(&self) -> Option<[u8; 6]> {
+        let valid = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP | NUD_PERMANENT;
+        if self.state & valid != 0 {
+            self.lladdr
+        } else {
+            None
+        }
+    }
+}
+
+/// RTM_NEWNEIGH / RTM_DELNEIGH: struct ndmsg { u8 family, pad1; u16 pad2;
+/// i32 ifindex; u16 state; u8 flags; u8 type } + NDA_* attributes. Ok(None)
+/// for entries that are not IPv4/IPv6 neighbours (bridge fdb, proxy entries).
+pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, String> {
+    const NDMSG_LEN: usize = 12;
+    const NDA_DST: u16 = 1;
+    const NDA_LLADDR: u16 = 2;
+    const NTF_PROXY: u8 = 0x08;
+    let p = msg.payload;
+    let hdr = p
+        .get(..NDMSG_LEN)
+        .ok_or("neighbour message shorter than ndmsg")?;
+    let family = hdr[0];
+    if (family != AF_INET && family != AF_INET6) || hdr[10] & NTF_PROXY != 0 {
+        return Ok(None);
+    }
+    let ifindex = u32_at(hdr, 4).unwrap_or(0);
+    let state = u16_at(hdr, 8).unwrap_or(0);
+    let (mut address, mut lladdr) = (None, None);
+    for (kind, v) in attrs(p.get(NDMSG_LEN..).unwrap_or(&[])) {
+        match kind {
+            NDA_DST => address = ip_from(family, v),
+            NDA_LLADDR => lladdr = <[u8; 6]>::try_from(v).ok(),
+            _ => {}
+        }
+    }
+    let address = address.ok_or("neighbour message without NDA_DST")?;
+    Ok(Some(NeighbourInfo {
+        ifindex,
+        address,
+        state,
+        lladdr,
+    }))
+}
+
 /// RTM_NEWADDR / RTM_DELADDR: struct ifaddrmsg { u8 family, prefixlen,
 /// flags, scope; u32 index } + IFA_* attributes.
 pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, String> {
@@ -448,11 +554,30 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, String> {
 
 /// A dump request: nlmsghdr + the family header (`body`), NLM_F_DUMP.
 pub fn dump_request(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    request(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
+}
+
+/// A get request for one object: nlmsghdr (NLM_F_REQUEST) + `body` (family
+/// header and attributes, already encoded).
+pub fn get_request(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    request(kind, NLM_F_REQUEST, seq, body)
+}
+
+/// Appends one netlink attribute (padded to 4 bytes) to `buf`.
+pub fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len() + (align4(len) - len), 0);
+}
+
+fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + body.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&(len as u32).to_ne_bytes());
     v.extend_from_slice(&kind.to_ne_bytes());
-    v.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    v.extend_from_slice(&flags.to_ne_bytes());
     v.extend_from_slice(&seq.to_ne_bytes());
     v.extend_from_slice(&0u32.to_ne_bytes());
     v.extend_from_slice(body);

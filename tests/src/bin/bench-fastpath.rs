@@ -1,5 +1,8 @@
 //! ns/packet of `rb_xdp` and `rb_tc` through BPF_PROG_TEST_RUN, not steered
 //! and steered, with 1 / 1,000 / 65,536 random distinct segments loaded.
+//! "XDP steered" uses an entry with the next hop's MACs cached (the agent's
+//! steady state, `FLAG_MACS_VALID`); "XDP steered, fib lookup" the fallback
+//! without them (one `bpf_fib_lookup` per packet).
 //! Prints a markdown table. Needs root; runs in its own namespace and bpffs
 //! and removes both. `cargo run --release -p routebackup-tests --bin bench-fastpath`
 
@@ -8,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::Result;
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
-use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4};
+use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID};
 use routebackup_tests::frames::{self, FrameSpec};
 use routebackup_tests::{BpfFs, Netns};
 
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
             backup_ifindex: bk0,
             flags: FLAG_GATEWAY_V4,
             gateway: gateway_bytes(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+            ..Default::default()
         };
         // The steered destination lives in 100.64.0.0/10 (a /24 segment);
         // random segments are drawn from 10.0.0.0/8 and 172.16.0.0/12 with
@@ -81,8 +85,34 @@ fn main() -> Result<()> {
             Ipv4Addr::new(8, 8, 8, 8),
             &FrameSpec::default(),
         );
-        fp.set_segment("100.64.1.0/24".parse()?, value)?;
-        let mut loaded = 1usize;
+        // The agent's steady state: MACs and MTU cached from the neighbour table.
+        fp.set_segment(
+            "100.64.1.0/24".parse()?,
+            SegmentValue {
+                flags: FLAG_GATEWAY_V4 | FLAG_MACS_VALID,
+                dmac: [0x02, 0, 0, 0, 0x0b, 0x02],
+                smac: [0x02, 0, 0, 0, 0x0b, 0x01],
+                mtu: 1500,
+                ..value
+            },
+        )?;
+        // The fallback: no cached MACs, a fib lookup per packet.
+        fp.set_segment(
+            "100.64.2.0/24".parse()?,
+            SegmentValue {
+                group_id: 3,
+                ..value
+            },
+        )?;
+        let fallback = frames::ipv4(
+            Ipv4Addr::new(10, 9, 0, 5),
+            Ipv4Addr::new(100, 64, 2, 7),
+            &FrameSpec {
+                ttl: 255,
+                ..Default::default()
+            },
+        );
+        let mut loaded = 2usize; // the steered and the fallback segment
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut seen = std::collections::HashSet::new();
         let mut rows = Vec::new();
@@ -115,22 +145,25 @@ fn main() -> Result<()> {
                 // Not steered: the frame is untouched, one call of REPEAT.
                 per_packet(REPEAT, &|n| fp.test_run_xdp(&plain, n))?,
                 per_packet(CHUNK, &|n| fp.test_run_xdp(&steered, n))?,
+                per_packet(CHUNK, &|n| fp.test_run_xdp(&fallback, n))?,
                 per_packet(REPEAT, &|n| fp.test_run_tc(&plain, n))?,
                 per_packet(CHUNK, &|n| fp.test_run_tc(&steered, n))?,
             ));
-            let s = fp.group_stats(1)?;
-            if s.passed_packets != 0 || s.redirect_failures != 0 {
-                anyhow::bail!("steered runs were not all steered: {s:?}");
+            for g in [1, 3] {
+                let s = fp.group_stats(g)?;
+                if s.passed_packets != 0 || s.redirect_failures != 0 || s.deferred_packets != 0 {
+                    anyhow::bail!("steered runs of group {g} were not all steered: {s:?}");
+                }
             }
         }
         fp.close(false)?;
         Ok(rows)
     })?;
     println!("\n### Fast path (BPF_PROG_TEST_RUN, {REPEAT} repetitions; steered frames in calls of {CHUNK} since each run decrements the TTL; 74-byte IPv4/UDP frame; ns/packet)\n");
-    println!("| segments | XDP not steered | XDP steered | TC not steered | TC steered |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (n, xp, xs, tp, ts) in rows {
-        println!("| {n} | {xp:.1} | {xs:.1} | {tp:.1} | {ts:.1} |");
+    println!("| segments | XDP not steered | XDP steered (cached MACs) | XDP steered, fib lookup | TC not steered | TC steered |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (n, xp, xs, xf, tp, ts) in rows {
+        println!("| {n} | {xp:.1} | {xs:.1} | {xf:.1} | {tp:.1} | {ts:.1} |");
     }
     Ok(())
 }
