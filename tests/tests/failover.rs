@@ -134,10 +134,14 @@ fn mac_of(ns: &routebackup_tests::Netns, ifname: &str) -> Result<Vec<u8>> {
 /// Waits until the steer entry carries valid cached MACs: the backup
 /// router's (dmac) and bk0's own (smac), with bk0's MTU.
 fn wait_macs_cached(lab: &Lab) -> Result<()> {
+    wait_macs_cached_within(lab, Duration::from_secs(5))
+}
+
+fn wait_macs_cached_within(lab: &Lab, within: Duration) -> Result<()> {
     let gw_mac = mac_of(&lab.backup, "b_edge")?;
     let bk0_mac = mac_of(&lab.edge, "bk0")?;
     let mut last = None;
-    wait_until(Duration::from_secs(5), || {
+    wait_until(within, || {
         last = steer_entry(lab)?;
         Ok(matches!(&last, Some((flags, dmac, smac, mtu))
             if flags & FLAG_MACS_VALID != 0 && *dmac == gw_mac && *smac == bk0_mac && *mtu == 1500))
@@ -232,6 +236,33 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
 /// The gateway's neighbour entry is flushed while steering: XDP falls back
 /// (fib lookup → TC's bpf_redirect_neigh re-resolves it), traffic keeps
 /// flowing, and the agent caches the re-learned entry again.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (_, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    lab.withdraw_primary()?;
+    flows_via(&rx, via_backup, 500, "the backup")?;
+    wait_macs_cached(&lab)?;
+    // Short neighbour timers on bk0 so the kernel's revalidation takes seconds.
+    lab.edge
+        .sh("sysctl -qw net.ipv4.neigh.bk0.delay_first_probe_time=1 \
+         net.ipv4.neigh.bk0.base_reachable_time_ms=1000 net.ipv4.neigh.bk0.retrans_time_ms=200")?;
+    // The backup router's MAC changes silently (arp_notify is 0: no
+    // gratuitous ARP). XDP bypasses the kernel's neighbour code, so only the
+    // agent's periodic NTF_USE makes the kernel notice.
+    lab.backup
+        .sh("ip link set b_edge address 02:00:5e:00:53:42")?;
+    wait_macs_cached_within(&lab, Duration::from_secs(30))?;
+    flows_via(&rx, via_backup, 500, "the backup router under its new MAC")?;
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn neighbour_flush_while_steering_falls_back_and_relearns() -> Result<()> {

@@ -105,6 +105,10 @@ impl State {
     }
 }
 
+/// How often the followed gateways' neighbour entries are marked used, so
+/// the kernel keeps revalidating them although XDP bypasses its neighbour code.
+const REVALIDATE: Duration = Duration::from_secs(5);
+
 async fn run(
     events: AsyncFd<Socket>,
     mut set_rx: mpsc::UnboundedReceiver<HashSet<NextHopKey>>,
@@ -119,8 +123,17 @@ async fn run(
     };
     let mut st = State::default();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut revalidate = tokio::time::interval(REVALIDATE);
+    revalidate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = revalidate.tick() => {
+                for key in &st.watched {
+                    if let Err(e) = query.touch(*key) {
+                        debug!("revalidating neighbour {} on ifindex {}: {e}", key.1, key.0);
+                    }
+                }
+            }
             set = set_rx.recv() => {
                 let Some(set) = set else { return };
                 let added: Vec<NextHopKey> = set.difference(&st.watched).copied().collect();
@@ -331,24 +344,48 @@ impl Query {
         self.get(&req, seq, parse::RTM_NEWLINK, |m| parse::link_l2(m).ok())
     }
 
-    fn neighbour(&self, (ifindex, gw): NextHopKey) -> io::Result<Option<NeighbourInfo>> {
-        const NDA_DST: u16 = 1;
-        let mut body = vec![0u8; 12];
-        body[0] = match gw {
-            IpAddr::V4(_) => parse::AF_INET,
-            IpAddr::V6(_) => parse::AF_INET6,
-        };
-        body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        match gw {
-            IpAddr::V4(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
-            IpAddr::V6(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
-        }
+    fn neighbour(&self, key: NextHopKey) -> io::Result<Option<NeighbourInfo>> {
+        let body = neigh_body(key, 0, 0);
         let seq = next_seq();
         let req = parse::get_request(parse::RTM_GETNEIGH, seq, &body);
         self.get(&req, seq, parse::RTM_NEWNEIGH, |m| {
             parse::neighbour(m).ok().flatten()
         })
     }
+}
+
+impl Query {
+    /// Marks the gateway's neighbour entry as used (NTF_USE), as forwarded
+    /// traffic through the kernel would: a STALE entry is then revalidated
+    /// (DELAY, unicast probes), so a gateway whose MAC changed without a
+    /// gratuitous ARP/unsolicited NA ends FAILED, which clears the cached MAC,
+    /// and is resolved again. A missing entry is left alone (Ok).
+    fn touch(&self, key: NextHopKey) -> io::Result<()> {
+        const NTF_USE: u8 = 0x01;
+        const NUD_PERMANENT: u16 = 0x80; // ignored with NTF_USE (what iproute2 sends)
+        let body = neigh_body(key, NTF_USE, NUD_PERMANENT);
+        let seq = next_seq();
+        let req = parse::change_request(parse::RTM_NEWNEIGH, seq, &body);
+        self.get(&req, seq, u16::MAX, |_| Some(())).map(|_| ())
+    }
+}
+
+/// ndmsg for `key` with `flags`/`state`, followed by NDA_DST.
+fn neigh_body((ifindex, gw): NextHopKey, flags: u8, state: u16) -> Vec<u8> {
+    const NDA_DST: u16 = 1;
+    let mut body = vec![0u8; 12];
+    body[0] = match gw {
+        IpAddr::V4(_) => parse::AF_INET,
+        IpAddr::V6(_) => parse::AF_INET6,
+    };
+    body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    body[8..10].copy_from_slice(&state.to_ne_bytes());
+    body[10] = flags;
+    match gw {
+        IpAddr::V4(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
+        IpAddr::V6(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
+    }
+    body
 }
 
 fn next_seq() -> u32 {

@@ -563,6 +563,14 @@ pub fn get_request(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     request(kind, NLM_F_REQUEST, seq, body)
 }
 
+/// A change request for one existing object (NLM_F_REQUEST | NLM_F_ACK |
+/// NLM_F_REPLACE): the kernel answers with an NLMSG_ERROR ack.
+pub fn change_request(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    const NLM_F_ACK: u16 = 0x4;
+    const NLM_F_REPLACE: u16 = 0x100;
+    request(kind, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE, seq, body)
+}
+
 /// Appends one netlink attribute (padded to 4 bytes) to `buf`.
 pub fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     let len = 4 + value.len();
