@@ -233,22 +233,27 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
     Ok(())
 }
 
-/// The gateway's neighbour entry is flushed while steering: XDP falls back
-/// (fib lookup → TC's bpf_redirect_neigh re-resolves it), traffic keeps
-/// flowing, and the agent caches the re-learned entry again.
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
-    let _g = serial();
+/// A hot-standby lab steering a `rate` packets/s stream to the backup, with
+/// the next hop's MACs cached: (lab, receiver, sender, dest's ifindex towards
+/// the backup router).
+fn steering_with_cached_macs(rate: u32) -> Result<(Lab, Receiver, Sender, u32)> {
     let mut lab = Lab::new(Backup::HotStandby)?;
     let cfg = lab.config("0s", "auto", "");
     lab.start_agent(&cfg, &[])?;
     let (_, via_backup) = lab.dest_ifindexes()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
-    let _tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
+    let tx = Sender::start(&lab.lan.path(), dest(), rate)?;
     lab.withdraw_primary()?;
     flows_via(&rx, via_backup, 500, "the backup")?;
     wait_macs_cached(&lab)?;
+    Ok((lab, rx, tx, via_backup))
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
+    let _g = serial();
+    let (lab, rx, _tx, via_backup) = steering_with_cached_macs(2_000)?;
     // Short neighbour timers on bk0 so the kernel's revalidation takes seconds.
     lab.edge
         .sh("sysctl -qw net.ipv4.neigh.bk0.delay_first_probe_time=1 \
@@ -263,19 +268,14 @@ fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
     Ok(())
 }
 
+/// The gateway's neighbour entry is flushed while steering: XDP falls back
+/// (fib lookup → TC's bpf_redirect_neigh re-resolves it), traffic keeps
+/// flowing, and the agent caches the re-learned entry again.
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn neighbour_flush_while_steering_falls_back_and_relearns() -> Result<()> {
     let _g = serial();
-    let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "");
-    lab.start_agent(&cfg, &[])?;
-    let (_, via_backup) = lab.dest_ifindexes()?;
-    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
-    let tx = Sender::start(&lab.lan.path(), dest(), 5_000)?;
-    lab.withdraw_primary()?;
-    flows_via(&rx, via_backup, 500, "the backup")?;
-    wait_macs_cached(&lab)?;
+    let (lab, rx, tx, via_backup) = steering_with_cached_macs(5_000)?;
 
     for round in 0..3 {
         lab.edge.sh("ip neigh flush dev bk0")?;
