@@ -236,8 +236,19 @@ fn hot_standby_switchover_and_recovery() -> Result<()> {
 /// A hot-standby lab steering a `rate` packets/s stream to the backup, with
 /// the next hop's MACs cached: (lab, receiver, sender, dest's ifindex towards
 /// the backup router).
-fn steering_with_cached_macs(rate: u32) -> Result<(Lab, Receiver, Sender, u32)> {
+fn steering_with_cached_macs(
+    rate: u32,
+    short_neigh_timers: bool,
+) -> Result<(Lab, Receiver, Sender, u32)> {
     let mut lab = Lab::new(Backup::HotStandby)?;
+    if short_neigh_timers {
+        // Before the gateway is first resolved: the kernel applies these when
+        // it next arms an entry's timer, so the revalidation takes seconds.
+        lab.edge.sh(
+            "sysctl -qw net.ipv4.neigh.bk0.delay_first_probe_time=1 \
+             net.ipv4.neigh.bk0.base_reachable_time_ms=1000 net.ipv4.neigh.bk0.retrans_time_ms=200",
+        )?;
+    }
     let cfg = lab.config("0s", "auto", "");
     lab.start_agent(&cfg, &[])?;
     let (_, via_backup) = lab.dest_ifindexes()?;
@@ -253,17 +264,19 @@ fn steering_with_cached_macs(rate: u32) -> Result<(Lab, Receiver, Sender, u32)> 
 #[ignore = "needs root: run with cargo xtask test"]
 fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
     let _g = serial();
-    let (lab, rx, _tx, via_backup) = steering_with_cached_macs(2_000)?;
-    // Short neighbour timers on bk0 so the kernel's revalidation takes seconds.
-    lab.edge
-        .sh("sysctl -qw net.ipv4.neigh.bk0.delay_first_probe_time=1 \
-         net.ipv4.neigh.bk0.base_reachable_time_ms=1000 net.ipv4.neigh.bk0.retrans_time_ms=200")?;
+    let (lab, rx, _tx, via_backup) = steering_with_cached_macs(2_000, true)?;
     // The backup router's MAC changes silently (arp_notify is 0: no
     // gratuitous ARP). XDP bypasses the kernel's neighbour code, so only the
     // agent's periodic NTF_USE makes the kernel notice.
     lab.backup
         .sh("ip link set b_edge address 02:00:5e:00:53:42")?;
-    wait_macs_cached_within(&lab, Duration::from_secs(30))?;
+    wait_macs_cached_within(&lab, Duration::from_secs(30)).with_context(|| {
+        format!(
+            "neighbours on bk0: {:?}",
+            lab.edge
+                .sh("ip -s neigh show dev bk0; sysctl net.ipv4.neigh.bk0")
+        )
+    })?;
     flows_via(&rx, via_backup, 500, "the backup router under its new MAC")?;
     Ok(())
 }
@@ -275,7 +288,7 @@ fn gateway_mac_changed_without_announcement_is_relearned() -> Result<()> {
 #[ignore = "needs root: run with cargo xtask test"]
 fn neighbour_flush_while_steering_falls_back_and_relearns() -> Result<()> {
     let _g = serial();
-    let (lab, rx, tx, via_backup) = steering_with_cached_macs(5_000)?;
+    let (lab, rx, tx, via_backup) = steering_with_cached_macs(5_000, false)?;
 
     for round in 0..3 {
         lab.edge.sh("ip neigh flush dev bk0")?;
