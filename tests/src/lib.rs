@@ -128,11 +128,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Kill whatever still runs in the namespace, then delete it.
+        // Kill whatever still runs in the namespace (never this test process,
+        // $PPID of the shell, whose threads may have entered it), then delete it.
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "ip netns pids {0} | xargs -r kill -9; ip netns del {0}",
+                "ip netns pids {0} | grep -vx \"$PPID\" | xargs -r kill -9; ip netns del {0}",
                 self.name
             ))
             .output();
