@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Serialize;
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/routebackup";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/routebackup.sock";
 /// The main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub agent: AgentConfig,
     pub fastpath: FastpathConfig,
@@ -24,27 +23,25 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
     pub pin_path: PathBuf,
     pub control_socket: PathBuf,
     /// Routing table ids that hold primary routes (names already resolved).
     pub tables: Vec<u32>,
-    #[serde(with = "humantime_serde_compat")]
     pub resync_interval: Duration,
     /// Extra backup-enabled interfaces besides the links' own interfaces.
     pub backup_interfaces: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FastpathConfig {
     /// Ingress interfaces whose traffic is steered.
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native XDP, falling back to generic (skb) XDP; plus TC.
     Auto,
@@ -56,7 +53,7 @@ pub enum AttachMode {
     Tc,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LinkConfig {
     pub name: String,
     pub interface: String,
@@ -66,17 +63,14 @@ pub struct LinkConfig {
     pub gateway_v6: Option<Ipv6Addr>,
     /// The link counts as up only once its interface has an address.
     pub require_address: bool,
-    #[serde(with = "humantime_serde_compat")]
     pub up_timeout: Duration,
-    #[serde(with = "humantime_serde_compat")]
     pub retry_interval: Duration,
     /// Install a kernel route per steered segment via this link.
     pub kernel_routes: bool,
     pub route_metric: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "driver", rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum DriverConfig {
     /// Hot standby: already up; only steered to, never taken down.
     AlwaysUp,
@@ -88,8 +82,7 @@ pub enum DriverConfig {
     Pppd { peer: String, pppd_path: PathBuf },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchMode {
     /// A route for exactly the segment's prefix.
     Exact,
@@ -98,7 +91,7 @@ pub enum MatchMode {
     Covering,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GroupConfig {
     pub name: String,
     pub segments: Vec<IpNet>,
@@ -106,9 +99,7 @@ pub struct GroupConfig {
     pub links: Vec<usize>,
     pub match_mode: MatchMode,
     pub allow_default: bool,
-    #[serde(with = "humantime_serde_compat")]
     pub activate_delay: Duration,
-    #[serde(with = "humantime_serde_compat")]
     pub deactivate_delay: Duration,
 }
 
@@ -170,14 +161,5 @@ impl Config {
         names.sort();
         names.dedup();
         names
-    }
-}
-
-/// Serialises durations as humantime strings ("20s") in `check` output.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
