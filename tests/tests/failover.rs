@@ -66,7 +66,7 @@ fn count_dials(lab: &Lab) -> Result<()> {
     let text = text.replacen(
         "set -e\n",
         &format!(
-            "set -e\necho dial >> {}\n",
+            "set -e\necho \"dial for group $ROUTEBACKUP_GROUP via $ROUTEBACKUP_INTERFACE\" >> {}\n",
             lab.dir.path().join("dials").display()
         ),
         1,
@@ -343,6 +343,11 @@ fn dialed_link_with_hold_timer_and_reloss_without_redial() -> Result<()> {
         dial_count(&lab) == 1,
         "redialed: {} dials",
         dial_count(&lab)
+    );
+    let dials = std::fs::read_to_string(lab.dir.path().join("dials"))?;
+    ensure!(
+        dials.trim() == "dial for group dest via bk0",
+        "dial command environment: {dials:?}"
     );
 
     // Recovery, then the hold timer takes the link down.

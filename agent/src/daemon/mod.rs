@@ -215,13 +215,7 @@ impl Daemon {
             Action::Notice(text) => info!("{text}"),
             Action::LinkUp { link } => {
                 debug!("action: link up {link}");
-                let status = self.engine.status();
-                let name = status.links.get(link).map(|l| l.name.clone());
-                let group = status
-                    .groups
-                    .iter()
-                    .find(|g| g.active_link == name)
-                    .map(|g| g.name.clone());
+                let group = self.engine.group_using(link).map(str::to_owned);
                 self.sink
                     .execute(&Action::LinkUp { link }, group.as_deref());
             }
@@ -231,12 +225,7 @@ impl Daemon {
                 if let Some(slot) = self.steer_latency_us.get_mut(group) {
                     *slot = Some(us);
                 }
-                let status = self.engine.status();
-                let name = status
-                    .groups
-                    .get(group)
-                    .map(|g| g.name.as_str())
-                    .unwrap_or("?");
+                let name = self.engine.group_name(group).unwrap_or("?");
                 info!("group {name}: steering entries written {us} µs after the event that called for them");
             }
             other => {

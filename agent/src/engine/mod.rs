@@ -41,8 +41,8 @@ use ipnet::IpNet;
 
 use crate::config::{Config, DriverConfig, MatchMode};
 use crate::model::{
-    Action, EngineStatus, Event, GroupState, GroupStatus, LinkId, LinkState, LinkStatus, Millis,
-    SegmentStatus,
+    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
+    Millis, SegmentStatus,
 };
 
 pub use gateway::derive as derive_gateways;
@@ -307,6 +307,19 @@ impl Engine {
     /// Whether `Event::Synced` was seen.
     pub fn synced(&self) -> bool {
         self.synced
+    }
+
+    /// A group's name, for log lines (cheaper than `status()`).
+    pub fn group_name(&self, group: GroupId) -> Option<&str> {
+        self.groups.get(group).map(|g| g.name.as_str())
+    }
+
+    /// The group whose current attempt uses `link` (the one a `LinkUp` is for).
+    pub fn group_using(&self, link: LinkId) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|g| g.active == Some(link))
+            .map(|g| g.name.as_str())
     }
 
     /// Recomputes the segments that routes at `prefixes` can affect, then
