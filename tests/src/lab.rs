@@ -266,14 +266,7 @@ impl Lab {
 
     /// `routebackup status --json` parsed.
     pub fn status(&self) -> Result<serde_json::Value> {
-        let out = std::process::Command::new(crate::agent_bin())
-            .args(["status", "--json", "--socket"])
-            .arg(self.socket())
-            .output()?;
-        if !out.status.success() {
-            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        Ok(serde_json::from_str(&self.status_text(&["--json"])?)?)
     }
 
     /// `routebackup status <extra>` output as text.

@@ -112,12 +112,7 @@ impl Netns {
         let path = self.path();
         std::thread::scope(|s| {
             s.spawn(move || {
-                let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on a valid namespace fd affects only this thread.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {path}: {}", std::io::Error::last_os_error());
-                }
+                traffic::enter_netns(&path)?;
                 f()
             })
             .join()
