@@ -96,7 +96,7 @@ pub enum OperState {
 
 /// An interface as the watcher saw it (RTM_NEWLINK).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkInfo {
+pub struct InterfaceInfo {
     pub ifindex: u32,
     pub name: String,
     /// IFF_UP.
@@ -140,8 +140,8 @@ pub enum Event {
     RouteDelete(RouteKey),
     NexthopUpsert(NexthopObject),
     NexthopDelete(u32),
-    LinkUpsert(LinkInfo),
-    LinkDelete(u32),
+    InterfaceUpsert(InterfaceInfo),
+    InterfaceDelete(u32),
     AddressAdd(AddressInfo),
     AddressDelete(AddressInfo),
     /// The initial dump (routes, nexthops, links, addresses) is complete. Before
@@ -165,6 +165,19 @@ pub enum Event {
     },
 }
 
+/// Where a steered group's traffic goes: the backup link and what the fast
+/// path needs to forward over it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SteerTarget {
+    pub link: LinkId,
+    pub ifindex: u32,
+    /// The interface has no MAC header (ppp, tun).
+    pub l3: bool,
+    /// Next hops for neighbour resolution on an Ethernet backup.
+    pub gateway_v4: Option<Ipv4Addr>,
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
 /// What the engine asks the edges to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -180,13 +193,7 @@ pub enum Action {
     /// Redirect traffic to these segments to the link's interface.
     Steer {
         group: GroupId,
-        link: LinkId,
-        ifindex: u32,
-        /// The interface has no MAC header (ppp, tun).
-        l3: bool,
-        /// Next hops for neighbour resolution on an Ethernet backup.
-        gateway_v4: Option<Ipv4Addr>,
-        gateway_v6: Option<Ipv6Addr>,
+        target: SteerTarget,
         segments: Vec<IpNet>,
     },
     /// Stop redirecting these segments (they follow the kernel's routes again).

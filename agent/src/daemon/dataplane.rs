@@ -43,7 +43,7 @@ use crate::daemon::neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatc
 use crate::daemon::{ActionSink, EventSender};
 use crate::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions};
 use crate::links::{DriverState, KernelRoutes, LinkDrivers, LinkReport};
-use crate::model::{Action, Event, GroupId, LinkId};
+use crate::model::{Action, Event, GroupId, SteerTarget};
 
 /// Kernel route work, done in order on one task.
 enum RouteJob {
@@ -79,7 +79,7 @@ pub struct Dataplane {
     adoptable: Vec<(GroupId, u32)>,
     keep: bool,
     /// What each steered group is steered to, and its segments.
-    steering: HashMap<GroupId, (SteerTo, Vec<IpNet>)>,
+    steering: HashMap<GroupId, (SteerTarget, Vec<IpNet>)>,
     /// Last usable L2 state of each watched next hop.
     next_hops: HashMap<NextHopKey, NextHopL2>,
     next_hop_watch: Option<NextHopWatch>,
@@ -130,16 +130,6 @@ impl From<GroupStats> for GroupStatsJson {
 struct DriverReport<'a> {
     link: &'a str,
     driver: DriverState,
-}
-
-/// Where a `Steer` sends a group's traffic.
-#[derive(Clone, Copy)]
-struct SteerTo {
-    link: LinkId,
-    ifindex: u32,
-    l3: bool,
-    gw4: Option<std::net::Ipv4Addr>,
-    gw6: Option<std::net::Ipv6Addr>,
 }
 
 fn pass_value(group: GroupId) -> SegmentValue {
@@ -264,7 +254,7 @@ impl Dataplane {
     fn steer_value(
         &self,
         group: GroupId,
-        to: &SteerTo,
+        to: &SteerTarget,
         prefix: &IpNet,
     ) -> (SegmentValue, Option<IpAddr>, Option<NextHopKey>) {
         let mut value = SegmentValue {
@@ -278,8 +268,14 @@ impl Dataplane {
         // The gateway of the segment's family; else the other one (the
         // neighbour lookup only needs an address on the backup's link).
         let gateway: Option<IpAddr> = match prefix {
-            IpNet::V4(_) => to.gw4.map(IpAddr::V4).or(to.gw6.map(IpAddr::V6)),
-            IpNet::V6(_) => to.gw6.map(IpAddr::V6).or(to.gw4.map(IpAddr::V4)),
+            IpNet::V4(_) => to
+                .gateway_v4
+                .map(IpAddr::V4)
+                .or(to.gateway_v6.map(IpAddr::V6)),
+            IpNet::V6(_) => to
+                .gateway_v6
+                .map(IpAddr::V6)
+                .or(to.gateway_v4.map(IpAddr::V4)),
         };
         if to.l3 {
             return (value, gateway, None);
@@ -328,8 +324,8 @@ impl Dataplane {
         }
     }
 
-    fn steer(&mut self, group: GroupId, to: &SteerTo, segments: &[IpNet]) {
-        let SteerTo {
+    fn steer(&mut self, group: GroupId, to: &SteerTarget, segments: &[IpNet]) {
+        let SteerTarget {
             link, ifindex, l3, ..
         } = *to;
         for prefix in segments {
@@ -514,22 +510,9 @@ impl ActionSink for Dataplane {
         match action {
             Action::Steer {
                 group,
-                link,
-                ifindex,
-                l3,
-                gateway_v4,
-                gateway_v6,
+                target,
                 segments,
-            } => {
-                let to = SteerTo {
-                    link: *link,
-                    ifindex: *ifindex,
-                    l3: *l3,
-                    gw4: *gateway_v4,
-                    gw6: *gateway_v6,
-                };
-                self.steer(*group, &to, segments);
-            }
+            } => self.steer(*group, target, segments),
             Action::Unsteer { group, segments } => self.unsteer(*group, segments),
             Action::LinkUp { link } => {
                 if let Some(d) = self.drivers.as_ref() {

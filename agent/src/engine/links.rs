@@ -3,7 +3,8 @@
 
 use crate::model::{Action, GroupState, LinkId, LinkState, Millis, OperState, Timer};
 
-use super::{gateway, Engine, SteerTarget};
+use super::{gateway, Engine};
+use crate::model::SteerTarget;
 
 /// Whether a link can carry traffic, or why not.
 pub(super) enum Readiness {
@@ -345,11 +346,7 @@ impl Engine {
 pub(super) fn steer_action(group: usize, segments: &[ipnet::IpNet], t: &SteerTarget) -> Action {
     Action::Steer {
         group,
-        link: t.link,
-        ifindex: t.ifindex,
-        l3: t.l3,
-        gateway_v4: t.gateway_v4,
-        gateway_v6: t.gateway_v6,
+        target: *t,
         segments: segments.to_vec(),
     }
 }

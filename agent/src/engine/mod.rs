@@ -19,7 +19,7 @@
 //!   dropped link is retried last (a one-link group redials at once).
 //! - The retry backoff of a group uses its first link's `retry_interval`,
 //!   doubling per consecutive failed round, capped at 5 minutes.
-//! - Next hops through an interface that was deleted (`LinkDelete`) never
+//! - Next hops through an interface that was deleted (`InterfaceDelete`) never
 //!   count, whatever its name was, until the ifindex reappears.
 //! - `LinkStatus::attempts` counts failed attempts (timeouts, driver failures,
 //!   drops while in use).
@@ -42,23 +42,13 @@ use ipnet::IpNet;
 use crate::config::{Config, DriverConfig, MatchMode};
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
-    Millis, SegmentStatus,
+    Millis, SegmentStatus, SteerTarget,
 };
 
 pub use gateway::derive as derive_gateways;
 
 /// The longest retry backoff.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
-
-/// What a `Steer` for a group carries besides its segments.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SteerTarget {
-    link: LinkId,
-    ifindex: u32,
-    l3: bool,
-    gateway_v4: Option<Ipv4Addr>,
-    gateway_v6: Option<Ipv6Addr>,
-}
 
 struct GroupRt {
     name: String,
@@ -217,13 +207,13 @@ impl Engine {
                 let prefixes = self.net.delete_nexthop(id);
                 self.reevaluate_prefixes(now, &prefixes, &mut out);
             }
-            Event::LinkUpsert(info) => {
+            Event::InterfaceUpsert(info) => {
                 if self.net.upsert_link(info) {
                     self.reevaluate_all(now, &mut out);
                 }
                 self.links_changed(now, &mut out);
             }
-            Event::LinkDelete(ifindex) => {
+            Event::InterfaceDelete(ifindex) => {
                 if self.net.delete_link(ifindex) {
                     self.reevaluate_all(now, &mut out);
                 }

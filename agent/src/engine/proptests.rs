@@ -122,7 +122,7 @@ fn event() -> impl Strategy<Value = Event> {
         prop::sample::select(&[OperState::Up, OperState::Unknown, OperState::Down][..]),
     )
         .prop_map(|(ifindex, name, admin_up, oper)| {
-            Event::LinkUpsert(LinkInfo {
+            Event::InterfaceUpsert(InterfaceInfo {
                 ifindex,
                 name: name.to_string(),
                 admin_up,
@@ -138,7 +138,7 @@ fn event() -> impl Strategy<Value = Event> {
     )
         .prop_map(|(i, admin_up, oper)| {
             let name = NAMES[i];
-            Event::LinkUpsert(LinkInfo {
+            Event::InterfaceUpsert(InterfaceInfo {
                 ifindex: IFINDEXES[i],
                 name: name.to_string(),
                 admin_up,
@@ -174,7 +174,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (1u32..5).prop_map(Event::NexthopDelete),
         2 => link,
         6 => canonical,
-        1 => ifindex().prop_map(Event::LinkDelete),
+        1 => ifindex().prop_map(Event::InterfaceDelete),
         3 => address,
         2 => Just(Event::Synced),
         5 => timer,
@@ -189,7 +189,7 @@ struct Reference {
     routes: HashMap<RouteKey, Route>,
     nexthops: HashMap<u32, NexthopObject>,
     names: HashMap<u32, String>,
-    links: HashMap<u32, LinkInfo>,
+    links: HashMap<u32, InterfaceInfo>,
     gone: HashSet<u32>,
     addrs: HashSet<(u32, IpNet)>,
 }
@@ -209,12 +209,12 @@ impl Reference {
             Event::NexthopDelete(id) => {
                 self.nexthops.remove(id);
             }
-            Event::LinkUpsert(l) => {
+            Event::InterfaceUpsert(l) => {
                 self.names.insert(l.ifindex, l.name.clone());
                 self.links.insert(l.ifindex, l.clone());
                 self.gone.remove(&l.ifindex);
             }
-            Event::LinkDelete(i) => {
+            Event::InterfaceDelete(i) => {
                 self.names.remove(i);
                 self.links.remove(i);
                 self.gone.insert(*i);
@@ -321,18 +321,18 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
     let mut live: HashMap<u32, String> = HashMap::new();
     for ev in events {
         match &ev {
-            Event::LinkUpsert(l) => {
+            Event::InterfaceUpsert(l) => {
                 let holder = live
                     .iter()
                     .find(|(i, n)| **i != l.ifindex && **n == l.name)
                     .map(|(i, _)| *i);
                 if let Some(i) = holder {
                     live.remove(&i);
-                    expanded.push(Event::LinkDelete(i));
+                    expanded.push(Event::InterfaceDelete(i));
                 }
                 live.insert(l.ifindex, l.name.clone());
             }
-            Event::LinkDelete(i) => {
+            Event::InterfaceDelete(i) => {
                 live.remove(i);
             }
             _ => {}
@@ -356,13 +356,11 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
             match a {
                 Action::Steer {
                     group,
-                    link,
-                    ifindex,
+                    target,
                     segments,
-                    ..
                 } => {
                     prop_assert_eq!(segments, &cfg.groups[*group].segments);
-                    steered.insert(*group, (*link, *ifindex));
+                    steered.insert(*group, (target.link, target.ifindex));
                 }
                 Action::Unsteer { group, .. } => {
                     steered.remove(group);
@@ -454,8 +452,8 @@ proptest! {
     #[test]
     fn engine_matches_reference_synced(events in prop::collection::vec(event(), 1..80)) {
         let mut all = vec![
-            Event::LinkUpsert(LinkInfo { ifindex: ETH0, name: "eth0".into(), admin_up: true, oper: OperState::Up, l3: false }),
-            Event::LinkUpsert(LinkInfo { ifindex: PPP0, name: "ppp0".into(), admin_up: true, oper: OperState::Unknown, l3: true }),
+            Event::InterfaceUpsert(InterfaceInfo { ifindex: ETH0, name: "eth0".into(), admin_up: true, oper: OperState::Up, l3: false }),
+            Event::InterfaceUpsert(InterfaceInfo { ifindex: PPP0, name: "ppp0".into(), admin_up: true, oper: OperState::Unknown, l3: true }),
             Event::Synced,
         ];
         all.extend(events);

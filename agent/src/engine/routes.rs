@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::config::MatchMode;
 use crate::model::{
-    AddressInfo, GroupId, LinkInfo, NexthopObject, Route, RouteKey, RouteKind, RTNH_F_DEAD,
+    AddressInfo, GroupId, InterfaceInfo, NexthopObject, Route, RouteKey, RouteKind, RTNH_F_DEAD,
     RTNH_F_LINKDOWN,
 };
 
@@ -27,7 +27,7 @@ pub struct PrimaryRoute {
 /// Interfaces, addresses, routes and nexthop objects as last reported.
 #[derive(Default)]
 pub struct Net {
-    ifaces: HashMap<u32, LinkInfo>,
+    ifaces: HashMap<u32, InterfaceInfo>,
     by_name: HashMap<String, u32>,
     /// Interfaces deleted (RTM_DELLINK) and not seen again: a next hop through
     /// one of them cannot carry traffic, whatever its name was.
@@ -53,7 +53,7 @@ impl Net {
         }
     }
 
-    pub fn iface(&self, ifindex: u32) -> Option<&LinkInfo> {
+    pub fn iface(&self, ifindex: u32) -> Option<&InterfaceInfo> {
         self.ifaces.get(&ifindex)
     }
 
@@ -87,7 +87,7 @@ impl Net {
 
     /// Records a link; returns true when the primary-eligibility of its
     /// ifindex changed (the caller re-evaluates every segment then).
-    pub fn upsert_link(&mut self, info: LinkInfo) -> bool {
+    pub fn upsert_link(&mut self, info: InterfaceInfo) -> bool {
         let before = self.ifindex_counts(info.ifindex);
         self.gone.remove(&info.ifindex);
         if let Some(old) = self.ifaces.get(&info.ifindex) {

@@ -98,7 +98,7 @@ pub(super) fn del(prefix: &str) -> Event {
 
 pub(super) fn iface(ifindex: u32, name: &str, up: bool) -> Event {
     let l3 = name.starts_with("ppp") || name.starts_with("wg");
-    Event::LinkUpsert(LinkInfo {
+    Event::InterfaceUpsert(InterfaceInfo {
         ifindex,
         name: name.into(),
         admin_up: up,
@@ -129,12 +129,10 @@ pub(super) fn brief(actions: &[Action]) -> Vec<String> {
             Action::Notice(_) => None,
             Action::LinkUp { link } => Some(format!("up {link}")),
             Action::LinkDown { link } => Some(format!("down {link}")),
-            Action::Steer {
-                group,
-                link,
-                ifindex,
-                ..
-            } => Some(format!("steer g{group} l{link} if{ifindex}")),
+            Action::Steer { group, target, .. } => Some(format!(
+                "steer g{group} l{} if{}",
+                target.link, target.ifindex
+            )),
             Action::Unsteer { group, .. } => Some(format!("unsteer g{group}")),
             Action::ArmTimer { timer, after } => Some(format!("arm {timer:?} {after:?}")),
             Action::CancelTimer { timer } => Some(format!("cancel {timer:?}")),
@@ -267,7 +265,7 @@ fn no_actions_before_synced() {
             group: 0,
             link: DSL,
         },
-        Event::LinkDelete(PPP0),
+        Event::InterfaceDelete(PPP0),
     ];
     for ev in events {
         let out = h.ev(ev.clone());
@@ -502,7 +500,7 @@ fn interface_names_arrive_in_any_order() {
     assert!(!h.up(0)[0], "once named ppp0 it is a backup interface");
     h.ev(iface(PPP0, "lan9", true));
     assert!(h.up(0)[0], "renamed to a non-backup name");
-    h.ev(Event::LinkDelete(PPP0));
+    h.ev(Event::InterfaceDelete(PPP0));
     assert!(!h.up(0)[0], "a deleted interface carries nothing");
     h.ev(iface(PPP0, "eth9", true));
     assert!(h.up(0)[0], "the ifindex is back under a primary name");
@@ -580,15 +578,11 @@ fn full_cycle_with_hold() {
     assert_eq!(brief(&out), v(&["cancel UpTimeout(0)", "steer g0 l0 if10"]));
     match out.iter().find(|a| matches!(a, Action::Steer { .. })) {
         Some(Action::Steer {
-            l3,
-            gateway_v4,
-            gateway_v6,
-            segments,
-            ..
+            target, segments, ..
         }) => {
-            assert!(*l3);
+            assert!(target.l3);
             assert_eq!(
-                (*gateway_v4, *gateway_v6),
+                (target.gateway_v4, target.gateway_v6),
                 (None, None),
                 "l3 links get no gateway"
             );
@@ -805,7 +799,7 @@ fn link_dropping_while_in_use() {
         ),
         (
             "interface gone",
-            Event::LinkDelete(PPP0),
+            Event::InterfaceDelete(PPP0),
             v(&["down 0", "unsteer g0", "up 1", "arm UpTimeout(1) 30s"]),
         ),
         (
@@ -857,7 +851,7 @@ fn single_link_group_redials_at_once() {
     assert_eq!(h.link(LTE).state, LinkState::Connecting);
     // ppp0 still looks ready: not trusted until it went away and came back.
     assert!(h.b(iface(ETH1, "eth1", true)).is_empty());
-    assert!(h.b(Event::LinkDelete(PPP0)).is_empty());
+    assert!(h.b(Event::InterfaceDelete(PPP0)).is_empty());
     assert_eq!(h.ppp_up(), v(&["cancel UpTimeout(0)", "steer g0 l0 if10"]));
 }
 
@@ -915,10 +909,10 @@ fn always_up_link_is_never_dialled_or_taken_down() {
     let out = h.ev(del("10.22.0.0/16"));
     assert_eq!(brief(&out), v(&["steer g0 l2 if12"]));
     match out.iter().find(|a| matches!(a, Action::Steer { .. })) {
-        Some(Action::Steer { l3, gateway_v4, .. }) => {
-            assert!(!*l3);
+        Some(Action::Steer { target, .. }) => {
+            assert!(!target.l3);
             assert_eq!(
-                *gateway_v4,
+                target.gateway_v4,
                 Some("192.0.2.2".parse().unwrap()),
                 "the other end of the /30"
             );
@@ -952,7 +946,7 @@ fn gateway_changes_resteer() {
     assert_eq!(brief(&out), v(&["steer g0 l1 if11"]));
     assert!(matches!(
         out.iter().find(|a| matches!(a, Action::Steer { .. })),
-        Some(Action::Steer { gateway_v4: Some(g), .. }) if *g == "198.51.100.4".parse::<std::net::Ipv4Addr>().unwrap()
+        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "198.51.100.4".parse::<std::net::Ipv4Addr>().unwrap()
     ));
     // configured gateway wins over derivation
     let text = BASE.replace(
@@ -965,7 +959,7 @@ fn gateway_changes_resteer() {
     let out = h.ev(iface(ETH2, "eth2", true));
     assert!(matches!(
         out.iter().find(|a| matches!(a, Action::Steer { .. })),
-        Some(Action::Steer { gateway_v4: Some(g), .. }) if *g == "203.0.113.1".parse::<std::net::Ipv4Addr>().unwrap()
+        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "203.0.113.1".parse::<std::net::Ipv4Addr>().unwrap()
     ));
 }
 
@@ -1032,7 +1026,7 @@ fn adoption_after_restart() {
 #[test]
 fn deleting_a_primary_interface_loses_its_routes() {
     let mut h = H::standard(BASE);
-    h.ev(Event::LinkDelete(ETH0));
+    h.ev(Event::InterfaceDelete(ETH0));
     assert_eq!(h.up(0), vec![false, false, false]);
     assert_eq!(h.group(0).state, GroupState::Activating);
 }

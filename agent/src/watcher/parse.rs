@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use super::filter::SegmentFilter;
 use crate::model::{
-    AddressInfo, LinkInfo, NextHop, NexthopObject, OperState, Route, RouteKey, RouteKind,
+    AddressInfo, InterfaceInfo, NextHop, NexthopObject, OperState, Route, RouteKey, RouteKind,
 };
 
 pub const NLMSG_HDRLEN: usize = 16;
@@ -379,7 +379,7 @@ pub fn nexthop(msg: &RawMsg<'_>) -> Result<NexthopObject, String> {
 
 /// RTM_NEWLINK / RTM_DELLINK: struct ifinfomsg { u8 family, pad; u16 type;
 /// i32 index; u32 flags; u32 change } + IFLA_* attributes.
-pub fn link(msg: &RawMsg<'_>) -> Result<LinkInfo, String> {
+pub fn link(msg: &RawMsg<'_>) -> Result<InterfaceInfo, String> {
     let p = msg.payload;
     let hdr = p
         .get(..IFINFOMSG_LEN)
@@ -387,7 +387,7 @@ pub fn link(msg: &RawMsg<'_>) -> Result<LinkInfo, String> {
     let arphrd = u16_at(hdr, 2).unwrap_or(0);
     let ifindex = u32_at(hdr, 4).unwrap_or(0);
     let flags = u32_at(hdr, 8).unwrap_or(0);
-    let mut info = LinkInfo {
+    let mut info = InterfaceInfo {
         ifindex,
         name: String::new(),
         admin_up: flags & IFF_UP != 0,

@@ -332,7 +332,7 @@ fn links_and_addresses() {
     let info = parse::link(&parse::messages(&b).next().unwrap()).unwrap();
     assert_eq!(
         info,
-        crate::model::LinkInfo {
+        crate::model::InterfaceInfo {
             ifindex: 9,
             name: "ppp0".into(),
             admin_up: true,
@@ -501,8 +501,8 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     assert!(view.routes.is_empty());
 }
 
-fn link(ifindex: u32, up: bool, oper: OperState) -> crate::model::LinkInfo {
-    crate::model::LinkInfo {
+fn link(ifindex: u32, up: bool, oper: OperState) -> crate::model::InterfaceInfo {
+    crate::model::InterfaceInfo {
         ifindex,
         name: format!("if{ifindex}"),
         admin_up: up,
@@ -712,7 +712,7 @@ fn reconcile_emits_the_difference() {
         })
         .collect();
     assert_eq!(deletes, vec![net("10.0.0.0/8")]);
-    assert_eq!(ev.last(), Some(&Event::LinkDelete(4)));
+    assert_eq!(ev.last(), Some(&Event::InterfaceDelete(4)));
     // Reconciling with an identical view emits nothing.
     let same = current.clone();
     assert!(current.reconcile(same).is_empty());

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::{
-    AddressInfo, Event, LinkInfo, NextHop, NexthopObject, OperState, Route, RouteKey, RTNH_F_DEAD,
-    RTNH_F_LINKDOWN,
+    AddressInfo, Event, InterfaceInfo, NextHop, NexthopObject, OperState, Route, RouteKey,
+    RTNH_F_DEAD, RTNH_F_LINKDOWN,
 };
 
 use super::parse::RouteChange;
@@ -22,7 +22,7 @@ use super::parse::RouteChange;
 pub struct KernelView {
     pub routes: HashMap<RouteKey, Route>,
     pub nexthops: BTreeMap<u32, NexthopObject>,
-    pub links: BTreeMap<u32, LinkInfo>,
+    pub links: BTreeMap<u32, InterfaceInfo>,
     pub addresses: HashSet<AddressInfo>,
 }
 
@@ -31,7 +31,7 @@ fn same_hop(a: &NextHop, b: &NextHop) -> bool {
 }
 
 /// RTNH_F_* flags the kernel keeps on next hops through an interface in this state.
-fn link_flags(link: Option<&LinkInfo>) -> u32 {
+fn link_flags(link: Option<&InterfaceInfo>) -> u32 {
     match link {
         None => RTNH_F_DEAD | RTNH_F_LINKDOWN,
         Some(l) if !l.admin_up => RTNH_F_DEAD | RTNH_F_LINKDOWN,
@@ -156,7 +156,7 @@ impl KernelView {
         }
     }
 
-    pub fn link_upsert(&mut self, link: LinkInfo, out: &mut Vec<Event>) {
+    pub fn link_upsert(&mut self, link: InterfaceInfo, out: &mut Vec<Event>) {
         let old = self.links.get(&link.ifindex).cloned();
         if old.as_ref() == Some(&link) {
             return;
@@ -165,7 +165,7 @@ impl KernelView {
         let before = old.as_ref().map(|o| link_flags(Some(o)));
         let after = link_flags(Some(&link));
         self.links.insert(ifindex, link.clone());
-        out.push(Event::LinkUpsert(link));
+        out.push(Event::InterfaceUpsert(link));
         if before.is_some() && before != Some(after) {
             self.sync_link_state(ifindex, after, out);
         }
@@ -176,7 +176,7 @@ impl KernelView {
             self.sync_link_state(ifindex, RTNH_F_DEAD | RTNH_F_LINKDOWN, out);
         }
         if self.links.remove(&ifindex).is_some() {
-            out.push(Event::LinkDelete(ifindex));
+            out.push(Event::InterfaceDelete(ifindex));
         }
     }
 
@@ -301,7 +301,7 @@ impl KernelView {
         let mut out = Vec::new();
         for (i, l) in &fresh.links {
             if self.links.get(i) != Some(l) {
-                out.push(Event::LinkUpsert(l.clone()));
+                out.push(Event::InterfaceUpsert(l.clone()));
             }
         }
         for a in &fresh.addresses {
@@ -341,7 +341,7 @@ impl KernelView {
         }
         for i in self.links.keys() {
             if !fresh.links.contains_key(i) {
-                out.push(Event::LinkDelete(*i));
+                out.push(Event::InterfaceDelete(*i));
             }
         }
         *self = fresh;
