@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/routebackup";
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/routebackup.sock";
+pub use crate::paths::{DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH};
 /// The main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
 

@@ -8,8 +8,10 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
 pub mod engine;
 pub mod fastpath;
 pub mod links;
 pub mod model;
+pub mod paths;
 pub mod watcher;

@@ -7,10 +7,10 @@ use clap::{Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
-use routebackup::daemon::dataplane::Dataplane;
 use routebackup::daemon::{self, ActionSink, LogSink};
+use routebackup::dataplane::Dataplane;
 
-const DEFAULT_CONFIG: &str = "/etc/routebackup/routebackup.toml";
+use routebackup::paths::DEFAULT_CONFIG;
 
 /// Dynamic route backup: brings up backup links when the primary routes to
 /// monitored segments vanish, and steers their traffic on the XDP/TC fast path.

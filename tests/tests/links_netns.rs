@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use routebackup::config::{DriverConfig, LinkConfig};
-use routebackup::links::{
-    DriverState, KernelRoutes, LinkDrivers, LinkReport, Timeouts, RTPROT_ROUTEBACKUP,
-};
+use routebackup::dataplane::kernel_routes::{KernelRoutes, RTPROT_ROUTEBACKUP};
+use routebackup::links::{DriverState, LinkDrivers, LinkReport, Timeouts};
 use routebackup_tests::Netns;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 

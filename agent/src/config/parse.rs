@@ -20,7 +20,7 @@ use super::{
     LinkConfig, MatchMode, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
 };
 
-pub const DEFAULT_PPPD_PATH: &str = "/usr/sbin/pppd";
+pub use crate::paths::DEFAULT_PPPD_PATH;
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);

@@ -10,17 +10,7 @@ pub struct TableNames {
     by_name: BTreeMap<String, u32>,
 }
 
-/// Files read by `TableNames::system`, in order (later definitions win).
-const RT_TABLES_FILES: &[&str] = &[
-    "/usr/share/iproute2/rt_tables",
-    "/usr/lib/iproute2/rt_tables",
-    "/etc/iproute2/rt_tables",
-];
-const RT_TABLES_DIRS: &[&str] = &[
-    "/usr/share/iproute2/rt_tables.d",
-    "/usr/lib/iproute2/rt_tables.d",
-    "/etc/iproute2/rt_tables.d",
-];
+use crate::paths::{RT_TABLES_DIRS, RT_TABLES_FILES};
 
 impl TableNames {
     /// Only the tables the kernel defines: main (254), local (255), default (253).

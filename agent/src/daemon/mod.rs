@@ -7,9 +7,6 @@
 //! `EventSender` they are given), timer expiries and control requests. The
 //! engine's clock is milliseconds since the daemon started (monotonic).
 
-pub mod dataplane;
-pub mod neighbours;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -23,11 +20,11 @@ use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::control::{self, StatusReport, StatusRequest, WatcherReport};
+use crate::dataplane::neighbours::NextHopState;
 use crate::engine::Engine;
 use crate::model::{Action, Event, GroupId, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
-use neighbours::NextHopState;
 
 /// Where drivers and other edges report back to the engine.
 pub type EventSender = mpsc::Sender<Event>;

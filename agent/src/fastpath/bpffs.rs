@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const SYS_FS_BPF: &str = "/sys/fs/bpf";
+use crate::paths::SYS_FS_BPF;
 
 /// True if `path` (which must exist) is on a bpffs.
 pub fn is_bpffs(path: &Path) -> Result<bool> {

@@ -224,13 +224,13 @@ fn sysctl_is_on(path: &str) -> Option<bool> {
 /// Warns when forwarding is off globally: the fib lookup of the XDP program
 /// then fails with "forwarding disabled" and TC steering is dropped by the kernel.
 fn warn_forwarding_global() {
-    if sysctl_is_on("/proc/sys/net/ipv4/conf/all/forwarding") == Some(false) {
+    if sysctl_is_on(&crate::paths::forwarding_sysctl("ipv4", "all")) == Some(false) {
         tracing::warn!(
             "net.ipv4.conf.all.forwarding is 0: steering to a backup needs forwarding \
              (sysctl -w net.ipv4.conf.all.forwarding=1)"
         );
     }
-    if sysctl_is_on("/proc/sys/net/ipv6/conf/all/forwarding") == Some(false) {
+    if sysctl_is_on(&crate::paths::forwarding_sysctl("ipv6", "all")) == Some(false) {
         tracing::warn!(
             "net.ipv6.conf.all.forwarding is 0: IPv6 steering to a backup needs forwarding \
              (sysctl -w net.ipv6.conf.all.forwarding=1)"
@@ -678,7 +678,7 @@ impl Fastpath {
         } else {
             "ipv6"
         };
-        let path = format!("/proc/sys/net/{fam}/conf/{name}/forwarding");
+        let path = crate::paths::forwarding_sysctl(fam, &name);
         if sysctl_is_on(&path) == Some(false) {
             tracing::warn!(
                 "segment {prefix}: forwarding is off on backup {name}: steering fails until \

@@ -28,7 +28,6 @@
 //!   pppd's exit code meaning.
 
 pub mod interface;
-pub mod kernel_routes;
 pub mod pppd;
 pub mod process;
 
@@ -42,8 +41,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{DriverConfig, LinkConfig};
 use crate::model::LinkId;
 use process::Spawned;
-
-pub use kernel_routes::{KernelRoutes, RTPROT_ROUTEBACKUP};
 
 /// What a driver tells the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]

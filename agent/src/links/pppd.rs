@@ -10,8 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Where pppd writes `ppp-<linkname>.pid` (pppd's `_PATH_VARRUN`).
-pub const DEFAULT_PID_DIR: &str = "/run";
+pub use crate::paths::PPPD_PID_DIR as DEFAULT_PID_DIR;
 
 /// pppd's argv for a link.
 pub fn argv(pppd_path: &Path, peer: &str, interface: &str, link: &str) -> Vec<String> {

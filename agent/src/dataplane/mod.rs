@@ -24,6 +24,9 @@
 //!   and take the links down; with `--keep-fastpath` leave all of it in place
 //!   for the next agent to adopt.
 
+pub mod kernel_routes;
+pub mod neighbours;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -39,11 +42,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, LinkConfig};
-use crate::daemon::neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
 use crate::daemon::{ActionSink, EventSender};
 use crate::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions};
-use crate::links::{DriverState, KernelRoutes, LinkDrivers, LinkReport};
+use crate::links::{DriverState, LinkDrivers, LinkReport};
 use crate::model::{Action, Event, GroupId, SteerTarget};
+use kernel_routes::KernelRoutes;
+use neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
 
 /// Kernel route work, done in order on one task.
 enum RouteJob {

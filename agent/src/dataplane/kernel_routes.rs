@@ -52,7 +52,7 @@ impl KernelRoutes {
     /// namespace; must run inside a tokio runtime.
     pub fn new() -> Result<KernelRoutes, String> {
         Ok(KernelRoutes {
-            handle: super::interface::connect()?,
+            handle: crate::links::interface::connect()?,
         })
     }
 

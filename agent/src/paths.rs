@@ -1,0 +1,36 @@
+//! Every file-system path the agent uses at run time, in one place, so a
+//! packager or an operator can see at a glance what the agent reads and
+//! writes (and a systemd unit can list its write paths from here).
+
+/// `routebackup run|check` read this config unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/routebackup/routebackup.toml";
+/// `[agent] control_socket` default: the status socket (mode 0600).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/routebackup.sock";
+/// `[agent] pin_path` default: the bpffs directory of the pinned maps and links.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/routebackup";
+/// Where a bpffs is mounted when the pin path's file system is not one.
+pub const SYS_FS_BPF: &str = "/sys/fs/bpf";
+
+/// `pppd_path` default of pppd links.
+pub const DEFAULT_PPPD_PATH: &str = "/usr/sbin/pppd";
+/// Where pppd writes `ppp-<linkname>.pid` (pppd's `_PATH_VARRUN`).
+pub const PPPD_PID_DIR: &str = "/run";
+
+/// iproute2's table-name files, read in order (later definitions win).
+pub const RT_TABLES_FILES: &[&str] = &[
+    "/usr/share/iproute2/rt_tables",
+    "/usr/lib/iproute2/rt_tables",
+    "/etc/iproute2/rt_tables",
+];
+/// iproute2's table-name directories (`*.conf` files), read after the files.
+pub const RT_TABLES_DIRS: &[&str] = &[
+    "/usr/share/iproute2/rt_tables.d",
+    "/usr/lib/iproute2/rt_tables.d",
+    "/etc/iproute2/rt_tables.d",
+];
+
+/// The forwarding sysctl of an address family (`ipv4`, `ipv6`) on an
+/// interface (`all`, or a name).
+pub fn forwarding_sysctl(family: &str, interface: &str) -> String {
+    format!("/proc/sys/net/{family}/conf/{interface}/forwarding")
+}
