@@ -233,7 +233,7 @@ impl Engine {
         gr.round_errors.clear();
         let n = gr.segments.len();
         let action = steer_action(g, &gr.segments, &target);
-        gr.steer = Some(target.clone());
+        gr.steer = Some(target);
         let iface = self.net.iface_name(target.ifindex);
         let mut gw = String::new();
         if let Some(a) = target.gateway_v4 {
