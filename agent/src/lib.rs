@@ -13,5 +13,6 @@ pub mod engine;
 pub mod fastpath;
 pub mod links;
 pub mod model;
+pub mod netlink;
 pub mod paths;
 pub mod watcher;
