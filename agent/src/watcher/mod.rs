@@ -100,7 +100,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Subscribes (so errors such as a missing CAP_NET_ADMIN surface here)
+    /// Subscribes (so socket errors surface to the caller, not on the thread)
     /// and starts the watcher thread, which dumps, sends the events, then
     /// `Event::Synced`, and follows the kernel until `tx` is closed.
     pub fn spawn(config: WatcherConfig, tx: mpsc::Sender<Event>) -> Result<Watcher, WatcherError> {
