@@ -1,8 +1,11 @@
 //! routebackup: dynamic route backup for Linux edge boxes.
 //!
 //! Layout: `model` (the shared vocabulary), `config`, `engine` (pure decision
-//! logic), and the edges: `watcher` (rtnetlink), `fastpath` (BPF programs and
-//! maps), `links` (backup link drivers), `control` (status socket), `daemon`
+//! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
+//! decoders), `watcher` (the kernel's routes, links and addresses as events),
+//! `fastpath` (BPF programs and maps), `dataplane` (carries actions out: fast
+//! path entries, kernel routes, next-hop MACs), `links` (backup link
+//! drivers), `control` (status socket), `paths` (runtime paths), `daemon`
 //! (wires them together).
 
 pub mod config;
@@ -13,5 +16,6 @@ pub mod engine;
 pub mod fastpath;
 pub mod links;
 pub mod model;
+pub mod netlink;
 pub mod paths;
 pub mod watcher;

@@ -562,7 +562,8 @@ fn kernel_routes_install_and_remove() -> Result<()> {
         let err = kr
             .install(p1, ifindex, Some("2001:db8::1".parse()?), 1024, 100)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("address family"), "{err}");
 
         let v4: serde_json::Value = serde_json::from_str(&sh("ip -j route show table 100")?)?;

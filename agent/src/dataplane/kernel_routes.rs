@@ -24,12 +24,84 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
+use crate::netlink::{self, NetlinkError};
+
 /// rtm_protocol of the routes the agent installs.
 pub const RTPROT_ROUTEBACKUP: u8 = 252;
 /// Default `route_metric` of a link.
 pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
 
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a kernel route could not be installed, removed or listed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelRoutesError {
+    #[error(transparent)]
+    Connect(#[from] NetlinkError),
+    /// The builder refused the route (rtnetlink does not export its error
+    /// type, so only its message is kept).
+    #[error("route {prefix}: {reason}")]
+    Invalid { prefix: IpNet, reason: String },
+    #[error("route {prefix}: gateway {gateway} is not of the prefix's address family")]
+    GatewayFamily { prefix: IpNet, gateway: IpAddr },
+    #[error("{what}: netlink did not answer within {NETLINK_TIMEOUT:?}")]
+    Timeout { what: String },
+    #[error("cannot install route {prefix} via ifindex {ifindex} in table {table}: {}{}", kernel_said(.source), fix(.source))]
+    Install {
+        prefix: IpNet,
+        ifindex: u32,
+        table: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot remove route {}: {}{}", show(.prefix), kernel_said(.source), fix(.source))]
+    Remove {
+        /// None: a route of ours whose prefix could not be read.
+        prefix: Option<IpNet>,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("route dump failed: {}", kernel_said(.source))]
+    Dump {
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot open an rtnetlink socket for the route dump: {source}")]
+    DumpSocket {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl KernelRoutesError {
+    fn invalid(prefix: IpNet, reason: impl std::fmt::Display) -> KernelRoutesError {
+        KernelRoutesError::Invalid {
+            prefix,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn show(prefix: &Option<IpNet>) -> String {
+    prefix.map_or_else(|| "?".to_string(), |p| p.to_string())
+}
+
+/// What the kernel answered, without rtnetlink's wrapping.
+fn kernel_said(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        e => e.to_string(),
+    }
+}
+
+fn fix(e: &rtnetlink::Error) -> &'static str {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::EPERM => {
+            " (needs CAP_NET_ADMIN: run the agent as root or grant it the capability)"
+        }
+        _ => "",
+    }
+}
 
 /// One route the agent installed (as found in the kernel).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,9 +122,9 @@ pub struct KernelRoutes {
 impl KernelRoutes {
     /// Opens an rtnetlink connection in the calling thread's network
     /// namespace; must run inside a tokio runtime.
-    pub fn new() -> Result<KernelRoutes, String> {
+    pub fn new() -> Result<KernelRoutes, KernelRoutesError> {
         Ok(KernelRoutes {
-            handle: crate::links::interface::connect()?,
+            handle: netlink::connect()?,
         })
     }
 
@@ -66,25 +138,26 @@ impl KernelRoutes {
         gateway: Option<IpAddr>,
         metric: u32,
         table: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), KernelRoutesError> {
         let prefix = prefix.trunc();
         let mut builder = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(prefix.addr(), prefix.prefix_len())
-            .map_err(|e| format!("route {prefix}: {e}"))?
+            .map_err(|e| KernelRoutesError::invalid(prefix, e))?
             .output_interface(ifindex)
             .priority(metric)
             .table_id(table)
             .protocol(RouteProtocol::Other(RTPROT_ROUTEBACKUP));
         match gateway {
             Some(gw) if gw.is_ipv4() != prefix.addr().is_ipv4() => {
-                return Err(format!(
-                    "route {prefix}: gateway {gw} is not of the prefix's address family"
-                ));
+                return Err(KernelRoutesError::GatewayFamily {
+                    prefix,
+                    gateway: gw,
+                });
             }
             Some(gw) => {
                 builder = builder
                     .gateway(gw)
-                    .map_err(|e| format!("route {prefix}: {e}"))?
+                    .map_err(|e| KernelRoutesError::invalid(prefix, e))?
             }
             // An on-link IPv4 route has link scope, like `ip route add P dev X`.
             None if prefix.addr().is_ipv4() => builder = builder.scope(RouteScope::Link),
@@ -93,34 +166,39 @@ impl KernelRoutes {
         let req = self.handle.route().add(builder.build()).replace().execute();
         tokio::time::timeout(NETLINK_TIMEOUT, req)
             .await
-            .map_err(|_| {
-                format!("route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}")
+            .map_err(|_| KernelRoutesError::Timeout {
+                what: format!("route {prefix}"),
             })?
-            .map_err(|e| {
-                format!(
-                    "cannot install route {prefix} via ifindex {ifindex} in table {table}: {}",
-                    nl_error(e)
-                )
+            .map_err(|source| KernelRoutesError::Install {
+                prefix,
+                ifindex,
+                table,
+                source,
             })
     }
 
     /// Removes our route `prefix` with `metric` from `table`; a route that is
     /// already gone is fine.
-    pub async fn remove(&self, prefix: IpNet, metric: u32, table: u32) -> Result<(), String> {
+    pub async fn remove(
+        &self,
+        prefix: IpNet,
+        metric: u32,
+        table: u32,
+    ) -> Result<(), KernelRoutesError> {
         let prefix = prefix.trunc();
         let msg = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(prefix.addr(), prefix.prefix_len())
-            .map_err(|e| format!("route {prefix}: {e}"))?
+            .map_err(|e| KernelRoutesError::invalid(prefix, e))?
             .priority(metric)
             .table_id(table)
             .protocol(RouteProtocol::Other(RTPROT_ROUTEBACKUP))
             .scope(RouteScope::NoWhere)
             .build();
-        self.delete(msg, prefix).await
+        self.delete(msg, Some(prefix)).await
     }
 
     /// Our routes currently in the kernel (`table` None: every table).
-    pub async fn list_ours(&self, table: Option<u32>) -> Result<Vec<OurRoute>, String> {
+    pub async fn list_ours(&self, table: Option<u32>) -> Result<Vec<OurRoute>, KernelRoutesError> {
         Ok(self
             .dump_ours(table)
             .await?
@@ -131,33 +209,34 @@ impl KernelRoutes {
 
     /// Deletes every route with our protocol (`table` None: in every table);
     /// returns how many were deleted.
-    pub async fn remove_all_ours(&self, table: Option<u32>) -> Result<usize, String> {
+    pub async fn remove_all_ours(&self, table: Option<u32>) -> Result<usize, KernelRoutesError> {
         let mut n = 0;
         for msg in self.dump_ours(table).await? {
             let prefix = describe(&msg).map(|r| r.prefix);
-            let label = prefix.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-            let prefix = prefix.unwrap_or_else(|| IpNet::from(IpAddr::from([0u8, 0, 0, 0])));
-            self.delete(msg, prefix)
-                .await
-                .map_err(|e| format!("{label}: {e}"))?;
+            self.delete(msg, prefix).await?;
             n += 1;
         }
         Ok(n)
     }
 
-    async fn delete(&self, msg: RouteMessage, prefix: IpNet) -> Result<(), String> {
+    /// Deletes `msg`; `prefix` names it in errors.
+    async fn delete(
+        &self,
+        msg: RouteMessage,
+        prefix: Option<IpNet>,
+    ) -> Result<(), KernelRoutesError> {
         let req = self.handle.route().del(msg).execute();
         match tokio::time::timeout(NETLINK_TIMEOUT, req).await {
-            Err(_) => Err(format!(
-                "route {prefix}: netlink did not answer within {NETLINK_TIMEOUT:?}"
-            )),
+            Err(_) => Err(KernelRoutesError::Timeout {
+                what: format!("route {}", show(&prefix)),
+            }),
             Ok(Ok(())) => Ok(()),
             Ok(Err(rtnetlink::Error::NetlinkError(e)))
                 if matches!(e.raw_code().abs(), libc::ESRCH | libc::ENOENT) =>
             {
                 Ok(())
             }
-            Ok(Err(e)) => Err(format!("cannot remove route {prefix}: {}", nl_error(e))),
+            Ok(Err(source)) => Err(KernelRoutesError::Remove { prefix, source }),
         }
     }
 
@@ -165,9 +244,9 @@ impl KernelRoutes {
     /// kernel to return only our protocol (NETLINK_GET_STRICT_CHK on a
     /// dedicated socket, so other requests keep their lenient checking), and
     /// whatever still arrives is filtered as it streams, never collected whole.
-    async fn dump_ours(&self, table: Option<u32>) -> Result<Vec<RouteMessage>, String> {
+    async fn dump_ours(&self, table: Option<u32>) -> Result<Vec<RouteMessage>, KernelRoutesError> {
         let (mut conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
+            .map_err(|source| KernelRoutesError::DumpSocket { source })?;
         {
             use netlink_sys::AsyncSocket;
             if let Err(e) = conn
@@ -201,10 +280,10 @@ impl KernelRoutes {
             let routes: Vec<RouteMessage> =
                 tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect())
                     .await
-                    .map_err(|_| {
-                        format!("route dump: netlink did not answer within {NETLINK_TIMEOUT:?}")
+                    .map_err(|_| KernelRoutesError::Timeout {
+                        what: "route dump".to_string(),
                     })?
-                    .map_err(|e| format!("route dump failed: {}", nl_error(e)))?;
+                    .map_err(|source| KernelRoutesError::Dump { source })?;
             out.extend(routes);
         }
         task.abort();
@@ -257,12 +336,5 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         _ => None,
-    }
-}
-
-fn nl_error(e: rtnetlink::Error) -> String {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
-        e => e.to_string(),
     }
 }

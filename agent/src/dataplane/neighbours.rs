@@ -16,20 +16,23 @@
 //! report can never turn an unsteered entry back into a steer entry.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use netlink_packet_core::Emitable;
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::AddressFamily;
+use netlink_sys::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::watcher::parse::{self, LinkL2, NeighbourInfo};
-
-const RTNLGRP_LINK: u32 = 1;
-const RTNLGRP_NEIGH: u32 = 3;
+use crate::netlink::codec::{self, RawMsg, NUD_PERMANENT};
+use crate::netlink::socket::{self, Requests};
+use crate::netlink::{decode, LinkL2, NeighbourInfo, NetlinkError};
 
 /// A next hop on an Ethernet backup: (backup ifindex, gateway).
 pub type NextHopKey = (u32, IpAddr);
@@ -61,15 +64,19 @@ pub struct NextHopWatch {
 impl NextHopWatch {
     /// Subscribes to neighbour and link events and spawns the task (inside the
     /// tokio runtime). Reports go to `reports`.
-    pub fn spawn(reports: mpsc::UnboundedSender<NextHopState>) -> io::Result<NextHopWatch> {
-        let mut events = Socket::new(NETLINK_ROUTE)?;
-        events.bind_auto()?;
-        events.add_membership(RTNLGRP_NEIGH)?;
-        events.add_membership(RTNLGRP_LINK)?;
-        events.set_non_blocking(true)?;
+    pub fn spawn(
+        reports: mpsc::UnboundedSender<NextHopState>,
+    ) -> Result<NextHopWatch, NetlinkError> {
+        let mut events = socket::open("neighbour and link events")?;
+        socket::join(&mut events, codec::RTNLGRP_NEIGH, "RTNLGRP_NEIGH")?;
+        socket::join(&mut events, codec::RTNLGRP_LINK, "RTNLGRP_LINK")?;
+        socket::set_non_blocking(&mut events)?;
         // SAFETY: the socket owns its descriptor, which stays open and is not
         // replaced while the AsyncFd owns the socket.
-        let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
+        let events = unsafe { AsyncFd::register(events) }.map_err(|e| NetlinkError::Register {
+            purpose: "neighbour and link events",
+            source: e.into_parts().1,
+        })?;
         let (set_tx, set_rx) = mpsc::unbounded_channel();
         tokio::spawn(run(events, set_rx, reports));
         Ok(NextHopWatch { set_tx })
@@ -117,7 +124,7 @@ async fn run(
     let query = match Query::new() {
         Ok(q) => q,
         Err(e) => {
-            warn!("cannot open a netlink socket for neighbour lookups ({e}); XDP keeps using bpf_fib_lookup for every packet");
+            warn!("{e}; XDP keeps using bpf_fib_lookup for every packet");
             return;
         }
     };
@@ -186,7 +193,7 @@ async fn run(
                     Err(_would_block) => continue,
                 };
                 let mut changed: Vec<NextHopKey> = Vec::new();
-                for msg in parse::messages(buf.get(..n).unwrap_or(&[])) {
+                for msg in codec::messages(buf.get(..n).unwrap_or(&[])) {
                     apply(&mut st, &msg, &mut changed);
                 }
                 for key in changed {
@@ -229,14 +236,14 @@ fn link_l2(l: LinkL2) -> Option<([u8; 6], u16)> {
 }
 
 /// Applies one event to the view, noting the watched pairs it may change.
-fn apply(st: &mut State, msg: &parse::RawMsg<'_>, changed: &mut Vec<NextHopKey>) {
+fn apply(st: &mut State, msg: &RawMsg<'_>, changed: &mut Vec<NextHopKey>) {
     match msg.kind {
-        parse::RTM_NEWNEIGH | parse::RTM_DELNEIGH => {
-            let n = match parse::neighbour(msg) {
+        codec::RTM_NEWNEIGH | codec::RTM_DELNEIGH => {
+            let n = match decode::neighbour(msg) {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
                 Err(e) => {
-                    debug!("ignoring a malformed neighbour message: {e}");
+                    debug!("ignoring a {e}");
                     return;
                 }
             };
@@ -244,7 +251,7 @@ fn apply(st: &mut State, msg: &parse::RawMsg<'_>, changed: &mut Vec<NextHopKey>)
             if !st.watched.contains(&key) {
                 return;
             }
-            let mac = if msg.kind == parse::RTM_NEWNEIGH {
+            let mac = if msg.kind == codec::RTM_NEWNEIGH {
                 n.usable_lladdr()
             } else {
                 None
@@ -253,18 +260,18 @@ fn apply(st: &mut State, msg: &parse::RawMsg<'_>, changed: &mut Vec<NextHopKey>)
                 changed.push(key);
             }
         }
-        parse::RTM_NEWLINK | parse::RTM_DELLINK => {
-            let l = match parse::link_l2(msg) {
+        codec::RTM_NEWLINK | codec::RTM_DELLINK => {
+            let l = match decode::link_l2(msg) {
                 Ok(l) => l,
                 Err(e) => {
-                    debug!("ignoring a malformed link message: {e}");
+                    debug!("ignoring a {e}");
                     return;
                 }
             };
             let Some(old) = st.links.get(&l.ifindex).copied() else {
                 return;
             };
-            let new = if msg.kind == parse::RTM_NEWLINK {
+            let new = if msg.kind == codec::RTM_NEWLINK {
                 link_l2(l)
             } else {
                 None
@@ -278,120 +285,81 @@ fn apply(st: &mut State, msg: &parse::RawMsg<'_>, changed: &mut Vec<NextHopKey>)
     }
 }
 
-/// A blocking netlink socket for single lookups (answers come at once).
+/// The task's lookups and revalidations (answers come at once).
 struct Query {
-    socket: Socket,
+    requests: Requests,
 }
 
 impl Query {
-    fn new() -> io::Result<Query> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        // Bound every answer: a kernel that never replies must not hang the task.
-        let tv = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a valid timeval of the size passed.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
-        Ok(Query { socket })
-    }
-
-    /// Sends one get request and returns the first answer of `want` kind;
-    /// Ok(None) when the kernel answers ENOENT/ENODEV.
-    fn get<T>(
-        &self,
-        req: &[u8],
-        seq: u32,
-        want: u16,
-        parse_one: impl Fn(&parse::RawMsg<'_>) -> Option<T>,
-    ) -> io::Result<Option<T>> {
-        self.socket.send(req, 0)?;
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0)?;
-            for msg in parse::messages(buf.get(..n).unwrap_or(&[])) {
-                if msg.seq != seq {
-                    continue;
-                }
-                if msg.kind == parse::NLMSG_ERROR {
-                    let code = parse::error_code(msg.payload);
-                    if code == libc::ENOENT || code == libc::ENODEV || code == 0 {
-                        return Ok(None);
-                    }
-                    return Err(io::Error::from_raw_os_error(code));
-                }
-                if msg.kind == want {
-                    return Ok(parse_one(&msg));
-                }
-            }
-        }
-    }
-
-    fn link(&self, ifindex: u32) -> io::Result<Option<LinkL2>> {
-        let mut body = [0u8; 16];
-        body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        let seq = next_seq();
-        let req = parse::get_request(parse::RTM_GETLINK, seq, &body);
-        self.get(&req, seq, parse::RTM_NEWLINK, |m| parse::link_l2(m).ok())
-    }
-
-    fn neighbour(&self, key: NextHopKey) -> io::Result<Option<NeighbourInfo>> {
-        let body = neigh_body(key, 0, 0);
-        let seq = next_seq();
-        let req = parse::get_request(parse::RTM_GETNEIGH, seq, &body);
-        self.get(&req, seq, parse::RTM_NEWNEIGH, |m| {
-            parse::neighbour(m).ok().flatten()
+    fn new() -> Result<Query, NetlinkError> {
+        Ok(Query {
+            requests: Requests::open("neighbour lookups")?,
         })
     }
-}
 
-impl Query {
+    fn link(&self, ifindex: u32) -> Result<Option<LinkL2>, NetlinkError> {
+        self.requests.get(
+            "the link lookup",
+            codec::RTM_GETLINK,
+            &link_body(ifindex),
+            codec::RTM_NEWLINK,
+            |m| decode::link_l2(m).ok(),
+        )
+    }
+
+    fn neighbour(&self, key: NextHopKey) -> Result<Option<NeighbourInfo>, NetlinkError> {
+        self.requests.get(
+            "the neighbour lookup",
+            codec::RTM_GETNEIGH,
+            &neigh_body(key, NeighbourFlags::empty(), NeighbourState::None),
+            codec::RTM_NEWNEIGH,
+            |m| decode::neighbour(m).ok().flatten(),
+        )
+    }
+
     /// Marks the gateway's neighbour entry as used (NTF_USE), as forwarded
     /// traffic through the kernel would: a STALE entry is then revalidated
     /// (DELAY, unicast probes), so a gateway whose MAC changed without a
     /// gratuitous ARP/unsolicited NA ends FAILED, which clears the cached MAC,
     /// and is resolved again. A missing entry is left alone (Ok).
-    fn touch(&self, key: NextHopKey) -> io::Result<()> {
-        const NTF_USE: u8 = 0x01;
-        const NUD_PERMANENT: u16 = 0x80; // ignored with NTF_USE (what iproute2 sends)
-        let body = neigh_body(key, NTF_USE, NUD_PERMANENT);
-        let seq = next_seq();
-        let req = parse::change_request(parse::RTM_NEWNEIGH, seq, &body);
-        self.get(&req, seq, u16::MAX, |_| Some(())).map(|_| ())
+    fn touch(&self, key: NextHopKey) -> Result<(), NetlinkError> {
+        // The state is ignored with NTF_USE; PERMANENT is what iproute2 sends.
+        let body = neigh_body(
+            key,
+            NeighbourFlags::Use,
+            NeighbourState::from(NUD_PERMANENT),
+        );
+        self.requests
+            .change("the neighbour revalidation", codec::RTM_NEWNEIGH, &body)
     }
+}
+
+/// ifinfomsg asking for interface `ifindex`.
+fn link_body(ifindex: u32) -> Vec<u8> {
+    let mut m = LinkMessage::default();
+    m.header.index = ifindex;
+    emit(&m)
 }
 
 /// ndmsg for `key` with `flags`/`state`, followed by NDA_DST.
-fn neigh_body((ifindex, gw): NextHopKey, flags: u8, state: u16) -> Vec<u8> {
-    const NDA_DST: u16 = 1;
-    let mut body = vec![0u8; 12];
-    body[0] = match gw {
-        IpAddr::V4(_) => parse::AF_INET,
-        IpAddr::V6(_) => parse::AF_INET6,
+fn neigh_body((ifindex, gw): NextHopKey, flags: NeighbourFlags, state: NeighbourState) -> Vec<u8> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = match gw {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     };
-    body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-    body[8..10].copy_from_slice(&state.to_ne_bytes());
-    body[10] = flags;
-    match gw {
-        IpAddr::V4(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
-        IpAddr::V6(a) => parse::push_attr(&mut body, NDA_DST, &a.octets()),
-    }
-    body
+    m.header.ifindex = ifindex;
+    m.header.state = state;
+    m.header.flags = flags;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::from(gw)));
+    emit(&m)
 }
 
-fn next_seq() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SEQ: AtomicU32 = AtomicU32::new(1);
-    SEQ.fetch_add(1, Ordering::Relaxed)
+fn emit(m: &impl Emitable) -> Vec<u8> {
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.emit(&mut buf);
+    buf
 }
 
 #[cfg(test)]
@@ -407,22 +375,50 @@ mod tests {
         mac: Option<[u8; 6]>,
     ) -> Vec<u8> {
         let mut body = vec![0u8; 12];
-        body[0] = parse::AF_INET;
+        body[0] = codec::AF_INET;
         body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
         body[8..10].copy_from_slice(&state.to_ne_bytes());
-        parse::push_attr(&mut body, 1, &dst);
+        codec::push_attr(&mut body, 1, &dst);
         if let Some(m) = mac {
-            parse::push_attr(&mut body, 2, &m);
+            codec::push_attr(&mut body, 2, &m);
         }
-        parse::get_request(kind, 0, &body)
+        codec::get_request(kind, 0, &body)
     }
 
     fn feed(st: &mut State, bytes: &[u8]) -> Vec<NextHopKey> {
         let mut changed = Vec::new();
-        for m in parse::messages(bytes) {
+        for m in codec::messages(bytes) {
             apply(st, &m, &mut changed);
         }
         changed
+    }
+
+    /// The request bodies built with netlink-packet-route are the ndmsg /
+    /// ifinfomsg layouts the kernel expects (as the hand-built ones were).
+    #[test]
+    fn request_bodies_are_the_kernel_layouts() {
+        let gw: IpAddr = "10.0.2.2".parse().unwrap();
+        let mut want = vec![codec::AF_INET, 0, 0, 0];
+        want.extend_from_slice(&7u32.to_ne_bytes());
+        want.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+        want.extend_from_slice(&[0x01, 0]); // NTF_USE, ndm_type
+        codec::push_attr(&mut want, 1, &[10, 0, 2, 2]); // NDA_DST
+        assert_eq!(
+            neigh_body(
+                (7, gw),
+                NeighbourFlags::Use,
+                NeighbourState::from(NUD_PERMANENT)
+            ),
+            want
+        );
+        let gw6: IpAddr = "2001:db8::1".parse().unwrap();
+        let body = neigh_body((3, gw6), NeighbourFlags::empty(), NeighbourState::None);
+        assert_eq!((body[0], &body[8..12]), (codec::AF_INET6, &[0u8; 4][..]));
+        assert_eq!(body.len(), 12 + 4 + 16);
+
+        let mut want = vec![0u8; 16];
+        want[4..8].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(link_body(9), want);
     }
 
     #[test]
@@ -436,12 +432,12 @@ mod tests {
         // Another interface or address: ignored.
         assert!(feed(
             &mut st,
-            &neigh_msg(parse::RTM_NEWNEIGH, 8, [10, 0, 2, 2], 0x02, Some(mac))
+            &neigh_msg(codec::RTM_NEWNEIGH, 8, [10, 0, 2, 2], 0x02, Some(mac))
         )
         .is_empty());
         assert!(feed(
             &mut st,
-            &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 3], 0x02, Some(mac))
+            &neigh_msg(codec::RTM_NEWNEIGH, 7, [10, 0, 2, 3], 0x02, Some(mac))
         )
         .is_empty());
 
@@ -449,7 +445,7 @@ mod tests {
         assert_eq!(
             feed(
                 &mut st,
-                &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x02, Some(mac))
+                &neigh_msg(codec::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x02, Some(mac))
             ),
             vec![key]
         );
@@ -458,18 +454,18 @@ mod tests {
         // STALE with the same MAC: no change to report.
         assert!(feed(
             &mut st,
-            &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x04, Some(mac))
+            &neigh_msg(codec::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x04, Some(mac))
         )
         .is_empty());
         // FAILED / INCOMPLETE / deleted: not usable.
         for (kind, state) in [
-            (parse::RTM_NEWNEIGH, 0x20),
-            (parse::RTM_NEWNEIGH, 0x01),
-            (parse::RTM_DELNEIGH, 0x02),
+            (codec::RTM_NEWNEIGH, 0x20),
+            (codec::RTM_NEWNEIGH, 0x01),
+            (codec::RTM_DELNEIGH, 0x02),
         ] {
             feed(
                 &mut st,
-                &neigh_msg(parse::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x80, Some(mac)),
+                &neigh_msg(codec::RTM_NEWNEIGH, 7, [10, 0, 2, 2], 0x80, Some(mac)),
             );
             assert!(st.state_of(key).l2.is_some());
             assert_eq!(

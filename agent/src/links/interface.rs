@@ -8,15 +8,6 @@ use rtnetlink::{Handle, LinkUnspec};
 /// Netlink requests are local and fast; this only guards against a wedged socket.
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens an rtnetlink connection in the calling thread's network namespace
-/// (the connection task runs on the current tokio runtime).
-pub fn connect() -> Result<Handle, String> {
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
-    tokio::spawn(conn);
-    Ok(handle)
-}
-
 /// The interface index of `name`, or an error saying it does not exist.
 pub async fn ifindex(handle: &Handle, name: &str) -> Result<u32, String> {
     let req = handle.link().get().match_name(name.to_string()).execute();

@@ -307,7 +307,7 @@ impl Driver {
         if let Some(h) = &self.netlink {
             return Ok(h.clone());
         }
-        let h = interface::connect()?;
+        let h = crate::netlink::connect().map_err(|e| e.to_string())?;
         self.netlink = Some(h.clone());
         Ok(h)
     }

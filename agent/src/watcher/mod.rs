@@ -19,7 +19,7 @@
 //! events to the daemon over a bounded tokio channel.
 
 pub mod filter;
-pub mod parse;
+pub mod routes;
 pub mod view;
 
 use std::io;
@@ -28,28 +28,35 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use netlink_sys::Socket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use filter::SegmentFilter;
-use parse::{RawMsg, RouteVerdict};
+use routes::RouteVerdict;
 pub use view::KernelView;
 
 use crate::config::Config;
 use crate::model::Event;
-
-const RTNLGRP_LINK: u32 = 1;
-const RTNLGRP_IPV4_IFADDR: u32 = 5;
-const RTNLGRP_IPV4_ROUTE: u32 = 7;
-const RTNLGRP_IPV6_IFADDR: u32 = 9;
-const RTNLGRP_IPV6_ROUTE: u32 = 11;
-const RTNLGRP_NEXTHOP: u32 = 32;
+use crate::netlink::codec::{
+    self as nl, RawMsg, AF_INET, AF_INET6, IFADDRMSG_LEN, IFINFOMSG_LEN, NHMSG_LEN, RTMSG_LEN,
+};
+use crate::netlink::socket::{self, Received, RecvBatch, BATCH, DUMP_BUF};
+use crate::netlink::{decode, NetlinkError};
 
 /// Receive buffer asked for on the event socket (SO_RCVBUFFORCE as root).
 const EVENT_RCVBUF: usize = 32 << 20;
-/// One datagram: the kernel sends at most 32 KiB per dump chunk.
-const RECV_BUF: usize = 64 << 10;
+
+/// Why the watcher could not start or dump the kernel's state.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("cannot start the watcher thread: {0}")]
+    Thread(#[source] io::Error),
+    #[error("the kernel's routing state kept changing during {attempts} dumps in a row; the next resync tries again")]
+    KeptChanging { attempts: u32 },
+}
 
 /// What the watcher watches.
 #[derive(Clone, Debug)]
@@ -93,10 +100,10 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Subscribes (so errors such as a missing CAP_NET_ADMIN surface here)
+    /// Subscribes (so socket errors surface to the caller, not on the thread)
     /// and starts the watcher thread, which dumps, sends the events, then
     /// `Event::Synced`, and follows the kernel until `tx` is closed.
-    pub fn spawn(config: WatcherConfig, tx: mpsc::Sender<Event>) -> io::Result<Watcher> {
+    pub fn spawn(config: WatcherConfig, tx: mpsc::Sender<Event>) -> Result<Watcher, WatcherError> {
         let events = subscribe()?;
         let stats = Arc::new(WatcherStats::default());
         let st = stats.clone();
@@ -113,7 +120,8 @@ impl Watcher {
                     out: Vec::new(),
                 };
                 w.run();
-            })?;
+            })
+            .map_err(WatcherError::Thread)?;
         Ok(Watcher {
             stats,
             thread: Some(thread),
@@ -129,63 +137,25 @@ impl Watcher {
 }
 
 /// Opens the event socket subscribed to every group the watcher needs.
-fn subscribe() -> io::Result<Socket> {
-    let mut s = Socket::new(NETLINK_ROUTE)?;
-    s.bind_auto()?;
-    set_rcvbuf(&s, EVENT_RCVBUF);
-    for g in [
-        RTNLGRP_LINK,
-        RTNLGRP_IPV4_IFADDR,
-        RTNLGRP_IPV6_IFADDR,
-        RTNLGRP_IPV4_ROUTE,
-        RTNLGRP_IPV6_ROUTE,
+fn subscribe() -> Result<Socket, NetlinkError> {
+    let mut s = socket::open("the watcher's events")?;
+    if let Err(e) = socket::set_rcvbuf(&s, EVENT_RCVBUF) {
+        warn!("cannot enlarge the netlink receive buffer: {e}");
+    }
+    for (group, name) in [
+        (nl::RTNLGRP_LINK, "RTNLGRP_LINK"),
+        (nl::RTNLGRP_IPV4_IFADDR, "RTNLGRP_IPV4_IFADDR"),
+        (nl::RTNLGRP_IPV6_IFADDR, "RTNLGRP_IPV6_IFADDR"),
+        (nl::RTNLGRP_IPV4_ROUTE, "RTNLGRP_IPV4_ROUTE"),
+        (nl::RTNLGRP_IPV6_ROUTE, "RTNLGRP_IPV6_ROUTE"),
     ] {
-        s.add_membership(g)?;
+        socket::join(&mut s, group, name)?;
     }
-    if let Err(e) = s.add_membership(RTNLGRP_NEXTHOP) {
-        warn!("cannot subscribe to nexthop object events ({e}); routes using nexthop objects (FRR 8+) are seen only at resync");
+    if let Err(e) = socket::join(&mut s, nl::RTNLGRP_NEXTHOP, "RTNLGRP_NEXTHOP") {
+        warn!("{e}; routes using nexthop objects (FRR 8+) are seen only at resync");
     }
-    s.set_non_blocking(true)?;
+    socket::set_non_blocking(&mut s)?;
     Ok(s)
-}
-
-fn set_rcvbuf(s: &Socket, size: usize) {
-    let v = size as libc::c_int;
-    let set = |opt| unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
-        warn!(
-            "cannot enlarge the netlink receive buffer: {}",
-            io::Error::last_os_error()
-        );
-    }
-}
-
-fn recv(s: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            flags | libc::MSG_TRUNC,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    if n > buf.len() {
-        // A truncated datagram lost messages: treat like an overrun.
-        return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
-    }
-    Ok(n)
 }
 
 /// Applies one netlink message to `view`, appending the resulting events.
@@ -198,34 +168,34 @@ pub fn apply_message(
     out: &mut Vec<Event>,
 ) -> bool {
     match msg.kind {
-        parse::RTM_NEWROUTE | parse::RTM_DELROUTE => {
+        nl::RTM_NEWROUTE | nl::RTM_DELROUTE => {
             stats.routes_seen.fetch_add(1, Ordering::Relaxed);
-            match parse::route(msg, filter) {
+            match routes::route(msg, filter) {
                 RouteVerdict::Filtered => {}
                 RouteVerdict::Relevant(change) => {
                     stats.routes_relevant.fetch_add(1, Ordering::Relaxed);
                     view.apply_route(change, out);
                 }
-                RouteVerdict::Malformed(e) => warn!("ignoring a malformed route message: {e}"),
+                RouteVerdict::Malformed(e) => warn!("ignoring a {e}"),
             }
         }
-        parse::RTM_NEWNEXTHOP | parse::RTM_DELNEXTHOP => match parse::nexthop(msg) {
-            Ok(nh) if msg.kind == parse::RTM_NEWNEXTHOP => view.nexthop_upsert(nh, out),
+        nl::RTM_NEWNEXTHOP | nl::RTM_DELNEXTHOP => match decode::nexthop(msg) {
+            Ok(nh) if msg.kind == nl::RTM_NEWNEXTHOP => view.nexthop_upsert(nh, out),
             Ok(nh) => view.nexthop_delete(nh.id, out),
-            Err(e) => warn!("ignoring a malformed nexthop message: {e}"),
+            Err(e) => warn!("ignoring a {e}"),
         },
-        parse::RTM_NEWLINK | parse::RTM_DELLINK => match parse::link(msg) {
-            Ok(l) if msg.kind == parse::RTM_NEWLINK => view.link_upsert(l, out),
+        nl::RTM_NEWLINK | nl::RTM_DELLINK => match decode::link(msg) {
+            Ok(l) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
             Ok(l) => view.link_delete(l.ifindex, out),
-            Err(e) => warn!("ignoring a malformed link message: {e}"),
+            Err(e) => warn!("ignoring a {e}"),
         },
-        parse::RTM_NEWADDR | parse::RTM_DELADDR => match parse::address(msg) {
-            Ok(Some(a)) if msg.kind == parse::RTM_NEWADDR => view.address_add(a, out),
+        nl::RTM_NEWADDR | nl::RTM_DELADDR => match decode::address(msg) {
+            Ok(Some(a)) if msg.kind == nl::RTM_NEWADDR => view.address_add(a, out),
             Ok(Some(a)) => view.address_delete(a, out),
             Ok(None) => {}
-            Err(e) => warn!("ignoring a malformed address message: {e}"),
+            Err(e) => warn!("ignoring a {e}"),
         },
-        parse::NLMSG_OVERRUN => return false,
+        nl::NLMSG_OVERRUN => return false,
         _ => {}
     }
     true
@@ -233,21 +203,24 @@ pub fn apply_message(
 
 #[derive(Debug)]
 enum DumpError {
-    Io(io::Error),
+    Netlink(NetlinkError),
     /// NLM_F_DUMP_INTR: the tables changed during the dump.
     Interrupted,
 }
 
-impl From<io::Error> for DumpError {
-    fn from(e: io::Error) -> Self {
-        DumpError::Io(e)
+impl From<NetlinkError> for DumpError {
+    fn from(e: NetlinkError) -> Self {
+        DumpError::Netlink(e)
     }
 }
 
+/// Dump attempts before giving up until the next resync.
+const DUMP_ATTEMPTS: u32 = 5;
+
 /// Dumps links, addresses, nexthops and routes into a fresh view.
-pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> io::Result<KernelView> {
+pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView, WatcherError> {
     let mut last = None;
-    for attempt in 0..5 {
+    for attempt in 0..DUMP_ATTEMPTS {
         match dump_once(filter, stats) {
             Ok(v) => return Ok(v),
             Err(DumpError::Interrupted) => {
@@ -257,71 +230,54 @@ pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> io::Result<Kern
                 );
                 last = None;
             }
-            Err(DumpError::Io(e)) => {
+            Err(DumpError::Netlink(e)) => {
                 warn!("netlink dump failed: {e}; retrying");
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("netlink dump kept being interrupted by changes")))
+    Err(match last {
+        Some(e) => WatcherError::Netlink(e),
+        None => WatcherError::KeptChanging {
+            attempts: DUMP_ATTEMPTS,
+        },
+    })
 }
 
 fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView, DumpError> {
-    let mut s = Socket::new(NETLINK_ROUTE)?;
-    s.bind_auto()?;
+    let s = socket::open("the watcher's dumps")?;
     let mut view = KernelView::default();
     let mut out = Vec::new();
-    let mut buf = vec![0u8; RECV_BUF];
-    let ifinfomsg = [0u8; 16];
-    let ifaddrmsg = [0u8; 8];
-    let nhmsg = [0u8; 8];
-    let mut rtmsg4 = [0u8; 12];
-    rtmsg4[0] = parse::AF_INET;
-    let mut rtmsg6 = [0u8; 12];
-    rtmsg6[0] = parse::AF_INET6;
+    let mut buf = vec![0u8; DUMP_BUF];
+    let ifinfomsg = [0u8; IFINFOMSG_LEN];
+    let ifaddrmsg = [0u8; IFADDRMSG_LEN];
+    let nhmsg = [0u8; NHMSG_LEN];
+    let mut rtmsg4 = [0u8; RTMSG_LEN];
+    rtmsg4[0] = AF_INET;
+    let mut rtmsg6 = [0u8; RTMSG_LEN];
+    rtmsg6[0] = AF_INET6;
     let requests: [(u16, &[u8], &str); 5] = [
-        (parse::RTM_GETLINK, &ifinfomsg, "links"),
-        (parse::RTM_GETADDR, &ifaddrmsg, "addresses"),
-        (parse::RTM_GETNEXTHOP, &nhmsg, "nexthop objects"),
-        (parse::RTM_GETROUTE, &rtmsg4, "IPv4 routes"),
-        (parse::RTM_GETROUTE, &rtmsg6, "IPv6 routes"),
+        (nl::RTM_GETLINK, &ifinfomsg, "the link dump"),
+        (nl::RTM_GETADDR, &ifaddrmsg, "the address dump"),
+        (nl::RTM_GETNEXTHOP, &nhmsg, "the nexthop object dump"),
+        (nl::RTM_GETROUTE, &rtmsg4, "the IPv4 route dump"),
+        (nl::RTM_GETROUTE, &rtmsg6, "the IPv6 route dump"),
     ];
-    for (seq, (kind, body, what)) in requests.iter().enumerate() {
+    for (seq, (kind, body, what)) in requests.into_iter().enumerate() {
         let seq = seq as u32 + 1;
-        let req = parse::dump_request(*kind, seq, body);
-        s.send(&req, 0)?;
-        let mut interrupted = false;
-        'recv: loop {
-            let n = recv(&s, &mut buf, 0)?;
-            for msg in parse::messages(&buf[..n]) {
-                if msg.seq != seq {
-                    continue;
-                }
-                if msg.flags & parse::NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match msg.kind {
-                    parse::NLMSG_DONE => break 'recv,
-                    parse::NLMSG_ERROR => {
-                        let code = parse::error_code(msg.payload);
-                        if code == 0 {
-                            break 'recv;
-                        }
-                        let e = io::Error::from_raw_os_error(code);
-                        if *kind == parse::RTM_GETNEXTHOP {
-                            debug!("no nexthop object dump ({e}): kernel without nexthop objects");
-                            break 'recv;
-                        }
-                        return Err(io::Error::other(format!("dumping {what}: {e}")).into());
-                    }
-                    _ => {
-                        apply_message(&mut view, filter, stats, &msg, &mut out);
-                        out.clear();
-                    }
-                }
+        let dumped = socket::dump(&s, &mut buf, what, kind, seq, body, |msg| {
+            apply_message(&mut view, filter, stats, msg, &mut out);
+            out.clear();
+        });
+        let interrupted = match dumped {
+            Ok(interrupted) => interrupted,
+            Err(e @ NetlinkError::Refused { .. }) if kind == nl::RTM_GETNEXTHOP => {
+                debug!("no nexthop object dump ({e}): kernel without nexthop objects");
+                false
             }
-        }
+            Err(e) => return Err(e.into()),
+        };
         if interrupted {
             return Err(DumpError::Interrupted);
         }
@@ -331,69 +287,6 @@ fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView,
 
 /// Pause after handling a wakeup, so bursts are read in batches.
 const COALESCE: Duration = Duration::from_millis(5);
-/// Datagrams read per recvmmsg(2) call.
-const BATCH: usize = 64;
-/// Bytes per datagram slot (event messages are single routes/links).
-const SLOT: usize = 16 << 10;
-
-/// Buffers for reading up to `BATCH` event datagrams in one system call.
-struct RecvBatch {
-    buf: Vec<u8>,
-    lens: [usize; BATCH],
-}
-
-impl RecvBatch {
-    fn new() -> RecvBatch {
-        RecvBatch {
-            buf: vec![0u8; BATCH * SLOT],
-            lens: [0; BATCH],
-        }
-    }
-
-    /// Reads queued datagrams without blocking; the count read.
-    fn recv(&mut self, s: &Socket) -> io::Result<usize> {
-        let base = self.buf.as_mut_ptr();
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..BATCH {
-            iov[i] = libc::iovec {
-                iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                iov_len: SLOT,
-            };
-            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        let n = unsafe {
-            libc::recvmmsg(
-                s.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for (len, h) in self.lens.iter_mut().zip(hdrs.iter()).take(n) {
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                // A datagram larger than a slot lost messages: resync.
-                return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
-            }
-            *len = h.msg_len as usize;
-        }
-        Ok(n)
-    }
-
-    fn datagram(&self, i: usize) -> &[u8] {
-        let start = i * SLOT;
-        self.buf
-            .get(start..start + self.lens[i].min(SLOT))
-            .unwrap_or(&[])
-    }
-}
-
 struct Worker {
     batch: RecvBatch,
     config: WatcherConfig,
@@ -430,16 +323,11 @@ impl Worker {
                     .min(Duration::from_secs(1)),
                 None => Duration::from_secs(1),
             };
-            let mut pfd = libc::pollfd {
-                fd: self.events.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+            let readable = socket::poll_readable(self.events.as_raw_fd(), timeout);
             if self.tx.is_closed() {
                 return;
             }
-            if r > 0 {
+            if readable {
                 if !self.drain() {
                     return;
                 }
@@ -504,11 +392,11 @@ impl Worker {
     fn drain(&mut self) -> bool {
         loop {
             match self.batch.recv(&self.events) {
-                Ok(0) => {}
-                Ok(n) => {
+                Ok(Received::Datagrams(0)) | Ok(Received::Interrupted) => {}
+                Ok(Received::Datagrams(n)) => {
                     let mut overrun = false;
                     for i in 0..n {
-                        for msg in parse::messages(self.batch.datagram(i)) {
+                        for msg in nl::messages(self.batch.datagram(i)) {
                             if !apply_message(
                                 &mut self.view,
                                 &self.config.filter,
@@ -535,18 +423,17 @@ impl Worker {
                         return true;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(Received::Empty) => {
                     self.update_watched();
                     return true;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Ok(Received::Overrun) => {
                     if !self.overrun() {
                         return false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    warn!("netlink event socket: {e}; resynchronising");
+                    warn!("{e}; resynchronising");
                     if !self.overrun() {
                         return false;
                     }

@@ -14,10 +14,12 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::AddressFamily;
 
-use super::parse::{self, RouteChange, RouteVerdict};
+use super::routes::{self, RouteChange, RouteVerdict};
 use super::*;
 use crate::config::MatchMode;
 use crate::model::{NextHop, OperState, Route, RouteKey, RouteKind, RTNH_F_DEAD, RTNH_F_LINKDOWN};
+use crate::netlink::codec;
+use crate::netlink::decode;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -103,8 +105,8 @@ fn filter() -> SegmentFilter {
 
 fn verdict(kind: u16, flags: u16, m: &RouteMessage) -> RouteVerdict {
     let bytes = frame(kind, flags, &emit(m));
-    let msg = parse::messages(&bytes).next().unwrap();
-    parse::route(&msg, &filter())
+    let msg = codec::messages(&bytes).next().unwrap();
+    routes::route(&msg, &filter())
 }
 
 fn relevant(kind: u16, flags: u16, m: &RouteMessage) -> RouteChange {
@@ -133,7 +135,7 @@ fn single_path_ipv4_route() {
             RouteAttribute::Gateway(raddr(ip("192.0.2.1"))),
         ],
     );
-    let r = new_route(relevant(parse::RTM_NEWROUTE, 0x400, &m));
+    let r = new_route(relevant(codec::RTM_NEWROUTE, 0x400, &m));
     assert_eq!(
         r.key,
         RouteKey {
@@ -166,7 +168,7 @@ fn filter_drops_other_tables_and_prefixes() {
         vec![RouteAttribute::Oif(3)],
     );
     assert_eq!(
-        verdict(parse::RTM_NEWROUTE, 0, &other_table),
+        verdict(codec::RTM_NEWROUTE, 0, &other_table),
         RouteVerdict::Filtered
     );
     let unrelated = route_msg(
@@ -177,7 +179,7 @@ fn filter_drops_other_tables_and_prefixes() {
         vec![RouteAttribute::Oif(3)],
     );
     assert_eq!(
-        verdict(parse::RTM_NEWROUTE, 0, &unrelated),
+        verdict(codec::RTM_NEWROUTE, 0, &unrelated),
         RouteVerdict::Filtered
     );
     let default = route_msg(
@@ -188,7 +190,7 @@ fn filter_drops_other_tables_and_prefixes() {
         vec![RouteAttribute::Oif(3)],
     );
     assert_eq!(
-        verdict(parse::RTM_NEWROUTE, 0, &default),
+        verdict(codec::RTM_NEWROUTE, 0, &default),
         RouteVerdict::Filtered
     );
     let more_specific = route_msg(
@@ -199,7 +201,7 @@ fn filter_drops_other_tables_and_prefixes() {
         vec![RouteAttribute::Oif(3)],
     );
     assert_eq!(
-        verdict(parse::RTM_NEWROUTE, 0, &more_specific),
+        verdict(codec::RTM_NEWROUTE, 0, &more_specific),
         RouteVerdict::Filtered
     );
     // A table id above 255 only in RTA_TABLE (the header says 252).
@@ -211,7 +213,7 @@ fn filter_drops_other_tables_and_prefixes() {
         vec![RouteAttribute::Oif(3)],
     );
     assert_eq!(
-        verdict(parse::RTM_NEWROUTE, 0, &big),
+        verdict(codec::RTM_NEWROUTE, 0, &big),
         RouteVerdict::Filtered
     );
     let in_100 = route_msg(
@@ -221,7 +223,7 @@ fn filter_drops_other_tables_and_prefixes() {
         0,
         vec![RouteAttribute::Oif(3)],
     );
-    let r = new_route(relevant(parse::RTM_NEWROUTE, 0, &in_100));
+    let r = new_route(relevant(codec::RTM_NEWROUTE, 0, &in_100));
     assert_eq!((r.key.table, r.protocol), (100, 188));
 }
 
@@ -241,7 +243,7 @@ fn multipath_with_flags_and_kernel_protocol() {
             ),
         ])],
     );
-    let r = new_route(relevant(parse::RTM_NEWROUTE, 0, &m));
+    let r = new_route(relevant(codec::RTM_NEWROUTE, 0, &m));
     assert_eq!(r.protocol, 2);
     assert_eq!(
         r.nexthops,
@@ -269,18 +271,18 @@ fn nexthop_object_route_and_blackhole_kind() {
         20,
         vec![RouteAttribute::NhId(7)],
     );
-    let r = new_route(relevant(parse::RTM_NEWROUTE, 0, &m));
+    let r = new_route(relevant(codec::RTM_NEWROUTE, 0, &m));
     assert_eq!((r.nh_id, r.nexthops.len()), (Some(7), 0));
     let mut b = route_msg("10.1.0.0/16", 254, RouteProtocol::Static, 0, vec![]);
     b.header.kind = RouteType::BlackHole;
-    let r = new_route(relevant(parse::RTM_NEWROUTE, 0, &b));
+    let r = new_route(relevant(codec::RTM_NEWROUTE, 0, &b));
     assert_eq!((r.kind, r.nexthops.len()), (RouteKind::Blackhole, 0));
 }
 
 #[test]
 fn nexthop_objects_single_group_blackhole() {
     fn nh(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut p = vec![parse::AF_INET, 0, 4, 0, 0, 0, 0, 0];
+        let mut p = vec![codec::AF_INET, 0, 4, 0, 0, 0, 0, 0];
         for (t, v) in attrs {
             let len = 4 + v.len();
             p.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -290,14 +292,14 @@ fn nexthop_objects_single_group_blackhole() {
                 p.push(0);
             }
         }
-        frame(parse::RTM_NEWNEXTHOP, 0, &p)
+        frame(codec::RTM_NEWNEXTHOP, 0, &p)
     }
     let single = nh(&[
         (1, 5u32.to_ne_bytes().to_vec()),
         (5, 3u32.to_ne_bytes().to_vec()),
         (6, vec![192, 0, 2, 1]),
     ]);
-    let o = parse::nexthop(&parse::messages(&single).next().unwrap()).unwrap();
+    let o = decode::nexthop(&codec::messages(&single).next().unwrap()).unwrap();
     assert_eq!(
         (o.id, o.ifindex, o.gateway, o.blackhole),
         (5, Some(3), Some(ip("192.0.2.1")), false)
@@ -308,16 +310,16 @@ fn nexthop_objects_single_group_blackhole() {
         grp.extend_from_slice(&[1, 0, 0, 0]);
     }
     let group = nh(&[(1, 9u32.to_ne_bytes().to_vec()), (2, grp)]);
-    let o = parse::nexthop(&parse::messages(&group).next().unwrap()).unwrap();
+    let o = decode::nexthop(&codec::messages(&group).next().unwrap()).unwrap();
     assert_eq!((o.id, o.group.clone()), (9, vec![5, 6]));
     let bh = nh(&[(1, 10u32.to_ne_bytes().to_vec()), (4, vec![])]);
     assert!(
-        parse::nexthop(&parse::messages(&bh).next().unwrap())
+        decode::nexthop(&codec::messages(&bh).next().unwrap())
             .unwrap()
             .blackhole
     );
     let no_id = nh(&[(5, 3u32.to_ne_bytes().to_vec())]);
-    assert!(parse::nexthop(&parse::messages(&no_id).next().unwrap()).is_err());
+    assert!(decode::nexthop(&codec::messages(&no_id).next().unwrap()).is_err());
 }
 
 #[test]
@@ -328,8 +330,8 @@ fn links_and_addresses() {
     l.header.flags = LinkFlags::Up | LinkFlags::Running;
     l.attributes.push(LinkAttribute::IfName("ppp0".into()));
     l.attributes.push(LinkAttribute::OperState(State::Unknown));
-    let b = frame(parse::RTM_NEWLINK, 0, &emit(&l));
-    let info = parse::link(&parse::messages(&b).next().unwrap()).unwrap();
+    let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
+    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
     assert_eq!(
         info,
         crate::model::InterfaceInfo {
@@ -343,8 +345,8 @@ fn links_and_addresses() {
     l.header.link_layer_type = LinkLayerType::Ether;
     l.header.flags = LinkFlags::empty();
     l.attributes[1] = LinkAttribute::OperState(State::Down);
-    let b = frame(parse::RTM_NEWLINK, 0, &emit(&l));
-    let info = parse::link(&parse::messages(&b).next().unwrap()).unwrap();
+    let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
+    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
     assert_eq!(
         (info.admin_up, info.oper, info.l3),
         (false, OperState::Down, false)
@@ -357,8 +359,8 @@ fn links_and_addresses() {
     a.attributes.push(AddressAttribute::Local(ip("100.64.0.2")));
     a.attributes
         .push(AddressAttribute::Address(ip("100.64.0.1")));
-    let b = frame(parse::RTM_NEWADDR, 0, &emit(&a));
-    let info = parse::address(&parse::messages(&b).next().unwrap())
+    let b = frame(codec::RTM_NEWADDR, 0, &emit(&a));
+    let info = decode::address(&codec::messages(&b).next().unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -376,18 +378,18 @@ fn several_messages_in_one_datagram_and_truncation() {
         0,
         vec![RouteAttribute::Oif(3)],
     );
-    let mut buf = frame(parse::RTM_NEWROUTE, 0, &emit(&m));
-    buf.extend(frame(parse::NLMSG_DONE, 2, &[0, 0, 0, 0]));
-    let kinds: Vec<u16> = parse::messages(&buf).map(|m| m.kind).collect();
-    assert_eq!(kinds, vec![parse::RTM_NEWROUTE, parse::NLMSG_DONE]);
+    let mut buf = frame(codec::RTM_NEWROUTE, 0, &emit(&m));
+    buf.extend(frame(codec::NLMSG_DONE, 2, &[0, 0, 0, 0]));
+    let kinds: Vec<u16> = codec::messages(&buf).map(|m| m.kind).collect();
+    assert_eq!(kinds, vec![codec::RTM_NEWROUTE, codec::NLMSG_DONE]);
     // A header claiming more bytes than there are ends the iteration.
-    let mut bad = frame(parse::RTM_NEWROUTE, 0, &emit(&m));
+    let mut bad = frame(codec::RTM_NEWROUTE, 0, &emit(&m));
     bad.truncate(30);
-    assert_eq!(parse::messages(&bad).count(), 0);
+    assert_eq!(codec::messages(&bad).count(), 0);
     // Garbage after the rtmsg header: relevant but no panic.
-    let mut junk = frame(parse::RTM_NEWROUTE, 0, &emit(&m));
+    let mut junk = frame(codec::RTM_NEWROUTE, 0, &emit(&m));
     junk.extend_from_slice(&[0xff; 3]);
-    assert!(parse::messages(&junk).next().is_some());
+    assert!(codec::messages(&junk).next().is_some());
 }
 
 /// Feeds raw messages through `apply_message`, returning the events.
@@ -395,7 +397,7 @@ fn feed(view: &mut KernelView, msgs: &[Vec<u8>]) -> Vec<Event> {
     let stats = WatcherStats::default();
     let mut out = Vec::new();
     for m in msgs {
-        for msg in parse::messages(m) {
+        for msg in codec::messages(m) {
             apply_message(view, &filter(), &stats, &msg, &mut out);
         }
     }
@@ -423,7 +425,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     let ev = feed(
         &mut view,
         &[frame(
-            parse::RTM_NEWROUTE,
+            codec::RTM_NEWROUTE,
             0x400,
             &emit(&v6_route(vec![a.clone()])),
         )],
@@ -433,7 +435,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     let ev = feed(
         &mut view,
         &[frame(
-            parse::RTM_NEWROUTE,
+            codec::RTM_NEWROUTE,
             0x400 | 0x800,
             &emit(&v6_route(vec![b.clone()])),
         )],
@@ -446,7 +448,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     let ev = feed(
         &mut view,
         &[frame(
-            parse::RTM_NEWROUTE,
+            codec::RTM_NEWROUTE,
             0x800,
             &emit(&v6_route(vec![a.clone(), b.clone()])),
         )],
@@ -456,7 +458,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     let ev = feed(
         &mut view,
         &[frame(
-            parse::RTM_DELROUTE,
+            codec::RTM_DELROUTE,
             0,
             &emit(&v6_route(vec![a.clone()])),
         )],
@@ -476,7 +478,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     let ev = feed(
         &mut view,
         &[frame(
-            parse::RTM_NEWROUTE,
+            codec::RTM_NEWROUTE,
             0x100,
             &emit(&v6_route(vec![c.clone()])),
         )],
@@ -495,7 +497,7 @@ fn ipv6_append_replace_and_delete_one_nexthop() {
     // Deleting the last one removes the route.
     let ev = feed(
         &mut view,
-        &[frame(parse::RTM_DELROUTE, 0, &emit(&v6_route(vec![c])))],
+        &[frame(codec::RTM_DELROUTE, 0, &emit(&v6_route(vec![c])))],
     );
     assert!(matches!(&ev[..], [Event::RouteDelete(k)] if k.prefix == net("2001:db8:1::/48")));
     assert!(view.routes.is_empty());
@@ -537,8 +539,8 @@ fn link_down_flushes_ipv4_routes_and_marks_multipath_dead() {
     feed(
         &mut view,
         &[
-            frame(parse::RTM_NEWROUTE, 0, &emit(&single)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&multi)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&single)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&multi)),
         ],
     );
     assert_eq!(view.routes.len(), 2);
@@ -613,8 +615,8 @@ fn nexthop_delete_removes_dependent_routes_and_group_members() {
     feed(
         &mut view,
         &[
-            frame(parse::RTM_NEWROUTE, 0, &emit(&via1)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&via10)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&via1)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&via10)),
         ],
     );
     out.clear();
@@ -659,9 +661,9 @@ fn reconcile_emits_the_difference() {
     feed(
         &mut current,
         &[
-            frame(parse::RTM_NEWROUTE, 0, &emit(&keep)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&gone)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&changed)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&keep)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&gone)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&changed)),
         ],
     );
     // The fresh dump: if4 vanished, 10.0.0.0/8 vanished, the metric-5 route
@@ -688,9 +690,9 @@ fn reconcile_emits_the_difference() {
     feed(
         &mut fresh,
         &[
-            frame(parse::RTM_NEWROUTE, 0, &emit(&keep)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&changed2)),
-            frame(parse::RTM_NEWROUTE, 0, &emit(&added)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&keep)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&changed2)),
+            frame(codec::RTM_NEWROUTE, 0, &emit(&added)),
         ],
     );
     let expected_fresh = fresh.clone();
@@ -728,6 +730,6 @@ fn filtered_route_costs_no_event() {
         0,
         vec![RouteAttribute::Oif(3)],
     );
-    assert!(feed(&mut view, &[frame(parse::RTM_NEWROUTE, 0, &emit(&m))]).is_empty());
+    assert!(feed(&mut view, &[frame(codec::RTM_NEWROUTE, 0, &emit(&m))]).is_empty());
     assert!(view.routes.is_empty());
 }

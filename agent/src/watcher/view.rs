@@ -16,7 +16,7 @@ use crate::model::{
     RTNH_F_DEAD, RTNH_F_LINKDOWN,
 };
 
-use super::parse::RouteChange;
+use super::routes::RouteChange;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelView {

@@ -1,0 +1,402 @@
+//! Decoding of the rarer rtnetlink objects into `model` types: nexthop
+//! objects, links, addresses and neighbour entries. (Routes, which come by the
+//! million, are prefiltered in place by `watcher::routes`.)
+//!
+//! Links, addresses and neighbours are read with netlink-packet-route's header
+//! and attribute types. Each attribute is parsed on its own and one the crate
+//! refuses is skipped, rather than using `LinkMessage::parse` & co., which
+//! reject a whole message when any single attribute does not match the
+//! crate's idea of it (a driver-specific IFLA_LINKINFO of a newer kernel, say):
+//! the watcher must keep seeing such an interface's name and state.
+//!
+//! Nexthop objects (RTM_NEWNEXTHOP, `linux/nexthop.h`) are decoded by hand:
+//! netlink-packet-route 0.34 has no type for them.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
+use netlink_packet_route::address::{AddressAttribute, AddressHeader};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkLayerType, State};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader,
+};
+use netlink_packet_route::AddressFamily;
+
+use super::codec::{
+    self, attr_u32, attrs, ip_from, u32_at, RawMsg, NEXTHOP_GRP_LEN, NHA_BLACKHOLE, NHA_GATEWAY,
+    NHA_GROUP, NHA_ID, NHA_OIF, NHMSG_LEN, NUD_DELAY, NUD_NOARP, NUD_PERMANENT, NUD_PROBE,
+    NUD_REACHABLE, NUD_STALE,
+};
+use crate::model::{AddressInfo, InterfaceInfo, NexthopObject, OperState};
+
+/// A message that could not be decoded: its type and what was wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {} message: {problem}", codec::kind_name(*.kind))]
+pub struct DecodeError {
+    /// The netlink message type (RTM_*).
+    pub kind: u16,
+    pub problem: Malformed,
+}
+
+/// What was wrong with a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("shorter than its {0} header")]
+    ShortHeader(&'static str),
+    #[error("no {0} attribute")]
+    Missing(&'static str),
+    #[error("{0} is too short")]
+    ShortAttribute(&'static str),
+    #[error("{0} cannot be decoded")]
+    BadAttribute(&'static str),
+    #[error("prefix length {0} is out of range")]
+    PrefixLength(u8),
+    #[error("no interface index")]
+    NoIfindex,
+}
+
+impl DecodeError {
+    pub fn new(msg: &RawMsg<'_>, problem: Malformed) -> DecodeError {
+        DecodeError {
+            kind: msg.kind,
+            problem,
+        }
+    }
+}
+
+/// The attributes after a `header_len`-byte family header that the crate can
+/// parse; iteration stops at the first malformed attribute header, like
+/// `codec::attrs`.
+fn lenient_attrs<'a, T>(
+    payload: &'a [u8],
+    header_len: usize,
+    parse: impl Fn(&NlaBuffer<&'a [u8]>) -> Option<T> + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    NlasIterator::new(payload.get(header_len..).unwrap_or(&[]))
+        .map_while(Result::ok)
+        .filter_map(move |nla| parse(&nla))
+}
+
+/// RTM_NEWNEXTHOP / RTM_DELNEXTHOP: struct nhmsg { u8 family, scope,
+/// protocol, resvd; u32 flags } + NHA_* attributes.
+pub fn nexthop(msg: &RawMsg<'_>) -> Result<NexthopObject, DecodeError> {
+    let p = msg.payload;
+    let hdr = p
+        .get(..NHMSG_LEN)
+        .ok_or_else(|| DecodeError::new(msg, Malformed::ShortHeader("nhmsg")))?;
+    let family = hdr[0];
+    let mut nh = NexthopObject {
+        id: 0,
+        ifindex: None,
+        gateway: None,
+        blackhole: false,
+        group: Vec::new(),
+        flags: u32_at(hdr, 4).unwrap_or(0),
+    };
+    for (kind, v) in attrs(p.get(NHMSG_LEN..).unwrap_or(&[])) {
+        match kind {
+            NHA_ID => nh.id = attr_u32(v).unwrap_or(0),
+            NHA_OIF => nh.ifindex = attr_u32(v),
+            NHA_GATEWAY => nh.gateway = ip_from(family, v),
+            NHA_BLACKHOLE => nh.blackhole = true,
+            NHA_GROUP => {
+                nh.group = v
+                    .chunks_exact(NEXTHOP_GRP_LEN)
+                    .filter_map(|c| u32_at(c, 0))
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    if nh.id == 0 {
+        return Err(DecodeError::new(msg, Malformed::Missing("NHA_ID")));
+    }
+    Ok(nh)
+}
+
+/// The header and parseable attributes of RTM_NEWLINK / RTM_DELLINK.
+fn link_parts<'a>(
+    msg: &RawMsg<'a>,
+) -> Result<(LinkHeader, impl Iterator<Item = LinkAttribute> + 'a), DecodeError> {
+    let hdr = LinkHeader::parse(msg.payload)
+        .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ifinfomsg")))?;
+    let family = hdr.interface_family;
+    let attrs = lenient_attrs(msg.payload, hdr.buffer_len(), move |nla| {
+        LinkAttribute::parse_with_param(nla, family).ok()
+    });
+    Ok((hdr, attrs))
+}
+
+/// RTM_NEWLINK / RTM_DELLINK: the interface's name and states.
+pub fn link(msg: &RawMsg<'_>) -> Result<InterfaceInfo, DecodeError> {
+    let (hdr, attributes) = link_parts(msg)?;
+    let mut info = InterfaceInfo {
+        ifindex: hdr.index,
+        name: String::new(),
+        admin_up: hdr.flags.contains(LinkFlags::Up),
+        oper: OperState::Other,
+        // Not Ethernet (ppp, tun, ...): next hops need no neighbour resolution.
+        l3: hdr.link_layer_type != LinkLayerType::Ether,
+    };
+    for a in attributes {
+        match a {
+            LinkAttribute::IfName(name) => info.name = name,
+            LinkAttribute::OperState(state) => {
+                info.oper = match state {
+                    State::Unknown => OperState::Unknown,
+                    State::Down => OperState::Down,
+                    State::Up => OperState::Up,
+                    _ => OperState::Other,
+                }
+            }
+            _ => {}
+        }
+    }
+    if info.ifindex == 0 {
+        return Err(DecodeError::new(msg, Malformed::NoIfindex));
+    }
+    Ok(info)
+}
+
+/// The layer-2 facts of an interface (RTM_NEWLINK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkL2 {
+    pub ifindex: u32,
+    /// IFLA_ADDRESS when it is a 6-byte (Ethernet) address.
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+/// RTM_NEWLINK / RTM_DELLINK: the interface's MAC and MTU.
+pub fn link_l2(msg: &RawMsg<'_>) -> Result<LinkL2, DecodeError> {
+    let (hdr, attributes) = link_parts(msg)?;
+    if hdr.index == 0 {
+        return Err(DecodeError::new(msg, Malformed::NoIfindex));
+    }
+    let mut l2 = LinkL2 {
+        ifindex: hdr.index,
+        mac: None,
+        mtu: None,
+    };
+    for a in attributes {
+        match a {
+            LinkAttribute::Address(mac) => l2.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
+            LinkAttribute::Mtu(mtu) => l2.mtu = Some(mtu),
+            _ => {}
+        }
+    }
+    Ok(l2)
+}
+
+/// A neighbour table entry (RTM_NEWNEIGH / RTM_DELNEIGH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighbourInfo {
+    pub ifindex: u32,
+    pub address: IpAddr,
+    /// NUD_* state bits.
+    pub state: u16,
+    /// NDA_LLADDR when it is a 6-byte (Ethernet) address.
+    pub lladdr: Option<[u8; 6]>,
+}
+
+impl NeighbourInfo {
+    /// The link-layer address when the entry is usable for forwarding
+    /// (REACHABLE, STALE, DELAY, PROBE, PERMANENT, NOARP; not INCOMPLETE,
+    /// FAILED or NONE).
+    pub fn usable_lladdr(&self) -> Option<[u8; 6]> {
+        let valid = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_NOARP | NUD_PERMANENT;
+        if self.state & valid != 0 {
+            self.lladdr
+        } else {
+            None
+        }
+    }
+}
+
+/// RTM_NEWNEIGH / RTM_DELNEIGH. Ok(None) for entries that are not IPv4/IPv6
+/// neighbours (bridge fdb, proxy entries).
+pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, DecodeError> {
+    let hdr = NeighbourHeader::parse(msg.payload)
+        .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ndmsg")))?;
+    let family = hdr.family;
+    if !matches!(family, AddressFamily::Inet | AddressFamily::Inet6)
+        || hdr.flags.contains(NeighbourFlags::Proxy)
+    {
+        return Ok(None);
+    }
+    let (mut address, mut lladdr) = (None, None);
+    let attributes = lenient_attrs(msg.payload, hdr.buffer_len(), move |nla| {
+        NeighbourAttribute::parse_with_param(nla, family).ok()
+    });
+    for a in attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                address = Some(IpAddr::V4(a))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                address = Some(IpAddr::V6(a))
+            }
+            NeighbourAttribute::LinkLayerAddress(mac) => {
+                lladdr = <[u8; 6]>::try_from(mac.as_slice()).ok()
+            }
+            _ => {}
+        }
+    }
+    let address = address.ok_or_else(|| DecodeError::new(msg, Malformed::Missing("NDA_DST")))?;
+    Ok(Some(NeighbourInfo {
+        ifindex: hdr.ifindex,
+        address,
+        state: u16::from(hdr.state),
+        lladdr,
+    }))
+}
+
+/// RTM_NEWADDR / RTM_DELADDR: the local address and prefix, and the peer of
+/// a point-to-point address. Ok(None) for families other than IPv4/IPv6.
+pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
+    let hdr = AddressHeader::parse(msg.payload)
+        .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ifaddrmsg")))?;
+    if !matches!(hdr.family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return Ok(None);
+    }
+    let (mut address, mut local) = (None, None);
+    let attributes = lenient_attrs(msg.payload, hdr.buffer_len(), |nla| {
+        AddressAttribute::parse(nla).ok()
+    });
+    for a in attributes {
+        match a {
+            AddressAttribute::Address(a) => address = Some(a),
+            AddressAttribute::Local(a) => local = Some(a),
+            _ => {}
+        }
+    }
+    let Some(mine) = local.or(address) else {
+        return Err(DecodeError::new(
+            msg,
+            Malformed::Missing("IFA_LOCAL or IFA_ADDRESS"),
+        ));
+    };
+    let local = IpNet::new(mine, hdr.prefix_len)
+        .map_err(|_| DecodeError::new(msg, Malformed::PrefixLength(hdr.prefix_len)))?;
+    let peer = address.filter(|a| *a != mine);
+    Ok(Some(AddressInfo {
+        ifindex: hdr.index,
+        local,
+        peer,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_route::link::LinkMessage;
+    use netlink_packet_route::neighbour::{NeighbourMessage, NeighbourState};
+
+    use super::*;
+    use crate::netlink::codec::{get_request, messages, push_attr, RTM_NEWLINK, RTM_NEWNEIGH};
+
+    fn emit(m: &impl Emitable) -> Vec<u8> {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    fn first(bytes: &[u8]) -> RawMsg<'_> {
+        messages(bytes).next().unwrap()
+    }
+
+    #[test]
+    fn neighbour_from_the_crates_encoding() {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.ifindex = 7;
+        m.header.state = NeighbourState::Stale;
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                "10.0.2.2".parse::<IpAddr>().unwrap(),
+            )));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 2]));
+        let b = get_request(RTM_NEWNEIGH, 0, &emit(&m));
+        let n = neighbour(&first(&b)).unwrap().unwrap();
+        assert_eq!(
+            n,
+            NeighbourInfo {
+                ifindex: 7,
+                address: "10.0.2.2".parse().unwrap(),
+                state: NUD_STALE,
+                lladdr: Some([2, 0, 0, 0, 0, 2]),
+            }
+        );
+        assert_eq!(n.usable_lladdr(), Some([2, 0, 0, 0, 0, 2]));
+
+        // Proxy entries and bridge fdb entries are not neighbours.
+        m.header.flags = NeighbourFlags::Proxy;
+        let b = get_request(RTM_NEWNEIGH, 0, &emit(&m));
+        assert_eq!(neighbour(&first(&b)), Ok(None));
+        m.header.flags = NeighbourFlags::empty();
+        m.header.family = AddressFamily::Bridge;
+        m.attributes.clear();
+        let b = get_request(RTM_NEWNEIGH, 0, &emit(&m));
+        assert_eq!(neighbour(&first(&b)), Ok(None));
+
+        // IPv4 without NDA_DST, and a truncated ndmsg: errors naming the problem.
+        m.header.family = AddressFamily::Inet;
+        let b = get_request(RTM_NEWNEIGH, 0, &emit(&m));
+        let e = neighbour(&first(&b)).unwrap_err();
+        assert_eq!(e.problem, Malformed::Missing("NDA_DST"));
+        assert_eq!(
+            e.to_string(),
+            "malformed RTM_NEWNEIGH message: no NDA_DST attribute"
+        );
+        let b = get_request(RTM_NEWNEIGH, 0, &[2, 0, 0, 0]);
+        assert_eq!(
+            neighbour(&first(&b)).unwrap_err().problem,
+            Malformed::ShortHeader("ndmsg")
+        );
+    }
+
+    #[test]
+    fn link_l2_from_the_crates_encoding() {
+        let mut l = LinkMessage::default();
+        l.header.index = 4;
+        l.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]));
+        l.attributes.push(LinkAttribute::Mtu(1400));
+        let b = get_request(RTM_NEWLINK, 0, &emit(&l));
+        assert_eq!(
+            link_l2(&first(&b)).unwrap(),
+            LinkL2 {
+                ifindex: 4,
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                mtu: Some(1400)
+            }
+        );
+        l.header.index = 0;
+        let b = get_request(RTM_NEWLINK, 0, &emit(&l));
+        assert_eq!(
+            link_l2(&first(&b)).unwrap_err().problem,
+            Malformed::NoIfindex
+        );
+    }
+
+    #[test]
+    fn an_attribute_the_crate_rejects_does_not_hide_the_rest() {
+        let mut l = LinkMessage::default();
+        l.header.index = 4;
+        l.header.link_layer_type = LinkLayerType::Ether;
+        let mut body = emit(&l);
+        // IFLA_MTU (4) with 2 bytes: netlink-packet-route refuses it, and
+        // with it LinkMessage::parse refuses the whole message.
+        push_attr(&mut body, 4, &[0xdc, 0x05]);
+        push_attr(&mut body, 3, b"eth9\0"); // IFLA_IFNAME
+        assert!(<LinkMessage as Parseable<[u8]>>::parse(&body).is_err());
+        let b = get_request(RTM_NEWLINK, 0, &body);
+        let info = link(&first(&b)).unwrap();
+        assert_eq!(
+            (info.ifindex, info.name.as_str(), info.l3),
+            (4, "eth9", false)
+        );
+        assert_eq!(link_l2(&first(&b)).unwrap().mtu, None);
+    }
+}
