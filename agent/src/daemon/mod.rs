@@ -26,9 +26,6 @@ use crate::model::{Action, Event, GroupId, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
 
-/// Where the netlink watcher reports to the engine.
-pub type EventSender = mpsc::Sender<Event>;
-
 /// Why the daemon could not start, or stopped other than on a signal.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
