@@ -122,19 +122,20 @@ fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool
         }
     };
     let sink_config = config.clone();
-    let result = rt.block_on(daemon::run(config, move |events| {
+    let result = rt.block_on(daemon::run(config, move || {
         if dry_run {
             tracing::warn!(
                 "--dry-run: nothing is steered and no link is touched; actions are only logged"
             );
             return Ok(Box::new(LogSink) as Box<dyn ActionSink>);
         }
-        Ok(Box::new(Dataplane::open(&sink_config, events, keep_fastpath)?) as Box<dyn ActionSink>)
+        Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath)?) as Box<dyn ActionSink>)
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The whole chain: what failed, then what the kernel or OS said.
+            tracing::error!("{:#}", anyhow::Error::new(e));
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Index of a `[[group]]` in the config (also its slot in the `stats` map).
 pub type GroupId = usize;
@@ -213,8 +213,9 @@ pub enum Action {
     Notice(String),
 }
 
-/// A group's state (see the README's state diagram).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// A group's state (see the README's state diagram). Its lowercase name is
+/// what `status` shows (serde and `Display` agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupState {
     /// At least one segment has a primary route.
@@ -229,14 +230,58 @@ pub enum GroupState {
     Failed,
 }
 
-/// A backup link's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+impl GroupState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [GroupState; 5] = [
+        GroupState::Primary,
+        GroupState::Activating,
+        GroupState::Backup,
+        GroupState::Holding,
+        GroupState::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Primary => "primary",
+            GroupState::Activating => "activating",
+            GroupState::Backup => "backup",
+            GroupState::Holding => "holding",
+            GroupState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// A backup link's state (lowercase in `status`, like `GroupState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkState {
     Down,
     Connecting,
     Up,
     Failed,
+}
+
+impl LinkState {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkState::Down => "down",
+            LinkState::Connecting => "connecting",
+            LinkState::Up => "up",
+            LinkState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -256,7 +301,8 @@ pub struct GroupStatus {
     pub segments: Vec<SegmentStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Also the link rows of `routebackup status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkStatus {
     pub name: String,
     pub interface: String,
@@ -273,4 +319,32 @@ pub struct EngineStatus {
     pub synced: bool,
     pub groups: Vec<GroupStatus>,
     pub links: Vec<LinkStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_their_serde_names() {
+        for g in GroupState::ALL {
+            assert_eq!(serde_json::to_value(g).unwrap(), g.name());
+            assert_eq!(
+                serde_json::from_value::<GroupState>(g.name().into()).unwrap(),
+                g
+            );
+        }
+        for l in [
+            LinkState::Down,
+            LinkState::Connecting,
+            LinkState::Up,
+            LinkState::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(l).unwrap(), l.name());
+            assert_eq!(
+                serde_json::from_value::<LinkState>(l.name().into()).unwrap(),
+                l
+            );
+        }
+    }
 }

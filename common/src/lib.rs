@@ -69,6 +69,7 @@ const _: () = assert!(core::mem::align_of::<SegmentValue>() == 4);
 /// Per-CPU counters of one group, the value of the `stats` per-CPU array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupStats {
     /// Packets redirected to the backup (by XDP or TC).
     pub steered_packets: u64,

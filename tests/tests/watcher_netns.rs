@@ -106,7 +106,7 @@ fn segment(s: &StatusReport, group: &str, prefix: &str) -> Result<(bool, String)
         .iter()
         .find(|x| x.prefix == prefix)
         .with_context(|| format!("no segment {prefix} in group {group}"))?;
-    Ok((seg.primary_up, g.state.clone()))
+    Ok((seg.primary_up, g.state.to_string()))
 }
 
 /// Whether a group state means "primary reachable": `primary`, or `holding`

@@ -7,13 +7,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use routebackup_common::GroupStats;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::model::{EngineStatus, Millis};
+use crate::dataplane::status::DataplaneStatus;
+use crate::fastpath::XdpAttach;
+use crate::links::DriverState;
+use crate::model::{EngineStatus, GroupState, LinkState, LinkStatus, Millis};
 
 /// What `routebackup status --json` prints. Built by the daemon from the
 /// engine's `EngineStatus` plus wall-clock times and watcher counters.
@@ -25,19 +29,18 @@ pub struct StatusReport {
     /// Seconds since the agent started.
     pub uptime_s: u64,
     pub groups: Vec<GroupReport>,
-    pub links: Vec<LinkReport>,
+    pub links: Vec<LinkStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watcher: Option<WatcherReport>,
-    /// Filled by the fast path (maps, attach points, counters).
+    /// Filled by the fast path (maps, attach points, counters, drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fastpath: Option<serde_json::Value>,
+    pub fastpath: Option<DataplaneStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupReport {
     pub name: String,
-    /// primary, activating, backup, holding, failed.
-    pub state: String,
+    pub state: GroupState,
     pub active_link: Option<String>,
     /// When the group entered `state`, RFC 3339 UTC.
     pub since: String,
@@ -59,17 +62,6 @@ pub struct SegmentReport {
     pub steered: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LinkReport {
-    pub name: String,
-    pub interface: String,
-    /// down, connecting, up, failed.
-    pub state: String,
-    pub ifindex: Option<u32>,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WatcherReport {
     /// Route messages the initial dump held.
@@ -84,13 +76,6 @@ pub struct WatcherReport {
     pub resyncs: u64,
 }
 
-fn lowercase_name<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::from("unknown"),
-    }
-}
-
 impl StatusReport {
     /// `now` is the engine clock (ms since `started`, the agent's wall-clock start).
     pub fn from_engine(status: &EngineStatus, now: Millis, started: SystemTime) -> StatusReport {
@@ -99,7 +84,7 @@ impl StatusReport {
             .iter()
             .map(|g| GroupReport {
                 name: g.name.clone(),
-                state: lowercase_name(&g.state),
+                state: g.state,
                 active_link: g.active_link.clone(),
                 since: humantime::format_rfc3339_seconds(
                     started + Duration::from_millis(g.since_ms),
@@ -119,24 +104,12 @@ impl StatusReport {
                 last_steer_latency_us: None,
             })
             .collect();
-        let links = status
-            .links
-            .iter()
-            .map(|l| LinkReport {
-                name: l.name.clone(),
-                interface: l.interface.clone(),
-                state: lowercase_name(&l.state),
-                ifindex: l.ifindex,
-                attempts: l.attempts,
-                last_error: l.last_error.clone(),
-            })
-            .collect();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
             synced: status.synced,
             uptime_s: now / 1000,
             groups,
-            links,
+            links: status.links.clone(),
             watcher: None,
             fastpath: None,
         }
@@ -229,8 +202,8 @@ impl StatusReport {
         s
     }
 
-    /// The status as Prometheus text exposition (for a node_exporter textfile
-    /// collector or any scraper that runs `routebackup metrics`).
+    /// The status as Prometheus text exposition (`routebackup status
+    /// --prometheus`, for a node_exporter textfile collector).
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
@@ -242,10 +215,9 @@ impl StatusReport {
             }
         };
         let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        const STATES: [&str; 5] = ["primary", "activating", "backup", "holding", "failed"];
         let mut states = Vec::new();
         for g in &self.groups {
-            for st in STATES {
+            for st in GroupState::ALL {
                 states.push((
                     format!("{{group=\"{}\",state=\"{st}\"}}", esc(&g.name)),
                     f64::from(u8::from(g.state == st)),
@@ -292,7 +264,7 @@ impl StatusReport {
                 .map(|l| {
                     (
                         format!("{{link=\"{}\"}}", esc(&l.name)),
-                        f64::from(u8::from(l.state == "up")),
+                        f64::from(u8::from(l.state == LinkState::Up)),
                     )
                 })
                 .collect(),
@@ -311,31 +283,46 @@ impl StatusReport {
                 })
                 .collect(),
         );
-        if let Some(groups) = self.fastpath.as_ref().and_then(|f| f["groups"].as_array()) {
-            for (field, help) in [
-                ("steered_packets", "packets redirected to the backup"),
-                ("steered_bytes", "bytes redirected to the backup"),
+        if let Some(fp) = &self.fastpath {
+            let counters: [FastpathCounter; 6] = [
+                ("steered_packets", "packets redirected to the backup", |s| {
+                    s.steered_packets
+                }),
+                ("steered_bytes", "bytes redirected to the backup", |s| {
+                    s.steered_bytes
+                }),
                 (
                     "passed_packets",
                     "packets to monitored segments left to the kernel's route",
+                    |s| s.passed_packets,
                 ),
                 (
                     "passed_bytes",
                     "bytes to monitored segments left to the kernel's route",
+                    |s| s.passed_bytes,
                 ),
-                ("deferred_packets", "packets XDP handed to the TC program"),
-                ("redirect_failures", "steer matches whose redirect failed"),
-            ] {
+                (
+                    "deferred_packets",
+                    "packets XDP handed to the TC program",
+                    |s| s.deferred_packets,
+                ),
+                (
+                    "redirect_failures",
+                    "steer matches whose redirect failed",
+                    |s| s.redirect_failures,
+                ),
+            ];
+            for (field, help, value) in counters {
                 metric(
                     &format!("fastpath_{field}_total"),
                     help,
                     "counter",
-                    groups
+                    fp.groups
                         .iter()
                         .map(|g| {
                             (
-                                format!("{{group=\"{}\"}}", esc(g["name"].as_str().unwrap_or("?"))),
-                                g[field].as_u64().unwrap_or(0) as f64,
+                                format!("{{group=\"{}\"}}", esc(&g.name)),
+                                value(&g.stats) as f64,
                             )
                         })
                         .collect(),
@@ -368,107 +355,126 @@ impl StatusReport {
 
 /// The fast path's part of the human status: attach points, link drivers,
 /// counters per group, kernel routes.
-fn render_fastpath(s: &mut String, fp: &serde_json::Value) {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(x) => x.clone(),
-        serde_json::Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
-    s.push_str(&format!("\nfast path ({})\n", text(&fp["pin_path"])));
-    for a in fp["attachments"].as_array().into_iter().flatten() {
+fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
+    s.push_str(&format!("\nfast path ({})\n", fp.pin_path.display()));
+    for a in &fp.attachments {
+        let xdp = match a.xdp {
+            XdpAttach::Native => "native",
+            XdpAttach::Generic => "generic",
+            XdpAttach::None => "none",
+        };
         s.push_str(&format!(
-            "  {} (ifindex {}): xdp {}, tc {}{}\n",
-            text(&a["interface"]),
-            text(&a["ifindex"]),
-            text(&a["xdp"]),
-            if a["tc"] == true {
-                "attached"
-            } else {
-                "not attached"
-            },
-            if a["adopted"] == true {
-                ", adopted"
-            } else {
-                ""
-            }
+            "  {} (ifindex {}): xdp {xdp}, tc {}{}\n",
+            a.interface,
+            a.ifindex,
+            if a.tc { "attached" } else { "not attached" },
+            if a.adopted { ", adopted" } else { "" }
         ));
     }
-    let groups = fp["groups"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if !groups.is_empty() {
+    if !fp.groups.is_empty() {
         s.push_str(&format!(
             "  {:<16} {:>12} {:>14} {:>12} {:>10} {:>9}\n",
             "GROUP", "STEERED PKTS", "STEERED BYTES", "PASSED PKTS", "DEFERRED", "FAILURES"
         ));
-        for g in groups {
+        for g in &fp.groups {
+            let c = &g.stats;
             s.push_str(&format!(
                 "  {:<16} {:>12} {:>14} {:>12} {:>10} {:>9}\n",
-                text(&g["name"]),
-                text(&g["steered_packets"]),
-                text(&g["steered_bytes"]),
-                text(&g["passed_packets"]),
-                text(&g["deferred_packets"]),
-                text(&g["redirect_failures"])
+                g.name,
+                c.steered_packets,
+                c.steered_bytes,
+                c.passed_packets,
+                c.deferred_packets,
+                c.redirect_failures
             ));
         }
     }
-    for d in fp["drivers"].as_array().into_iter().flatten() {
-        let state = &d["driver"];
-        let pid = state
-            .get("pid")
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "  driver {}: {}{pid}\n",
-            text(&d["link"]),
-            text(&state["state"])
-        ));
+    for d in &fp.drivers {
+        let state = match d.driver {
+            DriverState::Idle => "idle".to_string(),
+            DriverState::Up => "up".to_string(),
+            DriverState::Running { pid } => format!("running (pid {pid})"),
+            DriverState::Stopping => "stopping".to_string(),
+        };
+        s.push_str(&format!("  driver {}: {state}\n", d.link));
     }
-    let routes: Vec<String> = fp["kernel_routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
-    if !routes.is_empty() {
+    if !fp.kernel_routes.is_empty() {
         s.push_str(&format!(
             "  kernel routes installed: {}\n",
-            routes.join(", ")
+            fp.kernel_routes.join(", ")
         ));
     }
 }
 
+/// A fast-path counter as a metric: name suffix, help, how to read it.
+type FastpathCounter = (&'static str, &'static str, fn(&GroupStats) -> u64);
+
 /// A status request from a control client; the daemon answers on `reply`.
 pub type StatusRequest = oneshot::Sender<StatusReport>;
 
+/// Why the agent cannot serve its control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("another routebackup agent is already listening on {}; stop it first or set [agent] control_socket", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("cannot remove the stale control socket {} (remove it by hand)", path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create the control socket {}{}", path.display(), bind_hint(source))]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot restrict the control socket {} to its owner (mode 0600)", path.display())]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The likely fix for a failed bind, by what the OS said.
+fn bind_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (another agent running? stop it first or set [agent] control_socket)"
+        }
+        io::ErrorKind::PermissionDenied => " (run as root, or set [agent] control_socket)",
+        io::ErrorKind::NotFound => {
+            " (its directory does not exist; create it or set [agent] control_socket)"
+        }
+        _ => "",
+    }
+}
+
 /// Binds the control socket: refuses if another agent answers on it, removes
 /// a stale socket file, and restricts the socket to its owner (0600).
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let path_buf = || path.to_path_buf();
     if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "another routebackup agent is already listening on {}; stop it first or set [agent] control_socket",
-                        path.display()
-                    ),
-                ))
-            }
-            Err(_) => {
-                debug!("removing stale control socket {}", path.display());
-                std::fs::remove_file(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot remove stale control socket {}: {e}", path.display()))
-                })?;
-            }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::AlreadyRunning(path_buf()));
         }
+        debug!("removing stale control socket {}", path.display());
+        std::fs::remove_file(path).map_err(|source| ControlError::RemoveStale {
+            path: path_buf(),
+            source,
+        })?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot create control socket {}: {e}", path.display()),
-        )
+    let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
+        path: path_buf(),
+        source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ControlError::Permissions {
+            path: path_buf(),
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -592,11 +598,13 @@ mod tests {
     fn report_from_engine_status() {
         let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let r = StatusReport::from_engine(&status(), 65_000, started);
-        assert_eq!(r.groups[0].state, "backup");
+        assert_eq!(r.groups[0].state, GroupState::Backup);
         assert_eq!(r.groups[0].since, "2023-11-14T22:13:25Z");
         assert_eq!(r.groups[0].since_s_ago, 60);
-        assert_eq!(r.links[0].state, "up");
+        assert_eq!(r.links[0].state, LinkState::Up);
         let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["groups"][0]["state"], "backup");
+        assert_eq!(json["links"][0]["state"], "up");
         assert_eq!(json["groups"][0]["segments"][0]["prefix"], "10.1.0.0/16");
         assert_eq!(json["groups"][0]["segments"][0]["steered"], true);
         assert!(json.get("fastpath").is_none());
@@ -606,6 +614,120 @@ mod tests {
         assert!(text.contains("group hq: backup via lte"), "{text}");
         assert!(text.contains("10.1.0.0/16"), "{text}");
         assert!(text.contains("ppp0"), "{text}");
+    }
+
+    /// The document `routebackup status --json` prints and tests and scripts
+    /// read by key: every key of the fast path's part, and the round trip.
+    #[test]
+    fn report_with_fastpath_round_trips_through_json() {
+        use crate::dataplane::status::{DriverStatus, GroupCounters};
+        use crate::fastpath::Attachment;
+
+        let mut r = StatusReport::from_engine(&status(), 65_000, SystemTime::UNIX_EPOCH);
+        r.groups[0].last_steer_latency_us = Some(420);
+        r.watcher = Some(WatcherReport {
+            routes_seen: 12,
+            ..WatcherReport::default()
+        });
+        r.fastpath = Some(DataplaneStatus {
+            pin_path: "/sys/fs/bpf/routebackup".into(),
+            attachments: vec![Attachment {
+                interface: "lan0".into(),
+                ifindex: 3,
+                xdp: XdpAttach::Native,
+                tc: true,
+                adopted: false,
+            }],
+            groups: vec![GroupCounters {
+                name: "hq".into(),
+                stats: GroupStats {
+                    steered_packets: 1,
+                    steered_bytes: 2,
+                    passed_packets: 3,
+                    passed_bytes: 4,
+                    redirect_failures: 5,
+                    deferred_packets: 6,
+                },
+            }],
+            drivers: vec![
+                DriverStatus {
+                    link: "lte".into(),
+                    driver: DriverState::Running { pid: 4242 },
+                },
+                DriverStatus {
+                    link: "dsl".into(),
+                    driver: DriverState::Idle,
+                },
+            ],
+            kernel_routes: vec!["10.1.0.0/16".into()],
+        });
+        let text = serde_json::to_string_pretty(&r).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fp = &json["fastpath"];
+        assert_eq!(fp["pin_path"], "/sys/fs/bpf/routebackup");
+        let a = &fp["attachments"][0];
+        assert_eq!(
+            (
+                &a["interface"],
+                &a["ifindex"],
+                &a["xdp"],
+                &a["tc"],
+                &a["adopted"]
+            ),
+            (
+                &"lan0".into(),
+                &3.into(),
+                &"native".into(),
+                &true.into(),
+                &false.into()
+            )
+        );
+        let g = fp["groups"][0].as_object().unwrap();
+        let keys: Vec<&str> = g.keys().map(String::as_str).collect();
+        for (key, want) in [
+            ("steered_packets", 1),
+            ("steered_bytes", 2),
+            ("passed_packets", 3),
+            ("passed_bytes", 4),
+            ("redirect_failures", 5),
+            ("deferred_packets", 6),
+        ] {
+            assert_eq!(g[key], want, "{key} in {keys:?}");
+        }
+        assert_eq!(g["name"], "hq");
+        assert_eq!(g.len(), 7, "counters sit next to the name: {keys:?}");
+        assert_eq!(fp["drivers"][0]["link"], "lte");
+        assert_eq!(fp["drivers"][0]["driver"]["state"], "running");
+        assert_eq!(fp["drivers"][0]["driver"]["pid"], 4242);
+        assert_eq!(fp["drivers"][1]["driver"]["state"], "idle");
+        assert_eq!(fp["kernel_routes"][0], "10.1.0.0/16");
+        assert_eq!(json["groups"][0]["last_steer_latency_us"], 420);
+        assert_eq!(json["watcher"]["routes_seen"], 12);
+
+        let back: StatusReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+
+        let human = back.render();
+        for needle in [
+            "fast path (/sys/fs/bpf/routebackup)",
+            "lan0 (ifindex 3): xdp native, tc attached",
+            "STEERED PKTS",
+            "driver lte: running (pid 4242)",
+            "driver dsl: idle",
+            "kernel routes installed: 10.1.0.0/16",
+        ] {
+            assert!(human.contains(needle), "{needle:?} not in:\n{human}");
+        }
+        let prom = back.prometheus();
+        for needle in [
+            "routebackup_group_state{group=\"hq\",state=\"backup\"} 1",
+            "routebackup_group_state{group=\"hq\",state=\"primary\"} 0",
+            "routebackup_link_up{link=\"lte\"} 1",
+            "routebackup_fastpath_steered_packets_total{group=\"hq\"} 1",
+            "routebackup_fastpath_redirect_failures_total{group=\"hq\"} 5",
+        ] {
+            assert!(prom.contains(needle), "{needle:?} not in:\n{prom}");
+        }
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
 //! `routebackup run`: wires the watcher, the engine, the timers, the action
 //! sink and the control socket together.
 //!
-//! One task owns the engine. Everything that happens reaches it over
-//! channels: netlink events (watcher thread), driver reports
-//! (`ActionSink` implementations send `Event::LinkFailed` etc. on the
-//! `EventSender` they are given), timer expiries and control requests. The
-//! engine's clock is milliseconds since the daemon started (monotonic).
+//! One task owns the engine. Everything that happens reaches it there:
+//! netlink events (watcher thread, over a channel), the action sink's own
+//! events (`ActionSink::next_event`, e.g. a driver's `Event::LinkFailed`),
+//! timer expiries and control requests. The engine's clock is milliseconds
+//! since the daemon started (monotonic).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,29 +13,45 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::config::Config;
-use crate::control::{self, StatusReport, StatusRequest, WatcherReport};
-use crate::dataplane::neighbours::NextHopState;
+use crate::control::{self, ControlError, StatusReport, StatusRequest, WatcherReport};
+use crate::dataplane::status::DataplaneStatus;
+use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
 use crate::model::{Action, Event, GroupId, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
 
-/// Where drivers and other edges report back to the engine.
-pub type EventSender = mpsc::Sender<Event>;
+/// Why the daemon could not start, or stopped other than on a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot install the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot subscribe to rtnetlink events (needs CAP_NET_ADMIN: run as root)")]
+    Watcher(#[source] std::io::Error),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("the netlink watcher stopped unexpectedly (see the log above for why)")]
+    WatcherStopped,
+}
 
 /// Carries out the actions that touch the outside world: `LinkUp`,
 /// `LinkDown`, `Steer`, `Unsteer`. (Timers and notices are the daemon's own.)
 ///
-/// `execute` runs on the engine's task: it must not block. Long work (pppd,
-/// a dial command) is spawned; its outcome is reported as an `Event` (e.g.
-/// `LinkFailed`) on the `EventSender` the sink was built with. The interface
-/// coming up is seen by the watcher, not reported by the sink.
+/// `execute` and `next_event` run on the engine's task: they must not block.
+/// Long work (pppd, a dial command) is spawned; its outcome comes back as an
+/// `Event` (e.g. `LinkFailed`) from `next_event`. The interface coming up is
+/// seen by the watcher, not reported by the sink.
 pub trait ActionSink: Send {
     /// `requested_by`: for `LinkUp`, the group that asked for the link.
     fn execute(&mut self, action: &Action, requested_by: Option<&str>);
@@ -49,21 +65,19 @@ pub trait ActionSink: Send {
     /// Called once after the engine took in the initial dump.
     fn after_sync(&mut self) {}
 
+    /// The next event for the engine from the sink's background work. The
+    /// sink may do its own work on the engine's task while this is awaited
+    /// (the fast path applies next-hop changes here, ordered with `Steer` and
+    /// `Unsteer`). Must be cancel-safe: the daemon drops it whenever another
+    /// event comes first. Never ready when the sink has nothing to report.
+    fn next_event(&mut self) -> BoxFuture<'_, Event> {
+        Box::pin(std::future::pending())
+    }
+
     /// Extra status for `routebackup status` (the fast path's maps and counters).
-    fn status(&self) -> Option<serde_json::Value> {
+    fn status(&self) -> Option<DataplaneStatus> {
         None
     }
-
-    /// Reports from the sink's own background work that must be applied on
-    /// the engine's task (next-hop MAC refreshes for the fast path). Taken
-    /// once; each report is handed back through `next_hop_changed`.
-    fn take_next_hop_reports(&mut self) -> Option<mpsc::UnboundedReceiver<NextHopState>> {
-        None
-    }
-
-    /// A watched next hop changed (see `neighbours`); runs on the engine's
-    /// task, like `execute`, so it is ordered with `Steer`/`Unsteer`.
-    fn next_hop_changed(&mut self, _state: NextHopState) {}
 
     /// Called once on SIGTERM/SIGINT before the daemon exits.
     fn shutdown(&mut self) -> BoxFuture<'_, ()> {
@@ -252,11 +266,12 @@ impl Daemon {
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `make_sink` builds the action sink
-/// from the sender its drivers report on.
+/// once the control socket is ours (so a second agent never touches the
+/// fast path) and the watcher is subscribed.
 pub async fn run(
     config: Config,
-    make_sink: impl FnOnce(EventSender) -> Result<Box<dyn ActionSink>>,
-) -> Result<()> {
+    make_sink: impl FnOnce() -> Result<Box<dyn ActionSink>, DataplaneError>,
+) -> Result<(), DaemonError> {
     let start = Instant::now();
     let started_wall = SystemTime::now();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
@@ -266,15 +281,15 @@ pub async fn run(
     let socket_path: PathBuf = config.agent.control_socket.clone();
     let listener = control::bind(&socket_path)?;
     let _socket_guard = SocketGuard(socket_path.clone());
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
+    let signal = |kind, signal| {
+        tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Signal { signal, source })
+    };
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
 
-    let watcher = Watcher::spawn(WatcherConfig::from_config(&config), ev_tx.clone())
-        .context("subscribing to rtnetlink events (needs CAP_NET_ADMIN)")?;
-    let sink = make_sink(ev_tx.clone())?;
-    drop(ev_tx);
+    let watcher =
+        Watcher::spawn(WatcherConfig::from_config(&config), ev_tx).map_err(DaemonError::Watcher)?;
+    let sink = make_sink()?;
     let mut daemon = Daemon {
         engine: Engine::new(&config),
         sink,
@@ -290,7 +305,6 @@ pub async fn run(
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
     };
-    let mut next_hops = daemon.sink.take_next_hop_reports();
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
@@ -316,9 +330,7 @@ pub async fn run(
                     daemon.handle(Event::TimerFired(timer));
                 }
             }
-            Some(state) = next_hop_report(&mut next_hops) => {
-                daemon.sink.next_hop_changed(state);
-            }
+            ev = daemon.sink.next_event() => daemon.handle(ev),
             Some(reply) = ctl_rx.recv() => {
                 let _ = reply.send(daemon.status());
             }
@@ -334,19 +346,9 @@ pub async fn run(
     // wait for it.
     drop(watcher);
     if reason == "the netlink watcher stopped" {
-        anyhow::bail!("the netlink watcher stopped unexpectedly");
+        return Err(DaemonError::WatcherStopped);
     }
     Ok(())
-}
-
-/// The next report of the sink's next-hop task; never ready without one.
-async fn next_hop_report(
-    rx: &mut Option<mpsc::UnboundedReceiver<NextHopState>>,
-) -> Option<NextHopState> {
-    match rx.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Removes the control socket when the daemon ends.

@@ -60,7 +60,7 @@ pub struct FastpathOptions {
 }
 
 /// How XDP ended up attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpAttach {
     Native,
@@ -79,7 +79,7 @@ impl XdpAttach {
 }
 
 /// One interface the programs are attached to.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     pub interface: String,
     pub ifindex: u32,

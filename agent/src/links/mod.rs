@@ -50,7 +50,7 @@ pub enum LinkReport {
 }
 
 /// A driver's own state, for `status` (the link's real state comes from the engine).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum DriverState {
     /// Nothing running; not brought up (or taken down, or failed).
