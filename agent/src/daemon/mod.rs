@@ -37,8 +37,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot subscribe to rtnetlink events (needs CAP_NET_ADMIN: run as root)")]
-    Watcher(#[source] std::io::Error),
+    #[error("cannot start the route watcher")]
+    Watcher(#[source] crate::watcher::WatcherError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error("the netlink watcher stopped unexpectedly (see the log above for why)")]
