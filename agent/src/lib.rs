@@ -14,4 +14,5 @@ pub mod fastpath;
 pub mod links;
 pub mod model;
 pub mod paths;
+pub mod segments;
 pub mod watcher;
