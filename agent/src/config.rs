@@ -102,17 +102,14 @@ pub struct GroupConfig {
     pub deactivate_delay: Duration,
 }
 
-/// A configuration error, already formatted with file, line, column and a hint.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
+mod error;
 mod normalise;
 mod parse;
 mod tables;
 #[cfg(test)]
 mod tests;
 
+pub use error::{ConfigError, Position, Problem};
 pub use parse::{
     DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL,
     DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
@@ -122,11 +119,9 @@ pub use tables::TableNames;
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "{}: cannot read the config file: {e}",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         Config::parse(&text, &path.display().to_string())
     }

@@ -18,4 +18,5 @@ pub mod links;
 pub mod model;
 pub mod netlink;
 pub mod paths;
+pub mod segments;
 pub mod watcher;

@@ -2,7 +2,7 @@
 //!
 //! Deserialisation goes through `Raw*` mirror types whose fields are wrapped in
 //! `toml::Spanned` so that semantic errors can point at the offending value.
-//! Every semantic problem found is reported (one per line), not only the first.
+//! Every semantic problem found is reported, not only the first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ use toml::Spanned;
 use super::tables::TableNames;
 use super::{
     AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
-    LinkConfig, MatchMode, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
+    LinkConfig, MatchMode, Position, Problem, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
 };
 
 pub use crate::paths::DEFAULT_PPPD_PATH;
@@ -91,50 +91,29 @@ struct RawGroup {
     deactivate_delay: Option<S<toml::Value>>,
 }
 
-/// Collects positioned errors.
+/// Collects positioned problems.
 struct Reporter<'a> {
     text: &'a str,
-    origin: &'a str,
-    errors: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl Reporter<'_> {
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or(self.text);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before
-            .get(line_start..)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
-        (line, col)
-    }
-
-    fn format(&self, span: Option<Range<usize>>, message: &str, hint: Option<&str>) -> String {
-        let mut out = match span {
-            Some(span) => {
-                let (line, col) = self.position(span.start);
-                format!("{}:{line}:{col}: {message}", self.origin)
-            }
-            None => format!("{}: {message}", self.origin),
-        };
-        if let Some(hint) = hint {
-            out.push_str("\n  hint: ");
-            out.push_str(hint);
+    fn problem(&self, span: Option<Range<usize>>, message: &str, hint: Option<&str>) -> Problem {
+        Problem {
+            at: span.map(|span| Position::of_offset(self.text, span.start)),
+            message: message.to_string(),
+            hint: hint.map(str::to_string),
         }
-        out
     }
 
     fn error(&mut self, span: Range<usize>, message: impl AsRef<str>) {
-        let e = self.format(Some(span), message.as_ref(), None);
-        self.errors.push(e);
+        let p = self.problem(Some(span), message.as_ref(), None);
+        self.problems.push(p);
     }
 
     fn hinted(&mut self, span: Range<usize>, message: impl AsRef<str>, hint: impl AsRef<str>) {
-        let e = self.format(Some(span), message.as_ref(), Some(hint.as_ref()));
-        self.errors.push(e);
+        let p = self.problem(Some(span), message.as_ref(), Some(hint.as_ref()));
+        self.problems.push(p);
     }
 }
 
@@ -158,17 +137,24 @@ fn parse_error_hint(message: &str) -> Option<String> {
 }
 
 pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        origin: origin.to_string(),
+        problems,
+    };
     let mut rep = Reporter {
         text,
-        origin,
-        errors: Vec::new(),
+        problems: Vec::new(),
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
             let message = e.message().trim().replace('\n', "; ");
             let hint = parse_error_hint(&message);
-            return Err(ConfigError(rep.format(e.span(), &message, hint.as_deref())));
+            return Err(invalid(vec![rep.problem(
+                e.span(),
+                &message,
+                hint.as_deref(),
+            )]));
         }
     };
 
@@ -178,7 +164,7 @@ pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, Co
     let groups = group_configs(&mut rep, &raw.group, &raw.link);
     check_interfaces_unique(&mut rep, &raw.link);
 
-    if rep.errors.is_empty() {
+    if rep.problems.is_empty() {
         Ok(Config {
             agent,
             fastpath,
@@ -186,7 +172,7 @@ pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, Co
             groups,
         })
     } else {
-        Err(ConfigError(rep.errors.join("\n")))
+        Err(invalid(rep.problems))
     }
 }
 
@@ -892,8 +878,8 @@ fn segment(rep: &mut Reporter, s: &S<String>) -> Option<IpNet> {
     }
 }
 
-/// Two links on one interface, or a link interface also listed as a fast-path
-/// interface, cannot work.
+/// Two links on one interface cannot work: each link brings its interface up
+/// and down on its own.
 fn check_interfaces_unique(rep: &mut Reporter, raw: &[S<RawLink>]) {
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for l in raw {

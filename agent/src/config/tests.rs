@@ -36,7 +36,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 fn err(text: &str) -> String {
     match parse(text) {
         Ok(c) => panic!("expected an error, got {c:#?}"),
-        Err(e) => e.0,
+        Err(e) => e.to_string(),
     }
 }
 

@@ -44,6 +44,7 @@ use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
     Millis, SegmentStatus, SteerTarget,
 };
+use crate::segments::{MatchRule, SegmentIndex};
 
 pub use gateway::derive as derive_gateways;
 
@@ -100,12 +101,16 @@ struct LinkRt {
     last_error: Option<String>,
 }
 
+/// Where a segment lives: (group, index in the group's segment list).
+type SegRef = (GroupId, usize);
+
 /// Dynamic route backup state for every group and link of a config.
 pub struct Engine {
     synced: bool,
     tables: HashSet<u32>,
     net: routes::Net,
-    index: routes::SegmentIndex,
+    /// Segments by prefix, to re-evaluate only those a route can affect.
+    index: SegmentIndex<SegRef>,
     groups: Vec<GroupRt>,
     links: Vec<LinkRt>,
 }
@@ -129,15 +134,17 @@ impl Engine {
                 last_error: None,
             })
             .collect();
-        let mut index = routes::SegmentIndex::default();
+        let index = SegmentIndex::new(config.groups.iter().enumerate().flat_map(|(gid, g)| {
+            let rule = MatchRule::new(g.match_mode, g.allow_default);
+            g.segments
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| (*s, rule, (gid, i)))
+        }));
         let groups = config
             .groups
             .iter()
-            .enumerate()
-            .map(|(gid, g)| {
-                for (i, s) in g.segments.iter().enumerate() {
-                    index.insert(*s, g.match_mode, (gid, i));
-                }
+            .map(|g| {
                 let group_links: Vec<LinkId> = g
                     .links
                     .iter()
@@ -317,7 +324,7 @@ impl Engine {
     fn reevaluate_prefixes(&mut self, now: Millis, prefixes: &[IpNet], out: &mut Vec<Action>) {
         let mut refs = Vec::new();
         for p in prefixes {
-            self.index.affected_by(p, &mut refs);
+            refs.extend(self.index.matching(p));
         }
         let mut touched: Vec<usize> = Vec::new();
         for (g, i) in refs {

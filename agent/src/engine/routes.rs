@@ -1,20 +1,19 @@
 //! The kernel state the engine needs (routes, nexthop objects, interfaces,
 //! addresses) and the primary-up rule evaluated over it.
 //!
-//! Routes are indexed by prefix so an event only re-evaluates the segments it
-//! can affect: for `exact` groups the segment equal to the route's prefix, for
-//! `covering` groups the segments inside it (a range query on an ordered index).
+//! Routes are stored by prefix; which prefixes can make a segment primary-up
+//! (and which segments a route can affect) is `crate::segments`' rule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::config::MatchMode;
 use crate::model::{
-    AddressInfo, GroupId, InterfaceInfo, NexthopObject, Route, RouteKey, RouteKind, RTNH_F_DEAD,
+    AddressInfo, InterfaceInfo, NexthopObject, Route, RouteKey, RouteKind, RTNH_F_DEAD,
     RTNH_F_LINKDOWN,
 };
+use crate::segments::MatchRule;
 
 /// Why a segment is primary-up: the route that qualifies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,69 +263,8 @@ impl Net {
         mode: MatchMode,
         allow_default: bool,
     ) -> Option<PrimaryRoute> {
-        match mode {
-            // A segment written as 0.0.0.0/0 in an exact group asks for the
-            // default route explicitly; allow_default only limits covering.
-            MatchMode::Exact => self.prefix_primary(segment),
-            MatchMode::Covering => {
-                let min = if allow_default { 0 } else { 1 };
-                (min..=segment.prefix_len()).rev().find_map(|len| {
-                    let sup = IpNet::new(segment.addr(), len).ok()?.trunc();
-                    self.prefix_primary(&sup)
-                })
-            }
-        }
-    }
-}
-
-/// Where a segment lives: (group, index in the group's segment list).
-pub type SegRef = (GroupId, usize);
-
-/// Ordered key: family, network address, prefix length.
-type SegKey = (u8, u128, u8);
-
-fn seg_key(net: &IpNet) -> SegKey {
-    match net {
-        IpNet::V4(n) => (4, u128::from(u32::from(n.network())), n.prefix_len()),
-        IpNet::V6(n) => (6, u128::from(n.network()), n.prefix_len()),
-    }
-}
-
-fn last_addr(net: &IpNet) -> u128 {
-    match net.broadcast() {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-/// Segments by prefix, split by match mode.
-#[derive(Default)]
-pub struct SegmentIndex {
-    exact: HashMap<IpNet, Vec<SegRef>>,
-    covering: BTreeMap<SegKey, Vec<SegRef>>,
-}
-
-impl SegmentIndex {
-    pub fn insert(&mut self, segment: IpNet, mode: MatchMode, at: SegRef) {
-        let segment = segment.trunc();
-        match mode {
-            MatchMode::Exact => self.exact.entry(segment).or_default().push(at),
-            MatchMode::Covering => self.covering.entry(seg_key(&segment)).or_default().push(at),
-        }
-    }
-
-    /// Segments whose primary-up state can depend on routes for `prefix`.
-    pub fn affected_by(&self, prefix: &IpNet, out: &mut Vec<SegRef>) {
-        let prefix = prefix.trunc();
-        if let Some(v) = self.exact.get(&prefix) {
-            out.extend_from_slice(v);
-        }
-        let (fam, first, len) = seg_key(&prefix);
-        let last = last_addr(&prefix);
-        for ((_, _, seg_len), refs) in self.covering.range((fam, first, 0)..=(fam, last, u8::MAX)) {
-            if *seg_len >= len {
-                out.extend_from_slice(refs);
-            }
-        }
+        MatchRule::new(mode, allow_default)
+            .route_prefixes(*segment)
+            .find_map(|prefix| self.prefix_primary(&prefix))
     }
 }
