@@ -44,7 +44,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, LinkConfig};
 use crate::daemon::{ActionSink, EventSender};
 use crate::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions};
-use crate::links::{DriverState, LinkDrivers, LinkReport};
+use crate::links::{DriverEvent, DriverState, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
 use kernel_routes::KernelRoutes;
 use neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
@@ -208,11 +208,11 @@ impl Dataplane {
             );
         }
 
-        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<LinkReport>();
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<DriverEvent>();
         let drivers = LinkDrivers::new(&config.links, report_tx);
         let ev = events.clone();
         tokio::spawn(async move {
-            while let Some(LinkReport::Failed { link, error }) = report_rx.recv().await {
+            while let Some(DriverEvent::Failed { link, error }) = report_rx.recv().await {
                 if ev.send(Event::LinkFailed { link, error }).await.is_err() {
                     break;
                 }
