@@ -200,7 +200,7 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
 
         fp.remove_segment(segment())?;
         assert_eq!(ping_path(t)?, Path::Primary);
-        fp.close(false)
+        Ok(fp.close(false)?)
     })?;
     // Detached: the edge's interface carries no program any more.
     let link = t.edge.sh("ip -d link show dev e-lan")?;
@@ -330,7 +330,7 @@ fn check_l3_backup(t: &Topo, mode: AttachMode) -> Result<()> {
                 "XDP hands L3 backups to TC: {s:?}"
             );
         }
-        fp.close(false)
+        Ok(fp.close(false)?)
     })
 }
 
@@ -401,7 +401,7 @@ fn restart_keeps_steering() -> Result<()> {
             (1, 1),
             "the kept links now run the new programs: {links}"
         );
-        fp.close(false)
+        Ok(fp.close(false)?)
     })?;
     assert_eq!(ping_path(&t)?, Path::Primary, "close(false) stops steering");
     Ok(())

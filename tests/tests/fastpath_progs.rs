@@ -441,7 +441,7 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
                 let f = &full[..len];
                 let r = fp
                     .test_run_xdp(f, 1)
-                    .map_err(|e| e.context(format!("xdp len {len}")))?;
+                    .map_err(|e| anyhow::Error::from(e).context(format!("xdp len {len}")))?;
                 assert_eq!(
                     (r.verdict, r.data.as_slice()),
                     (XDP_PASS, f),

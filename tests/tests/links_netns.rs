@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use routebackup::config::{DriverConfig, LinkConfig};
 use routebackup::dataplane::kernel_routes::{KernelRoutes, RTPROT_ROUTEBACKUP};
-use routebackup::links::{DriverState, LinkDrivers, LinkReport, Timeouts};
+use routebackup::links::{DriverEvent, DriverState, LinkDrivers, Timeouts};
 use routebackup_tests::Netns;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -65,7 +65,7 @@ fn quick() -> Timeouts {
     }
 }
 
-fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedReceiver<LinkReport>) {
+fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedReceiver<DriverEvent>) {
     let (tx, rx) = unbounded_channel();
     (
         LinkDrivers::with_options(links, tx, quick(), pid_dir.to_path_buf()),
@@ -73,15 +73,15 @@ fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedRecei
     )
 }
 
-async fn next_failure(rx: &mut UnboundedReceiver<LinkReport>) -> Result<(usize, String)> {
+async fn next_failure(rx: &mut UnboundedReceiver<DriverEvent>) -> Result<(usize, String)> {
     match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(LinkReport::Failed { link, error })) => Ok((link, error)),
+        Ok(Some(DriverEvent::Failed { link, error })) => Ok((link, error)),
         Ok(None) => bail!("report channel closed"),
         Err(_) => bail!("no failure reported within 10 s"),
     }
 }
 
-async fn no_report(rx: &mut UnboundedReceiver<LinkReport>, wait: Duration) -> Result<()> {
+async fn no_report(rx: &mut UnboundedReceiver<DriverEvent>, wait: Duration) -> Result<()> {
     match tokio::time::timeout(wait, rx.recv()).await {
         Ok(Some(r)) => bail!("unexpected report {r:?}"),
         _ => Ok(()),

@@ -42,22 +42,19 @@ use tracing::{debug, error, info};
 
 use crate::config::{Config, LinkConfig};
 use crate::daemon::ActionSink;
-use crate::fastpath::{Fastpath, FastpathOptions};
-use crate::links::{LinkDrivers, LinkReport};
+use crate::fastpath::{Fastpath, FastpathError, FastpathOptions};
+use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;
 use segments::pass_value;
 use status::{DataplaneStatus, DriverStatus, GroupCounters};
 
-/// What the fast path reports its failures as (kept opaque here).
-pub type FastpathSource = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("cannot start the fast path")]
-    Fastpath(#[source] FastpathSource),
+    Fastpath(#[source] Box<FastpathError>),
     #[error(
         "cannot read the pinned segment maps under {} (a previous agent's; remove that directory to start with fresh maps)",
         pin_path.display()
@@ -65,20 +62,20 @@ pub enum DataplaneError {
     ReadSegments {
         pin_path: PathBuf,
         #[source]
-        source: FastpathSource,
+        source: Box<FastpathError>,
     },
     #[error("cannot update the fast-path entry for {prefix}")]
     WriteSegment {
         prefix: IpNet,
         #[source]
-        source: FastpathSource,
+        source: Box<FastpathError>,
     },
 }
 
 pub struct Dataplane {
     fastpath: Option<Fastpath>,
     drivers: Option<LinkDrivers>,
-    driver_reports: mpsc::UnboundedReceiver<LinkReport>,
+    driver_reports: mpsc::UnboundedReceiver<DriverEvent>,
     links: Vec<LinkConfig>,
     group_names: Vec<String>,
     /// The first watched table: where `kernel_routes` go.
@@ -100,7 +97,7 @@ impl Dataplane {
             interfaces: config.fastpath.interfaces.clone(),
             mode: config.fastpath.mode,
         })
-        .map_err(|e| DataplaneError::Fastpath(e.into()))?;
+        .map_err(|e| DataplaneError::Fastpath(Box::new(e)))?;
         for a in fastpath.attachments() {
             info!(
                 "fast path on {} (ifindex {}): xdp {:?}, tc {}{}",
@@ -223,7 +220,7 @@ impl ActionSink for Dataplane {
                     }
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
-                        LinkReport::Failed { link, error } => {
+                        DriverEvent::Failed { link, error } => {
                             return Event::LinkFailed { link, error }
                         }
                     },

@@ -114,7 +114,7 @@ pub(super) fn reconcile(
         .segments()
         .map_err(|e| DataplaneError::ReadSegments {
             pin_path: config.agent.pin_path.clone(),
-            source: e.into(),
+            source: Box::new(e),
         })?;
     let mut present: HashMap<IpNet, SegmentValue> = HashMap::new();
     for (prefix, value) in existing {
@@ -131,7 +131,7 @@ pub(super) fn reconcile(
                     .remove_segment(prefix)
                     .map_err(|e| DataplaneError::WriteSegment {
                         prefix,
-                        source: e.into(),
+                        source: Box::new(e),
                     })?;
             }
         }
@@ -141,7 +141,7 @@ pub(super) fn reconcile(
             fastpath.set_segment(*prefix, pass_value(g)).map_err(|e| {
                 DataplaneError::WriteSegment {
                     prefix: *prefix,
-                    source: e.into(),
+                    source: Box::new(e),
                 }
             })?;
         }

@@ -5,22 +5,23 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use super::FastpathError;
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 use crate::paths::SYS_FS_BPF;
 
 /// True if `path` (which must exist) is on a bpffs.
-pub fn is_bpffs(path: &Path) -> Result<bool> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .with_context(|| format!("{}: path contains a NUL byte", path.display()))?;
+pub fn is_bpffs(path: &Path) -> Result<bool, FastpathError> {
+    let c = c_path(path)?;
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", path.display()));
+        return Err(FastpathError::Statfs {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     #[allow(clippy::unnecessary_cast)]
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
@@ -39,12 +40,11 @@ fn existing_ancestor(path: &Path) -> PathBuf {
 
 /// Makes sure `pin_path` exists on a bpffs, mounting one at /sys/fs/bpf when
 /// the pin path is below it and nothing is mounted there.
-pub fn prepare_pin_dir(pin_path: &Path) -> Result<()> {
+pub fn prepare_pin_dir(pin_path: &Path) -> Result<(), FastpathError> {
     if !pin_path.is_absolute() {
-        bail!(
-            "pin path {} is not absolute: use a directory on a bpffs such as /sys/fs/bpf/routebackup",
-            pin_path.display()
-        );
+        return Err(FastpathError::PinPathNotAbsolute {
+            path: pin_path.to_path_buf(),
+        });
     }
     let anc = existing_ancestor(pin_path);
     if !is_bpffs(&anc)? {
@@ -53,30 +53,33 @@ pub fn prepare_pin_dir(pin_path: &Path) -> Result<()> {
             mount_bpffs(sys)?;
             tracing::info!("mounted a bpffs on {SYS_FS_BPF} for the pin directory");
         } else {
-            bail!(
-                "pin path {} is not on a bpffs ({} is not a bpf filesystem): mount one with \
-                 `mount -t bpf bpf {}` or set [agent] pin_path to a directory under /sys/fs/bpf",
-                pin_path.display(),
-                anc.display(),
-                anc.display()
-            );
+            return Err(FastpathError::NotOnBpffs {
+                pin_path: pin_path.to_path_buf(),
+                checked: anc,
+            });
         }
     }
-    std::fs::create_dir_all(pin_path)
-        .with_context(|| format!("cannot create the pin directory {}", pin_path.display()))?;
+    std::fs::create_dir_all(pin_path).map_err(|source| FastpathError::CreateDir {
+        path: pin_path.to_path_buf(),
+        source,
+    })?;
     if !is_bpffs(pin_path)? {
-        bail!(
-            "pin directory {} is not on a bpffs: mount one with `mount -t bpf bpf {}`",
-            pin_path.display(),
-            pin_path.display()
-        );
+        return Err(FastpathError::PinDirNotOnBpffs {
+            path: pin_path.to_path_buf(),
+        });
     }
     Ok(())
 }
 
-fn mount_bpffs(dir: &Path) -> Result<()> {
-    let target = CString::new(dir.as_os_str().as_bytes())?;
-    let src = CString::new("bpf")?;
+fn c_path(path: &Path) -> Result<CString, FastpathError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| FastpathError::PathWithNul {
+        path: path.to_path_buf(),
+    })
+}
+
+fn mount_bpffs(dir: &Path) -> Result<(), FastpathError> {
+    let target = c_path(dir)?;
+    let src = c"bpf";
     // SAFETY: all pointers are valid NUL-terminated strings; data is NULL.
     let rc = unsafe {
         libc::mount(
@@ -88,12 +91,9 @@ fn mount_bpffs(dir: &Path) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| {
-            format!(
-                "cannot mount a bpffs on {} (run `mount -t bpf bpf {}` as root)",
-                dir.display(),
-                dir.display()
-            )
+        return Err(FastpathError::Mount {
+            dir: dir.to_path_buf(),
+            source: std::io::Error::last_os_error(),
         });
     }
     Ok(())

@@ -20,6 +20,7 @@
 //! warns when it is off globally, `set_segment` when it is off on the backup.
 
 mod bpffs;
+mod error;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -27,9 +28,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
-use aya::maps::{LpmTrie, MapData, MapInfo, MapType, PerCpuArray};
+use aya::maps::{LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
@@ -44,6 +44,9 @@ use routebackup_common::{
 use crate::config::AttachMode;
 
 pub use bpffs::is_bpffs;
+pub use error::{FastpathError, MapShape};
+
+type Result<T, E = FastpathError> = std::result::Result<T, E>;
 
 /// The kernel object built by agent/build.rs (empty with AYA_BUILD_SKIP=1).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/routebackup-ebpf"));
@@ -126,33 +129,36 @@ pub struct Fastpath {
 /// Expected layout of a pinned map (checked before reuse).
 struct MapLayout {
     name: &'static str,
-    map_type: MapType,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
+    shape: MapShape,
 }
 
 const MAP_LAYOUTS: [MapLayout; 3] = [
     MapLayout {
         name: MAP_SEGMENTS_V4,
-        map_type: MapType::LpmTrie,
-        key_size: 8,
-        value_size: size_of::<SegmentValue>() as u32,
-        max_entries: MAX_SEGMENTS,
+        shape: MapShape {
+            map_type: Some(MapType::LpmTrie),
+            key_size: 8,
+            value_size: size_of::<SegmentValue>() as u32,
+            max_entries: MAX_SEGMENTS,
+        },
     },
     MapLayout {
         name: MAP_SEGMENTS_V6,
-        map_type: MapType::LpmTrie,
-        key_size: 20,
-        value_size: size_of::<SegmentValue>() as u32,
-        max_entries: MAX_SEGMENTS,
+        shape: MapShape {
+            map_type: Some(MapType::LpmTrie),
+            key_size: 20,
+            value_size: size_of::<SegmentValue>() as u32,
+            max_entries: MAX_SEGMENTS,
+        },
     },
     MapLayout {
         name: MAP_STATS,
-        map_type: MapType::PerCpuArray,
-        key_size: 4,
-        value_size: size_of::<GroupStats>() as u32,
-        max_entries: MAX_GROUPS,
+        shape: MapShape {
+            map_type: Some(MapType::PerCpuArray),
+            key_size: 4,
+            value_size: size_of::<GroupStats>() as u32,
+            max_entries: MAX_GROUPS,
+        },
     },
 ];
 
@@ -162,46 +168,36 @@ fn check_pinned_map(path: &Path, want: &MapLayout) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let info = MapInfo::from_pin(path).map_err(|e| {
-        anyhow!(
-            "{} exists but is not a usable pinned BPF map ({e}); remove it (`rm {}`) and restart",
-            path.display(),
-            path.display()
-        )
+    let info = MapInfo::from_pin(path).map_err(|source| FastpathError::UnusablePinnedMap {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let ty = info.map_type().ok();
-    let ok = ty == Some(want.map_type)
-        && info.key_size() == want.key_size
-        && info.value_size() == want.value_size
-        && info.max_entries() == want.max_entries;
-    if !ok {
-        bail!(
-            "pinned map {} has an incompatible layout (type {:?}, key {} B, value {} B, {} entries; \
-             this agent needs {:?}, key {} B, value {} B, {} entries), probably left by another \
-             routebackup version: remove the stale pin (`rm {}`) and restart the agent, which \
-             rewrites the entries from its configuration",
-            path.display(),
-            ty,
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-            want.map_type,
-            want.key_size,
-            want.value_size,
-            want.max_entries,
-            path.display()
-        );
+    let found = MapShape {
+        map_type: info.map_type().ok(),
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    };
+    if found != want.shape {
+        return Err(FastpathError::StaleMapLayout {
+            path: path.to_path_buf(),
+            found,
+            wanted: want.shape,
+        });
     }
     Ok(())
 }
 
 fn ifindex_of(name: &str) -> Result<u32> {
-    let c =
-        CString::new(name).map_err(|_| anyhow!("interface name {name:?} contains a NUL byte"))?;
+    let c = CString::new(name).map_err(|_| FastpathError::InterfaceName {
+        interface: name.to_string(),
+    })?;
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        bail!("interface {name} does not exist (fastpath.interfaces)");
+        return Err(FastpathError::NoSuchInterface {
+            interface: name.to_string(),
+        });
     }
     Ok(idx)
 }
@@ -274,15 +270,14 @@ impl Fastpath {
     /// adopts links a previous agent kept and attaches to every interface.
     pub fn open(opts: &FastpathOptions) -> Result<Fastpath> {
         if OBJECT.is_empty() {
-            bail!(
-                "this routebackup binary was built without its BPF programs (AYA_BUILD_SKIP=1): \
-                 rebuild without AYA_BUILD_SKIP to use the fast path"
-            );
+            return Err(FastpathError::BuiltWithoutPrograms);
         }
         bpffs::prepare_pin_dir(&opts.pin_path)?;
         let links_dir = opts.pin_path.join(LINKS_DIR);
-        std::fs::create_dir_all(&links_dir)
-            .with_context(|| format!("cannot create {}", links_dir.display()))?;
+        std::fs::create_dir_all(&links_dir).map_err(|source| FastpathError::CreateDir {
+            path: links_dir.clone(),
+            source,
+        })?;
         for layout in &MAP_LAYOUTS {
             check_pinned_map(&opts.pin_path.join(layout.name), layout)?;
         }
@@ -296,25 +291,29 @@ impl Fastpath {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).with_context(|| {
-            format!(
-                "cannot load the BPF object (maps pinned under {})",
-                opts.pin_path.display()
-            )
+        let mut ebpf = loader.load(OBJECT).map_err(|source| FastpathError::Load {
+            pin_path: opts.pin_path.clone(),
+            source: Box::new(source),
         })?;
 
         {
             let xdp: &mut Xdp = program_mut(&mut ebpf, PROG_XDP)?;
-            xdp.load().map_err(|e| verifier_error(PROG_XDP, e))?;
+            xdp.load().map_err(|source| FastpathError::Verifier {
+                program: PROG_XDP,
+                source,
+            })?;
         }
         {
             let tc: &mut SchedClassifier = program_mut(&mut ebpf, PROG_TC)?;
-            tc.load().map_err(|e| verifier_error(PROG_TC, e))?;
+            tc.load().map_err(|source| FastpathError::Verifier {
+                program: PROG_TC,
+                source,
+            })?;
         }
 
-        let segments_v4 = LpmTrie::try_from(take_map(&mut ebpf, MAP_SEGMENTS_V4)?)?;
-        let segments_v6 = LpmTrie::try_from(take_map(&mut ebpf, MAP_SEGMENTS_V6)?)?;
-        let stats = PerCpuArray::try_from(take_map(&mut ebpf, MAP_STATS)?)?;
+        let segments_v4 = typed_map(&mut ebpf, MAP_SEGMENTS_V4, LpmTrie::try_from)?;
+        let segments_v6 = typed_map(&mut ebpf, MAP_SEGMENTS_V6, LpmTrie::try_from)?;
+        let stats = typed_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
 
         let mut fp = Fastpath {
             ebpf,
@@ -374,8 +373,9 @@ impl Fastpath {
                         continue;
                     }
                     Err(e) => tracing::warn!(
-                        "{ifname}: cannot adopt the kept XDP link {}: {e:#}; attaching anew",
-                        path.display()
+                        "{ifname}: cannot adopt the kept XDP link {}: {}; attaching anew",
+                        path.display(),
+                        error::chain(&e)
                     ),
                 }
             }
@@ -383,8 +383,9 @@ impl Fastpath {
         }
         if xdp_id.is_none() && !wanted.is_empty() {
             let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
-            let mut errors = Vec::new();
-            for m in wanted {
+            // The native attempt's error when the generic one follows (mode auto).
+            let mut native_error = None;
+            for (i, m) in wanted.iter().enumerate() {
                 let flags = match m {
                     XdpAttach::Native => XdpMode::Driver,
                     _ => XdpMode::Skb,
@@ -395,15 +396,17 @@ impl Fastpath {
                         xdp_mode = *m;
                         break;
                     }
-                    Err(e) => errors.push(format!("{m:?}: {}", error_chain(&e))),
+                    Err(source) if i + 1 == wanted.len() => {
+                        return Err(FastpathError::XdpAttach {
+                            interface: ifname.to_string(),
+                            mode,
+                            attempt: *m,
+                            native_error,
+                            source: Box::new(source),
+                        });
+                    }
+                    Err(e) => native_error = Some(error::chain(&e)),
                 }
-            }
-            if xdp_id.is_none() {
-                bail!(
-                    "cannot attach XDP to {ifname} ({}); another XDP program may be attached \
-                     (`ip link set dev {ifname} xdp off`), or use fastpath mode \"xdp-generic\" or \"tc\"",
-                    errors.join("; ")
-                );
             }
             if xdp_mode == XdpAttach::Generic && mode == AttachMode::Auto {
                 tracing::info!("{ifname}: the driver has no native XDP; using generic XDP");
@@ -421,8 +424,9 @@ impl Fastpath {
                         continue;
                     }
                     Err(e) => tracing::warn!(
-                        "{ifname}: cannot adopt the kept TC link {}: {e:#}; attaching anew",
-                        path.display()
+                        "{ifname}: cannot adopt the kept TC link {}: {}; attaching anew",
+                        path.display(),
+                        error::chain(&e)
                     ),
                 }
             }
@@ -435,12 +439,12 @@ impl Fastpath {
                 Err(first) => {
                     // Kernels without TCX attach through netlink and need clsact.
                     let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-                    tc.attach(ifname, TcAttachType::Ingress).map_err(|e| {
-                        anyhow!(
-                            "cannot attach TC ingress to {ifname}: {} (first try: {})",
-                            error_chain(&e),
-                            error_chain(&first)
-                        )
+                    tc.attach(ifname, TcAttachType::Ingress).map_err(|source| {
+                        FastpathError::TcAttach {
+                            interface: ifname.to_string(),
+                            first_error: error::chain(&first),
+                            source: Box::new(source),
+                        }
                     })?
                 }
             };
@@ -461,19 +465,37 @@ impl Fastpath {
     }
 
     fn adopt_xdp(&mut self, path: &Path) -> Result<XdpLinkId> {
-        let pinned = PinnedLink::from_pin(path)?;
-        let fd: FdLink = pinned.unpin()?;
-        let link = XdpLink::try_from(fd)?;
+        let link = XdpLink::try_from(unpin_kept_link(path)?).map_err(|source| {
+            FastpathError::KeptLinkKind {
+                path: path.to_path_buf(),
+                program: PROG_XDP,
+                source,
+            }
+        })?;
         let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
-        Ok(xdp.attach_to_link(link)?)
+        xdp.attach_to_link(link)
+            .map_err(|source| FastpathError::KeptLinkAdopt {
+                path: path.to_path_buf(),
+                program: PROG_XDP,
+                source: Box::new(source),
+            })
     }
 
     fn adopt_tc(&mut self, path: &Path) -> Result<SchedClassifierLinkId> {
-        let pinned = PinnedLink::from_pin(path)?;
-        let fd: FdLink = pinned.unpin()?;
-        let link = SchedClassifierLink::try_from(fd)?;
+        let link = SchedClassifierLink::try_from(unpin_kept_link(path)?).map_err(|source| {
+            FastpathError::KeptLinkKind {
+                path: path.to_path_buf(),
+                program: PROG_TC,
+                source,
+            }
+        })?;
         let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-        Ok(tc.attach_to_link(link)?)
+        tc.attach_to_link(link)
+            .map_err(|source| FastpathError::KeptLinkAdopt {
+                path: path.to_path_buf(),
+                program: PROG_TC,
+                source: Box::new(source),
+            })
     }
 
     /// Per interface: index, XDP mode actually used, TC attached, adopted.
@@ -483,10 +505,15 @@ impl Fastpath {
 
     /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
     pub fn program_ids(&self) -> Result<(u32, u32)> {
-        let xdp = program::<Xdp>(&self.ebpf, PROG_XDP)?.info()?.id();
-        let tc = program::<SchedClassifier>(&self.ebpf, PROG_TC)?
-            .info()?
-            .id();
+        let info = |program: &'static str, r: Result<aya::programs::ProgramInfo, _>| {
+            r.map(|i| i.id())
+                .map_err(|source| FastpathError::ProgramInfo { program, source })
+        };
+        let xdp = info(PROG_XDP, program::<Xdp>(&self.ebpf, PROG_XDP)?.info())?;
+        let tc = info(
+            PROG_TC,
+            program::<SchedClassifier>(&self.ebpf, PROG_TC)?.info(),
+        )?;
         Ok((xdp, tc))
     }
 
@@ -534,26 +561,25 @@ impl Fastpath {
             {
                 Ok(false)
             }
-            Err(e) => {
-                Err(anyhow!(e)
-                    .context(format!("cannot remove segment {prefix} from the fast path")))
-            }
+            Err(source) => Err(FastpathError::SegmentRemove { prefix, source }),
         }
     }
 
     /// Every entry of both tries (adoption after a restart).
     pub fn segments(&self) -> Result<Vec<(IpNet, SegmentValue)>> {
         let mut out = Vec::new();
+        let read = |map| move |source| FastpathError::MapRead { map, source };
+        let bad_len = |map| move |source| FastpathError::BadPrefixLen { map, source };
         for item in self.segments_v4.iter() {
-            let (k, v) = item.context("reading segments_v4")?;
+            let (k, v) = item.map_err(read(MAP_SEGMENTS_V4))?;
             let net = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
-                .context("segments_v4 holds an invalid prefix length")?;
+                .map_err(bad_len(MAP_SEGMENTS_V4))?;
             out.push((IpNet::V4(net), v));
         }
         for item in self.segments_v6.iter() {
-            let (k, v) = item.context("reading segments_v6")?;
+            let (k, v) = item.map_err(read(MAP_SEGMENTS_V6))?;
             let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)
-                .context("segments_v6 holds an invalid prefix length")?;
+                .map_err(bad_len(MAP_SEGMENTS_V6))?;
             out.push((IpNet::V6(net), v));
         }
         Ok(out)
@@ -562,15 +588,12 @@ impl Fastpath {
     /// Counters of a group summed over CPUs.
     pub fn group_stats(&self, group_id: u32) -> Result<GroupStats> {
         if group_id >= MAX_GROUPS {
-            bail!(
-                "group id {group_id} is out of range (at most {} groups)",
-                MAX_GROUPS
-            );
+            return Err(FastpathError::GroupOutOfRange { group_id });
         }
         let per_cpu = self
             .stats
             .get(&group_id, 0)
-            .with_context(|| format!("reading stats of group {group_id}"))?;
+            .map_err(|source| FastpathError::StatsRead { group_id, source })?;
         let mut sum = GroupStats::default();
         for s in per_cpu.iter() {
             sum.accumulate(s);
@@ -581,7 +604,7 @@ impl Fastpath {
     /// Runs `rb_xdp` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
     pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
         let xdp: &Xdp = program(&self.ebpf, PROG_XDP)?;
-        let mut out = run(xdp, frame, repeat)?;
+        let mut out = run(xdp, PROG_XDP, frame, repeat)?;
         // The kernel returns the frame from the start of the metadata area.
         if out.data.len() == frame.len() + META_COUNTED.len() && out.data.starts_with(&META_COUNTED)
         {
@@ -594,7 +617,7 @@ impl Fastpath {
     /// Runs `rb_tc` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
     pub fn test_run_tc(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
         let tc: &SchedClassifier = program(&self.ebpf, PROG_TC)?;
-        run(tc, frame, repeat)
+        run(tc, PROG_TC, frame, repeat)
     }
 
     /// Stops the fast path. `keep = false`: detach every program and remove
@@ -611,7 +634,7 @@ impl Fastpath {
                 let p = self.pin_path.join(l.name);
                 if p.exists() {
                     std::fs::remove_file(&p)
-                        .with_context(|| format!("cannot remove {}", p.display()))?;
+                        .map_err(|source| FastpathError::RemovePin { path: p, source })?;
                 }
             }
             for (_, _, p) in pinned_links(&links_dir) {
@@ -628,39 +651,43 @@ impl Fastpath {
                 let path = links_dir.join(link_pin_name(l.attachment.xdp.pin_suffix(), ifname));
                 let r = (|| -> Result<()> {
                     let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
-                    let link = xdp.take_link(id)?;
-                    let fd = FdLink::try_from(link)
-                        .context("XDP attached through netlink (no bpf link) cannot be kept")?;
-                    let _ = std::fs::remove_file(&path);
-                    fd.pin(&path)?;
-                    Ok(())
+                    let link = xdp.take_link(id).map_err(take_link(ifname, PROG_XDP))?;
+                    let fd = FdLink::try_from(link).map_err(|source| FastpathError::NoBpfLink {
+                        why: "XDP attached through netlink (no bpf link)",
+                        source,
+                    })?;
+                    pin_link(fd, &path)
                 })();
                 if let Err(e) = r {
-                    errors.push(format!("{ifname} XDP -> {}: {e:#}", path.display()));
+                    errors.push(format!(
+                        "{ifname} XDP -> {}: {}",
+                        path.display(),
+                        error::chain(&e)
+                    ));
                 }
             }
             if let Some(id) = l.tc {
                 let path = links_dir.join(link_pin_name("tc", ifname));
                 let r = (|| -> Result<()> {
                     let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-                    let link = tc.take_link(id)?;
-                    let fd = FdLink::try_from(link).context(
-                        "TC attached through netlink (kernel without TCX) cannot be kept as a link",
-                    )?;
-                    let _ = std::fs::remove_file(&path);
-                    fd.pin(&path)?;
-                    Ok(())
+                    let link = tc.take_link(id).map_err(take_link(ifname, PROG_TC))?;
+                    let fd = FdLink::try_from(link).map_err(|source| FastpathError::NoBpfLink {
+                        why: "TC attached through netlink (kernel without TCX, so no bpf link)",
+                        source,
+                    })?;
+                    pin_link(fd, &path)
                 })();
                 if let Err(e) = r {
-                    errors.push(format!("{ifname} TC -> {}: {e:#}", path.display()));
+                    errors.push(format!(
+                        "{ifname} TC -> {}: {}",
+                        path.display(),
+                        error::chain(&e)
+                    ));
                 }
             }
         }
         if !errors.is_empty() {
-            bail!(
-                "could not keep every attachment (those are detached now): {}",
-                errors.join("; ")
-            );
+            return Err(FastpathError::KeepAttachments { failures: errors });
         }
         Ok(())
     }
@@ -689,77 +716,107 @@ impl Fastpath {
 }
 
 fn validate_value(prefix: &IpNet, v: &SegmentValue) -> Result<()> {
+    let prefix = *prefix;
     if v.group_id >= MAX_GROUPS {
-        bail!(
-            "segment {prefix}: group id {} is out of range (< {MAX_GROUPS})",
-            v.group_id
-        );
+        return Err(FastpathError::SegmentGroup {
+            prefix,
+            group_id: v.group_id,
+        });
     }
     match v.action {
-        ACTION_PASS => {}
-        ACTION_STEER => {
-            if v.backup_ifindex == 0 {
-                bail!("segment {prefix}: a steer entry needs the backup's interface index");
-            }
-        }
-        other => bail!("segment {prefix}: unknown action {other}"),
+        ACTION_PASS => Ok(()),
+        ACTION_STEER if v.backup_ifindex == 0 => Err(FastpathError::SteerWithoutBackup { prefix }),
+        ACTION_STEER => Ok(()),
+        action => Err(FastpathError::UnknownAction { prefix, action }),
     }
+}
+
+fn map_write_error(prefix: &IpNet, source: MapError) -> FastpathError {
+    let prefix = *prefix;
+    let full = matches!(&source, MapError::SyscallError(s)
+        if s.io_error.raw_os_error() == Some(libc::ENOSPC));
+    if full {
+        FastpathError::TrieFull { prefix, source }
+    } else {
+        FastpathError::SegmentWrite { prefix, source }
+    }
+}
+
+/// Opens a link a previous agent kept and removes its pin (the returned
+/// link holds the attachment from now on).
+fn unpin_kept_link(path: &Path) -> Result<FdLink> {
+    let pinned = PinnedLink::from_pin(path).map_err(|source| FastpathError::KeptLinkOpen {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    pinned
+        .unpin()
+        .map_err(|source| FastpathError::KeptLinkUnpin {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Pins `fd` at `path`, replacing a pin left there.
+fn pin_link(fd: FdLink, path: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    fd.pin(path).map_err(|source| FastpathError::PinLink {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(())
 }
 
-fn map_write_error(prefix: &IpNet, e: aya::maps::MapError) -> anyhow::Error {
-    let full = matches!(&e, aya::maps::MapError::SyscallError(s)
-        if s.io_error.raw_os_error() == Some(libc::ENOSPC));
-    if full {
-        anyhow!(
-            "cannot add segment {prefix}: the fast-path trie is full ({MAX_SEGMENTS} entries per family)"
-        )
-    } else {
-        anyhow!(e).context(format!("cannot write segment {prefix} to the fast path"))
+fn take_link<'a>(
+    interface: &'a str,
+    program: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> FastpathError + 'a {
+    move |source| FastpathError::TakeLink {
+        interface: interface.to_string(),
+        program,
+        source: Box::new(source),
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
-fn verifier_error(name: &str, e: aya::programs::ProgramError) -> anyhow::Error {
-    anyhow!("the kernel rejected program {name}: {}", error_chain(&e))
-}
-
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let p = ebpf
         .program_mut(name)
-        .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
-    <&mut T>::try_from(p).map_err(|e| anyhow!("program {name}: {e}"))
+        .ok_or(FastpathError::MissingProgram { program: name })?;
+    <&mut T>::try_from(p).map_err(|source| FastpathError::ProgramType {
+        program: name,
+        source,
+    })
 }
 
-fn program<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<&'a T>
+fn program<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T>
 where
     &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let p = ebpf
         .program(name)
-        .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
-    <&T>::try_from(p).map_err(|e| anyhow!("program {name}: {e}"))
+        .ok_or(FastpathError::MissingProgram { program: name })?;
+    <&T>::try_from(p).map_err(|source| FastpathError::ProgramType {
+        program: name,
+        source,
+    })
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("the BPF object has no map {name}"))
+/// Takes map `name` out of the object as the type `convert` makes of it.
+fn typed_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
+) -> Result<M> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(FastpathError::MissingMap { map: name })?;
+    convert(map).map_err(|source| FastpathError::MapType { map: name, source })
 }
 
-fn run<P>(prog: &P, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
+fn run<P>(prog: &P, name: &'static str, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
 where
     for<'b> P: TestRun<Opts<'b> = TestRunOptions<'b>, Result = aya::programs::TestRunResult>,
 {
@@ -771,7 +828,10 @@ where
     opts.repeat = repeat;
     let r = prog
         .test_run(opts)
-        .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", error_chain(&e)))?;
+        .map_err(|source| FastpathError::TestRun {
+            program: name,
+            source,
+        })?;
     let len = (r.data_size_out as usize).min(out.len());
     out.truncate(len);
     Ok(TestRunOutput {

@@ -1,7 +1,7 @@
 //! Backup link drivers: bring a link up and take it down when the engine asks
 //! (`Action::LinkUp` / `Action::LinkDown`), supervise long-running processes,
-//! and report failures (`LinkReport::Failed`, which the daemon turns into
-//! `Event::LinkFailed`).
+//! and report failures (`DriverEvent::Failed`, which the daemon turns into
+//! `Event::LinkFailed`; the error is [`LinkError`] as text).
 //!
 //! The drivers do not judge whether a link is usable: the engine learns that
 //! from netlink (interface up, address present). They only run what the
@@ -27,6 +27,7 @@
 //!   supervised: any exit not caused by us is a failure, explained with
 //!   pppd's exit code meaning.
 
+mod error;
 pub mod interface;
 pub mod pppd;
 pub mod process;
@@ -40,12 +41,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{DriverConfig, LinkConfig};
 use crate::model::LinkId;
-use process::Spawned;
+pub use error::LinkError;
+use process::{Role, Spawned};
 
 /// What a driver tells the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkReport {
-    /// The current attempt or session is over (maps to `Event::LinkFailed`).
+pub enum DriverEvent {
+    /// The current attempt or session is over (maps to `Event::LinkFailed`,
+    /// whose text status shows as the link's `last_error`).
     Failed { link: LinkId, error: String },
 }
 
@@ -109,7 +112,7 @@ impl LinkDrivers {
     /// Starts one task per link on the current tokio runtime (processes and
     /// netlink sockets are created in the calling thread's network namespace
     /// when the runtime is a current-thread one). `links` is indexed by `LinkId`.
-    pub fn new(links: &[LinkConfig], reports: mpsc::UnboundedSender<LinkReport>) -> LinkDrivers {
+    pub fn new(links: &[LinkConfig], reports: mpsc::UnboundedSender<DriverEvent>) -> LinkDrivers {
         Self::with_options(
             links,
             reports,
@@ -121,7 +124,7 @@ impl LinkDrivers {
     /// Like `new` with explicit time bounds and pppd pid-file directory.
     pub fn with_options(
         links: &[LinkConfig],
-        reports: mpsc::UnboundedSender<LinkReport>,
+        reports: mpsc::UnboundedSender<DriverEvent>,
         timeouts: Timeouts,
         pppd_pid_dir: PathBuf,
     ) -> LinkDrivers {
@@ -213,25 +216,10 @@ impl LinkDrivers {
     }
 }
 
-/// What runs under supervision.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    UpCommand,
-    Pppd,
-}
-
-impl Kind {
-    fn what(self) -> &'static str {
-        match self {
-            Kind::UpCommand => "up command",
-            Kind::Pppd => "pppd",
-        }
-    }
-}
-
+/// What runs under supervision: the `up` command or pppd.
 struct Supervised {
     spawned: Spawned,
-    kind: Kind,
+    role: Role,
     program: String,
 }
 
@@ -242,7 +230,7 @@ struct Driver {
     timeouts: Timeouts,
     pppd_pid_dir: PathBuf,
     state: Arc<Mutex<DriverState>>,
-    reports: mpsc::UnboundedSender<LinkReport>,
+    reports: mpsc::UnboundedSender<DriverEvent>,
     child: Option<Supervised>,
     /// The group of the last `up` (for the `down` command's environment).
     group: String,
@@ -287,9 +275,10 @@ impl Driver {
         }
     }
 
-    fn fail(&self, error: String) {
+    fn fail(&self, error: LinkError) {
+        let error = error.text();
         tracing::warn!(link = %self.cfg.name, "{error}");
-        let _ = self.reports.send(LinkReport::Failed {
+        let _ = self.reports.send(DriverEvent::Failed {
             link: self.id,
             error,
         });
@@ -303,18 +292,18 @@ impl Driver {
         ]
     }
 
-    fn netlink(&mut self) -> Result<rtnetlink::Handle, String> {
+    fn netlink(&mut self) -> Result<rtnetlink::Handle, LinkError> {
         if let Some(h) = &self.netlink {
             return Ok(h.clone());
         }
-        let h = crate::netlink::connect().map_err(|e| e.to_string())?;
+        let h = crate::netlink::connect()?;
         self.netlink = Some(h.clone());
         Ok(h)
     }
 
     async fn up(&mut self, group: String) {
         if let Some(c) = &self.child {
-            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.kind.what());
+            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.role);
             return;
         }
         self.group = group;
@@ -342,7 +331,7 @@ impl Driver {
                     self.set_state(DriverState::Up);
                     return;
                 }
-                self.spawn(&up, Kind::UpCommand);
+                self.spawn(&up, Role::UpCommand);
             }
             DriverConfig::Pppd { peer, pppd_path } => {
                 if let Some(pid) = pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) {
@@ -351,21 +340,21 @@ impl Driver {
                     return;
                 }
                 let argv = pppd::argv(&pppd_path, &peer, &self.cfg.interface, &self.cfg.name);
-                self.spawn(&argv, Kind::Pppd);
+                self.spawn(&argv, Role::Pppd);
             }
         }
     }
 
-    fn spawn(&mut self, argv: &[String], kind: Kind) {
+    fn spawn(&mut self, argv: &[String], role: Role) {
         let env = self.env();
         // pppd survives an agent restart with kept links; see Spawned::start.
-        match Spawned::start(argv, &env, &self.cfg.name, kind.what(), kind == Kind::Pppd) {
+        match Spawned::start(argv, &env, &self.cfg.name, role, role == Role::Pppd) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
                 self.child = Some(Supervised {
                     spawned,
-                    kind,
+                    role,
                     program,
                 });
             }
@@ -381,32 +370,36 @@ impl Driver {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        let what = c.kind.what();
         let status = match status {
             Ok(s) => s,
-            Err(e) => {
+            Err(source) => {
                 self.set_state(DriverState::Idle);
-                self.fail(format!(
-                    "{what} `{}`: cannot wait for the process: {e}",
-                    c.program
-                ));
+                self.fail(LinkError::Wait {
+                    role: c.role,
+                    program: c.program,
+                    source,
+                });
                 return;
             }
         };
-        if c.kind == Kind::UpCommand && status.success() {
+        if c.role == Role::UpCommand && status.success() {
             tracing::info!(link = %self.cfg.name, "up command `{}` finished; the link is judged by its interface", c.program);
             self.set_state(DriverState::Up);
             return;
         }
-        let tail = c.spawned.stderr_tail().await;
-        let meaning = match c.kind {
-            Kind::Pppd => status.code().and_then(pppd::exit_meaning),
-            Kind::UpCommand => None,
+        let stderr_tail = c.spawned.stderr_tail().await;
+        let meaning = match c.role {
+            Role::Pppd => status.code().and_then(pppd::exit_meaning),
+            Role::UpCommand | Role::DownCommand => None,
         };
         self.set_state(DriverState::Idle);
-        self.fail(process::exit_message(
-            what, &c.program, status, &tail, meaning,
-        ));
+        self.fail(LinkError::Exited {
+            role: c.role,
+            program: c.program,
+            status,
+            meaning,
+            stderr_tail,
+        });
     }
 
     async fn down(&mut self) {
@@ -423,7 +416,9 @@ impl Driver {
                 };
                 match res {
                     Ok(()) => tracing::info!(link = %self.cfg.name, "set interface {name} down"),
-                    Err(e) => tracing::warn!(link = %self.cfg.name, "taking the link down: {e}"),
+                    Err(e) => {
+                        tracing::warn!(link = %self.cfg.name, "taking the link down: {}", e.text())
+                    }
                 }
             }
             DriverConfig::Command { down, .. } => {
@@ -434,12 +429,12 @@ impl Driver {
                         &down,
                         &env,
                         &self.cfg.name,
-                        "down command",
+                        Role::DownCommand,
                         self.timeouts.down_command,
                     )
                     .await
                     {
-                        tracing::warn!(link = %self.cfg.name, "{e}");
+                        tracing::warn!(link = %self.cfg.name, "{}", e.text());
                     }
                 }
             }
@@ -460,13 +455,13 @@ impl Driver {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "stopping {}", c.kind.what());
+        tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "stopping {}", c.role);
         match c.spawned.terminate(self.timeouts.term_grace).await {
             Some(status) => {
-                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.kind.what())
+                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.role)
             }
             None => {
-                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.kind.what())
+                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.role)
             }
         }
         true
@@ -499,7 +494,7 @@ impl Driver {
     /// Agent exit keeping the link: let a supervised process run on unsupervised.
     fn keep(&mut self) {
         if let Some(c) = self.child.take() {
-            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "leaving {} running (links kept)", c.kind.what());
+            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "leaving {} running (links kept)", c.role);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::fmt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use super::LinkError;
+
 /// How many stderr lines an error report quotes.
 const STDERR_TAIL_LINES: usize = 5;
 /// Longest stderr line kept (characters).
@@ -23,6 +25,40 @@ const STDERR_LINE_MAX: usize = 300;
 /// How long to wait for the output readers after the process exited (a
 /// background grandchild may keep the pipe open forever).
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
+
+/// Which configured program a child is: names it in logs and errors, and
+/// says where the operator configures it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    UpCommand,
+    DownCommand,
+    Pppd,
+}
+
+impl Role {
+    /// The link setting that holds this program's path.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Role::UpCommand => "`up = [...]`",
+            Role::DownCommand => "`down = [...]`",
+            Role::Pppd => "`pppd_path`",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Role::UpCommand => "up command",
+            Role::DownCommand => "down command",
+            Role::Pppd => "pppd",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what())
+    }
+}
 
 /// A spawned child with its output readers.
 pub struct Spawned {
@@ -35,7 +71,7 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts `argv` in a new process group with `env` added to the agent's
-    /// environment. `what` and `link` name the process in log lines.
+    /// environment. `role` and `link` name the process in log lines.
     /// `ignore_sigpipe` starts it with SIGPIPE ignored, so that a process kept
     /// running after the agent exits (and with it the read end of its output
     /// pipes) gets EPIPE on its next log line instead of being killed.
@@ -43,11 +79,12 @@ impl Spawned {
         argv: &[String],
         env: &[(&str, &str)],
         link: &str,
-        what: &'static str,
+        role: Role,
         ignore_sigpipe: bool,
-    ) -> Result<Spawned, String> {
+    ) -> Result<Spawned, LinkError> {
+        let what = role.what();
         let Some((program, args)) = argv.split_first() else {
-            return Err(format!("{what} has an empty argv"));
+            return Err(LinkError::EmptyArgv { role });
         };
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -67,11 +104,16 @@ impl Spawned {
                 });
             }
         }
-        let mut child = cmd.spawn().map_err(|e| spawn_error(what, program, &e))?;
+        let mut child = cmd.spawn().map_err(|source| LinkError::Spawn {
+            role,
+            program: program.clone(),
+            source,
+        })?;
         let Some(pid) = child.id() else {
-            return Err(format!(
-                "{what} `{program}` exited before it could be supervised"
-            ));
+            return Err(LinkError::ExitedAtStart {
+                role,
+                program: program.clone(),
+            });
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let mut readers = Vec::new();
@@ -178,93 +220,46 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
 }
 
 /// Runs `argv` to completion with `env`, bounded by `timeout` (the process
-/// group is killed when it runs over). Returns a description of the failure.
+/// group is killed when it runs over).
 pub async fn run_bounded(
     argv: &[String],
     env: &[(&str, &str)],
     link: &str,
-    what: &'static str,
+    role: Role,
     timeout: Duration,
-) -> Result<(), String> {
-    let mut spawned = Spawned::start(argv, env, link, what, false)?;
-    let program = argv.first().map(String::as_str).unwrap_or_default();
+) -> Result<(), LinkError> {
+    let mut spawned = Spawned::start(argv, env, link, role, false)?;
+    let program = argv.first().cloned().unwrap_or_default();
     match tokio::time::timeout(timeout, spawned.child.wait()).await {
         Ok(Ok(status)) => {
             signal_group(spawned.pid, libc::SIGKILL);
             if status.success() {
-                tracing::info!(link, "{what} `{program}` finished");
+                tracing::info!(link, "{role} `{program}` finished");
                 Ok(())
             } else {
-                let tail = spawned.stderr_tail().await;
-                Err(exit_message(what, program, status, &tail, None))
+                Err(LinkError::Exited {
+                    role,
+                    program,
+                    status,
+                    meaning: None,
+                    stderr_tail: spawned.stderr_tail().await,
+                })
             }
         }
-        Ok(Err(e)) => Err(format!(
-            "{what} `{program}`: cannot wait for the process: {e}"
-        )),
+        Ok(Err(source)) => Err(LinkError::Wait {
+            role,
+            program,
+            source,
+        }),
         Err(_) => {
             spawned.terminate(Duration::from_millis(500)).await;
-            Err(format!(
-                "{what} `{program}` did not finish within {}; killed it",
-                humantime::format_duration(timeout)
-            ))
+            Err(LinkError::Timeout {
+                role,
+                program,
+                limit: timeout,
+            })
         }
     }
-}
-
-/// "up command `/x` exited with status 3 (meaning): tail" or "... was killed by signal 9 (SIGKILL)".
-pub fn exit_message(
-    what: &str,
-    program: &str,
-    status: ExitStatus,
-    stderr_tail: &str,
-    meaning: Option<&str>,
-) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    let mut msg = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("{what} `{program}` exited with status {code}"),
-        (None, Some(sig)) => format!(
-            "{what} `{program}` was killed by signal {sig} ({})",
-            signal_name(sig)
-        ),
-        (None, None) => format!("{what} `{program}` ended: {status}"),
-    };
-    if let Some(m) = meaning {
-        msg.push_str(&format!(" ({m})"));
-    }
-    if !stderr_tail.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(stderr_tail);
-    }
-    msg
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
-    }
-}
-
-fn spawn_error(what: &str, program: &str, e: &std::io::Error) -> String {
-    let hint = match e.kind() {
-        std::io::ErrorKind::NotFound if Path::new(program).is_absolute() => {
-            "; check the path in the link's config".to_string()
-        }
-        std::io::ErrorKind::NotFound => {
-            "; give an absolute path or make sure it is in the agent's PATH".to_string()
-        }
-        std::io::ErrorKind::PermissionDenied => "; is it executable?".to_string(),
-        _ => String::new(),
-    };
-    format!("cannot run {what} `{program}`: {e}{hint}")
 }
 
 async fn log_lines(

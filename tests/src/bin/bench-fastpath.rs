@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
 use routebackup::config::AttachMode;
-use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathError, FastpathOptions};
 use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID};
 use routebackup_tests::frames::{self, FrameSpec};
 use routebackup_tests::{BpfFs, Netns};
@@ -26,7 +26,7 @@ const CHUNK: u32 = 250;
 /// the XDP dispatcher, ~ms, is not included).
 fn per_packet(
     chunk: u32,
-    run: &dyn Fn(u32) -> Result<routebackup::fastpath::TestRunOutput>,
+    run: &dyn Fn(u32) -> Result<routebackup::fastpath::TestRunOutput, FastpathError>,
 ) -> Result<f64> {
     let mut total = 0u128;
     for _ in 0..REPEAT / chunk {
