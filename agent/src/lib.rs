@@ -13,6 +13,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod error;
 pub mod fastpath;
 pub mod links;
 pub mod model;

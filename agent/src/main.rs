@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
+use routebackup::error::Report;
 use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{}", Report(&e));
                 ExitCode::FAILURE
             }
         },
@@ -107,7 +108,7 @@ fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", Report(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -135,7 +136,7 @@ fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain: what failed, then what the kernel or OS said.
-            tracing::error!("{:#}", anyhow::Error::new(e));
+            tracing::error!("{}", Report(&e));
             ExitCode::FAILURE
         }
     }
@@ -152,7 +153,7 @@ fn status(
         (None, Some(c)) => match Config::load(&c) {
             Ok(c) => c.agent.control_socket,
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{}", Report(&e));
                 return ExitCode::FAILURE;
             }
         },
@@ -176,7 +177,7 @@ fn status(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("routebackup: {e}");
+            eprintln!("routebackup: {}", Report(&e));
             ExitCode::FAILURE
         }
     }

@@ -9,9 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read. The OS error is part of the message too:
-    /// callers print only `{e}`, and the user needs to see it.
-    #[error("{}: cannot read the config file: {source}", path.display())]
+    /// The file could not be read (the OS error is the source).
+    #[error("{}: cannot read the config file", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::dataplane::status::DataplaneStatus;
+use crate::error::Report;
 use crate::fastpath::XdpAttach;
 use crate::links::DriverState;
 use crate::model::{EngineStatus, GroupState, LinkState, LinkStatus, Millis};
@@ -484,7 +485,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                warn!("control socket accept: {e}");
+                warn!("control socket accept: {}", Report(&e));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -495,7 +496,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>
         }
         tokio::spawn(async move {
             if let Err(e) = answer(stream, requests).await {
-                debug!("control client: {e}");
+                debug!("control client: {}", Report(&e));
             }
         });
     }
@@ -533,8 +534,8 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("permission denied on {0}: the control socket is root-only (mode 0600); run as root")]
     PermissionDenied(PathBuf),
-    #[error("{0}: {1}")]
-    Io(PathBuf, io::Error),
+    #[error("{}", .0.display())]
+    Io(PathBuf, #[source] io::Error),
     #[error("{0}: the agent's answer is not a status document: {1}")]
     BadReply(PathBuf, String),
 }

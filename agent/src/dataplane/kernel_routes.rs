@@ -24,6 +24,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
+use crate::error::Report;
 use crate::netlink::{self, NetlinkError};
 
 /// rtm_protocol of the routes the agent installs.
@@ -46,7 +47,7 @@ pub enum KernelRoutesError {
     GatewayFamily { prefix: IpNet, gateway: IpAddr },
     #[error("{what}: netlink did not answer within {NETLINK_TIMEOUT:?}")]
     Timeout { what: String },
-    #[error("cannot install route {prefix} via ifindex {ifindex} in table {table}: {}{}", kernel_said(.source), fix(.source))]
+    #[error("cannot install route {prefix} via ifindex {ifindex} in table {table}{}", fix(.source))]
     Install {
         prefix: IpNet,
         ifindex: u32,
@@ -54,19 +55,19 @@ pub enum KernelRoutesError {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("cannot remove route {}: {}{}", show(.prefix), kernel_said(.source), fix(.source))]
+    #[error("cannot remove route {}{}", show(.prefix), fix(.source))]
     Remove {
         /// None: a route of ours whose prefix could not be read.
         prefix: Option<IpNet>,
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("route dump failed: {}", kernel_said(.source))]
+    #[error("route dump failed")]
     Dump {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("cannot open an rtnetlink socket for the route dump: {source}")]
+    #[error("cannot open an rtnetlink socket for the route dump")]
     DumpSocket {
         #[source]
         source: std::io::Error,
@@ -86,14 +87,7 @@ fn show(prefix: &Option<IpNet>) -> String {
     prefix.map_or_else(|| "?".to_string(), |p| p.to_string())
 }
 
-/// What the kernel answered, without rtnetlink's wrapping.
-fn kernel_said(e: &rtnetlink::Error) -> String {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
-        e => e.to_string(),
-    }
-}
-
+/// The fix for what the kernel answered, where there is an obvious one.
 fn fix(e: &rtnetlink::Error) -> &'static str {
     match e {
         rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::EPERM => {
@@ -256,7 +250,8 @@ impl KernelRoutes {
             {
                 // Older kernels: the dump is filtered here instead.
                 tracing::debug!(
-                    "NETLINK_GET_STRICT_CHK unavailable ({e}); filtering route dumps in user space"
+                    "NETLINK_GET_STRICT_CHK unavailable ({}); filtering route dumps in user space",
+                    Report(&e)
                 );
             }
         }

@@ -42,6 +42,7 @@ use tracing::{debug, error, info};
 
 use crate::config::{Config, LinkConfig};
 use crate::daemon::ActionSink;
+use crate::error::Report;
 use crate::fastpath::{Fastpath, FastpathError, FastpathOptions};
 use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
@@ -143,7 +144,10 @@ impl Dataplane {
     fn write(&mut self, prefix: IpNet, value: SegmentValue) {
         if let Some(fp) = self.fastpath.as_mut() {
             if let Err(e) = fp.set_segment(prefix, value) {
-                error!("cannot write the fast-path entry for {prefix}: {e:#}");
+                error!(
+                    "cannot write the fast-path entry for {prefix}: {}",
+                    Report(&e)
+                );
             }
         }
     }
@@ -286,7 +290,7 @@ impl ActionSink for Dataplane {
                         info!("fast path left attached with its maps pinned (--keep-fastpath)")
                     }
                     Ok(()) => info!("fast path detached, pins removed"),
-                    Err(e) => error!("stopping the fast path: {e:#}"),
+                    Err(e) => error!("stopping the fast path: {}", Report(&e)),
                 }
             }
         })

@@ -30,6 +30,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::error::Report;
 use crate::netlink::codec::{self, RawMsg, NUD_PERMANENT};
 use crate::netlink::socket::{self, Requests};
 use crate::netlink::{decode, LinkL2, NeighbourInfo, NetlinkError};
@@ -124,7 +125,10 @@ async fn run(
     let query = match Query::new() {
         Ok(q) => q,
         Err(e) => {
-            warn!("{e}; XDP keeps using bpf_fib_lookup for every packet");
+            warn!(
+                "{}; XDP keeps using bpf_fib_lookup for every packet",
+                Report(&e)
+            );
             return;
         }
     };
@@ -137,7 +141,7 @@ async fn run(
             _ = revalidate.tick() => {
                 for key in &st.watched {
                     if let Err(e) = query.touch(*key) {
-                        debug!("revalidating neighbour {} on ifindex {}: {e}", key.1, key.0);
+                        debug!("revalidating neighbour {} on ifindex {}: {}", key.1, key.0, Report(&e));
                     }
                 }
             }
@@ -151,13 +155,13 @@ async fn run(
                 for key in added {
                     st.links.entry(key.0).or_insert_with(|| {
                         let link = query.link(key.0).unwrap_or_else(|e| {
-                            debug!("link lookup of ifindex {}: {e}", key.0);
+                            debug!("link lookup of ifindex {}: {}", key.0, Report(&e));
                             None
                         });
                         link.and_then(link_l2)
                     });
                     let n = query.neighbour(key).unwrap_or_else(|e| {
-                        debug!("neighbour lookup of {} on ifindex {}: {e}", key.1, key.0);
+                        debug!("neighbour lookup of {} on ifindex {}: {}", key.1, key.0, Report(&e));
                         None
                     });
                     st.neigh.insert(key, n.and_then(|n| n.usable_lladdr()));
@@ -170,7 +174,7 @@ async fn run(
                 let mut guard = match ready {
                     Ok(g) => g,
                     Err(e) => {
-                        warn!("neighbour event socket failed ({e}); cached next-hop MACs are no longer refreshed");
+                        warn!("neighbour event socket failed ({}); cached next-hop MACs are no longer refreshed", Report(&e));
                         return;
                     }
                 };
@@ -186,7 +190,7 @@ async fn run(
                         continue;
                     }
                     Ok(Err(e)) => {
-                        warn!("reading neighbour events: {e}");
+                        warn!("reading neighbour events: {}", Report(&e));
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -243,7 +247,7 @@ fn apply(st: &mut State, msg: &RawMsg<'_>, changed: &mut Vec<NextHopKey>) {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
                 Err(e) => {
-                    debug!("ignoring a {e}");
+                    debug!("ignoring a {}", Report(&e));
                     return;
                 }
             };
@@ -264,7 +268,7 @@ fn apply(st: &mut State, msg: &RawMsg<'_>, changed: &mut Vec<NextHopKey>) {
             let l = match decode::link_l2(msg) {
                 Ok(l) => l,
                 Err(e) => {
-                    debug!("ignoring a {e}");
+                    debug!("ignoring a {}", Report(&e));
                     return;
                 }
             };

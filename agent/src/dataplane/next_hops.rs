@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
 use super::segments::{steer_entry, SteerEntry};
+use crate::error::Report;
 use crate::model::{GroupId, SteerTarget};
 
 /// What each steered group is steered to, and its segments.
@@ -41,7 +42,7 @@ impl NextHops {
                 reports: Some(rx),
             },
             Err(e) => {
-                warn!("cannot follow neighbour entries ({e}); XDP resolves every steered packet with bpf_fib_lookup");
+                warn!("cannot follow neighbour entries ({}); XDP resolves every steered packet with bpf_fib_lookup", Report(&e));
                 NextHops {
                     cache: HashMap::new(),
                     watch: None,

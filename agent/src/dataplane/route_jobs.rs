@@ -2,6 +2,7 @@
 //! must not wait for rtnetlink, so installs and removals go to one
 //! background task that does them in order.
 
+use crate::error::Report;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -134,7 +135,10 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
     let routes = match KernelRoutes::new() {
         Ok(r) => Some(r),
         Err(e) => {
-            error!("kernel routes unavailable (kernel_routes links will not get routes): {e}");
+            error!(
+                "kernel routes unavailable (kernel_routes links will not get routes): {}",
+                Report(&e)
+            );
             None
         }
     };
@@ -155,7 +159,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
             } => {
                 match routes.install(prefix, ifindex, gateway, metric, table).await {
                     Ok(()) => info!("kernel route {prefix} via ifindex {ifindex} metric {metric} table {table} installed"),
-                    Err(e) => error!("cannot install the kernel route for {prefix}: {e}"),
+                    Err(e) => error!("cannot install the kernel route for {prefix}: {}", Report(&e)),
                 }
             }
             RouteJob::Remove {
@@ -164,7 +168,10 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
                 table,
             } => match routes.remove(prefix, metric, table).await {
                 Ok(()) => info!("kernel route {prefix} metric {metric} table {table} removed"),
-                Err(e) => error!("cannot remove the kernel route for {prefix}: {e}"),
+                Err(e) => error!(
+                    "cannot remove the kernel route for {prefix}: {}",
+                    Report(&e)
+                ),
             },
             RouteJob::Sweep { keep } => match routes.list_ours(None).await {
                 Ok(ours) => {
@@ -176,13 +183,17 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
                                     r.prefix, r.table
                                 ),
                                 Err(e) => {
-                                    warn!("cannot remove leftover kernel route {}: {e}", r.prefix)
+                                    warn!(
+                                        "cannot remove leftover kernel route {}: {}",
+                                        r.prefix,
+                                        Report(&e)
+                                    )
                                 }
                             }
                         }
                     }
                 }
-                Err(e) => warn!("cannot list the agent's kernel routes: {e}"),
+                Err(e) => warn!("cannot list the agent's kernel routes: {}", Report(&e)),
             },
             RouteJob::Flush(done) => {
                 let _ = done.send(());

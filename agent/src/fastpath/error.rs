@@ -2,7 +2,7 @@
 //!
 //! Each message names the interface, map, program or pin path and, where
 //! there is one, the fix; what aya or the kernel said is the error's source
-//! (shown after the message by `{:#}` of anyhow, or [`chain`]).
+//! (shown after the message by [`crate::error::Report`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -239,14 +239,6 @@ impl std::fmt::Display for MapShape {
             self.map_type, self.key_size, self.value_size, self.max_entries
         )
     }
-}
-
-/// An error and its causes on one line ("a: b: c").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    std::iter::successors(Some(e), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// "native: <error>; " before the failed generic attempt in mode `auto`.

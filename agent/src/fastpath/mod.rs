@@ -375,7 +375,7 @@ impl Fastpath {
                     Err(e) => tracing::warn!(
                         "{ifname}: cannot adopt the kept XDP link {}: {}; attaching anew",
                         path.display(),
-                        error::chain(&e)
+                        crate::error::chain(&e)
                     ),
                 }
             }
@@ -405,7 +405,7 @@ impl Fastpath {
                             source: Box::new(source),
                         });
                     }
-                    Err(e) => native_error = Some(error::chain(&e)),
+                    Err(e) => native_error = Some(crate::error::chain(&e)),
                 }
             }
             if xdp_mode == XdpAttach::Generic && mode == AttachMode::Auto {
@@ -426,7 +426,7 @@ impl Fastpath {
                     Err(e) => tracing::warn!(
                         "{ifname}: cannot adopt the kept TC link {}: {}; attaching anew",
                         path.display(),
-                        error::chain(&e)
+                        crate::error::chain(&e)
                     ),
                 }
             }
@@ -442,7 +442,7 @@ impl Fastpath {
                     tc.attach(ifname, TcAttachType::Ingress).map_err(|source| {
                         FastpathError::TcAttach {
                             interface: ifname.to_string(),
-                            first_error: error::chain(&first),
+                            first_error: crate::error::chain(&first),
                             source: Box::new(source),
                         }
                     })?
@@ -662,7 +662,7 @@ impl Fastpath {
                     errors.push(format!(
                         "{ifname} XDP -> {}: {}",
                         path.display(),
-                        error::chain(&e)
+                        crate::error::chain(&e)
                     ));
                 }
             }
@@ -681,7 +681,7 @@ impl Fastpath {
                     errors.push(format!(
                         "{ifname} TC -> {}: {}",
                         path.display(),
-                        error::chain(&e)
+                        crate::error::chain(&e)
                     ));
                 }
             }

@@ -87,10 +87,7 @@ impl LinkError {
     /// The message followed by its causes ("...: No such file or directory
     /// (os error 2)"), as logs and `status` show it.
     pub fn text(&self) -> String {
-        std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source())
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(": ")
+        crate::error::chain(self)
     }
 }
 

@@ -24,43 +24,43 @@ pub use decode::{DecodeError, LinkL2, Malformed, NeighbourInfo};
 /// (the source) and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("cannot open an rtnetlink socket for {purpose}: {source}{}", fix(.source))]
+    #[error("cannot open an rtnetlink socket for {purpose}{}", fix(.source))]
     Open {
         purpose: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot join the rtnetlink multicast group {group}: {source}{}", fix(.source))]
+    #[error("cannot join the rtnetlink multicast group {group}{}", fix(.source))]
     Join {
         group: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot set {option} on an rtnetlink socket: {source}{}", fix(.source))]
+    #[error("cannot set {option} on an rtnetlink socket{}", fix(.source))]
     SetOption {
         option: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot register the rtnetlink socket for {purpose} with the async runtime: {source}")]
+    #[error("cannot register the rtnetlink socket for {purpose} with the async runtime")]
     Register {
         purpose: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot send the request for {what}: {source}")]
+    #[error("cannot send the request for {what}")]
     Send {
         what: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot read {what} from an rtnetlink socket: {source}")]
+    #[error("cannot read {what} from an rtnetlink socket")]
     Recv {
         what: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("the kernel refused {what}: {source}{}", fix(.source))]
+    #[error("the kernel refused {what}{}", fix(.source))]
     Refused {
         what: &'static str,
         #[source]

@@ -37,6 +37,7 @@ use routes::RouteVerdict;
 pub use view::KernelView;
 
 use crate::config::Config;
+use crate::error::Report;
 use crate::model::Event;
 use crate::netlink::codec::{
     self as nl, RawMsg, AF_INET, AF_INET6, IFADDRMSG_LEN, IFINFOMSG_LEN, NHMSG_LEN, RTMSG_LEN,
@@ -52,7 +53,7 @@ const EVENT_RCVBUF: usize = 32 << 20;
 pub enum WatcherError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    #[error("cannot start the watcher thread: {0}")]
+    #[error("cannot start the watcher thread")]
     Thread(#[source] io::Error),
     #[error("the kernel's routing state kept changing during {attempts} dumps in a row; the next resync tries again")]
     KeptChanging { attempts: u32 },
@@ -140,7 +141,7 @@ impl Watcher {
 fn subscribe() -> Result<Socket, NetlinkError> {
     let mut s = socket::open("the watcher's events")?;
     if let Err(e) = socket::set_rcvbuf(&s, EVENT_RCVBUF) {
-        warn!("cannot enlarge the netlink receive buffer: {e}");
+        warn!("cannot enlarge the netlink receive buffer: {}", Report(&e));
     }
     for (group, name) in [
         (nl::RTNLGRP_LINK, "RTNLGRP_LINK"),
@@ -152,7 +153,10 @@ fn subscribe() -> Result<Socket, NetlinkError> {
         socket::join(&mut s, group, name)?;
     }
     if let Err(e) = socket::join(&mut s, nl::RTNLGRP_NEXTHOP, "RTNLGRP_NEXTHOP") {
-        warn!("{e}; routes using nexthop objects (FRR 8+) are seen only at resync");
+        warn!(
+            "{}; routes using nexthop objects (FRR 8+) are seen only at resync",
+            Report(&e)
+        );
     }
     socket::set_non_blocking(&mut s)?;
     Ok(s)
@@ -176,24 +180,24 @@ pub fn apply_message(
                     stats.routes_relevant.fetch_add(1, Ordering::Relaxed);
                     view.apply_route(change, out);
                 }
-                RouteVerdict::Malformed(e) => warn!("ignoring a {e}"),
+                RouteVerdict::Malformed(e) => warn!("ignoring a {}", Report(&e)),
             }
         }
         nl::RTM_NEWNEXTHOP | nl::RTM_DELNEXTHOP => match decode::nexthop(msg) {
             Ok(nh) if msg.kind == nl::RTM_NEWNEXTHOP => view.nexthop_upsert(nh, out),
             Ok(nh) => view.nexthop_delete(nh.id, out),
-            Err(e) => warn!("ignoring a {e}"),
+            Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWLINK | nl::RTM_DELLINK => match decode::link(msg) {
             Ok(l) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
             Ok(l) => view.link_delete(l.ifindex, out),
-            Err(e) => warn!("ignoring a {e}"),
+            Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWADDR | nl::RTM_DELADDR => match decode::address(msg) {
             Ok(Some(a)) if msg.kind == nl::RTM_NEWADDR => view.address_add(a, out),
             Ok(Some(a)) => view.address_delete(a, out),
             Ok(None) => {}
-            Err(e) => warn!("ignoring a {e}"),
+            Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::NLMSG_OVERRUN => return false,
         _ => {}
@@ -231,7 +235,7 @@ pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelVi
                 last = None;
             }
             Err(DumpError::Netlink(e)) => {
-                warn!("netlink dump failed: {e}; retrying");
+                warn!("netlink dump failed: {}; retrying", Report(&e));
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -273,7 +277,10 @@ fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView,
         let interrupted = match dumped {
             Ok(interrupted) => interrupted,
             Err(e @ NetlinkError::Refused { .. }) if kind == nl::RTM_GETNEXTHOP => {
-                debug!("no nexthop object dump ({e}): kernel without nexthop objects");
+                debug!(
+                    "no nexthop object dump ({}): kernel without nexthop objects",
+                    Report(&e)
+                );
                 false
             }
             Err(e) => return Err(e.into()),
@@ -372,7 +379,10 @@ impl Worker {
                     return events.into_iter().all(|e| self.tx.blocking_send(e).is_ok());
                 }
                 Err(e) => {
-                    warn!("cannot dump the kernel's routing state: {e}; retrying in 1 s");
+                    warn!(
+                        "cannot dump the kernel's routing state: {}; retrying in 1 s",
+                        Report(&e)
+                    );
                     if self.tx.is_closed() {
                         return false;
                     }
@@ -433,7 +443,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    warn!("{e}; resynchronising");
+                    warn!("{}; resynchronising", Report(&e));
                     if !self.overrun() {
                         return false;
                     }
