@@ -59,12 +59,16 @@ pub struct SegmentValue {
     /// The backup interface's MTU; with `FLAG_MACS_VALID`, XDP leaves IP packets
     /// longer than this to the kernel (fragmentation / ICMP "frag needed").
     pub mtu: u16,
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding; public so the struct can be built with a literal"
+    )]
     pub _pad: u16,
 }
 // 48 bytes, alignment 4 (the BTF LPM trie needs the key data size, 4 or 16,
 // to be a multiple of the value's alignment): no implicit padding.
-const _: () = assert!(core::mem::size_of::<SegmentValue>() == 48);
-const _: () = assert!(core::mem::align_of::<SegmentValue>() == 4);
+const _: () = assert!(size_of::<SegmentValue>() == 48);
+const _: () = assert!(align_of::<SegmentValue>() == 4);
 
 /// Per-CPU counters of one group, the value of the `stats` per-CPU array.
 #[repr(C)]
@@ -82,7 +86,7 @@ pub struct GroupStats {
     /// Packets XDP handed to the TC program (L3 backup, unresolved neighbour, fragment).
     pub deferred_packets: u64,
 }
-const _: () = assert!(core::mem::size_of::<GroupStats>() == 48);
+const _: () = assert!(size_of::<GroupStats>() == 48);
 
 impl GroupStats {
     /// Adds another CPU's counters to these.
