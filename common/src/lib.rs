@@ -13,6 +13,11 @@ pub const MAP_STATS: &str = "stats";
 pub const PROG_XDP: &str = "rb_xdp";
 pub const PROG_TC: &str = "rb_tc";
 
+/// Marker `rb_xdp` leaves (native byte order) in the XDP metadata area of a
+/// packet it already counted as passed, so `rb_tc` neither counts nor touches
+/// it again; the agent strips it from BPF_PROG_TEST_RUN output. "RBP1".
+pub const META_COUNTED: u32 = 0x5242_5031;
+
 /// Capacity of each segment trie.
 pub const MAX_SEGMENTS: u32 = 65_536;
 /// Number of groups the stats array can count (group ids are `0..MAX_GROUPS`).
