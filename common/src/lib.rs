@@ -13,6 +13,11 @@ pub const MAP_STATS: &str = "stats";
 pub const PROG_XDP: &str = "rb_xdp";
 pub const PROG_TC: &str = "rb_tc";
 
+/// Marker `rb_xdp` leaves (native byte order) in the XDP metadata area of a
+/// packet it already counted as passed, so `rb_tc` neither counts nor touches
+/// it again; the agent strips it from BPF_PROG_TEST_RUN output. "RBP1".
+pub const META_COUNTED: u32 = 0x5242_5031;
+
 /// Capacity of each segment trie.
 pub const MAX_SEGMENTS: u32 = 65_536;
 /// Number of groups the stats array can count (group ids are `0..MAX_GROUPS`).
@@ -59,12 +64,16 @@ pub struct SegmentValue {
     /// The backup interface's MTU; with `FLAG_MACS_VALID`, XDP leaves IP packets
     /// longer than this to the kernel (fragmentation / ICMP "frag needed").
     pub mtu: u16,
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "explicit padding; public so the struct can be built with a literal"
+    )]
     pub _pad: u16,
 }
 // 48 bytes, alignment 4 (the BTF LPM trie needs the key data size, 4 or 16,
 // to be a multiple of the value's alignment): no implicit padding.
-const _: () = assert!(core::mem::size_of::<SegmentValue>() == 48);
-const _: () = assert!(core::mem::align_of::<SegmentValue>() == 4);
+const _: () = assert!(size_of::<SegmentValue>() == 48);
+const _: () = assert!(align_of::<SegmentValue>() == 4);
 
 /// Per-CPU counters of one group, the value of the `stats` per-CPU array.
 #[repr(C)]
@@ -83,7 +92,7 @@ pub struct GroupStats {
     /// Packets XDP handed to the TC program (L3 backup, unresolved neighbour, fragment).
     pub deferred_packets: u64,
 }
-const _: () = assert!(core::mem::size_of::<GroupStats>() == 48);
+const _: () = assert!(size_of::<GroupStats>() == 48);
 
 impl GroupStats {
     /// Adds another CPU's counters to these.

@@ -20,6 +20,15 @@
 //! a second time.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Helpers are inlined on purpose: the verifier must see each packet access in
+// the same function as the bounds check that makes it safe.
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "the verifier sees each packet access next to its bounds check"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod packet;

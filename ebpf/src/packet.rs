@@ -12,6 +12,8 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPV6_HLEN: usize = 40;
+#[expect(clippy::cast_possible_truncation, reason = "40")]
+const IPV6_HLEN_U16: u16 = IPV6_HLEN as u16;
 
 /// Returns a pointer to a `T` at `start + off` when it lies fully before `end`.
 #[inline(always)]
@@ -108,7 +110,7 @@ pub fn parse(start: usize, end: usize) -> Option<Parsed> {
                 fragment: false,
                 // SAFETY: checked by ptr_at.
                 hop: unsafe { *hop },
-                ip_len: payload.saturating_add(IPV6_HLEN as u16),
+                ip_len: payload.saturating_add(IPV6_HLEN_U16),
                 proto,
             })
         }
@@ -151,10 +153,15 @@ pub fn decrement_hop(start: usize, end: usize, l3: usize, family: Family) -> boo
             hdr[8] -= 1;
             // Ones' complement arithmetic is byte-order independent: add
             // htons(0x0100) to the checksum as stored, with end-around carry.
-            let mut sum = u16::from_ne_bytes([hdr[10], hdr[11]]) as u32;
-            sum += u16::from_ne_bytes([0x01, 0x00]) as u32;
+            let mut sum = u32::from(u16::from_ne_bytes([hdr[10], hdr[11]]));
+            sum += u32::from(u16::from_ne_bytes([0x01, 0x00]));
             sum = (sum & 0xffff) + (sum >> 16);
-            let b = (sum as u16).to_ne_bytes();
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "one fold of the sum of two 16-bit values fits 16 bits"
+            )]
+            let folded = sum as u16;
+            let b = folded.to_ne_bytes();
             hdr[10] = b[0];
             hdr[11] = b[1];
             true

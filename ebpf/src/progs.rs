@@ -4,7 +4,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, bpf_fib_lookup as FibParams, bpf_redir_neigh, xdp_action, xdp_md,
+        __sk_buff, bpf_fib_lookup as FibParams, bpf_redir_neigh, xdp_action,
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_OK,
         TC_ACT_REDIRECT,
     },
@@ -19,31 +19,89 @@ use aya_ebpf::{
 };
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
-    FLAG_L3_DEVICE, FLAG_MACS_VALID, MAX_GROUPS, MAX_SEGMENTS,
+    FLAG_L3_DEVICE, FLAG_MACS_VALID, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAX_GROUPS,
+    MAX_SEGMENTS, META_COUNTED,
 };
 
 use crate::packet::{self, ptr_at, Family, Parsed, ETH_HLEN, VLAN_HLEN};
 
-#[btf_map(name = "segments_v4")]
-static SEGMENTS_V4: LpmTrie<[u8; 4], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+/// A BTF map named `$name`. `btf_map` takes only a string literal, while the
+/// agent finds each map by its `routebackup_common` constant: the name is
+/// written once here and checked against that constant at compile time.
+macro_rules! named_map {
+    ($name:literal == $common:ident, static $ident:ident: $ty:ty = $init:expr;) => {
+        const _: () = assert!(
+            str_eq($name, $common),
+            concat!(
+                "map name \"",
+                $name,
+                "\" differs from routebackup_common::",
+                stringify!($common)
+            )
+        );
+        #[btf_map(name = $name)]
+        static $ident: $ty = $init;
+    };
+}
 
-#[btf_map(name = "segments_v6")]
-static SEGMENTS_V6: LpmTrie<[u8; 16], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
-#[btf_map(name = "stats")]
-static STATS: PerCpuArray<GroupStats, { MAX_GROUPS as usize }> = PerCpuArray::new();
+named_map! {
+    "segments_v4" == MAP_SEGMENTS_V4,
+    static SEGMENTS_V4: LpmTrie<[u8; 4], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+}
+
+named_map! {
+    "segments_v6" == MAP_SEGMENTS_V6,
+    static SEGMENTS_V6: LpmTrie<[u8; 16], SegmentValue, { MAX_SEGMENTS as usize }> = LpmTrie::new();
+}
+
+named_map! {
+    "stats" == MAP_STATS,
+    static STATS: PerCpuArray<GroupStats, { MAX_GROUPS as usize }> = PerCpuArray::new();
+}
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Marker XDP leaves in the metadata area of a packet it already counted as
-/// passed, so TC neither counts nor touches it again.
-const META_COUNTED: u32 = 0x5242_5031; // "RBP1"
+// Struct sizes as the helpers take them (an int); both are a few dozen bytes.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "64 bytes"
+)]
+const FIB_PARAMS_LEN: i32 = size_of::<FibParams>() as i32;
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "20 bytes"
+)]
+const REDIR_NEIGH_LEN: i32 = size_of::<bpf_redir_neigh>() as i32;
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "4"
+)]
+const VLAN_HLEN_I32: i32 = VLAN_HLEN as i32;
 
 /// Bytes of headers TC needs in the linear area (Ethernet + tag + IPv6, which
 /// is also more than an IPv4 header with full options: 14 + 4 + 60 = 78).
 const TC_PULL_LEN: u32 = 78;
 
+#[derive(Clone, Copy)]
 enum Counter {
     Steered,
     Passed,
@@ -93,6 +151,10 @@ fn lookup(start: usize, end: usize, p: &Parsed) -> Option<SegmentValue> {
 // ---------------------------------------------------------------- XDP ----
 
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[xdp] generates the caller, which passes the context by value"
+)]
 pub fn rb_xdp(ctx: XdpContext) -> u32 {
     match try_xdp(&ctx) {
         Some(v) => v,
@@ -138,14 +200,7 @@ fn fib_lookup_output(
             unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*dst) };
     }
     // SAFETY: params is a valid, initialised struct of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx,
-            &mut params,
-            size_of::<FibParams>() as i32,
-            BPF_FIB_LOOKUP_OUTPUT,
-        )
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx, &raw mut params, FIB_PARAMS_LEN, BPF_FIB_LOOKUP_OUTPUT) };
     Fib {
         rc,
         ifindex: params.ifindex,
@@ -225,11 +280,11 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
         &src,
         &dst,
     );
-    if fib.rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+    if fib.rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         count(group, Counter::Deferred, bytes);
         return Some(xdp_action::XDP_PASS);
     }
-    if fib.rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || fib.ifindex != seg.backup_ifindex {
+    if fib.rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || fib.ifindex != seg.backup_ifindex {
         count(group, Counter::Failure, bytes);
         return Some(xdp_action::XDP_PASS);
     }
@@ -255,7 +310,7 @@ fn rewrite_and_redirect(
     if p.tagged {
         // SAFETY: ctx is the program's context; shrinking by the tag length
         // keeps at least the Ethernet header (checked below).
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx as *mut xdp_md, VLAN_HLEN as i32) } != 0 {
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, VLAN_HLEN_I32) } != 0 {
             count(group, Counter::Failure, bytes);
             return Some(xdp_action::XDP_PASS);
         }
@@ -272,6 +327,11 @@ fn rewrite_and_redirect(
     eth[13] = proto[1];
 
     // SAFETY: plain helper call.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "bpf_redirect returns an XDP action, a small non-negative number"
+    )]
     let rc = unsafe { bpf_redirect(seg.backup_ifindex, 0) } as u32;
     if rc == xdp_action::XDP_REDIRECT {
         count(group, Counter::Steered, bytes);
@@ -286,7 +346,7 @@ fn rewrite_and_redirect(
 #[inline(always)]
 fn mark_counted(ctx: &XdpContext) {
     // SAFETY: growing the metadata area by 4 bytes; checked below.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx as *mut xdp_md, -4) } != 0 {
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
         return;
     }
     let meta = ctx.metadata();
@@ -301,10 +361,14 @@ fn mark_counted(ctx: &XdpContext) {
 // ----------------------------------------------------------------- TC ----
 
 #[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[classifier] generates the caller, which passes the context by value"
+)]
 pub fn rb_tc(ctx: TcContext) -> i32 {
     match try_tc(&ctx) {
         Some(v) => v,
-        None => TC_ACT_OK as i32,
+        None => TC_ACT_OK,
     }
 }
 
@@ -322,7 +386,7 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
     if meta + 4 <= data0 {
         // SAFETY: [meta, meta + 4) is inside the metadata area.
         if unsafe { *(meta as *const u32) } == META_COUNTED {
-            return Some(TC_ACT_OK as i32);
+            return Some(TC_ACT_OK);
         }
     }
 
@@ -339,15 +403,15 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
     let p = packet::parse(start, end)?;
     let seg = lookup(start, end, &p)?;
     let group = seg.group_id;
-    let bytes = len as u64;
+    let bytes = u64::from(len);
 
     if seg.action == ACTION_PASS || seg.action != ACTION_STEER || p.hop <= 1 {
         count(group, Counter::Passed, bytes);
-        return Some(TC_ACT_OK as i32);
+        return Some(TC_ACT_OK);
     }
     if seg.backup_ifindex == 0 {
         count(group, Counter::Failure, bytes);
-        return Some(TC_ACT_OK as i32);
+        return Some(TC_ACT_OK);
     }
 
     // SAFETY: context field read.
@@ -357,7 +421,7 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
         // SAFETY: helper call on our skb; pops the accelerated or in-data tag.
         if unsafe { bpf_skb_vlan_pop(skb) } != 0 {
             count(group, Counter::Failure, bytes);
-            return Some(TC_ACT_OK as i32);
+            return Some(TC_ACT_OK);
         }
         if p.tagged {
             l3 -= VLAN_HLEN;
@@ -367,7 +431,7 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
     let end = ctx.data_end();
     if !packet::decrement_hop(start, end, l3, p.family) {
         count(group, Counter::Failure, bytes);
-        return Some(TC_ACT_OK as i32);
+        return Some(TC_ACT_OK);
     }
 
     let rc = if seg.flags & FLAG_L3_DEVICE != 0 {
@@ -377,34 +441,27 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
         // SAFETY: bpf_redir_neigh is plain old data; zero is valid.
         let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
         if seg.flags & FLAG_GATEWAY_V4 != 0 {
-            nh.nh_family = AF_INET as u32;
+            nh.nh_family = u32::from(AF_INET);
             let mut g = [0u8; 4];
             g.copy_from_slice(&seg.gateway[..4]);
             nh.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(g);
         } else {
-            nh.nh_family = AF_INET6 as u32;
+            nh.nh_family = u32::from(AF_INET6);
             // SAFETY: same size, byte copy.
             nh.__bindgen_anon_1.ipv6_nh =
                 unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(seg.gateway) };
         }
         // SAFETY: nh is valid for the size passed.
-        unsafe {
-            bpf_redirect_neigh(
-                seg.backup_ifindex,
-                &mut nh,
-                size_of::<bpf_redir_neigh>() as i32,
-                0,
-            )
-        }
+        unsafe { bpf_redirect_neigh(seg.backup_ifindex, &raw mut nh, REDIR_NEIGH_LEN, 0) }
     } else {
         // SAFETY: NULL params with length 0 is the documented form.
         unsafe { bpf_redirect_neigh(seg.backup_ifindex, core::ptr::null_mut(), 0, 0) }
     };
-    if rc == TC_ACT_REDIRECT as i64 {
+    if rc == i64::from(TC_ACT_REDIRECT) {
         count(group, Counter::Steered, bytes);
-        Some(TC_ACT_REDIRECT as i32)
+        Some(TC_ACT_REDIRECT)
     } else {
         count(group, Counter::Failure, bytes);
-        Some(TC_ACT_OK as i32)
+        Some(TC_ACT_OK)
     }
 }

@@ -246,7 +246,7 @@ impl Lab {
             bail!("agent not running")
         };
         // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, signal) };
+        unsafe { libc::kill(child.id().cast_signed(), signal) };
         for _ in 0..500 {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
@@ -261,7 +261,7 @@ impl Lab {
     }
 
     pub fn agent_pid(&self) -> Option<u32> {
-        self.agent.as_ref().map(|c| c.id())
+        self.agent.as_ref().map(Child::id)
     }
 
     /// `routebackup status --json` parsed.
@@ -306,7 +306,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(mut child) = self.agent.take() {
             // SAFETY: kill on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
             for _ in 0..300 {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     break;

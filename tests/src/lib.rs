@@ -23,10 +23,10 @@ pub fn sh(cmd: &str) -> Result<String> {
         .arg(cmd)
         .output()
         .with_context(|| format!("spawn `{cmd}`"))?;
-    check(cmd, out)
+    check(cmd, &out)
 }
 
-fn check(cmd: &str, out: Output) -> Result<String> {
+fn check(cmd: &str, out: &Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "`{cmd}` failed ({}): {}{}",
@@ -61,7 +61,7 @@ impl Netns {
             .command(cmd)
             .output()
             .with_context(|| format!("spawn `{cmd}` in {}", self.name))?;
-        check(&format!("[{}] {cmd}", self.name), out)
+        check(&format!("[{}] {cmd}", self.name), &out)
     }
 
     /// Like `sh` but returns the raw output whether or not it succeeded.

@@ -56,14 +56,16 @@ impl Receiver {
             };
             let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
             let one: libc::c_int = 1;
+            #[expect(clippy::cast_possible_truncation, reason = "the size of a c_int, 4")]
+            let one_len = size_of::<libc::c_int>() as u32;
             // SAFETY: valid socket fd and option pointer/length.
             unsafe {
                 libc::setsockopt(
                     sock.as_raw_fd(),
                     libc::IPPROTO_IP,
                     libc::IP_PKTINFO,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
+                    (&raw const one).cast::<libc::c_void>(),
+                    one_len,
                 );
             }
             let _ = ready_tx.send(Ok(()));
@@ -112,17 +114,17 @@ fn recv_with_ifindex(sock: &UdpSocket) -> Option<(u64, u32)> {
     let mut buf = [0u8; 64];
     let mut cmsg = [0u8; 128];
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
         iov_len: buf.len(),
     };
     // SAFETY: msghdr is plain data; zeroed is a valid initial state.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_control = cmsg.as_mut_ptr().cast::<libc::c_void>();
     msg.msg_controllen = cmsg.len();
     // SAFETY: msg points to live buffers of the given sizes.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
     if n < 8 {
         return None;
     }
@@ -130,13 +132,14 @@ fn recv_with_ifindex(sock: &UdpSocket) -> Option<(u64, u32)> {
     let mut ifindex = 0;
     // SAFETY: walking the control buffer the kernel filled, with the libc macros.
     unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                #[expect(clippy::cast_ptr_alignment, reason = "read with read_unaligned")]
                 let info = libc::CMSG_DATA(c) as *const libc::in_pktinfo;
-                ifindex = std::ptr::read_unaligned(info).ipi_ifindex as u32;
+                ifindex = std::ptr::read_unaligned(info).ipi_ifindex.cast_unsigned();
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
         }
     }
     Some((seq, ifindex))
@@ -170,12 +173,16 @@ impl Sender {
             let mut seq: u64 = 0;
             let mut times = Vec::new();
             while !s.load(Ordering::Relaxed) {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "a stream sends far fewer than 2^32 packets"
+                )]
                 let due = start + interval * (seq as u32);
                 let now = Instant::now();
                 if due > now {
                     let left = due - now;
                     if left > Duration::from_micros(200) {
-                        std::thread::sleep(left - Duration::from_micros(100));
+                        std::thread::sleep(left.saturating_sub(Duration::from_micros(100)));
                     }
                     continue;
                 }
@@ -233,7 +240,7 @@ pub fn report(sent: &[Instant], arrivals: &[Arrival]) -> StreamReport {
     let mut seen = vec![false; sent.len()];
     let mut by_ifindex: Vec<(u32, u64)> = Vec::new();
     for a in arrivals {
-        if let Some(slot) = seen.get_mut(a.seq as usize) {
+        if let Some(slot) = usize::try_from(a.seq).ok().and_then(|i| seen.get_mut(i)) {
             *slot = true;
         }
         match by_ifindex.iter_mut().find(|(i, _)| *i == a.ifindex) {

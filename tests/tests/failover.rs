@@ -14,7 +14,9 @@ use routebackup_tests::wait_until;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn dest() -> SocketAddr {
@@ -54,9 +56,7 @@ fn wait_state(lab: &Lab, want: &str, within: Duration) -> Result<()> {
 }
 
 fn dial_count(lab: &Lab) -> usize {
-    std::fs::read_to_string(lab.dir.path().join("dials"))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
+    std::fs::read_to_string(lab.dir.path().join("dials")).map_or(0, |s| s.lines().count())
 }
 
 /// Makes the dial script count its invocations (in <lab dir>/dials).
@@ -562,11 +562,11 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
     let r = report(&sent, &arrivals);
     let mut got = vec![false; sent.len()];
     for a in &arrivals {
-        if let Some(g) = got.get_mut(a.seq as usize) {
+        if let Some(g) = usize::try_from(a.seq).ok().and_then(|i| got.get_mut(i)) {
             *g = true;
         }
     }
-    let lost_after: Vec<usize> = (steady_from as usize..sent.len())
+    let lost_after: Vec<usize> = (usize::try_from(steady_from)?..sent.len())
         .filter(|&i| !got[i])
         .collect();
     eprintln!(

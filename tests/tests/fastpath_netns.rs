@@ -149,7 +149,10 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
             Path::Primary,
             "{mode:?}: no entry, kernel route"
         );
-        assert_eq!(fp.group_stats(7)?, Default::default());
+        assert_eq!(
+            fp.group_stats(7)?,
+            routebackup_common::GroupStats::default()
+        );
 
         fp.set_segment(segment(), value)?;
         assert_eq!(ping_path(t)?, Path::Backup, "{mode:?}: steered");
@@ -234,6 +237,12 @@ fn ethernet_backup_tc_only() -> Result<()> {
 
 /// Opens tun0 (persistent, created by `ip tuntap`) in the current namespace.
 fn open_tun(name: &str) -> Result<OwnedFd> {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
     let path = c"/dev/net/tun";
     // SAFETY: plain open of a device node.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };
@@ -242,12 +251,10 @@ fn open_tun(name: &str) -> Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "IFF_TUN | IFF_NO_PI is 0x1001, within ifr_flags (a short)"
+    )]
     let mut req = IfReq {
         name: [0; 16],
         flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
@@ -273,7 +280,7 @@ fn read_tun_echoes(fd: &OwnedFd, want: u64, within: Duration) -> Vec<u8> {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        let p = &buf[..n as usize];
+        let p = &buf[..n.cast_unsigned()];
         if p.len() >= 28
             && p[0] >> 4 == 4
             && p[9] == 1
@@ -392,7 +399,7 @@ fn restart_keeps_steering() -> Result<()> {
         let ours = |id: u32| {
             links.as_array().map_or(0, |a| {
                 a.iter()
-                    .filter(|l| l["prog_id"].as_u64() == Some(id as u64))
+                    .filter(|l| l["prog_id"].as_u64() == Some(u64::from(id)))
                     .count()
             })
         };

@@ -665,7 +665,7 @@ fn cached_macs_skip_the_fib_lookup() -> Result<()> {
 
         // The cached MTU: an IP packet longer than it goes to the kernel
         // untouched (fragmentation / ICMP), one of exactly the MTU is steered.
-        let ip_len = (f4.len() - 14) as u16;
+        let ip_len = u16::try_from(f4.len() - 14)?;
         fp.set_segment(
             "198.51.100.0/24".parse()?,
             cached(1, unknown_gw4, ip_len - 1),

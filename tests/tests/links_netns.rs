@@ -53,8 +53,8 @@ fn link(name: &str, interface: &str, driver: DriverConfig) -> LinkConfig {
 
 fn command(up: &[&str], down: &[&str]) -> DriverConfig {
     DriverConfig::Command {
-        up: up.iter().map(|s| s.to_string()).collect(),
-        down: down.iter().map(|s| s.to_string()).collect(),
+        up: up.iter().map(ToString::to_string).collect(),
+        down: down.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -72,9 +72,7 @@ fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
         _bpffs: bpffs,
     };
     wait_until(Duration::from_secs(10), || {
-        Ok(request_status(&agent.socket)
-            .map(|s| s.synced)
-            .unwrap_or(false))
+        Ok(request_status(&agent.socket).is_ok_and(|s| s.synced))
     })
     .with_context(|| format!("agent did not come up; its log:\n{}", agent.log()))?;
     Ok(agent)

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install every missing prerequisite (Debian packages, nightly rust-src, bpf-linker).
+    /// Install every missing prerequisite (Debian packages, the pinned nightly, bpf-linker).
     Setup,
     /// Build the eBPF object and the agent (which embeds it).
     Build {
@@ -47,11 +47,12 @@ enum Task {
     Lint,
 }
 
-/// Debian packages the build, the tests and the demo need.
+include!("../../ebpf/nightly.rs");
+
+/// Debian packages the build, the tests and the demo need, besides LLVM's
+/// (`llvm_packages`).
 const DEB_PACKAGES: &[&str] = &[
-    // bpf-linker against LLVM 22 (the nightly's LLVM)
-    "llvm-22-dev",
-    "libpolly-22-dev",
+    // bpf-linker's build
     "libzstd-dev",
     "zlib1g-dev",
     "libxml2-dev",
@@ -65,8 +66,15 @@ const DEB_PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
+/// LLVM of the pinned nightly, which bpf-linker is built against.
+fn llvm_packages() -> [String; 2] {
+    [
+        format!("llvm-{PINNED_LLVM_MAJOR}-dev"),
+        format!("libpolly-{PINNED_LLVM_MAJOR}-dev"),
+    ]
+}
+
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -90,8 +98,7 @@ fn main() -> ExitCode {
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn cargo() -> Command {
@@ -111,13 +118,6 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
-}
-
-fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn is_root() -> bool {
@@ -141,9 +141,11 @@ fn deb_installed(pkg: &str) -> bool {
 
 /// Installs what is missing; quick when everything is there.
 fn setup() -> Result<()> {
+    let llvm = llvm_packages();
     let missing: Vec<&str> = DEB_PACKAGES
         .iter()
         .copied()
+        .chain(llvm.iter().map(String::as_str))
         .filter(|p| !deb_installed(p))
         .collect();
     if !missing.is_empty() {
@@ -156,36 +158,11 @@ fn setup() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
 
-    let nightly_ok = succeeds(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--version"]));
-    if !nightly_ok {
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            NIGHTLY,
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    let components = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
-        .output()
-        .context("cannot run rustup")?;
-    if !String::from_utf8_lossy(&components.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
-    }
+    setup_pinned_nightly()?;
 
-    let linker_ok = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-        });
-    if !linker_ok {
+    if !bpf_linker_ok() {
         eprintln!(
-            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {PINNED_LLVM_MAJOR} (a few minutes, once)"
         );
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -197,10 +174,165 @@ fn setup() -> Result<()> {
                     "--locked",
                     "--no-default-features",
                     "--features",
-                    "llvm-22",
+                    &format!("llvm-{PINNED_LLVM_MAJOR}"),
                 ])
-                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+                .env("LLVM_PREFIX", format!("/usr/lib/llvm-{PINNED_LLVM_MAJOR}")),
         )?;
+    }
+    Ok(())
+}
+
+/// bpf-linker is the wanted version and loads the pinned nightly's LLVM major.
+fn bpf_linker_ok() -> bool {
+    let version_ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        });
+    // It links libLLVM dynamically (LLVM_PREFIX above): the library name gives the major.
+    let llvm_ok = || {
+        let Ok(path) = Command::new("sh")
+            .args(["-c", "command -v bpf-linker"])
+            .output()
+        else {
+            return false;
+        };
+        let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+        Command::new("ldd").arg(&path).output().is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(&format!("libLLVM.so.{PINNED_LLVM_MAJOR}"))
+        })
+    };
+    version_ok && llvm_ok()
+}
+
+/// `rustc -vV` of a rustup toolchain, without letting rustup download it.
+fn rustc_info(toolchain: &str) -> Option<String> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_pinned_commit(info: &str) -> bool {
+    info.lines()
+        .any(|l| l.strip_prefix("commit-hash: ") == Some(PINNED_COMMIT))
+}
+
+/// Makes `PINNED_TOOLCHAIN` exist and be the pinned commit with rust-src.
+///
+/// It is a `rustup toolchain link` to the official `PINNED_NIGHTLY` or, when
+/// the machine's `nightly` is exactly that commit, to that `nightly` (no
+/// download). The existing toolchains are never changed or removed.
+fn setup_pinned_nightly() -> Result<()> {
+    let why = format!(
+        "the kernel programs need {PINNED_NIGHTLY} (commit {PINNED_COMMIT}, LLVM \
+         {PINNED_LLVM_MAJOR}): bpf-linker reads rustc's LLVM bitcode with its own LLVM \
+         {PINNED_LLVM_MAJOR}, so the nightly is pinned in ebpf/nightly.rs"
+    );
+    if let Some(info) = rustc_info(PINNED_TOOLCHAIN) {
+        if !is_pinned_commit(&info) {
+            bail!(
+                "{why}; the toolchain {PINNED_TOOLCHAIN} is another one:\n{}\nremove it with \
+                 `rustup toolchain uninstall {PINNED_TOOLCHAIN}` and run `cargo xtask setup` again",
+                info.trim()
+            );
+        }
+        return require_rust_src();
+    }
+
+    // The source to link: the official nightly if present, else `nightly` if
+    // it is the same commit, else download the official one.
+    let mut found = Vec::new();
+    let mut source = None;
+    for candidate in [PINNED_NIGHTLY, "nightly"] {
+        match rustc_info(candidate) {
+            Some(info) if is_pinned_commit(&info) => {
+                source = Some(candidate);
+                break;
+            }
+            Some(info) => found.push(format!("{candidate}: {}", version_line(&info))),
+            None => found.push(format!("{candidate}: not installed")),
+        }
+    }
+    let source = match source {
+        Some(s) => s,
+        None => {
+            eprintln!("xtask: installing {PINNED_NIGHTLY}");
+            let installed = run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                PINNED_NIGHTLY,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src,clippy",
+            ]));
+            match installed {
+                Ok(()) if rustc_info(PINNED_NIGHTLY).is_some_and(|i| is_pinned_commit(&i)) => {
+                    PINNED_NIGHTLY
+                }
+                Ok(()) => bail!(
+                    "{why}; rustup installed {PINNED_NIGHTLY} but it is not commit {PINNED_COMMIT}"
+                ),
+                Err(e) => bail!(
+                    "{why}; found {}, and rustup could not install it ({e:#}): install \
+                     {PINNED_NIGHTLY} (or a `nightly` of that commit) with rust-src, then run \
+                     `cargo xtask setup` again",
+                    found.join(", ")
+                ),
+            }
+        }
+    };
+    if source == PINNED_NIGHTLY && !has_rust_src(PINNED_NIGHTLY) {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            PINNED_NIGHTLY,
+        ]))?;
+    }
+    let sysroot = Command::new("rustup")
+        .args(["run", source, "rustc", "--print", "sysroot"])
+        .output()
+        .with_context(|| format!("cannot run rustc of {source}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    eprintln!("xtask: naming {source} ({sysroot}) {PINNED_TOOLCHAIN}");
+    run(Command::new("rustup").args(["toolchain", "link", PINNED_TOOLCHAIN, &sysroot]))?;
+    require_rust_src()
+}
+
+fn version_line(info: &str) -> &str {
+    info.lines().next().unwrap_or("rustc of unknown version")
+}
+
+/// The standard library sources that `-Z build-std=core` compiles.
+fn has_rust_src(toolchain: &str) -> bool {
+    Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .is_ok_and(|o| {
+            let sysroot = String::from_utf8_lossy(&o.stdout);
+            o.status.success()
+                && Path::new(sysroot.trim())
+                    .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+                    .is_file()
+        })
+}
+
+fn require_rust_src() -> Result<()> {
+    if !has_rust_src(PINNED_TOOLCHAIN) {
+        bail!(
+            "{PINNED_TOOLCHAIN} has no rust-src, which `-Z build-std=core` needs for the eBPF \
+             target: add it to the toolchain it links to (`rustup component add rust-src \
+             --toolchain {PINNED_NIGHTLY}`, or `--toolchain nightly` when it links to nightly)"
+        );
     }
     Ok(())
 }
@@ -328,5 +460,18 @@ fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    // The kernel crate's programs only exist for the BPF target (the host
+    // build above sees an empty main): check them as agent/build.rs builds
+    // them, with the pinned nightly and a core built from source.
+    let mut ebpf = Command::new("rustup");
+    ebpf.current_dir(workspace_root().join("ebpf"))
+        .args(["run", PINNED_TOOLCHAIN, "cargo", "clippy"])
+        .args(["--package", "routebackup-ebpf", "--lib", "--bins"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"])
+        // The host toolchain's rustc would otherwise be used.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run(&mut ebpf)
 }

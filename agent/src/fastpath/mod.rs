@@ -113,7 +113,7 @@ pub struct TestRunOutput {
 }
 
 /// Bytes of the metadata marker `rb_xdp` writes (u32 0x52425031, native order).
-const META_COUNTED: [u8; 4] = 0x5242_5031u32.to_ne_bytes();
+const META_COUNTED: [u8; 4] = routebackup_common::META_COUNTED.to_ne_bytes();
 
 /// The loaded programs, their maps and attachments.
 pub struct Fastpath {

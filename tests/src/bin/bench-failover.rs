@@ -24,6 +24,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "p is in 0..=1, so this is an index into `sorted`"
+    )]
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
@@ -42,7 +47,7 @@ fn lost_in_cycle(lab: &Lab, wait_steered: bool) -> Result<u64> {
     lab.withdraw_primary()?;
     // No status polling during the switchover: it would compete for the CPU
     // with the agent (the floating static route has no such load).
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_secs(1));
     let sent = tx.stop();
     if wait_steered {
         ensure!(steered(lab), "not steered 1 s after the withdrawal");

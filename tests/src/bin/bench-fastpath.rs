@@ -30,9 +30,9 @@ fn per_packet(
 ) -> Result<f64> {
     let mut total = 0u128;
     for _ in 0..REPEAT / chunk {
-        total += run(chunk)?.duration.as_nanos() * chunk as u128;
+        total += run(chunk)?.duration.as_nanos() * u128::from(chunk);
     }
-    Ok(total as f64 / REPEAT as f64)
+    Ok(total as f64 / f64::from(REPEAT))
 }
 
 /// xorshift64*: deterministic, no dependency.
@@ -126,6 +126,10 @@ fn main() -> Result<()> {
                     0xac10_0000
                 };
                 let span = if base == 0x0a00_0000 { 24 } else { 20 };
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "keeps the low random bits; the mask takes at most 24"
+                )]
                 let addr = base | ((r >> 8) as u32 & ((1 << span) - 1));
                 let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len)?.trunc();
                 if !seen.insert(net) {

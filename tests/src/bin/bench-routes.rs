@@ -153,7 +153,7 @@ fn main() -> Result<()> {
     ))?;
     let pid = child.id();
     let mut sync_line = String::new();
-    let r = wait_until(Duration::from_secs(60), || {
+    let r = wait_until(Duration::from_mins(1), || {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(line) = l.lines().find(|x| x.contains("initial sync:")) {
             sync_line = line.to_string();
@@ -176,8 +176,7 @@ fn main() -> Result<()> {
     let seen_before = request_status(&sock)
         .ok()
         .and_then(|s| s.watcher)
-        .map(|w| w.routes_seen)
-        .unwrap_or(0);
+        .map_or(0, |w| w.routes_seen);
     eprintln!("{sync_line}");
 
     // Churn: add and delete unrelated /32s through one `ip -batch -`.
@@ -204,6 +203,10 @@ fn main() -> Result<()> {
             sent += 2;
         }
         stdin.write_all(chunk.as_bytes())?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "k counts ticks of the churn, a few hundred"
+        )]
         let next = t0 + tick * (k as u32 + 1);
         if let Some(d) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);

@@ -21,6 +21,9 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::process::{exit, Command};
 
+/// `_IOW('T', 202, int)`: attaches the tun fd to the interface named in the ifreq.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
 /// Logs to stderr like pppd with `nodetach`; a closed stderr (the agent went
 /// away) is not an error.
 fn log(msg: &str) {
@@ -43,25 +46,25 @@ fn main() {
                 peer = Some(
                     args.next()
                         .unwrap_or_else(|| die(2, "option 'call' requires an argument")),
-                )
+                );
             }
             "ifname" => {
                 ifname = Some(
                     args.next()
                         .unwrap_or_else(|| die(2, "option 'ifname' requires an argument")),
-                )
+                );
             }
             "linkname" => {
                 linkname = Some(
                     args.next()
                         .unwrap_or_else(|| die(2, "option 'linkname' requires an argument")),
-                )
+                );
             }
             "unit" => {
                 unit = args
                     .next()
                     .and_then(|u| u.parse().ok())
-                    .unwrap_or_else(|| die(2, "option 'unit' requires a number"))
+                    .unwrap_or_else(|| die(2, "option 'unit' requires a number"));
             }
             "nodetach" => nodetach = true,
             other => die(2, &format!("unrecognized option '{other}'")),
@@ -109,15 +112,15 @@ fn main() {
     // SAFETY: plain libc signal-mask calls on a local sigset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGHUP);
         if ignore_term {
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
         } else {
-            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&raw mut set, libc::SIGTERM);
         }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::sigprocmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
     }
 
     let tun = OpenOptions::new()
@@ -131,9 +134,12 @@ fn main() {
         die(2, &format!("interface name {ifname} is too long"));
     }
     ifr[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "IFF_TUN | IFF_NO_PI is 0x1001, within ifr_flags (a short)"
+    )]
     let flags: libc::c_short = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    const TUNSETIFF: libc::c_ulong = 0x400454ca;
     // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `ifr` is large enough for.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
         die(
@@ -152,8 +158,7 @@ fn main() {
             .arg("-c")
             .arg(&cmd)
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .is_ok_and(|s| s.success());
         if !ok {
             die(1, &format!("`{cmd}` failed"));
         }
@@ -163,6 +168,10 @@ fn main() {
     log(&format!("local  IP address {local}"));
     log(&format!("remote IP address {remote}"));
 
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "a delay in milliseconds from the command line, far below i64::MAX"
+    )]
     let timeout = die_after.map(|ms| libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
@@ -171,8 +180,8 @@ fn main() {
         // SAFETY: waits for one of the blocked signals; `set` and `timeout` outlive the call.
         let sig = unsafe {
             match &timeout {
-                Some(t) => libc::sigtimedwait(&set, std::ptr::null_mut(), t),
-                None => libc::sigwaitinfo(&set, std::ptr::null_mut()),
+                Some(t) => libc::sigtimedwait(&raw const set, std::ptr::null_mut(), t),
+                None => libc::sigwaitinfo(&raw const set, std::ptr::null_mut()),
             }
         };
         if sig > 0 {
