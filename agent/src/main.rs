@@ -1,15 +1,15 @@
 //! The `routebackup` command line: `run`, `check`, `status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
-use routebackup::error::Report;
 use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
+use routebackup::error::Report;
 
 use routebackup::paths::DEFAULT_CONFIG;
 
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             log_level,
             keep_fastpath,
             dry_run,
-        } => run(config, &log_level, keep_fastpath, dry_run),
+        } => run(&config, &log_level, keep_fastpath, dry_run),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.normalised());
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool) -> ExitCode {
+fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
     let filter = match filter {
@@ -105,7 +105,7 @@ fn run(config_path: PathBuf, log_level: &str, keep_fastpath: bool, dry_run: bool
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match Config::load(&config_path) {
+    let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{}", Report(&e));

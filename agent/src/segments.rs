@@ -282,6 +282,10 @@ impl<T: Copy + Ord> SegmentIndex<T> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "random test values are reduced to their range before the cast"
+)]
 mod tests {
     use super::*;
 

@@ -48,12 +48,8 @@ impl Position {
         let offset = offset.min(text.len());
         let before = text.get(..offset).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let column = before
-            .get(line_start..)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
         Position { line, column }
     }
 }
@@ -71,7 +67,7 @@ impl fmt::Display for Rendered<'_> {
             }
             match p.at {
                 Some(Position { line, column }) => {
-                    write!(f, "{}:{line}:{column}: {}", self.origin, p.message)?
+                    write!(f, "{}:{line}:{column}: {}", self.origin, p.message)?;
                 }
                 None => write!(f, "{}: {}", self.origin, p.message)?,
             }

@@ -42,7 +42,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         "control_socket = {}",
         q(&c.agent.control_socket.display().to_string())
     )?;
-    let tables: Vec<String> = c.agent.tables.iter().map(|t| t.to_string()).collect();
+    let tables: Vec<String> = c.agent.tables.iter().map(ToString::to_string).collect();
     let table_names: Vec<String> = c
         .agent
         .tables
@@ -118,7 +118,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(
             o,
             "segments = {}",
-            list(g.segments.iter().map(|s| s.to_string()))
+            list(g.segments.iter().map(ToString::to_string))
         )?;
         let links = g
             .links

@@ -4,7 +4,7 @@
 //! `toml::Spanned` so that semantic errors can point at the offending value.
 //! Every semantic problem found is reported, not only the first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -419,13 +419,13 @@ fn fastpath_config(rep: &mut Reporter, raw: Option<S<RawFastpath>>) -> FastpathC
 
 fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
     let mut out = Vec::new();
-    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for l in raw {
         let l = l.get_ref();
         let name = l.name.get_ref();
         if !name_ok(rep, &l.name, "link") {
             // reported
-        } else if seen.insert(name.as_str(), ()).is_some() {
+        } else if !seen.insert(name.as_str()) {
             rep.hinted(
                 l.name.span(),
                 format!("duplicate link name \"{name}\""),
@@ -530,10 +530,10 @@ fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
         return None;
     };
     let present: [(&str, Option<Range<usize>>); 4] = [
-        ("peer", l.peer.as_ref().map(|v| v.span())),
-        ("pppd_path", l.pppd_path.as_ref().map(|v| v.span())),
-        ("up", l.up.as_ref().map(|v| v.span())),
-        ("down", l.down.as_ref().map(|v| v.span())),
+        ("peer", l.peer.as_ref().map(Spanned::span)),
+        ("pppd_path", l.pppd_path.as_ref().map(Spanned::span)),
+        ("up", l.up.as_ref().map(Spanned::span)),
+        ("down", l.down.as_ref().map(Spanned::span)),
     ];
     let mut ok = true;
     for (key, span) in present {
@@ -542,8 +542,7 @@ fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
                 let owner = DRIVER_KEYS
                     .iter()
                     .find(|(_, keys)| keys.contains(&key))
-                    .map(|(d, _)| *d)
-                    .unwrap_or("?");
+                    .map_or("?", |(d, _)| *d);
                 rep.hinted(
                     span,
                     format!(
@@ -598,7 +597,7 @@ fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
                 );
                 return None;
             };
-            if up.get_ref().first().is_none_or(|p| p.is_empty()) {
+            if up.get_ref().first().is_none_or(String::is_empty) {
                 rep.hinted(
                     up.span(),
                     "`up` needs at least a program",
@@ -612,7 +611,7 @@ fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
                 .map(|d| d.get_ref().clone())
                 .unwrap_or_default();
             if let Some(d) = &l.down {
-                if d.get_ref().first().is_some_and(|p| p.is_empty()) {
+                if d.get_ref().first().is_some_and(String::is_empty) {
                     rep.hinted(
                         d.span(),
                         "`down` starts with an empty program name",
@@ -681,7 +680,7 @@ fn group_configs(
         .map(|l| l.get_ref().name.get_ref().as_str())
         .collect();
     let mut out = Vec::new();
-    let mut seen_names: HashMap<&str, ()> = HashMap::new();
+    let mut seen_names: HashSet<&str> = HashSet::new();
     // segment → (group name) for the "same segment in two groups" check
     let mut seen_segments: BTreeMap<IpNet, String> = BTreeMap::new();
     let mut v4_count = 0u32;
@@ -689,7 +688,7 @@ fn group_configs(
     if raw.len() > routebackup_common::MAX_GROUPS as usize {
         rep.hinted(
             raw.get(routebackup_common::MAX_GROUPS as usize)
-                .map(|g| g.span())
+                .map(Spanned::span)
                 .unwrap_or(0..0),
             format!(
                 "too many groups ({}); the fast path counts at most {}",
@@ -703,7 +702,7 @@ fn group_configs(
         let gspan = g.span();
         let g = g.get_ref();
         let name = g.name.get_ref();
-        if name_ok(rep, &g.name, "group") && seen_names.insert(name.as_str(), ()).is_some() {
+        if name_ok(rep, &g.name, "group") && !seen_names.insert(name.as_str()) {
             rep.hinted(
                 g.name.span(),
                 format!("duplicate group name \"{name}\""),

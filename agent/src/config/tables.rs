@@ -85,6 +85,6 @@ impl TableNames {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(|k| k.as_str())
+        self.by_name.keys().map(String::as_str)
     }
 }

@@ -130,7 +130,7 @@ deactivate_delay = "0s"
 "#;
     let c = parse(text).expect("parses");
     assert_eq!(c.agent.tables, vec![254, 100, 200, 101, 300]);
-    assert_eq!(c.agent.resync_interval, Duration::from_secs(60));
+    assert_eq!(c.agent.resync_interval, Duration::from_mins(1));
     assert_eq!(c.fastpath.mode, AttachMode::XdpGeneric);
     assert_eq!(
         c.links[0].driver,

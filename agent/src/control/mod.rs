@@ -550,7 +550,7 @@ pub fn request_status(path: &Path) -> Result<StatusReport, ClientError> {
     })?;
     let t = Some(Duration::from_secs(5));
     s.set_read_timeout(t)
-        .and_then(|_| s.set_write_timeout(t))
+        .and_then(|()| s.set_write_timeout(t))
         .map_err(|e| ClientError::Io(p(), e))?;
     s.write_all(b"status\n")
         .map_err(|e| ClientError::Io(p(), e))?;

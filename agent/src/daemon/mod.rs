@@ -151,7 +151,7 @@ pub struct Daemon {
 
 impl Daemon {
     fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
+        Millis::try_from(self.start.elapsed().as_millis()).unwrap_or(Millis::MAX)
     }
 
     fn handle(&mut self, event: Event) {
@@ -199,7 +199,7 @@ impl Daemon {
                 Some(link) => {
                     info!(
                         "fast path still steers group {} to {} (ifindex {ifindex}): offering it for adoption",
-                        status.groups.get(group).map(|g| g.name.as_str()).unwrap_or("?"),
+                        status.groups.get(group).map_or("?", |g| g.name.as_str()),
                         status.links[link].name
                     );
                     for action in self.engine.handle(now, Event::AdoptSteering { group, link }) {
@@ -232,7 +232,7 @@ impl Daemon {
             }
             Action::Steer { group, .. } => {
                 self.sink.execute(&action, None);
-                let us = self.event_at.elapsed().as_micros() as u64;
+                let us = u64::try_from(self.event_at.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if let Some(slot) = self.steer_latency_us.get_mut(group) {
                     *slot = Some(us);
                 }

@@ -55,7 +55,7 @@ pub enum KernelRoutesError {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("cannot remove route {}{}", show(.prefix), fix(.source))]
+    #[error("cannot remove route {}{}", show(.prefix.as_ref()), fix(.source))]
     Remove {
         /// None: a route of ours whose prefix could not be read.
         prefix: Option<IpNet>,
@@ -83,8 +83,8 @@ impl KernelRoutesError {
     }
 }
 
-fn show(prefix: &Option<IpNet>) -> String {
-    prefix.map_or_else(|| "?".to_string(), |p| p.to_string())
+fn show(prefix: Option<&IpNet>) -> String {
+    prefix.map_or_else(|| "?".to_string(), ToString::to_string)
 }
 
 /// The fix for what the kernel answered, where there is an obvious one.
@@ -151,7 +151,7 @@ impl KernelRoutes {
             Some(gw) => {
                 builder = builder
                     .gateway(gw)
-                    .map_err(|e| KernelRoutesError::invalid(prefix, e))?
+                    .map_err(|e| KernelRoutesError::invalid(prefix, e))?;
             }
             // An on-link IPv4 route has link scope, like `ip route add P dev X`.
             None if prefix.addr().is_ipv4() => builder = builder.scope(RouteScope::Link),
@@ -222,7 +222,7 @@ impl KernelRoutes {
         let req = self.handle.route().del(msg).execute();
         match tokio::time::timeout(NETLINK_TIMEOUT, req).await {
             Err(_) => Err(KernelRoutesError::Timeout {
-                what: format!("route {}", show(&prefix)),
+                what: format!("route {}", show(prefix.as_ref())),
             }),
             Ok(Ok(())) => Ok(()),
             Ok(Err(rtnetlink::Error::NetlinkError(e)))

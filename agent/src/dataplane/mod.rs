@@ -253,7 +253,9 @@ impl ActionSink for Dataplane {
             .enumerate()
             .map(|(g, name)| GroupCounters {
                 name: name.clone(),
-                stats: fp.group_stats(g as u32).unwrap_or_default(),
+                stats: fp
+                    .group_stats(segments::map_group_id(g))
+                    .unwrap_or_default(),
             })
             .collect();
         let drivers = match self.drivers.as_ref() {
@@ -287,7 +289,7 @@ impl ActionSink for Dataplane {
             if let Some(fp) = self.fastpath.take() {
                 match fp.close(keep) {
                     Ok(()) if keep => {
-                        info!("fast path left attached with its maps pinned (--keep-fastpath)")
+                        info!("fast path left attached with its maps pinned (--keep-fastpath)");
                     }
                     Ok(()) => info!("fast path detached, pins removed"),
                     Err(e) => error!("stopping the fast path: {}", Report(&e)),

@@ -118,8 +118,8 @@ impl NextHops {
                     "next hop {} on ifindex {}: MAC {}, from {} (MTU {}); XDP forwards with these, without a fib lookup",
                     key.1,
                     key.0,
-                    fmt_mac(&l2.dmac),
-                    fmt_mac(&l2.smac),
+                    fmt_mac(l2.dmac),
+                    fmt_mac(l2.smac),
                     l2.mtu
                 );
                 self.cache.insert(key, l2);
@@ -145,7 +145,7 @@ impl NextHops {
     }
 }
 
-fn fmt_mac(m: &[u8; 6]) -> String {
+fn fmt_mac(m: [u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]

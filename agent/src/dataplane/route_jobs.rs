@@ -111,7 +111,7 @@ impl RouteQueue {
 
     /// The segments with a route, sorted as text (for `status`).
     pub fn installed(&self) -> Vec<String> {
-        let mut routes: Vec<String> = self.installed.keys().map(|p| p.to_string()).collect();
+        let mut routes: Vec<String> = self.installed.keys().map(ToString::to_string).collect();
         routes.sort();
         routes
     }
@@ -187,7 +187,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<RouteJob>) {
                                         "cannot remove leftover kernel route {}: {}",
                                         r.prefix,
                                         Report(&e)
-                                    )
+                                    );
                                 }
                             }
                         }

@@ -21,7 +21,7 @@ use crate::model::{GroupId, SteerTarget};
 /// counted for the group.
 pub(super) fn pass_value(group: GroupId) -> SegmentValue {
     SegmentValue {
-        group_id: group as u32,
+        group_id: map_group_id(group),
         action: ACTION_PASS,
         ..SegmentValue::default()
     }
@@ -46,7 +46,7 @@ pub(super) fn steer_entry(
     macs: impl Fn(NextHopKey) -> Option<NextHopL2>,
 ) -> SteerEntry {
     let mut value = SegmentValue {
-        group_id: group as u32,
+        group_id: map_group_id(group),
         action: ACTION_STEER,
         backup_ifindex: to.ifindex,
         flags: if to.l3 { FLAG_L3_DEVICE } else { 0 },
@@ -147,6 +147,13 @@ pub(super) fn reconcile(
         }
     }
     Ok(adoptable)
+}
+
+/// The group's slot in the maps. Config caps groups at `MAX_GROUPS`; an id
+/// that did not fit would become `u32::MAX`, which the fast path refuses to
+/// write rather than aliasing another group.
+pub(super) fn map_group_id(group: GroupId) -> u32 {
+    u32::try_from(group).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -76,7 +76,10 @@ mod tests {
     fn derivation_table() {
         let cfg4: Ipv4Addr = "192.0.2.9".parse().unwrap();
         let cfg6: Ipv6Addr = "fe80::9".parse().unwrap();
-        #[allow(clippy::type_complexity)]
+        #[expect(
+            clippy::type_complexity,
+            reason = "a table of cases reads best as tuples"
+        )]
         let cases: &[(
             &str,
             bool,

@@ -56,7 +56,7 @@ impl Engine {
     }
 
     fn notice(&self, g: usize, text: impl AsRef<str>, out: &mut Vec<Action>) {
-        let name = self.groups.get(g).map(|gr| gr.name.as_str()).unwrap_or("?");
+        let name = self.groups.get(g).map_or("?", |gr| gr.name.as_str());
         out.push(Action::Notice(format!("group {name}: {}", text.as_ref())));
     }
 
@@ -119,7 +119,7 @@ impl Engine {
             (GroupState::Primary, true) => self.primary_lost(now, g, out),
             (GroupState::Holding, true) => self.lost_while_holding(now, g, out),
             (GroupState::Activating | GroupState::Backup | GroupState::Failed, false) => {
-                self.primary_back(now, g, out)
+                self.primary_back(now, g, out);
             }
             _ => {}
         }
@@ -516,7 +516,7 @@ impl Engine {
                 };
                 if l.state == LinkState::Connecting {
                     let error = format!("not up within {}", dur(l.up_timeout));
-                    self.attempt_failed(now, link, error, out);
+                    self.attempt_failed(now, link, &error, out);
                 }
             }
             Timer::Retry(g) => {

@@ -48,8 +48,7 @@ impl Engine {
     pub(super) fn link_name(&self, link: LinkId) -> String {
         self.links
             .get(link)
-            .map(|l| l.name.clone())
-            .unwrap_or_else(|| format!("#{link}"))
+            .map_or_else(|| format!("#{link}"), |l| l.name.clone())
     }
 
     /// Groups that hold `link`: trying it, steering to it or holding it.
@@ -150,10 +149,10 @@ impl Engine {
                     }
                 }
                 (Some(LinkState::Connecting), Readiness::Ready) => {
-                    self.link_became_ready(now, link, out)
+                    self.link_became_ready(now, link, out);
                 }
                 (Some(LinkState::Up), Readiness::NotReady(why)) => {
-                    self.link_dropped(now, link, why, out)
+                    self.link_dropped(now, link, &why, out);
                 }
                 _ => {}
             }
@@ -190,7 +189,7 @@ impl Engine {
         &mut self,
         now: Millis,
         link: LinkId,
-        error: String,
+        error: &str,
         out: &mut Vec<Action>,
     ) {
         let Some(l) = self.links.get_mut(link) else {
@@ -199,7 +198,7 @@ impl Engine {
         l.state = LinkState::Failed;
         l.stale_ready = false;
         l.attempts = l.attempts.saturating_add(1);
-        l.last_error = Some(error.clone());
+        l.last_error = Some(error.to_owned());
         out.push(Action::Notice(format!(
             "link {}: attempt failed: {error}",
             l.name
@@ -230,7 +229,7 @@ impl Engine {
         &mut self,
         now: Millis,
         link: LinkId,
-        why: String,
+        why: &str,
         out: &mut Vec<Action>,
     ) {
         let Some(l) = self.links.get_mut(link) else {
@@ -238,7 +237,7 @@ impl Engine {
         };
         l.state = LinkState::Failed;
         l.attempts = l.attempts.saturating_add(1);
-        l.last_error = Some(why.clone());
+        l.last_error = Some(why.to_owned());
         out.push(Action::Notice(format!(
             "link {}: dropped while in use: {why}",
             l.name
@@ -305,8 +304,8 @@ impl Engine {
             return;
         }
         match l.state {
-            LinkState::Connecting => self.attempt_failed(now, link, error, out),
-            LinkState::Up => self.link_dropped(now, link, error, out),
+            LinkState::Connecting => self.attempt_failed(now, link, &error, out),
+            LinkState::Up => self.link_dropped(now, link, &error, out),
             LinkState::Down | LinkState::Failed => {
                 out.push(Action::Notice(format!(
                     "link {}: driver reports: {error}",

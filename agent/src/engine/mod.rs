@@ -49,7 +49,7 @@ use crate::segments::{MatchRule, SegmentIndex};
 pub use gateway::derive as derive_gateways;
 
 /// The longest retry backoff.
-pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_mins(5);
 
 struct GroupRt {
     name: String,
@@ -154,8 +154,7 @@ impl Engine {
                 let retry_base = group_links
                     .first()
                     .and_then(|l| config.links.get(*l))
-                    .map(|l| l.retry_interval)
-                    .unwrap_or(Duration::from_secs(5));
+                    .map_or(Duration::from_secs(5), |l| l.retry_interval);
                 GroupRt {
                     name: g.name.clone(),
                     segments: g.segments.clone(),

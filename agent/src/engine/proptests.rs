@@ -283,7 +283,7 @@ impl Reference {
             .filter(|l| l.name == name)
             .map(|l| l.ifindex)
             .collect();
-        found.sort();
+        found.sort_unstable();
         found.pop()
     }
 
@@ -489,7 +489,7 @@ fn constants_are_consistent() {
     assert_eq!(cfg.links[HOT].interface, "eth3");
     let mut names = cfg.backup_interfaces();
     names.sort();
-    let mut want: Vec<String> = BACKUP_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = BACKUP_NAMES.iter().map(ToString::to_string).collect();
     want.sort();
     assert_eq!(names, want);
 }

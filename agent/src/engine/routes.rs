@@ -63,12 +63,11 @@ impl Net {
     pub fn iface_name(&self, ifindex: u32) -> String {
         self.ifaces
             .get(&ifindex)
-            .map(|l| l.name.clone())
-            .unwrap_or_else(|| format!("ifindex {ifindex}"))
+            .map_or_else(|| format!("ifindex {ifindex}"), |l| l.name.clone())
     }
 
     pub fn addresses(&self, ifindex: u32) -> &[AddressInfo] {
-        self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])
+        self.addrs.get(&ifindex).map_or(&[], Vec::as_slice)
     }
 
     /// Whether a next hop leaving through `ifindex` can be a primary next hop:

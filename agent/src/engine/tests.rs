@@ -243,7 +243,7 @@ impl H {
 }
 
 fn v(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
+    items.iter().map(ToString::to_string).collect()
 }
 
 #[test]
@@ -946,7 +946,7 @@ fn gateway_changes_resteer() {
     assert_eq!(brief(&out), v(&["steer g0 l1 if11"]));
     assert!(matches!(
         out.iter().find(|a| matches!(a, Action::Steer { .. })),
-        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "198.51.100.4".parse::<std::net::Ipv4Addr>().unwrap()
+        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "198.51.100.4".parse::<Ipv4Addr>().unwrap()
     ));
     // configured gateway wins over derivation
     let text = BASE.replace(
@@ -959,7 +959,7 @@ fn gateway_changes_resteer() {
     let out = h.ev(iface(ETH2, "eth2", true));
     assert!(matches!(
         out.iter().find(|a| matches!(a, Action::Steer { .. })),
-        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "203.0.113.1".parse::<std::net::Ipv4Addr>().unwrap()
+        Some(Action::Steer { target: SteerTarget { gateway_v4: Some(g), .. }, .. }) if *g == "203.0.113.1".parse::<Ipv4Addr>().unwrap()
     ));
 }
 

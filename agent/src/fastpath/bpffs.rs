@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::FastpathError;
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 use crate::paths::SYS_FS_BPF;
 
 /// True if `path` (which must exist) is on a bpffs.
@@ -16,15 +16,14 @@ pub fn is_bpffs(path: &Path) -> Result<bool, FastpathError> {
     let c = c_path(path)?;
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     if rc != 0 {
         return Err(FastpathError::Statfs {
             path: path.to_path_buf(),
             source: std::io::Error::last_os_error(),
         });
     }
-    #[allow(clippy::unnecessary_cast)]
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+    Ok(st.f_type == BPF_FS_MAGIC)
 }
 
 /// The deepest existing ancestor of `path` (or `path` itself).

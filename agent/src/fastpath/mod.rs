@@ -132,6 +132,10 @@ struct MapLayout {
     shape: MapShape,
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "map values are a few dozen bytes (asserted in common)"
+)]
 const MAP_LAYOUTS: [MapLayout; 3] = [
     MapLayout {
         name: MAP_SEGMENTS_V4,
@@ -530,12 +534,12 @@ impl Fastpath {
         }
         match prefix.trunc() {
             IpNet::V4(n) => self.segments_v4.insert(
-                &Key::new(n.prefix_len() as u32, n.network().octets()),
+                &Key::new(u32::from(n.prefix_len()), n.network().octets()),
                 value,
                 0,
             ),
             IpNet::V6(n) => self.segments_v6.insert(
-                &Key::new(n.prefix_len() as u32, n.network().octets()),
+                &Key::new(u32::from(n.prefix_len()), n.network().octets()),
                 value,
                 0,
             ),
@@ -548,17 +552,15 @@ impl Fastpath {
         let r = match prefix.trunc() {
             IpNet::V4(n) => self
                 .segments_v4
-                .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+                .remove(&Key::new(u32::from(n.prefix_len()), n.network().octets())),
             IpNet::V6(n) => self
                 .segments_v6
-                .remove(&Key::new(n.prefix_len() as u32, n.network().octets())),
+                .remove(&Key::new(u32::from(n.prefix_len()), n.network().octets())),
         };
         match r {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Ok(false)
             }
             Err(source) => Err(FastpathError::SegmentRemove { prefix, source }),
@@ -570,16 +572,22 @@ impl Fastpath {
         let mut out = Vec::new();
         let read = |map| move |source| FastpathError::MapRead { map, source };
         let bad_len = |map| move |source| FastpathError::BadPrefixLen { map, source };
-        for item in self.segments_v4.iter() {
+        for item in &self.segments_v4 {
             let (k, v) = item.map_err(read(MAP_SEGMENTS_V4))?;
-            let net = Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
-                .map_err(bad_len(MAP_SEGMENTS_V4))?;
+            let net = Ipv4Net::new(
+                Ipv4Addr::from(k.data()),
+                u8::try_from(k.prefix_len()).unwrap_or(u8::MAX),
+            )
+            .map_err(bad_len(MAP_SEGMENTS_V4))?;
             out.push((IpNet::V4(net), v));
         }
-        for item in self.segments_v6.iter() {
+        for item in &self.segments_v6 {
             let (k, v) = item.map_err(read(MAP_SEGMENTS_V6))?;
-            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)
-                .map_err(bad_len(MAP_SEGMENTS_V6))?;
+            let net = Ipv6Net::new(
+                Ipv6Addr::from(k.data()),
+                u8::try_from(k.prefix_len()).unwrap_or(u8::MAX),
+            )
+            .map_err(bad_len(MAP_SEGMENTS_V6))?;
             out.push((IpNet::V6(net), v));
         }
         Ok(out)
@@ -724,9 +732,8 @@ fn validate_value(prefix: &IpNet, v: &SegmentValue) -> Result<()> {
         });
     }
     match v.action {
-        ACTION_PASS => Ok(()),
         ACTION_STEER if v.backup_ifindex == 0 => Err(FastpathError::SteerWithoutBackup { prefix }),
-        ACTION_STEER => Ok(()),
+        ACTION_PASS | ACTION_STEER => Ok(()),
         action => Err(FastpathError::UnknownAction { prefix, action }),
     }
 }

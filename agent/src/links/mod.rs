@@ -122,6 +122,10 @@ impl LinkDrivers {
     }
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "each driver keeps its own clone; callers hand theirs over"
+    )]
     pub fn with_options(
         links: &[LinkConfig],
         reports: mpsc::UnboundedSender<DriverEvent>,
@@ -275,7 +279,7 @@ impl Driver {
         }
     }
 
-    fn fail(&self, error: LinkError) {
+    fn fail(&self, error: &LinkError) {
         let error = error.text();
         tracing::warn!(link = %self.cfg.name, "{error}");
         let _ = self.reports.send(DriverEvent::Failed {
@@ -322,7 +326,7 @@ impl Driver {
                     }
                     Err(e) => {
                         self.set_state(DriverState::Idle);
-                        self.fail(e);
+                        self.fail(&e);
                     }
                 }
             }
@@ -360,7 +364,7 @@ impl Driver {
             }
             Err(e) => {
                 self.set_state(DriverState::Idle);
-                self.fail(e);
+                self.fail(&e);
             }
         }
     }
@@ -374,7 +378,7 @@ impl Driver {
             Ok(s) => s,
             Err(source) => {
                 self.set_state(DriverState::Idle);
-                self.fail(LinkError::Wait {
+                self.fail(&LinkError::Wait {
                     role: c.role,
                     program: c.program,
                     source,
@@ -393,7 +397,7 @@ impl Driver {
             Role::UpCommand | Role::DownCommand => None,
         };
         self.set_state(DriverState::Idle);
-        self.fail(LinkError::Exited {
+        self.fail(&LinkError::Exited {
             role: c.role,
             program: c.program,
             status,
@@ -417,7 +421,7 @@ impl Driver {
                 match res {
                     Ok(()) => tracing::info!(link = %self.cfg.name, "set interface {name} down"),
                     Err(e) => {
-                        tracing::warn!(link = %self.cfg.name, "taking the link down: {}", e.text())
+                        tracing::warn!(link = %self.cfg.name, "taking the link down: {}", e.text());
                     }
                 }
             }
@@ -458,10 +462,10 @@ impl Driver {
         tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "stopping {}", c.role);
         match c.spawned.terminate(self.timeouts.term_grace).await {
             Some(status) => {
-                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.role)
+                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.role);
             }
             None => {
-                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.role)
+                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.role);
             }
         }
         true

@@ -147,7 +147,7 @@ impl Spawned {
     /// The last stderr lines, joined with " | " (empty when there were none).
     /// Waits briefly for the readers to reach the end of the output.
     pub async fn stderr_tail(&mut self) -> String {
-        for r in self.readers.iter_mut() {
+        for r in &mut self.readers {
             let _ = tokio::time::timeout(OUTPUT_DRAIN, r).await;
         }
         let tail = self
@@ -185,7 +185,7 @@ impl Spawned {
                 tokio::time::timeout(Duration::from_secs(2), self.child.wait())
                     .await
                     .ok()
-                    .and_then(|r| r.ok())
+                    .and_then(Result::ok)
             }
         };
         // Programs the child started in its group and left behind.

@@ -234,7 +234,10 @@ pub fn change_request(kind: u16, seq: u32, body: &[u8]) -> Vec<u8> {
 /// Appends one netlink attribute (padded to 4 bytes) to `buf`.
 pub fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     let len = 4 + value.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    // Attribute values here are addresses and small integers; a longer one
+    // is a bug in the caller, and the kernel would reject the wrong length.
+    let wire_len = u16::try_from(len).unwrap_or(u16::MAX);
+    buf.extend_from_slice(&wire_len.to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(value);
     buf.resize(buf.len() + (align4(len) - len), 0);
@@ -243,7 +246,7 @@ pub fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
 fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + body.len();
     let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(&(len as u32).to_ne_bytes());
+    v.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
     v.extend_from_slice(&kind.to_ne_bytes());
     v.extend_from_slice(&flags.to_ne_bytes());
     v.extend_from_slice(&seq.to_ne_bytes());
@@ -254,5 +257,5 @@ fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
 
 /// The errno of an NLMSG_ERROR payload (0 = ack).
 pub fn error_code(payload: &[u8]) -> i32 {
-    u32_at(payload, 0).map(|e| -(e as i32)).unwrap_or(0)
+    u32_at(payload, 0).map_or(0, |e| -(e.cast_signed()))
 }

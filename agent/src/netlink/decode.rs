@@ -104,7 +104,7 @@ pub fn nexthop(msg: &RawMsg<'_>) -> Result<NexthopObject, DecodeError> {
                 nh.group = v
                     .chunks_exact(NEXTHOP_GRP_LEN)
                     .filter_map(|c| u32_at(c, 0))
-                    .collect()
+                    .collect();
             }
             _ => {}
         }
@@ -232,13 +232,13 @@ pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, DecodeError>
     for a in attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                address = Some(IpAddr::V4(a))
+                address = Some(IpAddr::V4(a));
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
-                address = Some(IpAddr::V6(a))
+                address = Some(IpAddr::V6(a));
             }
             NeighbourAttribute::LinkLayerAddress(mac) => {
-                lladdr = <[u8; 6]>::try_from(mac.as_slice()).ok()
+                lladdr = <[u8; 6]>::try_from(mac.as_slice()).ok();
             }
             _ => {}
         }

@@ -94,10 +94,10 @@ impl NetlinkError {
 /// The fix for an errno, when there is one the user can apply.
 fn fix(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
+        Some(libc::EPERM | libc::EACCES) => {
             " (needs CAP_NET_ADMIN: run the agent as root or grant it the capability)"
         }
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+        Some(libc::EMFILE | libc::ENFILE) => {
             " (out of file descriptors: raise the agent's open-file limit)"
         }
         _ => "",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
 use super::codec::{
-    self, change_request, dump_request, error_code, get_request, messages, RawMsg, NLMSG_DONE,
+    change_request, dump_request, error_code, get_request, messages, RawMsg, NLMSG_DONE,
     NLMSG_ERROR, NLM_F_DUMP_INTR,
 };
 use super::NetlinkError;
@@ -55,8 +55,8 @@ fn set_option<T>(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
             opt,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
+            std::ptr::from_ref::<T>(value).cast(),
+            libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX),
         )
     };
     if r != 0 {
@@ -80,8 +80,8 @@ pub fn set_rcvbuf(s: &Socket, size: usize) -> Result<(), NetlinkError> {
 /// Bounds every blocking read on `s` to `timeout` (then EAGAIN).
 pub fn set_recv_timeout(s: &Socket, timeout: Duration) -> Result<(), NetlinkError> {
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
     set_option(s, libc::SO_RCVTIMEO, "SO_RCVTIMEO", &tv)
 }
@@ -96,7 +96,7 @@ pub fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
     };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    unsafe { libc::poll(&raw mut pfd, 1, ms) > 0 }
 }
 
 /// Reads one datagram into `buf`. A datagram larger than `buf` lost messages
@@ -114,7 +114,7 @@ fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
+    let n = usize::try_from(n).unwrap_or(0); // not negative: checked above
     if n > buf.len() {
         return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
     }
@@ -232,7 +232,7 @@ impl Requests {
                 .socket
                 .recv(&mut &mut buf[..], 0)
                 .map_err(|source| NetlinkError::Recv { what, source })?;
-            for msg in codec::messages(buf.get(..n).unwrap_or(&[])) {
+            for msg in messages(buf.get(..n).unwrap_or(&[])) {
                 if msg.seq != seq {
                     continue;
                 }
@@ -303,7 +303,7 @@ impl RecvBatch {
                 iov_base: unsafe { base.add(i * SLOT) }.cast(),
                 iov_len: SLOT,
             };
-            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+            hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every header points to its own iovec over its own slot.
@@ -311,7 +311,7 @@ impl RecvBatch {
             libc::recvmmsg(
                 s.as_raw_fd(),
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                libc::c_uint::try_from(BATCH).unwrap_or(libc::c_uint::MAX),
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -328,7 +328,7 @@ impl RecvBatch {
                 }),
             };
         }
-        let n = n as usize;
+        let n = usize::try_from(n).unwrap_or(0); // not negative: checked above
         for (len, h) in self.lens.iter_mut().zip(hdrs.iter()).take(n) {
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 return Ok(Received::Overrun);

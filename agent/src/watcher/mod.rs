@@ -268,8 +268,7 @@ fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView,
         (nl::RTM_GETROUTE, &rtmsg4, "the IPv4 route dump"),
         (nl::RTM_GETROUTE, &rtmsg6, "the IPv6 route dump"),
     ];
-    for (seq, (kind, body, what)) in requests.into_iter().enumerate() {
-        let seq = seq as u32 + 1;
+    for ((kind, body, what), seq) in requests.into_iter().zip(1u32..) {
         let dumped = socket::dump(&s, &mut buf, what, kind, seq, body, |msg| {
             apply_message(&mut view, filter, stats, msg, &mut out);
             out.clear();
@@ -315,7 +314,7 @@ impl Worker {
         if !self.drain() {
             return;
         }
-        let ms = start.elapsed().as_millis() as u64;
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.stats.initial_routes.store(initial, Ordering::Relaxed);
         self.stats.initial_sync_ms.store(ms, Ordering::Relaxed);
         self.stats.synced.store(true, Ordering::Relaxed);
@@ -402,7 +401,7 @@ impl Worker {
     fn drain(&mut self) -> bool {
         loop {
             match self.batch.recv(&self.events) {
-                Ok(Received::Datagrams(0)) | Ok(Received::Interrupted) => {}
+                Ok(Received::Datagrams(0) | Received::Interrupted) => {}
                 Ok(Received::Datagrams(n)) => {
                     let mut overrun = false;
                     for i in 0..n {
