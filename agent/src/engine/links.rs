@@ -1,10 +1,11 @@
 //! Backup links: readiness, attempts (`LinkUp` → ready or `up_timeout` /
 //! `LinkFailed`), drops while in use, and release when no group needs them.
 
-use crate::model::{Action, GroupState, LinkId, LinkState, Millis, OperState, Timer};
+use crate::model::{
+    Action, GroupId, GroupState, LinkId, LinkState, Millis, OperState, SteerTarget, Timer,
+};
 
 use super::{gateway, Engine};
-use crate::model::SteerTarget;
 
 /// Whether a link can carry traffic, or why not.
 pub(super) enum Readiness {
@@ -169,19 +170,41 @@ impl Engine {
         out.push(Action::CancelTimer {
             timer: Timer::UpTimeout(link),
         });
-        for g in 0..self.groups.len() {
-            let waiting = self
-                .groups
-                .get(g)
-                .is_some_and(|gr| gr.state == GroupState::Activating && gr.active == Some(link));
-            if waiting {
-                self.enter_backup(now, g, out);
-            }
+        for g in self.groups_activating(link) {
+            self.enter_backup(now, g, out);
         }
         if self.link_users(link) == 0 {
             // Nobody waits any more (e.g. primary came back meanwhile).
             self.release_link(link, out);
         }
+    }
+
+    /// The groups waiting in `activating` for `link` to come up.
+    fn groups_activating(&self, link: LinkId) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, gr)| gr.state == GroupState::Activating && gr.active == Some(link))
+            .map(|(g, _)| g)
+            .collect()
+    }
+
+    /// Marks `link` failed with `why` and says so ("link X: {what}: {why}").
+    /// Returns whether the link is `always-up` (never taken down), or None
+    /// for an unknown link.
+    fn record_failure(
+        &mut self,
+        link: LinkId,
+        why: &str,
+        what: &str,
+        out: &mut Vec<Action>,
+    ) -> Option<bool> {
+        let l = self.links.get_mut(link)?;
+        l.state = LinkState::Failed;
+        l.attempts = l.attempts.saturating_add(1);
+        l.last_error = Some(why.to_owned());
+        out.push(Action::Notice(format!("link {}: {what}: {why}", l.name)));
+        Some(l.always_up)
     }
 
     /// The current attempt on `link` failed (`up_timeout` or driver error).
@@ -192,35 +215,24 @@ impl Engine {
         error: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(l) = self.links.get_mut(link) else {
+        if let Some(l) = self.links.get_mut(link) {
+            l.stale_ready = false;
+        }
+        let Some(always_up) = self.record_failure(link, error, "attempt failed", out) else {
             return;
         };
-        l.state = LinkState::Failed;
-        l.stale_ready = false;
-        l.attempts = l.attempts.saturating_add(1);
-        l.last_error = Some(error.to_owned());
-        out.push(Action::Notice(format!(
-            "link {}: attempt failed: {error}",
-            l.name
-        )));
         out.push(Action::CancelTimer {
             timer: Timer::UpTimeout(link),
         });
-        if !l.always_up {
+        if !always_up {
             out.push(Action::LinkDown { link });
         }
-        for g in 0..self.groups.len() {
-            let waiting = self
-                .groups
-                .get(g)
-                .is_some_and(|gr| gr.state == GroupState::Activating && gr.active == Some(link));
-            if waiting {
-                let entry = format!("{}: {error}", self.link_name(link));
-                if let Some(gr) = self.groups.get_mut(g) {
-                    gr.round_errors.push(entry);
-                }
-                self.advance_round(now, g, out);
+        for g in self.groups_activating(link) {
+            let entry = format!("{}: {error}", self.link_name(link));
+            if let Some(gr) = self.groups.get_mut(g) {
+                gr.round_errors.push(entry);
             }
+            self.advance_round(now, g, out);
         }
     }
 
@@ -232,17 +244,10 @@ impl Engine {
         why: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(l) = self.links.get_mut(link) else {
+        let Some(always_up) = self.record_failure(link, why, "dropped while in use", out) else {
             return;
         };
-        l.state = LinkState::Failed;
-        l.attempts = l.attempts.saturating_add(1);
-        l.last_error = Some(why.to_owned());
-        out.push(Action::Notice(format!(
-            "link {}: dropped while in use: {why}",
-            l.name
-        )));
-        if !l.always_up {
+        if !always_up {
             out.push(Action::LinkDown { link });
         }
         for g in 0..self.groups.len() {

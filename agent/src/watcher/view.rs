@@ -211,10 +211,31 @@ impl KernelView {
                 }
             }
         }
+        self.update_hops_via(
+            ifindex,
+            false,
+            |f| (f & !(RTNH_F_DEAD | RTNH_F_LINKDOWN)) | flags,
+            out,
+        );
+    }
+
+    /// Rewrites the flags of the inline next hops through `ifindex` (of IPv4
+    /// routes only, with `ipv4_only`). IPv4 routes left without a live next
+    /// hop vanish, as fib_flush removes them; IPv6 routes stay.
+    fn update_hops_via(
+        &mut self,
+        ifindex: u32,
+        ipv4_only: bool,
+        update: impl Fn(u32) -> u32,
+        out: &mut Vec<Event>,
+    ) {
         let affected: Vec<RouteKey> = self
             .routes
             .values()
-            .filter(|r| r.nexthops.iter().any(|h| h.ifindex == Some(ifindex)))
+            .filter(|r| {
+                (!ipv4_only || r.key.prefix.addr().is_ipv4())
+                    && r.nexthops.iter().any(|h| h.ifindex == Some(ifindex))
+            })
             .map(|r| r.key.clone())
             .collect();
         for key in affected {
@@ -222,11 +243,10 @@ impl KernelView {
                 continue;
             };
             for h in r.nexthops.iter_mut().filter(|h| h.ifindex == Some(ifindex)) {
-                h.flags = (h.flags & !(RTNH_F_DEAD | RTNH_F_LINKDOWN)) | flags;
+                h.flags = update(h.flags);
             }
             let all_dead = r.nexthops.iter().all(|h| h.flags & RTNH_F_DEAD != 0);
             if all_dead && r.key.prefix.addr().is_ipv4() {
-                // fib_flush: IPv4 routes whose every next hop is dead vanish.
                 self.remove_route(&key, out);
             } else {
                 self.put_route(r, out);
@@ -265,32 +285,14 @@ impl KernelView {
     /// Sets or clears RTNH_F_DEAD on inline IPv4 next hops through `ifindex`;
     /// routes left without a live next hop are removed (fib_flush).
     fn set_ipv4_dead(&mut self, ifindex: u32, dead: bool, out: &mut Vec<Event>) {
-        let affected: Vec<RouteKey> = self
-            .routes
-            .values()
-            .filter(|r| {
-                r.key.prefix.addr().is_ipv4()
-                    && r.nexthops.iter().any(|h| h.ifindex == Some(ifindex))
-            })
-            .map(|r| r.key.clone())
-            .collect();
-        for key in affected {
-            let Some(mut r) = self.routes.get(&key).cloned() else {
-                continue;
-            };
-            for h in r.nexthops.iter_mut().filter(|h| h.ifindex == Some(ifindex)) {
-                if dead {
-                    h.flags |= RTNH_F_DEAD;
-                } else {
-                    h.flags &= !RTNH_F_DEAD;
-                }
-            }
-            if r.nexthops.iter().all(|h| h.flags & RTNH_F_DEAD != 0) {
-                self.remove_route(&key, out);
+        let update = |f: u32| {
+            if dead {
+                f | RTNH_F_DEAD
             } else {
-                self.put_route(r, out);
+                f & !RTNH_F_DEAD
             }
-        }
+        };
+        self.update_hops_via(ifindex, true, update, out);
     }
 
     /// Replaces this view with `fresh` (a complete re-dump) and returns the
