@@ -1,12 +1,13 @@
 //! routebackup: dynamic route backup for Linux edge boxes.
 //!
-//! Layout: `model` (the shared vocabulary), `config`, `engine` (pure decision
+//! Layout: `model` (the shared vocabulary), `config`, `segments` (which
+//! route prefixes match a monitored segment), `engine` (pure decision
 //! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
 //! `fastpath` (BPF programs and maps), `dataplane` (carries actions out: fast
 //! path entries, kernel routes, next-hop MACs), `links` (backup link
-//! drivers), `control` (status socket), `paths` (runtime paths), `daemon`
-//! (wires them together).
+//! drivers), `control` (status socket), `daemon` (wires them together).
+//! `error` is how errors reach people, `paths` every runtime path.
 
 pub mod config;
 pub mod control;

@@ -9,9 +9,10 @@
 //! The routes carry protocol [`RTPROT_ROUTEBACKUP`] (252; `ip route` shows
 //! `proto 252`, or `proto routebackup` with a line `252 routebackup` in
 //! /etc/iproute2/rt_protos.d/routebackup.conf). That makes them recognisable:
-//! [`KernelRoutes::remove_all_ours`] deletes leftovers at start and stop. They
-//! leave through a backup interface, so the engine never counts them as
-//! primary routes.
+//! after the first sync the dataplane removes those a previous agent left and
+//! nothing steers now ([`KernelRoutes::list_ours`]), and a clean stop removes
+//! the ones it installed. They leave through a backup interface, so the
+//! engine never counts them as primary routes.
 
 use std::net::IpAddr;
 use std::time::Duration;

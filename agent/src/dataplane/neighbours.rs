@@ -12,7 +12,8 @@
 //!
 //! The task never writes a map: it only reports. The dataplane applies a
 //! report on the daemon's task, and only to groups that are steered to that
-//! very pair at that moment (see `Dataplane::next_hop_changed`), so a late
+//! very pair at that moment (see `next_hops::NextHops::apply`, reached through
+//! `Dataplane::next_event`), so a late
 //! report can never turn an unsteered entry back into a steer entry.
 
 use std::collections::{HashMap, HashSet};
