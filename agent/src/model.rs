@@ -284,11 +284,30 @@ impl std::fmt::Display for LinkState {
     }
 }
 
+/// The route that holds a segment primary-up (`status` shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingRoute {
+    pub prefix: IpNet,
+    /// The next hop's gateway, if it has one.
+    pub via: Option<IpAddr>,
+    /// The outgoing interface (its name, or "ifindex N" when unknown).
+    pub dev: String,
+    /// rtm_protocol by name ("bgp", "static", "proto 99").
+    pub proto: String,
+    pub table: u32,
+    pub metric: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SegmentStatus {
     pub prefix: IpNet,
     pub primary_up: bool,
     pub steered: bool,
+    /// The route that makes the segment primary-up (`primary_up` only).
+    pub held_by: Option<HoldingRoute>,
+    /// Why no route does, e.g. "blackhole route 10.0.0.0/25 (table 254)"
+    /// (not `primary_up` only).
+    pub why_not: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

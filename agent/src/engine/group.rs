@@ -16,7 +16,7 @@ use super::links::steer_action;
 use super::{Engine, MAX_RETRY_BACKOFF};
 
 /// Names for common rtm_protocol values.
-fn protocol_name(p: u8) -> String {
+pub(super) fn protocol_name(p: u8) -> String {
     match p {
         1 => "redirect".into(),
         2 => "kernel".into(),
@@ -87,6 +87,7 @@ impl Engine {
             .find_map(|(s, _)| {
                 self.net
                     .segment_primary(s, gr.match_mode, gr.allow_default)
+                    .ok()
                     .map(|r| (*s, r))
             });
         match found {

@@ -31,6 +31,8 @@ mod links;
 mod proptests;
 mod routes;
 #[cfg(test)]
+mod rule_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
@@ -41,8 +43,8 @@ use ipnet::IpNet;
 
 use crate::config::{Config, DriverConfig, MatchMode};
 use crate::model::{
-    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
-    Millis, SegmentStatus, SteerTarget,
+    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
+    LinkStatus, Millis, SegmentStatus, SteerTarget,
 };
 use crate::segments::{MatchRule, SegmentIndex};
 
@@ -268,10 +270,29 @@ impl Engine {
                     .segments
                     .iter()
                     .zip(&g.primary_up)
-                    .map(|(p, up)| SegmentStatus {
-                        prefix: *p,
-                        primary_up: *up,
-                        steered: g.steer.is_some(),
+                    .map(|(p, up)| {
+                        let verdict = self.net.segment_primary(p, g.match_mode, g.allow_default);
+                        let (held_by, why_not) = match verdict {
+                            Ok(r) => (
+                                Some(HoldingRoute {
+                                    prefix: r.prefix,
+                                    via: r.gateway,
+                                    dev: self.net.iface_name(r.ifindex),
+                                    proto: group::protocol_name(r.protocol),
+                                    table: r.table,
+                                    metric: r.metric,
+                                }),
+                                None,
+                            ),
+                            Err(why) => (None, Some(why.to_string())),
+                        };
+                        SegmentStatus {
+                            prefix: *p,
+                            primary_up: *up,
+                            steered: g.steer.is_some(),
+                            held_by,
+                            why_not,
+                        }
                     })
                     .collect(),
             })
@@ -359,7 +380,7 @@ impl Engine {
         let up = self
             .net
             .segment_primary(seg, group.match_mode, group.allow_default)
-            .is_some();
+            .is_ok();
         let Some(group) = self.groups.get_mut(g) else {
             return false;
         };

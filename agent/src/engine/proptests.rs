@@ -1,6 +1,7 @@
 //! Random event sequences replayed against the engine and a small,
 //! deliberately naive reference model of the primary-up rules (a linear scan
-//! over every route, no indexes), plus group-level invariants.
+//! over every route, no indexes; for `covering`, the kernel's longest match
+//! per watched table), plus group-level invariants.
 
 use std::collections::{HashMap, HashSet};
 
@@ -242,38 +243,62 @@ impl Reference {
         flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) == 0 && ifindex.is_some_and(|i| self.oif_counts(i))
     }
 
-    fn object_counts(&self, id: u32, top: bool) -> bool {
-        let Some(o) = self.nexthops.get(&id) else {
-            return false;
+    /// What one route means: Some(true) a primary route, Some(false) a route
+    /// the kernel uses but not over the primary, None a route the kernel
+    /// passes over (no next hop alive).
+    fn route_state(&self, r: &Route) -> Option<bool> {
+        if r.kind != RouteKind::Unicast {
+            return Some(false);
+        }
+        let hops: Vec<(Option<u32>, u32)> = match r.nh_id {
+            None => r.nexthops.iter().map(|h| (h.ifindex, h.flags)).collect(),
+            Some(id) => match self.nexthops.get(&id) {
+                None => Vec::new(),
+                Some(o) if o.group.is_empty() && o.blackhole => return Some(false),
+                Some(o) if o.group.is_empty() => vec![(o.ifindex, o.flags)],
+                Some(o) => o
+                    .group
+                    .iter()
+                    .filter_map(|m| self.nexthops.get(m))
+                    .filter(|m| m.group.is_empty() && !m.blackhole)
+                    .map(|m| (m.ifindex, m.flags | o.flags))
+                    .collect(),
+            },
         };
-        if o.blackhole || o.flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) != 0 {
-            return false;
+        if hops.iter().any(|(i, f)| self.hop_counts(*i, *f)) {
+            return Some(true);
         }
-        if o.group.is_empty() {
-            self.hop_counts(o.ifindex, 0)
-        } else {
-            top && o.group.iter().any(|m| self.object_counts(*m, false))
-        }
+        let alive = hops.iter().any(|(i, f)| {
+            f & RTNH_F_DEAD == 0 && i.is_some_and(|i| i != 0 && !self.gone.contains(&i))
+        });
+        alive.then_some(false)
     }
 
+    /// `exact`: some primary route for exactly the segment. `covering`: in
+    /// some watched table, the kernel's choice (longest prefix, then lowest
+    /// metric, among TOS-0 routes it does not pass over) is a primary route.
     fn primary_up(&self, seg: &IpNet, mode: MatchMode, allow_default: bool) -> bool {
-        self.routes.values().any(|r| {
-            let p = &r.key.prefix;
-            let matches = match mode {
-                MatchMode::Exact => p == seg,
-                MatchMode::Covering => p.contains(seg) && (p.prefix_len() > 0 || allow_default),
-            };
-            WATCHED.contains(&r.key.table)
-                && matches
-                && r.kind == RouteKind::Unicast
-                && match r.nh_id {
-                    Some(id) => self.object_counts(id, true),
-                    None => r
-                        .nexthops
-                        .iter()
-                        .any(|h| self.hop_counts(h.ifindex, h.flags)),
-                }
-        })
+        match mode {
+            MatchMode::Exact => self.routes.values().any(|r| {
+                WATCHED.contains(&r.key.table)
+                    && r.key.prefix == *seg
+                    && self.route_state(r) == Some(true)
+            }),
+            MatchMode::Covering => WATCHED.iter().any(|t| {
+                self.routes
+                    .values()
+                    .filter(|r| {
+                        let p = &r.key.prefix;
+                        r.key.table == *t
+                            && r.key.tos == 0
+                            && p.contains(seg)
+                            && (p.prefix_len() > 0 || allow_default)
+                            && self.route_state(r).is_some()
+                    })
+                    .max_by_key(|r| (r.key.prefix.prefix_len(), std::cmp::Reverse(r.key.metric)))
+                    .is_some_and(|r| self.route_state(r) == Some(true))
+            }),
+        }
     }
 
     fn ifindex_of(&self, name: &str) -> Option<u32> {
