@@ -220,7 +220,9 @@ pub enum Action {
 pub enum GroupState {
     /// At least one segment has a primary route.
     Primary,
-    /// Primary lost; waiting out `activate_delay` or for a link to come up.
+    /// Primary lost; waiting out `activate_delay` before trying a link.
+    Pending,
+    /// Primary lost; a link is being brought up.
     Activating,
     /// A backup link is up and the group's traffic is steered to it.
     Backup,
@@ -232,8 +234,9 @@ pub enum GroupState {
 
 impl GroupState {
     /// Every state, in the order metrics list them.
-    pub const ALL: [GroupState; 5] = [
+    pub const ALL: [GroupState; 6] = [
         GroupState::Primary,
+        GroupState::Pending,
         GroupState::Activating,
         GroupState::Backup,
         GroupState::Holding,
@@ -243,6 +246,7 @@ impl GroupState {
     pub fn name(self) -> &'static str {
         match self {
             GroupState::Primary => "primary",
+            GroupState::Pending => "pending",
             GroupState::Activating => "activating",
             GroupState::Backup => "backup",
             GroupState::Holding => "holding",

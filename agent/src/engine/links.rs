@@ -261,7 +261,7 @@ impl Engine {
                 GroupState::Backup => self.restart_after_drop(now, g, link, out),
                 GroupState::Holding => self.holding_link_gone(now, g, out),
                 GroupState::Activating => self.advance_round(now, g, out),
-                GroupState::Primary | GroupState::Failed => {}
+                GroupState::Primary | GroupState::Pending | GroupState::Failed => {}
             }
         }
     }

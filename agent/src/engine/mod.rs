@@ -26,6 +26,8 @@
 
 mod gateway;
 mod group;
+#[cfg(test)]
+mod link_tests;
 mod links;
 #[cfg(test)]
 mod proptests;

@@ -659,7 +659,8 @@ fn activate_delay_filters_a_flap() {
     );
     let mut h = H::standard(&text);
     assert_eq!(h.lose_all(), v(&["arm Activate(0) 10s"]));
-    assert_eq!(h.group(0).state, GroupState::Activating);
+    // Waiting out the delay is a state of its own: no link is tried yet.
+    assert_eq!(h.group(0).state, GroupState::Pending);
     assert_eq!(h.group(0).active_link, None);
     assert_eq!(h.b(via("10.22.0.0/16", ETH0)), v(&["cancel Activate(0)"]));
     assert_eq!(h.group(0).state, GroupState::Primary);
@@ -672,6 +673,8 @@ fn activate_delay_filters_a_flap() {
         h.b(Event::TimerFired(Timer::Activate(0))),
         v(&["up 0", "arm UpTimeout(0) 30s"])
     );
+    assert_eq!(h.group(0).state, GroupState::Activating);
+    assert_eq!(h.group(0).active_link.as_deref(), Some("lte"));
 }
 
 #[test]
