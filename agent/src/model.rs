@@ -115,6 +115,9 @@ pub struct AddressInfo {
     pub local: IpNet,
     /// IFA_ADDRESS when it differs from IFA_LOCAL: the peer of a point-to-point link.
     pub peer: Option<IpAddr>,
+    /// IFA_F_TENTATIVE or IFA_F_DADFAILED: duplicate address detection has
+    /// not passed, the address cannot be used yet (or at all).
+    pub tentative: bool,
 }
 
 /// Timers the engine arms through `Action::ArmTimer`. The runtime keeps at most
@@ -148,12 +151,20 @@ pub enum Event {
     /// this the engine only records state; it never acts on a partial picture.
     Synced,
     TimerFired(Timer),
-    /// The driver of `link` reports that the current attempt or session is over:
-    /// `up` exited non-zero, could not be started, or the supervised process
-    /// (pppd, a long-running `up`) exited.
+    /// The driver of `link` reports that an attempt or session is over: `up`
+    /// exited non-zero, could not be started, or the supervised process
+    /// (pppd, a long-running `up`) exited. `attempt` is the id of the
+    /// `Action::LinkUp` that started it: the engine ignores reports of an
+    /// earlier attempt than the link's current one.
     LinkFailed {
         link: LinkId,
+        attempt: u64,
         error: String,
+    },
+    /// The driver finished one `Action::LinkDown` of `link` (its `down` ran,
+    /// its process was stopped), whatever the outcome. One per `LinkDown`.
+    LinkReleased {
+        link: LinkId,
     },
     /// At start-up, before `Synced`: the pinned fast-path map already steers
     /// this group to this link (an agent restart with `--keep-fastpath`). If the
@@ -182,11 +193,14 @@ pub struct SteerTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Start bringing the link up (run its driver's "up"). The engine then
-    /// waits for the interface to be ready (netlink) or for `LinkFailed`.
+    /// waits for the interface to be ready (netlink) or for `LinkFailed`
+    /// carrying this `attempt` id (unique per engine, increasing).
     LinkUp {
         link: LinkId,
+        attempt: u64,
     },
-    /// Take the link down (driver "down", stop the supervised process).
+    /// Take the link down (driver "down", stop the supervised process); the
+    /// driver answers with `Event::LinkReleased` when it is done.
     LinkDown {
         link: LinkId,
     },
@@ -268,6 +282,9 @@ pub enum LinkState {
     Down,
     Connecting,
     Up,
+    /// Taken down by the engine, and its driver's `down` has not finished:
+    /// no group can use it until it has.
+    Releasing,
     Failed,
 }
 
@@ -277,6 +294,7 @@ impl LinkState {
             LinkState::Down => "down",
             LinkState::Connecting => "connecting",
             LinkState::Up => "up",
+            LinkState::Releasing => "releasing",
             LinkState::Failed => "failed",
         }
     }
@@ -361,6 +379,7 @@ mod tests {
             LinkState::Down,
             LinkState::Connecting,
             LinkState::Up,
+            LinkState::Releasing,
             LinkState::Failed,
         ] {
             assert_eq!(serde_json::to_value(l).unwrap(), l.name());

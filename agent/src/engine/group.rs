@@ -220,6 +220,9 @@ impl Engine {
             (false, Some(LinkState::Connecting)) => {
                 format!("waiting for link {name}, already being brought up")
             }
+            (false, Some(LinkState::Releasing)) => {
+                format!("waiting for link {name} to finish going down, then bringing it up")
+            }
             (false, _) => format!("bringing up link {name}"),
         };
         self.notice(g, what, out);

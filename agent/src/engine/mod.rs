@@ -89,6 +89,10 @@ impl GroupRt {
     }
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts: two from the config, two about the current session"
+)]
 struct LinkRt {
     name: String,
     interface: String,
@@ -97,12 +101,64 @@ struct LinkRt {
     up_timeout: Duration,
     gateway_v4: Option<Ipv4Addr>,
     gateway_v6: Option<Ipv6Addr>,
+    /// Families the link carries (its gateways', else its groups'
+    /// segments'): `require_address` wants a usable address in one of them.
+    families: Families,
     state: LinkState,
-    /// Connecting after a failure while the interface still looked ready:
-    /// readiness counts only after it was seen not ready once.
+    /// Connecting while the interface still looked ready from a session that
+    /// ended (failed, or taken down by us): readiness counts only after it
+    /// was seen not ready once.
     stale_ready: bool,
+    /// A session of ours on this link ended (failure or release) and no
+    /// attempt has made it ready since: its interface, if still there, is a
+    /// leftover (a `command` link's interface can outlive its process).
+    ended: bool,
+    /// Id of the last `LinkUp`; driver reports of other attempts are old.
+    attempt: u64,
+    /// `LinkDown`s sent whose `LinkReleased` has not come yet.
+    downs_in_flight: u32,
     attempts: u32,
     last_error: Option<String>,
+}
+
+/// The address families link `id` carries: those of its configured
+/// gateways, else those of the segments of the groups that list it (both
+/// when neither says).
+fn link_families(config: &Config, id: LinkId) -> Families {
+    let both = Families { v4: true, v6: true };
+    let Some(l) = config.links.get(id) else {
+        return both;
+    };
+    if l.gateway_v4.is_some() || l.gateway_v6.is_some() {
+        return Families {
+            v4: l.gateway_v4.is_some(),
+            v6: l.gateway_v6.is_some(),
+        };
+    }
+    let segments = config
+        .groups
+        .iter()
+        .filter(|g| g.links.contains(&id))
+        .flat_map(|g| g.segments.iter());
+    let (mut v4, mut v6) = (false, false);
+    for s in segments {
+        match s {
+            IpNet::V4(_) => v4 = true,
+            IpNet::V6(_) => v6 = true,
+        }
+    }
+    if v4 || v6 {
+        Families { v4, v6 }
+    } else {
+        both
+    }
+}
+
+/// IP address families.
+#[derive(Clone, Copy, Debug)]
+struct Families {
+    v4: bool,
+    v6: bool,
 }
 
 /// Where a segment lives: (group, index in the group's segment list).
@@ -117,6 +173,8 @@ pub struct Engine {
     index: SegmentIndex<SegRef>,
     groups: Vec<GroupRt>,
     links: Vec<LinkRt>,
+    /// The last attempt id handed out (`Action::LinkUp`).
+    last_attempt: u64,
 }
 
 impl Engine {
@@ -124,18 +182,26 @@ impl Engine {
         let links: Vec<LinkRt> = config
             .links
             .iter()
-            .map(|l| LinkRt {
-                name: l.name.clone(),
-                interface: l.interface.clone(),
-                always_up: matches!(l.driver, DriverConfig::AlwaysUp),
-                require_address: l.require_address,
-                up_timeout: l.up_timeout,
-                gateway_v4: l.gateway_v4,
-                gateway_v6: l.gateway_v6,
-                state: LinkState::Down,
-                stale_ready: false,
-                attempts: 0,
-                last_error: None,
+            .enumerate()
+            .map(|(id, l)| {
+                let families = link_families(config, id);
+                LinkRt {
+                    name: l.name.clone(),
+                    interface: l.interface.clone(),
+                    always_up: matches!(l.driver, DriverConfig::AlwaysUp),
+                    require_address: l.require_address,
+                    up_timeout: l.up_timeout,
+                    gateway_v4: l.gateway_v4,
+                    gateway_v6: l.gateway_v6,
+                    families,
+                    state: LinkState::Down,
+                    stale_ready: false,
+                    ended: false,
+                    attempt: 0,
+                    downs_in_flight: 0,
+                    attempts: 0,
+                    last_error: None,
+                }
             })
             .collect();
         let index = SegmentIndex::new(config.groups.iter().enumerate().flat_map(|(gid, g)| {
@@ -189,6 +255,7 @@ impl Engine {
             index,
             groups,
             links,
+            last_attempt: 0,
         }
     }
 
@@ -243,7 +310,12 @@ impl Engine {
                     self.on_timer(now, timer, &mut out);
                 }
             }
-            Event::LinkFailed { link, error } => self.on_link_failed(now, link, error, &mut out),
+            Event::LinkFailed {
+                link,
+                attempt,
+                error,
+            } => self.on_link_failed(now, link, attempt, error, &mut out),
+            Event::LinkReleased { link } => self.on_link_released(now, link, &mut out),
             Event::AdoptSteering { group, link } => {
                 if self.synced {
                     // Only meaningful at start-up; the engine already decided.
@@ -321,6 +393,12 @@ impl Engine {
             groups,
             links,
         }
+    }
+
+    /// The id of the last `LinkUp` of `link` (0 before any).
+    #[cfg(test)]
+    pub(crate) fn current_attempt(&self, link: LinkId) -> u64 {
+        self.links.get(link).map_or(0, |l| l.attempt)
     }
 
     /// Whether `Event::Synced` was seen.

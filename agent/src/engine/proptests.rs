@@ -147,20 +147,25 @@ fn event() -> impl Strategy<Value = Event> {
                 l3: name.starts_with("ppp"),
             })
         });
-    let address = (prop::sample::select(&[PPP0, ETH2, ETH3][..]), any::<bool>()).prop_map(
-        |(ifindex, add)| {
+    let address = (
+        prop::sample::select(&[PPP0, ETH2, ETH3][..]),
+        any::<bool>(),
+        prop::sample::select(&["192.0.2.1/30", "2001:db8::1/64", "fe80::1/64"][..]),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(ifindex, add, local, tentative)| {
             let a = AddressInfo {
                 ifindex,
-                local: "192.0.2.1/30".parse().unwrap(),
+                local: local.parse().unwrap(),
                 peer: None,
+                tentative,
             };
             if add {
                 Event::AddressAdd(a)
             } else {
                 Event::AddressDelete(a)
             }
-        },
-    );
+        });
     let timer = prop_oneof![
         (0usize..2).prop_map(Timer::Activate),
         (0usize..2).prop_map(Timer::Deactivate),
@@ -179,7 +184,10 @@ fn event() -> impl Strategy<Value = Event> {
         3 => address,
         2 => Just(Event::Synced),
         5 => timer,
-        2 => (0usize..3).prop_map(|link| Event::LinkFailed { link, error: "driver says no".into() }),
+        // attempt: how many attempts old the report is (0: the current
+        // one); `run` turns it into an id.
+        2 => (0usize..3, prop_oneof![3 => Just(0u64), 1 => Just(1u64)]).prop_map(|(link, attempt)| Event::LinkFailed { link, attempt, error: "driver says no".into() }),
+        3 => (0usize..3).prop_map(|link| Event::LinkReleased { link }),
         1 => (0usize..2, 0usize..3).prop_map(|(group, link)| Event::AdoptSteering { group, link }),
     ]
 }
@@ -192,7 +200,8 @@ struct Reference {
     names: HashMap<u32, String>,
     links: HashMap<u32, InterfaceInfo>,
     gone: HashSet<u32>,
-    addrs: HashSet<(u32, IpNet)>,
+    /// (ifindex, address) → tentative.
+    addrs: HashMap<(u32, IpNet), bool>,
 }
 
 impl Reference {
@@ -219,10 +228,10 @@ impl Reference {
                 self.names.remove(i);
                 self.links.remove(i);
                 self.gone.insert(*i);
-                self.addrs.retain(|(a, _)| a != i);
+                self.addrs.retain(|(a, _), _| a != i);
             }
             Event::AddressAdd(a) => {
-                self.addrs.insert((a.ifindex, a.local));
+                self.addrs.insert((a.ifindex, a.local), a.tentative);
             }
             Event::AddressDelete(a) => {
                 self.addrs.remove(&(a.ifindex, a.local));
@@ -322,9 +331,31 @@ impl Reference {
         let Some(l) = self.links.get(&i) else {
             return false;
         };
+        // The families the link carries: its gateways', else its groups'.
+        let mut fams: Vec<bool> = Vec::new(); // true = IPv4
+        if lc.gateway_v4.is_some() || lc.gateway_v6.is_some() {
+            if lc.gateway_v4.is_some() {
+                fams.push(true);
+            }
+            if lc.gateway_v6.is_some() {
+                fams.push(false);
+            }
+        } else {
+            for g in c.groups.iter().filter(|g| g.links.contains(&link)) {
+                for s in &g.segments {
+                    fams.push(matches!(s, IpNet::V4(_)));
+                }
+            }
+        }
+        if fams.is_empty() {
+            fams = vec![true, false];
+        }
         l.admin_up
             && matches!(l.oper, OperState::Up | OperState::Unknown)
-            && (!lc.require_address || self.addrs.iter().any(|(a, _)| *a == i))
+            && (!lc.require_address
+                || self.addrs.iter().any(|((a, net), tentative)| {
+                    *a == i && !tentative && fams.contains(&matches!(net, IpNet::V4(_)))
+                }))
     }
 }
 
@@ -364,7 +395,22 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
         }
         expanded.push(ev);
     }
-    for (step, ev) in expanded.into_iter().enumerate() {
+    // Per link: the last LinkUp's attempt id, and LinkDowns not yet answered.
+    let mut attempt_of: HashMap<LinkId, u64> = HashMap::new();
+    let mut downs: HashMap<LinkId, u32> = HashMap::new();
+    for (step, mut ev) in expanded.into_iter().enumerate() {
+        match &mut ev {
+            Event::LinkFailed { link, attempt, .. } => {
+                let current = attempt_of.get(link).copied().unwrap_or(0);
+                *attempt = current.saturating_sub(*attempt);
+            }
+            // A driver answers each LinkDown once; never out of the blue.
+            Event::LinkReleased { link } => match downs.get_mut(link) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => continue,
+            },
+            _ => {}
+        }
         reference.apply(&ev);
         let was_synced = synced;
         if ev == Event::Synced {
@@ -390,11 +436,21 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
                 Action::Unsteer { group, .. } => {
                     steered.remove(group);
                 }
-                Action::LinkUp { link } | Action::LinkDown { link } => {
+                Action::LinkUp { link, attempt } => {
                     prop_assert!(
                         !always_up[*link],
                         "step {step}: {a:?} for an always-up link"
                     );
+                    let last = attempt_of.values().copied().max().unwrap_or(0);
+                    prop_assert!(*attempt > last, "step {step}: attempt ids must grow");
+                    attempt_of.insert(*link, *attempt);
+                }
+                Action::LinkDown { link } => {
+                    prop_assert!(
+                        !always_up[*link],
+                        "step {step}: {a:?} for an always-up link"
+                    );
+                    *downs.entry(*link).or_default() += 1;
                 }
                 _ => {}
             }
@@ -458,6 +514,10 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
                     step
                 );
                 prop_assert!(gc.links.contains(link));
+                prop_assert!(
+                    !matches!(st.links[*link].state, LinkState::Releasing),
+                    "step {step}: {ev:?}: group {g} steered to link {link} still being released"
+                );
             }
         }
     }
