@@ -207,6 +207,13 @@ pub struct NeighbourInfo {
 }
 
 impl NeighbourInfo {
+    /// Whether the kernel's neighbour state machine owns the entry: not
+    /// PERMANENT or NOARP, which someone set on purpose (`ip neigh replace
+    /// ... nud permanent`, a NOARP device) and which must stay as they are.
+    pub fn kernel_owned(&self) -> bool {
+        self.state & (NUD_PERMANENT | NUD_NOARP) == 0
+    }
+
     /// The link-layer address when the entry is usable for forwarding
     /// (REACHABLE, STALE, DELAY, PROBE, PERMANENT, NOARP; not INCOMPLETE,
     /// FAILED or NONE).
