@@ -12,7 +12,13 @@
 //! - `always-up` links never get `LinkUp` or `LinkDown`; the engine only waits
 //!   (up to `up_timeout`) for their interface to be ready.
 //! - A link whose interface is already ready when a group picks it is used at
-//!   once, without `LinkUp` (it is released with `LinkDown` as usual).
+//!   once, without `LinkUp` (it is released with `LinkDown` as usual), unless
+//!   a session of ours on it failed or was released since: then the
+//!   interface may be a leftover, and it is redialled and must be seen not
+//!   ready, then ready.
+//! - A released link is `Releasing` until the driver reports its `down`
+//!   done (`Event::LinkReleased`, one per `LinkDown`); that wait is bounded by
+//!   the driver's own time limits, not by `up_timeout`.
 //! - A link that drops while in use (or is reported failed while up) gets
 //!   `LinkDown`, and every group steering to it starts a new round at once,
 //!   beginning with the *next* link of its list and wrapping around, so the
