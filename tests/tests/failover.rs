@@ -770,11 +770,11 @@ fn gateway_neighbour(lab: &Lab) -> Result<(Vec<String>, String)> {
 fn permanent_neighbour_entry_of_the_gateway_stays_untouched() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let gw_mac = lab
-        .backup
-        .sh("cat /sys/class/net/b_edge/address")?
-        .trim()
-        .to_string();
+    let gw_mac = mac_of(&lab.backup, "b_edge")?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
     lab.edge.sh(&format!(
         "ip neigh replace {BACKUP_GW} lladdr {gw_mac} dev bk0 nud permanent"
     ))?;
