@@ -128,7 +128,7 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
             tracing::warn!(
                 "--dry-run: nothing is steered and no link is touched; actions are only logged"
             );
-            return Ok(Box::new(LogSink) as Box<dyn ActionSink>);
+            return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
         }
         Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath)?) as Box<dyn ActionSink>)
     }));

@@ -115,6 +115,9 @@ pub struct AddressInfo {
     pub local: IpNet,
     /// IFA_ADDRESS when it differs from IFA_LOCAL: the peer of a point-to-point link.
     pub peer: Option<IpAddr>,
+    /// IFA_F_TENTATIVE or IFA_F_DADFAILED: duplicate address detection has
+    /// not passed, the address cannot be used yet (or at all).
+    pub tentative: bool,
 }
 
 /// Timers the engine arms through `Action::ArmTimer`. The runtime keeps at most
@@ -148,12 +151,20 @@ pub enum Event {
     /// this the engine only records state; it never acts on a partial picture.
     Synced,
     TimerFired(Timer),
-    /// The driver of `link` reports that the current attempt or session is over:
-    /// `up` exited non-zero, could not be started, or the supervised process
-    /// (pppd, a long-running `up`) exited.
+    /// The driver of `link` reports that an attempt or session is over: `up`
+    /// exited non-zero, could not be started, or the supervised process
+    /// (pppd, a long-running `up`) exited. `attempt` is the id of the
+    /// `Action::LinkUp` that started it: the engine ignores reports of an
+    /// earlier attempt than the link's current one.
     LinkFailed {
         link: LinkId,
+        attempt: u64,
         error: String,
+    },
+    /// The driver finished one `Action::LinkDown` of `link` (its `down` ran,
+    /// its process was stopped), whatever the outcome. One per `LinkDown`.
+    LinkReleased {
+        link: LinkId,
     },
     /// At start-up, before `Synced`: the pinned fast-path map already steers
     /// this group to this link (an agent restart with `--keep-fastpath`). If the
@@ -182,11 +193,14 @@ pub struct SteerTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Start bringing the link up (run its driver's "up"). The engine then
-    /// waits for the interface to be ready (netlink) or for `LinkFailed`.
+    /// waits for the interface to be ready (netlink) or for `LinkFailed`
+    /// carrying this `attempt` id (unique per engine, increasing).
     LinkUp {
         link: LinkId,
+        attempt: u64,
     },
-    /// Take the link down (driver "down", stop the supervised process).
+    /// Take the link down (driver "down", stop the supervised process); the
+    /// driver answers with `Event::LinkReleased` when it is done.
     LinkDown {
         link: LinkId,
     },
@@ -220,7 +234,9 @@ pub enum Action {
 pub enum GroupState {
     /// At least one segment has a primary route.
     Primary,
-    /// Primary lost; waiting out `activate_delay` or for a link to come up.
+    /// Primary lost; waiting out `activate_delay` before trying a link.
+    Pending,
+    /// Primary lost; a link is being brought up.
     Activating,
     /// A backup link is up and the group's traffic is steered to it.
     Backup,
@@ -232,8 +248,9 @@ pub enum GroupState {
 
 impl GroupState {
     /// Every state, in the order metrics list them.
-    pub const ALL: [GroupState; 5] = [
+    pub const ALL: [GroupState; 6] = [
         GroupState::Primary,
+        GroupState::Pending,
         GroupState::Activating,
         GroupState::Backup,
         GroupState::Holding,
@@ -243,6 +260,7 @@ impl GroupState {
     pub fn name(self) -> &'static str {
         match self {
             GroupState::Primary => "primary",
+            GroupState::Pending => "pending",
             GroupState::Activating => "activating",
             GroupState::Backup => "backup",
             GroupState::Holding => "holding",
@@ -264,6 +282,9 @@ pub enum LinkState {
     Down,
     Connecting,
     Up,
+    /// Taken down by the engine, and its driver's `down` has not finished:
+    /// no group can use it until it has.
+    Releasing,
     Failed,
 }
 
@@ -273,6 +294,7 @@ impl LinkState {
             LinkState::Down => "down",
             LinkState::Connecting => "connecting",
             LinkState::Up => "up",
+            LinkState::Releasing => "releasing",
             LinkState::Failed => "failed",
         }
     }
@@ -284,11 +306,30 @@ impl std::fmt::Display for LinkState {
     }
 }
 
+/// The route that holds a segment primary-up (`status` shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingRoute {
+    pub prefix: IpNet,
+    /// The next hop's gateway, if it has one.
+    pub via: Option<IpAddr>,
+    /// The outgoing interface (its name, or "ifindex N" when unknown).
+    pub dev: String,
+    /// rtm_protocol by name ("bgp", "static", "proto 99").
+    pub proto: String,
+    pub table: u32,
+    pub metric: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SegmentStatus {
     pub prefix: IpNet,
     pub primary_up: bool,
     pub steered: bool,
+    /// The route that makes the segment primary-up (`primary_up` only).
+    pub held_by: Option<HoldingRoute>,
+    /// Why no route does, e.g. "blackhole route 10.0.0.0/25 (table 254)"
+    /// (not `primary_up` only).
+    pub why_not: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -338,6 +379,7 @@ mod tests {
             LinkState::Down,
             LinkState::Connecting,
             LinkState::Up,
+            LinkState::Releasing,
             LinkState::Failed,
         ] {
             assert_eq!(serde_json::to_value(l).unwrap(), l.name());

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use routebackup_tests::lab::{Backup, Lab, DEST_ADDR};
+use routebackup_tests::lab::{Backup, Lab, BACKUP_GW, DEST_ADDR};
 use routebackup_tests::traffic::{report, Receiver, Sender};
 use routebackup_tests::wait_until;
 
@@ -740,5 +740,63 @@ fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
         "kernel route left behind: {routes}"
     );
     drop(rx);
+    Ok(())
+}
+
+/// The gateway's neighbour entry as `ip -j neigh` shows it: (states, MAC).
+fn gateway_neighbour(lab: &Lab) -> Result<(Vec<String>, String)> {
+    let out = lab
+        .edge
+        .sh(&format!("ip -j neigh show dev bk0 to {BACKUP_GW}"))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let e = &v[0];
+    let states = e["state"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((states, e["lladdr"].as_str().unwrap_or_default().to_string()))
+}
+
+/// An operator's static entry for the backup gateway (common where the far
+/// side must not be ARPed) is never modified: the agent's periodic "mark as
+/// used" refresh (every 5 s) would clear its PERMANENT state, after which it
+/// goes INCOMPLETE and FAILED. Three refresh rounds of steering prove it.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn permanent_neighbour_entry_of_the_gateway_stays_untouched() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let gw_mac = mac_of(&lab.backup, "b_edge")?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    lab.edge.sh(&format!(
+        "ip neigh replace {BACKUP_GW} lladdr {gw_mac} dev bk0 nud permanent"
+    ))?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (_, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 1_000)?;
+    lab.withdraw_primary()?;
+    flows_via(&rx, via_backup, 200, "the backup")?;
+    wait_macs_cached(&lab)?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(16) {
+        let (states, mac) = gateway_neighbour(&lab)?;
+        ensure!(
+            states == ["PERMANENT"] && mac == gw_mac,
+            "after {:?} of steering the static entry is {states:?} {mac}; log:\n{}",
+            start.elapsed(),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    flows_via(&rx, via_backup, 200, "the backup after the refresh rounds")?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::dataplane::status::DataplaneStatus;
 use crate::error::Report;
 use crate::fastpath::XdpAttach;
 use crate::links::DriverState;
-use crate::model::{EngineStatus, GroupState, LinkState, LinkStatus, Millis};
+use crate::model::{EngineStatus, GroupState, HoldingRoute, LinkState, LinkStatus, Millis};
 
 /// What `routebackup status --json` prints. Built by the daemon from the
 /// engine's `EngineStatus` plus wall-clock times and watcher counters.
@@ -61,6 +61,34 @@ pub struct SegmentReport {
     pub prefix: String,
     pub primary_up: bool,
     pub steered: bool,
+    /// The route that holds the segment primary-up.
+    #[serde(default)]
+    pub held_by: Option<HoldingRoute>,
+    /// Why no route does ("no route", "blackhole route P (table T)", ...).
+    #[serde(default)]
+    pub why_not: Option<String>,
+}
+
+impl SegmentReport {
+    /// "10.0.0.0/8 via 10.0.1.2 dev wan0 proto bgp table 254 metric 20", or
+    /// the reason none holds it.
+    pub fn route_text(&self) -> String {
+        match (&self.held_by, &self.why_not) {
+            (Some(r), _) => {
+                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                format!(
+                    "{}{via} dev {} proto {} table {} metric {}",
+                    r.prefix,
+                    r.dev,
+                    r.proto.trim_start_matches("proto "),
+                    r.table,
+                    r.metric
+                )
+            }
+            (None, Some(why)) => why.clone(),
+            (None, None) => "-".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +128,8 @@ impl StatusReport {
                         prefix: s.prefix.to_string(),
                         primary_up: s.primary_up,
                         steered: s.steered,
+                        held_by: s.held_by.clone(),
+                        why_not: s.why_not.clone(),
                     })
                     .collect(),
                 last_steer_latency_us: None,
@@ -155,15 +185,16 @@ impl StatusReport {
                 .unwrap_or(7)
                 .max(7);
             s.push_str(&format!(
-                "  {:<w$}  {:<7}  {}\n",
-                "SEGMENT", "PRIMARY", "STEERED"
+                "  {:<w$}  {:<7}  {:<7}  {}\n",
+                "SEGMENT", "PRIMARY", "STEERED", "ROUTE (or why none)"
             ));
             for seg in &g.segments {
                 s.push_str(&format!(
-                    "  {:<w$}  {:<7}  {}\n",
+                    "  {:<w$}  {:<7}  {:<7}  {}\n",
                     seg.prefix,
                     if seg.primary_up { "up" } else { "down" },
-                    if seg.steered { "yes" } else { "no" }
+                    if seg.steered { "yes" } else { "no" },
+                    seg.route_text()
                 ));
             }
         }
@@ -578,11 +609,29 @@ mod tests {
                 state: GroupState::Backup,
                 active_link: Some("lte".into()),
                 since_ms: 5_000,
-                segments: vec![SegmentStatus {
-                    prefix: "10.1.0.0/16".parse().unwrap(),
-                    primary_up: false,
-                    steered: true,
-                }],
+                segments: vec![
+                    SegmentStatus {
+                        prefix: "10.1.0.0/16".parse().unwrap(),
+                        primary_up: false,
+                        steered: true,
+                        held_by: None,
+                        why_not: Some("blackhole route 10.1.0.0/17 (table 254)".into()),
+                    },
+                    SegmentStatus {
+                        prefix: "10.2.0.0/16".parse().unwrap(),
+                        primary_up: true,
+                        steered: true,
+                        held_by: Some(HoldingRoute {
+                            prefix: "10.0.0.0/8".parse().unwrap(),
+                            via: Some("10.0.1.2".parse().unwrap()),
+                            dev: "wan0".into(),
+                            proto: "bgp".into(),
+                            table: 254,
+                            metric: 20,
+                        }),
+                        why_not: None,
+                    },
+                ],
             }],
             links: vec![LinkStatus {
                 name: "lte".into(),
@@ -609,12 +658,22 @@ mod tests {
         assert_eq!(json["groups"][0]["segments"][0]["prefix"], "10.1.0.0/16");
         assert_eq!(json["groups"][0]["segments"][0]["steered"], true);
         assert!(json.get("fastpath").is_none());
+        assert_eq!(json["groups"][0]["segments"][1]["held_by"]["dev"], "wan0");
+        assert_eq!(json["groups"][0]["segments"][1]["held_by"]["metric"], 20);
         let back: StatusReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
         let text = r.render();
         assert!(text.contains("group hq: backup via lte"), "{text}");
         assert!(text.contains("10.1.0.0/16"), "{text}");
         assert!(text.contains("ppp0"), "{text}");
+        assert!(
+            text.contains("blackhole route 10.1.0.0/17 (table 254)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.0.0.0/8 via 10.0.1.2 dev wan0 proto bgp table 254 metric 20"),
+            "{text}"
+        );
     }
 
     /// The document `routebackup status --json` prints and tests and scripts

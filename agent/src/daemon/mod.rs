@@ -85,14 +85,28 @@ pub trait ActionSink: Send {
     }
 }
 
-/// An `ActionSink` that only logs (the first form of the daemon, and `run`
-/// until the fast path and link drivers are plugged in).
+/// An `ActionSink` that only logs (`run --dry-run`). A `LinkDown` it did
+/// not carry out is reported finished at once, as the engine waits for that.
 #[derive(Debug, Default)]
-pub struct LogSink;
+pub struct LogSink {
+    released: std::collections::VecDeque<crate::model::LinkId>,
+}
 
 impl ActionSink for LogSink {
     fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
         info!("action (not carried out by the log-only sink): {action:?}");
+        if let Action::LinkDown { link } = action {
+            self.released.push_back(*link);
+        }
+    }
+
+    fn next_event(&mut self) -> BoxFuture<'_, Event> {
+        Box::pin(async move {
+            match self.released.pop_front() {
+                Some(link) => Event::LinkReleased { link },
+                None => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -224,11 +238,10 @@ impl Daemon {
                 self.timers.cancel(timer);
             }
             Action::Notice(text) => info!("{text}"),
-            Action::LinkUp { link } => {
-                debug!("action: link up {link}");
+            Action::LinkUp { link, .. } => {
+                debug!("action: {action:?}");
                 let group = self.engine.group_using(link).map(str::to_owned);
-                self.sink
-                    .execute(&Action::LinkUp { link }, group.as_deref());
+                self.sink.execute(&action, group.as_deref());
             }
             Action::Steer { group, .. } => {
                 self.sink.execute(&action, None);

@@ -16,11 +16,12 @@
 //!   `bpf_redirect_neigh`, which resolves it again, and the new entry is
 //!   cached once the kernel reports it.
 //! - `LinkUp`/`LinkDown`: queued to the link drivers (never blocks); their
-//!   failures come back to the engine as `Event::LinkFailed`.
+//!   failures come back to the engine as `Event::LinkFailed` (with the
+//!   attempt id of the `LinkUp`), each finished `down` as `Event::LinkReleased`.
 //! - Both background reports (neighbours, drivers) arrive through
 //!   `ActionSink::next_event`, which the daemon awaits on the engine's task:
 //!   next-hop changes are applied there, ordered with `Steer`/`Unsteer`
-//!   without locks, and only driver failures reach the engine.
+//!   without locks, and only driver reports reach the engine.
 //! - Stop: by default detach the programs, remove the pins, the kernel routes
 //!   and take the links down; with `--keep-fastpath` leave all of it in place
 //!   for the next agent to adopt.
@@ -199,9 +200,9 @@ impl ActionSink for Dataplane {
                 segments,
             } => self.steer(*group, target, segments),
             Action::Unsteer { group, segments } => self.unsteer(*group, segments),
-            Action::LinkUp { link } => {
+            Action::LinkUp { link, attempt } => {
                 if let Some(d) = self.drivers.as_ref() {
-                    d.up(*link, requested_by.unwrap_or(""));
+                    d.up(*link, *attempt, requested_by.unwrap_or(""));
                 }
             }
             Action::LinkDown { link } => {
@@ -224,9 +225,10 @@ impl ActionSink for Dataplane {
                     }
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
-                        DriverEvent::Failed { link, error } => {
-                            return Event::LinkFailed { link, error }
+                        DriverEvent::Failed { link, attempt, error } => {
+                            return Event::LinkFailed { link, attempt, error }
                         }
+                        DriverEvent::Released { link } => return Event::LinkReleased { link },
                     },
                 }
             }

@@ -69,6 +69,7 @@ mod tests {
             ifindex: 5,
             local: local.parse().unwrap(),
             peer: peer.map(|p| p.parse().unwrap()),
+            tentative: false,
         }
     }
 

@@ -12,7 +12,13 @@
 //! - `always-up` links never get `LinkUp` or `LinkDown`; the engine only waits
 //!   (up to `up_timeout`) for their interface to be ready.
 //! - A link whose interface is already ready when a group picks it is used at
-//!   once, without `LinkUp` (it is released with `LinkDown` as usual).
+//!   once, without `LinkUp` (it is released with `LinkDown` as usual), unless
+//!   a session of ours on it failed or was released since: then the
+//!   interface may be a leftover, and it is redialled and must be seen not
+//!   ready, then ready.
+//! - A released link is `Releasing` until the driver reports its `down`
+//!   done (`Event::LinkReleased`, one per `LinkDown`); that wait is bounded by
+//!   the driver's own time limits, not by `up_timeout`.
 //! - A link that drops while in use (or is reported failed while up) gets
 //!   `LinkDown`, and every group steering to it starts a new round at once,
 //!   beginning with the *next* link of its list and wrapping around, so the
@@ -26,10 +32,14 @@
 
 mod gateway;
 mod group;
+#[cfg(test)]
+mod link_tests;
 mod links;
 #[cfg(test)]
 mod proptests;
 mod routes;
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,8 +51,8 @@ use ipnet::IpNet;
 
 use crate::config::{Config, DriverConfig, MatchMode};
 use crate::model::{
-    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
-    Millis, SegmentStatus, SteerTarget,
+    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
+    LinkStatus, Millis, SegmentStatus, SteerTarget,
 };
 use crate::segments::{MatchRule, SegmentIndex};
 
@@ -85,6 +95,10 @@ impl GroupRt {
     }
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts: two from the config, two about the current session"
+)]
 struct LinkRt {
     name: String,
     interface: String,
@@ -93,12 +107,64 @@ struct LinkRt {
     up_timeout: Duration,
     gateway_v4: Option<Ipv4Addr>,
     gateway_v6: Option<Ipv6Addr>,
+    /// Families the link carries (its gateways', else its groups'
+    /// segments'): `require_address` wants a usable address in one of them.
+    families: Families,
     state: LinkState,
-    /// Connecting after a failure while the interface still looked ready:
-    /// readiness counts only after it was seen not ready once.
+    /// Connecting while the interface still looked ready from a session that
+    /// ended (failed, or taken down by us): readiness counts only after it
+    /// was seen not ready once.
     stale_ready: bool,
+    /// A session of ours on this link ended (failure or release) and no
+    /// attempt has made it ready since: its interface, if still there, is a
+    /// leftover (a `command` link's interface can outlive its process).
+    ended: bool,
+    /// Id of the last `LinkUp`; driver reports of other attempts are old.
+    attempt: u64,
+    /// `LinkDown`s sent whose `LinkReleased` has not come yet.
+    downs_in_flight: u32,
     attempts: u32,
     last_error: Option<String>,
+}
+
+/// The address families link `id` carries: those of its configured
+/// gateways, else those of the segments of the groups that list it (both
+/// when neither says).
+fn link_families(config: &Config, id: LinkId) -> Families {
+    let both = Families { v4: true, v6: true };
+    let Some(l) = config.links.get(id) else {
+        return both;
+    };
+    if l.gateway_v4.is_some() || l.gateway_v6.is_some() {
+        return Families {
+            v4: l.gateway_v4.is_some(),
+            v6: l.gateway_v6.is_some(),
+        };
+    }
+    let segments = config
+        .groups
+        .iter()
+        .filter(|g| g.links.contains(&id))
+        .flat_map(|g| g.segments.iter());
+    let (mut v4, mut v6) = (false, false);
+    for s in segments {
+        match s {
+            IpNet::V4(_) => v4 = true,
+            IpNet::V6(_) => v6 = true,
+        }
+    }
+    if v4 || v6 {
+        Families { v4, v6 }
+    } else {
+        both
+    }
+}
+
+/// IP address families.
+#[derive(Clone, Copy, Debug)]
+struct Families {
+    v4: bool,
+    v6: bool,
 }
 
 /// Where a segment lives: (group, index in the group's segment list).
@@ -113,6 +179,8 @@ pub struct Engine {
     index: SegmentIndex<SegRef>,
     groups: Vec<GroupRt>,
     links: Vec<LinkRt>,
+    /// The last attempt id handed out (`Action::LinkUp`).
+    last_attempt: u64,
 }
 
 impl Engine {
@@ -120,18 +188,26 @@ impl Engine {
         let links: Vec<LinkRt> = config
             .links
             .iter()
-            .map(|l| LinkRt {
-                name: l.name.clone(),
-                interface: l.interface.clone(),
-                always_up: matches!(l.driver, DriverConfig::AlwaysUp),
-                require_address: l.require_address,
-                up_timeout: l.up_timeout,
-                gateway_v4: l.gateway_v4,
-                gateway_v6: l.gateway_v6,
-                state: LinkState::Down,
-                stale_ready: false,
-                attempts: 0,
-                last_error: None,
+            .enumerate()
+            .map(|(id, l)| {
+                let families = link_families(config, id);
+                LinkRt {
+                    name: l.name.clone(),
+                    interface: l.interface.clone(),
+                    always_up: matches!(l.driver, DriverConfig::AlwaysUp),
+                    require_address: l.require_address,
+                    up_timeout: l.up_timeout,
+                    gateway_v4: l.gateway_v4,
+                    gateway_v6: l.gateway_v6,
+                    families,
+                    state: LinkState::Down,
+                    stale_ready: false,
+                    ended: false,
+                    attempt: 0,
+                    downs_in_flight: 0,
+                    attempts: 0,
+                    last_error: None,
+                }
             })
             .collect();
         let index = SegmentIndex::new(config.groups.iter().enumerate().flat_map(|(gid, g)| {
@@ -185,6 +261,7 @@ impl Engine {
             index,
             groups,
             links,
+            last_attempt: 0,
         }
     }
 
@@ -239,7 +316,12 @@ impl Engine {
                     self.on_timer(now, timer, &mut out);
                 }
             }
-            Event::LinkFailed { link, error } => self.on_link_failed(now, link, error, &mut out),
+            Event::LinkFailed {
+                link,
+                attempt,
+                error,
+            } => self.on_link_failed(now, link, attempt, error, &mut out),
+            Event::LinkReleased { link } => self.on_link_released(now, link, &mut out),
             Event::AdoptSteering { group, link } => {
                 if self.synced {
                     // Only meaningful at start-up; the engine already decided.
@@ -268,10 +350,29 @@ impl Engine {
                     .segments
                     .iter()
                     .zip(&g.primary_up)
-                    .map(|(p, up)| SegmentStatus {
-                        prefix: *p,
-                        primary_up: *up,
-                        steered: g.steer.is_some(),
+                    .map(|(p, up)| {
+                        let verdict = self.net.segment_primary(p, g.match_mode, g.allow_default);
+                        let (held_by, why_not) = match verdict {
+                            Ok(r) => (
+                                Some(HoldingRoute {
+                                    prefix: r.prefix,
+                                    via: r.gateway,
+                                    dev: self.net.iface_name(r.ifindex),
+                                    proto: group::protocol_name(r.protocol),
+                                    table: r.table,
+                                    metric: r.metric,
+                                }),
+                                None,
+                            ),
+                            Err(why) => (None, Some(why.to_string())),
+                        };
+                        SegmentStatus {
+                            prefix: *p,
+                            primary_up: *up,
+                            steered: g.steer.is_some(),
+                            held_by,
+                            why_not,
+                        }
                     })
                     .collect(),
             })
@@ -298,6 +399,12 @@ impl Engine {
             groups,
             links,
         }
+    }
+
+    /// The id of the last `LinkUp` of `link` (0 before any).
+    #[cfg(test)]
+    pub(crate) fn current_attempt(&self, link: LinkId) -> u64 {
+        self.links.get(link).map_or(0, |l| l.attempt)
     }
 
     /// Whether `Event::Synced` was seen.
@@ -359,7 +466,7 @@ impl Engine {
         let up = self
             .net
             .segment_primary(seg, group.match_mode, group.allow_default)
-            .is_some();
+            .is_ok();
         let Some(group) = self.groups.get_mut(g) else {
             return false;
         };

@@ -1,7 +1,9 @@
 //! Backup link drivers: bring a link up and take it down when the engine asks
 //! (`Action::LinkUp` / `Action::LinkDown`), supervise long-running processes,
 //! and report failures (`DriverEvent::Failed`, which the daemon turns into
-//! `Event::LinkFailed`; the error is [`LinkError`] as text).
+//! `Event::LinkFailed`; the error is [`LinkError`] as text) with the id of
+//! the attempt (`up`) they end, and every finished `down`
+//! (`DriverEvent::Released`, turned into `Event::LinkReleased`).
 //!
 //! The drivers do not judge whether a link is usable: the engine learns that
 //! from netlink (interface up, address present). They only run what the
@@ -47,9 +49,16 @@ use process::{Role, Spawned};
 /// What a driver tells the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverEvent {
-    /// The current attempt or session is over (maps to `Event::LinkFailed`,
-    /// whose text status shows as the link's `last_error`).
-    Failed { link: LinkId, error: String },
+    /// The attempt or session started by the `up` with id `attempt` is over
+    /// (maps to `Event::LinkFailed`, whose text status shows as the link's
+    /// `last_error`).
+    Failed {
+        link: LinkId,
+        attempt: u64,
+        error: String,
+    },
+    /// One `down` request finished (maps to `Event::LinkReleased`).
+    Released { link: LinkId },
 }
 
 /// A driver's own state, for `status` (the link's real state comes from the engine).
@@ -87,6 +96,7 @@ impl Default for Timeouts {
 enum Request {
     Up {
         group: String,
+        attempt: u64,
     },
     Down,
     /// Answered once every earlier request of this link was executed.
@@ -147,6 +157,7 @@ impl LinkDrivers {
                     reports: reports.clone(),
                     child: None,
                     group: String::new(),
+                    attempt: 0,
                     netlink: None,
                 };
                 tokio::spawn(driver.run(rx));
@@ -160,17 +171,19 @@ impl LinkDrivers {
         LinkDrivers { slots }
     }
 
-    /// Queues bringing `link` up for `group` (named in the command's environment).
-    pub fn up(&self, link: LinkId, group: &str) {
+    /// Queues bringing `link` up for `group` (named in the command's
+    /// environment); failures of this attempt are reported with `attempt`.
+    pub fn up(&self, link: LinkId, attempt: u64, group: &str) {
         self.send(
             link,
             Request::Up {
                 group: group.to_string(),
+                attempt,
             },
         );
     }
 
-    /// Queues taking `link` down.
+    /// Queues taking `link` down; `DriverEvent::Released` says when it is done.
     pub fn down(&self, link: LinkId) {
         self.send(link, Request::Down);
     }
@@ -225,6 +238,8 @@ struct Supervised {
     spawned: Spawned,
     role: Role,
     program: String,
+    /// The attempt that started it (its exit is reported with this id).
+    attempt: u64,
 }
 
 /// One link's driver task.
@@ -238,6 +253,8 @@ struct Driver {
     child: Option<Supervised>,
     /// The group of the last `up` (for the `down` command's environment).
     group: String,
+    /// The id of the last `up`.
+    attempt: u64,
     netlink: Option<rtnetlink::Handle>,
 }
 
@@ -253,8 +270,11 @@ impl Driver {
         loop {
             tokio::select! {
                 req = rx.recv() => match req {
-                    Some(Request::Up { group }) => self.up(group).await,
-                    Some(Request::Down) => self.down().await,
+                    Some(Request::Up { group, attempt }) => self.up(group, attempt).await,
+                    Some(Request::Down) => {
+                        self.down().await;
+                        let _ = self.reports.send(DriverEvent::Released { link: self.id });
+                    }
                     Some(Request::Settle(tx)) => { let _ = tx.send(()); }
                     Some(Request::Shutdown { keep, done }) => {
                         if keep {
@@ -279,11 +299,13 @@ impl Driver {
         }
     }
 
-    fn fail(&self, error: &LinkError) {
+    /// Reports that attempt `attempt` failed.
+    fn fail(&self, attempt: u64, error: &LinkError) {
         let error = error.text();
-        tracing::warn!(link = %self.cfg.name, "{error}");
+        tracing::warn!(link = %self.cfg.name, attempt, "{error}");
         let _ = self.reports.send(DriverEvent::Failed {
             link: self.id,
+            attempt,
             error,
         });
     }
@@ -305,12 +327,15 @@ impl Driver {
         Ok(h)
     }
 
-    async fn up(&mut self, group: String) {
-        if let Some(c) = &self.child {
+    async fn up(&mut self, group: String, attempt: u64) {
+        if let Some(c) = &mut self.child {
             tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.role);
+            // Its exit now ends the new attempt.
+            c.attempt = attempt;
             return;
         }
         self.group = group;
+        self.attempt = attempt;
         match self.cfg.driver.clone() {
             DriverConfig::AlwaysUp => self.set_state(DriverState::Up),
             DriverConfig::Interface => {
@@ -326,7 +351,7 @@ impl Driver {
                     }
                     Err(e) => {
                         self.set_state(DriverState::Idle);
-                        self.fail(&e);
+                        self.fail(attempt, &e);
                     }
                 }
             }
@@ -360,11 +385,12 @@ impl Driver {
                     spawned,
                     role,
                     program,
+                    attempt: self.attempt,
                 });
             }
             Err(e) => {
                 self.set_state(DriverState::Idle);
-                self.fail(&e);
+                self.fail(self.attempt, &e);
             }
         }
     }
@@ -378,11 +404,14 @@ impl Driver {
             Ok(s) => s,
             Err(source) => {
                 self.set_state(DriverState::Idle);
-                self.fail(&LinkError::Wait {
-                    role: c.role,
-                    program: c.program,
-                    source,
-                });
+                self.fail(
+                    c.attempt,
+                    &LinkError::Wait {
+                        role: c.role,
+                        program: c.program,
+                        source,
+                    },
+                );
                 return;
             }
         };
@@ -397,13 +426,16 @@ impl Driver {
             Role::UpCommand | Role::DownCommand => None,
         };
         self.set_state(DriverState::Idle);
-        self.fail(&LinkError::Exited {
-            role: c.role,
-            program: c.program,
-            status,
-            meaning,
-            stderr_tail,
-        });
+        self.fail(
+            c.attempt,
+            &LinkError::Exited {
+                role: c.role,
+                program: c.program,
+                status,
+                meaning,
+                stderr_tail,
+            },
+        );
     }
 
     async fn down(&mut self) {

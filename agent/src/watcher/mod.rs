@@ -189,8 +189,9 @@ pub fn apply_message(
             Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWLINK | nl::RTM_DELLINK => match decode::link(msg) {
-            Ok(l) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
-            Ok(l) => view.link_delete(l.ifindex, out),
+            Ok(Some(l)) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
+            Ok(Some(l)) => view.link_delete(l.ifindex, out),
+            Ok(None) => {}
             Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWADDR | nl::RTM_DELADDR => match decode::address(msg) {

@@ -336,7 +336,9 @@ fn links_and_addresses() {
     l.attributes.push(LinkAttribute::IfName("ppp0".into()));
     l.attributes.push(LinkAttribute::OperState(State::Unknown));
     let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
-    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
+    let info = decode::link(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         info,
         crate::model::InterfaceInfo {
@@ -351,7 +353,9 @@ fn links_and_addresses() {
     l.header.flags = LinkFlags::empty();
     l.attributes[1] = LinkAttribute::OperState(State::Down);
     let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
-    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
+    let info = decode::link(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (info.admin_up, info.oper, info.l3),
         (false, OperState::Down, false)
