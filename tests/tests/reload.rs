@@ -389,7 +389,8 @@ fn reload_adds_a_group_and_removes_a_steered_one() -> Result<()> {
 }
 
 /// Under traffic, while steered: the link's gateway changes (re-steered, no
-/// flap) and a segment is added to the steered group (steered alone).
+/// flap), a segment is added to the steered group (steered alone), and a
+/// fast-path interface is added and removed (only it is attached/detached).
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn reload_changes_gateway_and_adds_a_segment_while_steered() -> Result<()> {
@@ -472,6 +473,57 @@ fn reload_changes_gateway_and_adds_a_segment_while_steered() -> Result<()> {
         "the group flapped: {g}"
     );
     flows_via(&rx, via_backup, 500, "the backup after adding a segment")?;
+
+    // [fastpath] interfaces: only the added one is attached, only it detached again.
+    lab.edge.sh(
+        "ip link add lan1 type veth peer name lan1p && ip link set lan1 up && ip link set lan1p up",
+    )?;
+    let xdp_of = |ifname: &str| -> Result<serde_json::Value> {
+        let out = lab.edge.sh(&format!("ip -j -d link show dev {ifname}"))?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v[0]["xdp"].clone())
+    };
+    let lan0 = xdp_of("lan0")?;
+    ensure!(!lan0.is_null(), "no XDP on lan0");
+    let two = more.replace(
+        "interfaces = [\"lan0\"]",
+        "interfaces = [\"lan0\", \"lan1\"]",
+    );
+    ensure!(two != more);
+    write_config(&lab, &two)?;
+    let (ok, out, err) = reload_cli(&lab)?;
+    ensure!(ok, "reload failed: {out} {err}");
+    let attached = |lab: &Lab| -> Result<Vec<String>> {
+        Ok(lab.status()?["fastpath"]["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["interface"].as_str().map(String::from))
+            .collect())
+    };
+    ensure!(
+        attached(&lab)? == ["lan0", "lan1"],
+        "attachments: {:?}",
+        attached(&lab)?
+    );
+    ensure!(!xdp_of("lan1")?.is_null(), "no XDP on lan1");
+    ensure!(xdp_of("lan0")? == lan0, "lan0 was re-attached");
+    write_config(&lab, &more)?;
+    let (ok, out, err) = reload_cli(&lab)?;
+    ensure!(ok, "reload failed: {out} {err}");
+    ensure!(
+        attached(&lab)? == ["lan0"],
+        "attachments: {:?}",
+        attached(&lab)?
+    );
+    ensure!(xdp_of("lan1")?.is_null(), "XDP still on lan1");
+    ensure!(xdp_of("lan0")? == lan0, "lan0 was re-attached");
+    flows_via(
+        &rx,
+        via_backup,
+        500,
+        "the backup after the interface changes",
+    )?;
 
     let sent = tx.stop();
     drop(tx2);

@@ -16,6 +16,9 @@
 //!   segments or tables changed, the watcher re-dumps with its new filter and
 //!   sends `Synced`, after which the new groups are evaluated.
 //! - An unchanged file changes nothing at all.
+//! - Before the initial sync is complete a reload is refused (try again):
+//!   the watcher's re-dump for new segments ends with a `Synced` that could
+//!   not be told apart from the initial one.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -161,6 +164,14 @@ impl Daemon {
         let restart = needs_restart(&self.config.running, &new);
         if !restart.is_empty() {
             return self.refuse("a setting changed that only a restart applies", restart);
+        }
+        if !self.engine.synced() {
+            // New segments are judged after the watcher's re-dump ends with
+            // `Synced`; before the first one that cannot be told apart.
+            return self.refuse(
+                "the agent is still taking in the kernel's routes",
+                vec!["the initial sync is not complete yet; reload again in a moment".into()],
+            );
         }
         let slotted = engine::slotted(&self.config.running, &new);
         self.config.loaded = SystemTime::now();
