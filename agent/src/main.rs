@@ -1,4 +1,4 @@
-//! The `routebackup` command line: `run`, `check`, `status`.
+//! The `routebackup` command line: `run`, `check`, `status`, `reload`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,17 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
+    /// Make the running agent re-read its config file and apply the
+    /// difference (like SIGHUP). Exits non-zero, printing why, when the
+    /// agent refused the new config (it keeps running the old one).
+    Reload {
+        /// Control socket (default: the config's control_socket, else /run/routebackup.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the control socket path from this config.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +98,46 @@ fn main() -> ExitCode {
             config,
             prometheus,
         } => status(json, prometheus, socket, config),
+        Command::Reload { socket, config } => reload(socket, config),
+    }
+}
+
+fn reload(socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match control_socket(socket, config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match control::request_reload(&socket) {
+        Ok(r) if r.ok => {
+            println!("routebackup: reloaded: {}", r.summary);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("routebackup: reload {}", r.summary);
+            for e in &r.errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("routebackup: {}", Report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The control socket: `--socket`, else the one of `--config`, else the default.
+fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (socket, config) {
+        (Some(s), _) => Ok(s),
+        (None, Some(c)) => match Config::load(&c) {
+            Ok(c) => Ok(c.agent.control_socket),
+            Err(e) => {
+                eprintln!("{}", Report(&e));
+                Err(ExitCode::FAILURE)
+            }
+        },
+        (None, None) => Ok(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
     }
 }
 
@@ -123,7 +174,7 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
         }
     };
     let sink_config = config.clone();
-    let result = rt.block_on(daemon::run(config, move || {
+    let result = rt.block_on(daemon::run(config, config_path.to_path_buf(), move || {
         if dry_run {
             tracing::warn!(
                 "--dry-run: nothing is steered and no link is touched; actions are only logged"
@@ -148,16 +199,9 @@ fn status(
     socket: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> ExitCode {
-    let socket = match (socket, config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => match Config::load(&c) {
-            Ok(c) => c.agent.control_socket,
-            Err(e) => {
-                eprintln!("{}", Report(&e));
-                return ExitCode::FAILURE;
-            }
-        },
-        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    let socket = match control_socket(socket, config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     match control::request_status(&socket) {
         Ok(report) => {

@@ -1,6 +1,11 @@
 //! The control socket: a Unix stream socket (mode 0600) where a client sends
-//! one line (`status\n`) and the agent answers with one JSON document and
-//! closes. `routebackup status` is the client.
+//! one line (`status\n` or `reload\n`) and the agent answers with one JSON
+//! document and closes. `routebackup status` and `routebackup reload` are
+//! the clients.
+
+mod reload;
+
+pub use reload::{request_reload, ConfigReport, ReloadReport};
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +41,9 @@ pub struct StatusReport {
     /// Filled by the fast path (maps, attach points, counters, drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fastpath: Option<DataplaneStatus>,
+    /// The config file, when it was last loaded, the last reload's failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +151,7 @@ impl StatusReport {
             links: status.links.clone(),
             watcher: None,
             fastpath: None,
+            config: None,
         }
     }
 
@@ -159,6 +168,9 @@ impl StatusReport {
             self.version,
             humantime::format_duration(Duration::from_secs(self.uptime_s))
         ));
+        if let Some(c) = &self.config {
+            reload::render(&mut s, c);
+        }
         if let Some(w) = &self.watcher {
             s.push_str(&format!(
                 "routes: {} relevant of {} seen; initial sync {} ms; {} overruns, {} resyncs\n",
@@ -444,6 +456,13 @@ type FastpathCounter = (&'static str, &'static str, fn(&GroupStats) -> u64);
 /// A status request from a control client; the daemon answers on `reply`.
 pub type StatusRequest = oneshot::Sender<StatusReport>;
 
+/// What a control client asks the daemon for; it answers on the sender.
+#[derive(Debug)]
+pub enum ControlRequest {
+    Status(StatusRequest),
+    Reload(oneshot::Sender<ReloadReport>),
+}
+
 /// Why the agent cannot serve its control socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -511,7 +530,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves clients until the daemon drops its end of `requests`.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>) {
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -535,7 +554,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<StatusRequest>
 
 async fn answer(
     stream: tokio::net::UnixStream,
-    requests: mpsc::Sender<StatusRequest>,
+    requests: mpsc::Sender<ControlRequest>,
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
@@ -546,11 +565,17 @@ async fn answer(
     let reply = match line.trim() {
         "status" => {
             let (tx, rx) = oneshot::channel();
-            requests.send(tx).await.map_err(|_| io::Error::other("agent shutting down"))?;
+            requests.send(ControlRequest::Status(tx)).await.map_err(|_| io::Error::other("agent shutting down"))?;
             let report = rx.await.map_err(|_| io::Error::other("agent shutting down"))?;
             serde_json::to_string_pretty(&report).map_err(io::Error::other)?
         }
-        other => serde_json::json!({ "error": format!("unknown command {other:?}; the only command is \"status\"") })
+        "reload" => {
+            let (tx, rx) = oneshot::channel();
+            requests.send(ControlRequest::Reload(tx)).await.map_err(|_| io::Error::other("agent shutting down"))?;
+            let report = rx.await.map_err(|_| io::Error::other("agent shutting down"))?;
+            serde_json::to_string_pretty(&report).map_err(io::Error::other)?
+        }
+        other => serde_json::json!({ "error": format!("unknown command {other:?}; the commands are \"status\" and \"reload\"") })
             .to_string(),
     };
     wr.write_all(reply.as_bytes()).await?;
@@ -567,23 +592,32 @@ pub enum ClientError {
     PermissionDenied(PathBuf),
     #[error("{}", .0.display())]
     Io(PathBuf, #[source] io::Error),
-    #[error("{0}: the agent's answer is not a status document: {1}")]
+    #[error("{0}: the agent's answer is not the document asked for: {1}")]
     BadReply(PathBuf, String),
 }
 
 /// Asks the agent at `path` for its status (blocking, 5 s timeout).
 pub fn request_status(path: &Path) -> Result<StatusReport, ClientError> {
+    request(path, "status", Duration::from_secs(5))
+}
+
+/// Sends `command` and parses the JSON answer (blocking, `timeout`).
+fn request<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<T, ClientError> {
     let p = || path.to_path_buf();
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(p()),
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(p()),
         _ => ClientError::Io(p(), e),
     })?;
-    let t = Some(Duration::from_secs(5));
+    let t = Some(timeout);
     s.set_read_timeout(t)
         .and_then(|()| s.set_write_timeout(t))
         .map_err(|e| ClientError::Io(p(), e))?;
-    s.write_all(b"status\n")
+    s.write_all(format!("{command}\n").as_bytes())
         .map_err(|e| ClientError::Io(p(), e))?;
     let mut text = String::new();
     s.read_to_string(&mut text)
@@ -802,15 +836,26 @@ mod tests {
         // A second agent on the same path is refused.
         let err = bind(&path).unwrap_err();
         assert!(err.to_string().contains("already listening"), "{err}");
-        let (tx, mut rx) = mpsc::channel::<StatusRequest>(4);
+        let (tx, mut rx) = mpsc::channel::<ControlRequest>(4);
         tokio::spawn(serve(listener, tx));
         tokio::spawn(async move {
-            while let Some(reply) = rx.recv().await {
-                let _ = reply.send(StatusReport::from_engine(
-                    &status(),
-                    1000,
-                    SystemTime::now(),
-                ));
+            while let Some(req) = rx.recv().await {
+                match req {
+                    ControlRequest::Status(reply) => {
+                        let _ = reply.send(StatusReport::from_engine(
+                            &status(),
+                            1000,
+                            SystemTime::now(),
+                        ));
+                    }
+                    ControlRequest::Reload(reply) => {
+                        let _ = reply.send(ReloadReport {
+                            ok: false,
+                            summary: "refused".into(),
+                            errors: vec!["x.toml:3:1: bad".into()],
+                        });
+                    }
+                }
             }
         });
         let p = path.clone();
@@ -819,6 +864,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.groups[0].name, "hq");
+        let p = path.clone();
+        let r = tokio::task::spawn_blocking(move || request_reload(&p))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.errors, vec!["x.toml:3:1: bad"]);
         let missing = dir.path().join("none.sock");
         let e = tokio::task::spawn_blocking(move || request_status(&missing))
             .await

@@ -5,7 +5,10 @@
 //! netlink events (watcher thread, over a channel), the action sink's own
 //! events (`ActionSink::next_event`, e.g. a driver's `Event::LinkFailed`),
 //! timer expiries and control requests. The engine's clock is milliseconds
-//! since the daemon started (monotonic).
+//! since the daemon started (monotonic). SIGHUP and `routebackup reload`
+//! re-read the config file (`reload`).
+
+mod reload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::config::Config;
-use crate::control::{self, ControlError, StatusReport, StatusRequest, WatcherReport};
+use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherReport};
 use crate::dataplane::status::DataplaneStatus;
 use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
@@ -64,6 +67,15 @@ pub trait ActionSink: Send {
 
     /// Called once after the engine took in the initial dump.
     fn after_sync(&mut self) {}
+
+    /// A reload (see `reload`): called with the new config, laid out on the
+    /// running ids (`engine::slotted`), before the engine's actions for it
+    /// are carried out: new links' drivers, new attach points.
+    fn prepare_reload(&mut self, _config: &Config) {}
+
+    /// A reload, after the engine's actions for it: entries of removed and
+    /// added segments, removed links' drivers, detached interfaces.
+    fn finish_reload(&mut self, _config: &Config) {}
 
     /// The next event for the engine from the sink's background work. The
     /// sink may do its own work on the engine's task while this is awaited
@@ -161,6 +173,9 @@ pub struct Daemon {
     event_at: Instant,
     /// Per group: the last route event → steering entry written, in µs.
     steer_latency_us: Vec<Option<u64>>,
+    /// The config file and the running config (for reloads).
+    config: reload::ConfigState,
+    watcher: Option<Watcher>,
 }
 
 impl Daemon {
@@ -271,8 +286,13 @@ impl Daemon {
             resyncs: s.resyncs.load(Ordering::Relaxed),
         });
         r.fastpath = self.sink.status();
-        for (g, us) in r.groups.iter_mut().zip(&self.steer_latency_us) {
-            g.last_steer_latency_us = *us;
+        r.config = Some(self.config.report());
+        // By name: the status leaves out slots a reload left vacant.
+        let groups = &self.config.running.groups;
+        for g in &mut r.groups {
+            let slot = groups.iter().position(|c| c.name == g.name);
+            g.last_steer_latency_us =
+                slot.and_then(|i| self.steer_latency_us.get(i).copied().flatten());
         }
         r
     }
@@ -280,16 +300,18 @@ impl Daemon {
 
 /// Runs the agent until SIGTERM/SIGINT. `make_sink` builds the action sink
 /// once the control socket is ours (so a second agent never touches the
-/// fast path) and the watcher is subscribed.
+/// fast path) and the watcher is subscribed. `config_path`: where `config`
+/// was read, read again on SIGHUP and `routebackup reload`.
 pub async fn run(
     config: Config,
+    config_path: PathBuf,
     make_sink: impl FnOnce() -> Result<Box<dyn ActionSink>, DataplaneError>,
 ) -> Result<(), DaemonError> {
     let start = Instant::now();
     let started_wall = SystemTime::now();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
     let (fired_tx, mut fired_rx) = mpsc::unbounded_channel();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<StatusRequest>(16);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
 
     let socket_path: PathBuf = config.agent.control_socket.clone();
     let listener = control::bind(&socket_path)?;
@@ -299,6 +321,7 @@ pub async fn run(
     };
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
+    let mut sighup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
 
     let watcher =
         Watcher::spawn(WatcherConfig::from_config(&config), ev_tx).map_err(DaemonError::Watcher)?;
@@ -317,6 +340,8 @@ pub async fn run(
         synced_logged: false,
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
+        config: reload::ConfigState::new(config_path, config.clone()),
+        watcher: Some(watcher),
     };
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
@@ -344,8 +369,16 @@ pub async fn run(
                 }
             }
             ev = daemon.sink.next_event() => daemon.handle(ev),
-            Some(reply) = ctl_rx.recv() => {
-                let _ = reply.send(daemon.status());
+            Some(req) = ctl_rx.recv() => match req {
+                ControlRequest::Status(reply) => {
+                    let _ = reply.send(daemon.status());
+                }
+                ControlRequest::Reload(reply) => {
+                    let _ = reply.send(daemon.reload("routebackup reload"));
+                }
+            },
+            _ = sighup.recv() => {
+                daemon.reload("SIGHUP");
             }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
@@ -357,7 +390,7 @@ pub async fn run(
     drop(ev_rx);
     // The watcher thread notices the closed channel within a second; do not
     // wait for it.
-    drop(watcher);
+    drop(daemon.watcher.take());
     if reason == "the netlink watcher stopped" {
         return Err(DaemonError::WatcherStopped);
     }

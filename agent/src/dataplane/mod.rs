@@ -29,10 +29,12 @@
 pub mod kernel_routes;
 pub mod neighbours;
 mod next_hops;
+mod reload;
 mod route_jobs;
 mod segments;
 pub mod status;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
@@ -88,6 +90,11 @@ pub struct Dataplane {
     keep: bool,
     steering: Steering,
     next_hops: NextHops,
+    /// What each segment's entry holds, as last written or read: a write
+    /// that would change nothing is skipped (a reload, a re-sent `Steer`).
+    written: HashMap<IpNet, SegmentValue>,
+    /// Set by `prepare_reload`, carried out by `finish_reload`.
+    reload: reload::Pending,
 }
 
 impl Dataplane {
@@ -121,6 +128,14 @@ impl Dataplane {
                 adoptable.len()
             );
         }
+        let written = fastpath
+            .segments()
+            .map_err(|e| DataplaneError::ReadSegments {
+                pin_path: config.agent.pin_path.clone(),
+                source: Box::new(e),
+            })?
+            .into_iter()
+            .collect();
         let (report_tx, driver_reports) = mpsc::unbounded_channel();
         Ok(Dataplane {
             fastpath: Some(fastpath),
@@ -139,16 +154,24 @@ impl Dataplane {
             keep,
             steering: Steering::new(),
             next_hops: NextHops::start(),
+            written,
+            reload: reload::Pending::default(),
         })
     }
 
     fn write(&mut self, prefix: IpNet, value: SegmentValue) {
+        if self.written.get(&prefix) == Some(&value) {
+            return;
+        }
         if let Some(fp) = self.fastpath.as_mut() {
-            if let Err(e) = fp.set_segment(prefix, value) {
-                error!(
+            match fp.set_segment(prefix, value) {
+                Ok(()) => {
+                    self.written.insert(prefix, value);
+                }
+                Err(e) => error!(
                     "cannot write the fast-path entry for {prefix}: {}",
                     Report(&e)
-                );
+                ),
             }
         }
     }
@@ -176,12 +199,30 @@ impl Dataplane {
                 self.route_table,
             );
         }
-        self.steering.insert(group, (*to, segments.to_vec()));
+        // Segments steered to the same target are added to the group's
+        // (a reload steers a segment added to a steered group alone).
+        match self.steering.get_mut(&group) {
+            Some((t, segs)) if t == to => {
+                segs.extend(
+                    segments
+                        .iter()
+                        .filter(|p| !segs.contains(p))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            _ => {
+                self.steering.insert(group, (*to, segments.to_vec()));
+            }
+        }
         self.next_hops.follow(&self.steering);
     }
 
     fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
-        if self.steering.remove(&group).is_some() {
+        if let Some((_, segs)) = self.steering.get_mut(&group) {
+            segs.retain(|p| !segments.contains(p));
+            if segs.is_empty() {
+                self.steering.remove(&group);
+            }
             self.next_hops.follow(&self.steering);
         }
         for prefix in segments {
@@ -239,6 +280,14 @@ impl ActionSink for Dataplane {
         self.adoptable.clone()
     }
 
+    fn prepare_reload(&mut self, config: &Config) {
+        Dataplane::prepare_reload(self, config);
+    }
+
+    fn finish_reload(&mut self, config: &Config) {
+        Dataplane::finish_reload(self, config);
+    }
+
     fn after_sync(&mut self) {
         // Kernel routes a previous agent left that nothing steers now. Only
         // where a link installs them: the sweep dumps the routing table.
@@ -253,6 +302,7 @@ impl ActionSink for Dataplane {
             .group_names
             .iter()
             .enumerate()
+            .filter(|(_, name)| !name.is_empty())
             .map(|(g, name)| GroupCounters {
                 name: name.clone(),
                 stats: fp
@@ -265,6 +315,7 @@ impl ActionSink for Dataplane {
                 .links
                 .iter()
                 .enumerate()
+                .filter(|(_, l)| !l.name.is_empty())
                 .map(|(i, l)| DriverStatus {
                     link: l.name.clone(),
                     driver: d.state(i),

@@ -37,6 +37,7 @@ mod link_tests;
 mod links;
 #[cfg(test)]
 mod proptests;
+mod reconfigure;
 mod routes;
 #[cfg(test)]
 mod rule_tests;
@@ -49,7 +50,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, DriverConfig, MatchMode};
+use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode};
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
     LinkStatus, Millis, SegmentStatus, SteerTarget,
@@ -57,6 +58,7 @@ use crate::model::{
 use crate::segments::{MatchRule, SegmentIndex};
 
 pub use gateway::derive as derive_gateways;
+pub use reconfigure::slotted;
 
 /// The longest retry backoff.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_mins(5);
@@ -87,11 +89,17 @@ struct GroupRt {
     steer: Option<SteerTarget>,
     /// `AdoptSteering` seen before `Synced`.
     adopt: Option<LinkId>,
+    /// Added or changed by a reload: its segments' routes are not known yet
+    /// (the watcher re-dumps with the new filter), so the group is not
+    /// evaluated until the next `Synced`.
+    awaiting_routes: bool,
 }
 
 impl GroupRt {
+    /// A vacant slot (a group removed by a reload) has no segments and is
+    /// never lost.
     fn lost(&self) -> bool {
-        self.up_count == 0
+        self.up_count == 0 && !self.segments.is_empty()
     }
 }
 
@@ -167,6 +175,71 @@ struct Families {
     v6: bool,
 }
 
+impl LinkRt {
+    /// A link as configured, down. Its families start as both;
+    /// `Engine::refresh_families` narrows them once the groups are known.
+    fn new(l: &LinkConfig) -> LinkRt {
+        LinkRt {
+            name: l.name.clone(),
+            interface: l.interface.clone(),
+            always_up: matches!(l.driver, DriverConfig::AlwaysUp),
+            require_address: l.require_address,
+            up_timeout: l.up_timeout,
+            gateway_v4: l.gateway_v4,
+            gateway_v6: l.gateway_v6,
+            families: Families { v4: true, v6: true },
+            state: LinkState::Down,
+            stale_ready: false,
+            ended: false,
+            attempt: 0,
+            downs_in_flight: 0,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+}
+
+impl GroupRt {
+    /// A group as configured, in `primary` (`n_links`: links in the config).
+    fn new(g: &GroupConfig, config: &Config, n_links: usize) -> GroupRt {
+        let links: Vec<LinkId> = g.links.iter().copied().filter(|l| *l < n_links).collect();
+        let retry_base = links
+            .first()
+            .and_then(|l| config.links.get(*l))
+            .map_or(Duration::from_secs(5), |l| l.retry_interval);
+        GroupRt {
+            name: g.name.clone(),
+            segments: g.segments.clone(),
+            primary_up: vec![false; g.segments.len()],
+            up_count: 0,
+            links,
+            match_mode: g.match_mode,
+            allow_default: g.allow_default,
+            activate_delay: g.activate_delay,
+            deactivate_delay: g.deactivate_delay,
+            retry_base,
+            state: GroupState::Primary,
+            since: 0,
+            active: None,
+            round_start: 0,
+            round_tried: 0,
+            round_errors: Vec::new(),
+            failed_rounds: 0,
+            steer: None,
+            adopt: None,
+            awaiting_routes: false,
+        }
+    }
+}
+
+/// The interfaces whose next hops never count as primary (vacant link
+/// slots, which have no interface, left out).
+fn backup_names(config: &Config) -> Vec<String> {
+    let mut names = config.backup_interfaces();
+    names.retain(|n| !n.is_empty());
+    names
+}
+
 /// Where a segment lives: (group, index in the group's segment list).
 type SegRef = (GroupId, usize);
 
@@ -185,84 +258,43 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &Config) -> Engine {
-        let links: Vec<LinkRt> = config
-            .links
+        let links: Vec<LinkRt> = config.links.iter().map(LinkRt::new).collect();
+        let groups = config
+            .groups
             .iter()
-            .enumerate()
-            .map(|(id, l)| {
-                let families = link_families(config, id);
-                LinkRt {
-                    name: l.name.clone(),
-                    interface: l.interface.clone(),
-                    always_up: matches!(l.driver, DriverConfig::AlwaysUp),
-                    require_address: l.require_address,
-                    up_timeout: l.up_timeout,
-                    gateway_v4: l.gateway_v4,
-                    gateway_v6: l.gateway_v6,
-                    families,
-                    state: LinkState::Down,
-                    stale_ready: false,
-                    ended: false,
-                    attempt: 0,
-                    downs_in_flight: 0,
-                    attempts: 0,
-                    last_error: None,
-                }
-            })
+            .map(|g| GroupRt::new(g, config, links.len()))
             .collect();
-        let index = SegmentIndex::new(config.groups.iter().enumerate().flat_map(|(gid, g)| {
+        let mut engine = Engine {
+            synced: false,
+            tables: config.agent.tables.iter().copied().collect(),
+            net: routes::Net::new(backup_names(config)),
+            index: SegmentIndex::new(std::iter::empty()),
+            groups,
+            links,
+            last_attempt: 0,
+        };
+        engine.rebuild_index();
+        engine.refresh_families(config);
+        engine
+    }
+
+    /// Recomputes the address families each link carries (they depend on
+    /// its gateways and on the segments of the groups that use it).
+    fn refresh_families(&mut self, config: &Config) {
+        for (id, l) in self.links.iter_mut().enumerate() {
+            l.families = link_families(config, id);
+        }
+    }
+
+    /// Indexes every group's segments by prefix.
+    fn rebuild_index(&mut self) {
+        self.index = SegmentIndex::new(self.groups.iter().enumerate().flat_map(|(gid, g)| {
             let rule = MatchRule::new(g.match_mode, g.allow_default);
             g.segments
                 .iter()
                 .enumerate()
                 .map(move |(i, s)| (*s, rule, (gid, i)))
         }));
-        let groups = config
-            .groups
-            .iter()
-            .map(|g| {
-                let group_links: Vec<LinkId> = g
-                    .links
-                    .iter()
-                    .copied()
-                    .filter(|l| *l < links.len())
-                    .collect();
-                let retry_base = group_links
-                    .first()
-                    .and_then(|l| config.links.get(*l))
-                    .map_or(Duration::from_secs(5), |l| l.retry_interval);
-                GroupRt {
-                    name: g.name.clone(),
-                    segments: g.segments.clone(),
-                    primary_up: vec![false; g.segments.len()],
-                    up_count: 0,
-                    links: group_links,
-                    match_mode: g.match_mode,
-                    allow_default: g.allow_default,
-                    activate_delay: g.activate_delay,
-                    deactivate_delay: g.deactivate_delay,
-                    retry_base,
-                    state: GroupState::Primary,
-                    since: 0,
-                    active: None,
-                    round_start: 0,
-                    round_tried: 0,
-                    round_errors: Vec::new(),
-                    failed_rounds: 0,
-                    steer: None,
-                    adopt: None,
-                }
-            })
-            .collect();
-        Engine {
-            synced: false,
-            tables: config.agent.tables.iter().copied().collect(),
-            net: routes::Net::new(config.backup_interfaces()),
-            index,
-            groups,
-            links,
-            last_attempt: 0,
-        }
     }
 
     /// Applies one event at time `now` and returns the actions it calls for.
@@ -277,10 +309,11 @@ impl Engine {
                 }
             }
             Event::RouteDelete(key) => {
-                if self.tables.contains(&key.table) {
-                    self.net.delete_route(&key);
-                    self.reevaluate_prefixes(now, &[key.prefix], &mut out);
-                }
+                // Also outside the watched tables: a reload that stops
+                // watching a table drops its routes this way (the watcher's
+                // re-dump reports them gone).
+                self.net.delete_route(&key);
+                self.reevaluate_prefixes(now, &[key.prefix], &mut out);
             }
             Event::NexthopUpsert(nh) => {
                 let prefixes = self.net.upsert_nexthop(nh);
@@ -310,7 +343,12 @@ impl Engine {
                 self.net.delete_address(&a);
                 self.links_changed(now, &mut out);
             }
-            Event::Synced => self.on_synced(now, &mut out),
+            Event::Synced => {
+                for g in &mut self.groups {
+                    g.awaiting_routes = false;
+                }
+                self.on_synced(now, &mut out);
+            }
             Event::TimerFired(timer) => {
                 if self.synced {
                     self.on_timer(now, timer, &mut out);
@@ -334,10 +372,12 @@ impl Engine {
     }
 
     /// The current state of every group, segment and link.
+    /// Slots left vacant by a reload (see `reconfigure`) are not shown.
     pub fn status(&self) -> EngineStatus {
         let groups = self
             .groups
             .iter()
+            .filter(|g| !g.name.is_empty())
             .map(|g| GroupStatus {
                 name: g.name.clone(),
                 state: g.state,
@@ -381,6 +421,7 @@ impl Engine {
             .links
             .iter()
             .enumerate()
+            .filter(|(_, l)| !l.name.is_empty())
             .map(|(i, l)| LinkStatus {
                 name: l.name.clone(),
                 interface: l.interface.clone(),
@@ -440,6 +481,7 @@ impl Engine {
         }
         touched.sort_unstable();
         touched.dedup();
+        touched.retain(|g| self.groups.get(*g).is_some_and(|gr| !gr.awaiting_routes));
         for g in touched {
             self.evaluate_group(now, g, out);
         }
@@ -451,7 +493,9 @@ impl Engine {
             for i in 0..n {
                 self.update_segment(g, i);
             }
-            self.evaluate_group(now, g, out);
+            if self.groups.get(g).is_some_and(|gr| !gr.awaiting_routes) {
+                self.evaluate_group(now, g, out);
+            }
         }
     }
 

@@ -110,6 +110,15 @@ impl Net {
         }
     }
 
+    /// Replaces the backup-enabled interface names (a reload); returns
+    /// whether they changed.
+    pub fn set_backup_names(&mut self, names: impl IntoIterator<Item = String>) -> bool {
+        let names: HashSet<String> = names.into_iter().collect();
+        let changed = names != self.backup_names;
+        self.backup_names = names;
+        changed
+    }
+
     pub fn iface(&self, ifindex: u32) -> Option<&InterfaceInfo> {
         self.ifaces.get(&ifindex)
     }

@@ -219,6 +219,22 @@ pub enum FastpathError {
 
     #[error("reading stats of group {group_id}")]
     StatsRead { group_id: u32, source: MapError },
+
+    #[error("resetting the counters of group slot {group_id}")]
+    StatsReset { group_id: u32, source: MapError },
+
+    #[error("cannot count the possible CPUs ({what})")]
+    Cpus {
+        what: &'static str,
+        source: io::Error,
+    },
+
+    #[error("cannot detach {program} from {interface}")]
+    Detach {
+        interface: String,
+        program: &'static str,
+        source: ProgramError,
+    },
 }
 
 /// A map's kind and sizes, as the kernel reports them for a pinned map.

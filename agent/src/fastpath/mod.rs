@@ -609,6 +609,70 @@ impl Fastpath {
         Ok(sum)
     }
 
+    /// Zeroes a group slot's counters (a reload gave the slot to another
+    /// group, or emptied it).
+    pub fn reset_group_stats(&mut self, group_id: u32) -> Result<()> {
+        if group_id >= MAX_GROUPS {
+            return Err(FastpathError::GroupOutOfRange { group_id });
+        }
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, source)| FastpathError::Cpus { what, source })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![GroupStats::default(); cpus]).map_err(
+            |source| FastpathError::Cpus {
+                what: "per-CPU values",
+                source,
+            },
+        )?;
+        self.stats
+            .set(group_id, zeros, 0)
+            .map_err(|source| FastpathError::StatsReset { group_id, source })
+    }
+
+    /// Attaches the programs to one more interface (a reload added it to
+    /// `fastpath.interfaces`). Nothing happens if it is attached already.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<Attachment> {
+        if let Some(l) = self.links.iter().find(|l| l.attachment.interface == ifname) {
+            return Ok(l.attachment.clone());
+        }
+        let l = self.attach_interface(ifname, mode, &[])?;
+        let attachment = l.attachment.clone();
+        self.links.push(l);
+        Ok(attachment)
+    }
+
+    /// Detaches the programs from one interface (a reload removed it from
+    /// `fastpath.interfaces`), including an attachment pinned for it.
+    /// Returns whether it was attached.
+    pub fn detach(&mut self, ifname: &str) -> Result<bool> {
+        let Some(pos) = self
+            .links
+            .iter()
+            .position(|l| l.attachment.interface == ifname)
+        else {
+            return Ok(false);
+        };
+        let l = self.links.remove(pos);
+        let detach = |program, source| FastpathError::Detach {
+            interface: ifname.to_string(),
+            program,
+            source,
+        };
+        if let Some(id) = l.xdp {
+            let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
+            xdp.detach(id).map_err(|e| detach(PROG_XDP, e))?;
+        }
+        if let Some(id) = l.tc {
+            let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
+            tc.detach(id).map_err(|e| detach(PROG_TC, e))?;
+        }
+        for (name, _, path) in pinned_links(&self.pin_path.join(LINKS_DIR)) {
+            if name == ifname {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs `rb_xdp` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
     pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
         let xdp: &Xdp = program(&self.ebpf, PROG_XDP)?;

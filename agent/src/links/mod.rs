@@ -113,9 +113,24 @@ struct Slot {
     state: Arc<Mutex<DriverState>>,
 }
 
+impl Slot {
+    /// No driver (a link slot left vacant by a reload).
+    fn none() -> Slot {
+        let (tx, _) = mpsc::unbounded_channel();
+        Slot {
+            name: String::new(),
+            tx,
+            state: Arc::new(Mutex::new(DriverState::Idle)),
+        }
+    }
+}
+
 /// The drivers of every configured link (one per daemon).
 pub struct LinkDrivers {
     slots: Vec<Slot>,
+    reports: mpsc::UnboundedSender<DriverEvent>,
+    timeouts: Timeouts,
+    pppd_pid_dir: PathBuf,
 }
 
 impl LinkDrivers {
@@ -132,43 +147,61 @@ impl LinkDrivers {
     }
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "each driver keeps its own clone; callers hand theirs over"
-    )]
     pub fn with_options(
         links: &[LinkConfig],
         reports: mpsc::UnboundedSender<DriverEvent>,
         timeouts: Timeouts,
         pppd_pid_dir: PathBuf,
     ) -> LinkDrivers {
-        let slots = links
-            .iter()
-            .enumerate()
-            .map(|(id, cfg)| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let state = Arc::new(Mutex::new(DriverState::Idle));
-                let driver = Driver {
-                    id,
-                    cfg: cfg.clone(),
-                    timeouts,
-                    pppd_pid_dir: pppd_pid_dir.clone(),
-                    state: state.clone(),
-                    reports: reports.clone(),
-                    child: None,
-                    group: String::new(),
-                    attempt: 0,
-                    netlink: None,
-                };
-                tokio::spawn(driver.run(rx));
-                Slot {
-                    name: cfg.name.clone(),
-                    tx,
-                    state,
-                }
-            })
-            .collect();
-        LinkDrivers { slots }
+        let mut drivers = LinkDrivers {
+            slots: Vec::new(),
+            reports,
+            timeouts,
+            pppd_pid_dir,
+        };
+        for (id, cfg) in links.iter().enumerate() {
+            drivers.add(id, cfg);
+        }
+        drivers
+    }
+
+    /// Starts the driver of `link` (a reload added it), replacing whatever
+    /// the slot held (slots in between stay without a driver).
+    pub fn add(&mut self, link: LinkId, cfg: &LinkConfig) {
+        while self.slots.len() <= link {
+            self.slots.push(Slot::none());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(DriverState::Idle));
+        let driver = Driver {
+            id: link,
+            cfg: cfg.clone(),
+            timeouts: self.timeouts,
+            pppd_pid_dir: self.pppd_pid_dir.clone(),
+            state: state.clone(),
+            reports: self.reports.clone(),
+            child: None,
+            group: String::new(),
+            attempt: 0,
+            netlink: None,
+        };
+        tokio::spawn(driver.run(rx));
+        if let Some(slot) = self.slots.get_mut(link) {
+            *slot = Slot {
+                name: cfg.name.clone(),
+                tx,
+                state,
+            };
+        }
+    }
+
+    /// Ends the driver of `link` (a reload removed it) once the requests
+    /// queued for it (its `down`) were carried out.
+    pub fn retire(&mut self, link: LinkId) {
+        if let Some(slot) = self.slots.get_mut(link) {
+            // Dropping the sender ends the task after its queue.
+            *slot = Slot::none();
+        }
     }
 
     /// Queues bringing `link` up for `group` (named in the command's

@@ -98,6 +98,7 @@ pub struct WatcherStats {
 pub struct Watcher {
     pub stats: Arc<WatcherStats>,
     thread: Option<std::thread::JoinHandle<()>>,
+    reconfigure: std::sync::mpsc::Sender<WatcherConfig>,
 }
 
 impl Watcher {
@@ -108,6 +109,7 @@ impl Watcher {
         let events = subscribe()?;
         let stats = Arc::new(WatcherStats::default());
         let st = stats.clone();
+        let (reconfigure, reconfigured) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rb-watcher".into())
             .spawn(move || {
@@ -119,6 +121,7 @@ impl Watcher {
                     events,
                     view: KernelView::default(),
                     out: Vec::new(),
+                    reconfigured,
                 };
                 w.run();
             })
@@ -126,7 +129,16 @@ impl Watcher {
         Ok(Watcher {
             stats,
             thread: Some(thread),
+            reconfigure,
         })
+    }
+
+    /// A reload changed what is watched: the thread switches to `config`
+    /// within a second, re-dumps (sending what the new filter shows and
+    /// what it no longer shows) and then sends `Event::Synced` again.
+    pub fn reconfigure(&self, config: WatcherConfig) {
+        // Fails only once the thread ended, which the daemon notices anyway.
+        let _ = self.reconfigure.send(config);
     }
 
     /// Waits for the thread (it ends once the receiver is dropped).
@@ -302,6 +314,7 @@ struct Worker {
     events: Socket,
     view: KernelView,
     out: Vec<Event>,
+    reconfigured: std::sync::mpsc::Receiver<WatcherConfig>,
 }
 
 impl Worker {
@@ -343,6 +356,14 @@ impl Worker {
                 // times a second then costs ~200 wakeups/s, for at most
                 // COALESCE of extra latency.
                 std::thread::sleep(COALESCE);
+            }
+            if let Ok(config) = self.reconfigured.try_recv() {
+                info!("reload: re-dumping the kernel's routes with the new segments and tables");
+                self.config = config;
+                if !self.resync() || self.tx.blocking_send(Event::Synced).is_err() {
+                    return;
+                }
+                next_resync = self.next_resync();
             }
             if next_resync.is_some_and(|t| Instant::now() >= t) {
                 debug!("periodic resync");
