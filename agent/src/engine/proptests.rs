@@ -55,6 +55,7 @@ fn route_key() -> impl Strategy<Value = RouteKey> {
         prefix,
         metric,
         tos: 0,
+        alias: RouteAlias::default(),
     })
 }
 

@@ -67,6 +67,7 @@ pub(super) fn key(table: u32, prefix: &str) -> RouteKey {
         prefix: net(prefix),
         metric: 0,
         tos: 0,
+        alias: RouteAlias::default(),
     }
 }
 
