@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
-use netlink_packet_route::address::{AddressAttribute, AddressHeader};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeader};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkLayerType, State};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader,
@@ -253,7 +253,8 @@ pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, DecodeError>
 }
 
 /// RTM_NEWADDR / RTM_DELADDR: the local address and prefix, and the peer of
-/// a point-to-point address. Ok(None) for families other than IPv4/IPv6.
+/// a point-to-point address. Ok(None) for families other than IPv4/IPv6 and
+/// for tentative (or DAD-failed) IPv6 addresses.
 pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
     let hdr = AddressHeader::parse(msg.payload)
         .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ifaddrmsg")))?;
@@ -261,6 +262,7 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         return Ok(None);
     }
     let (mut address, mut local) = (None, None);
+    let mut flags = u32::from(hdr.flags.bits());
     let attributes = lenient_attrs(msg.payload, hdr.buffer_len(), |nla| {
         AddressAttribute::parse(nla).ok()
     });
@@ -268,8 +270,17 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         match a {
             AddressAttribute::Address(a) => address = Some(a),
             AddressAttribute::Local(a) => local = Some(a),
+            // IFA_FLAGS: all 32 bits of the flags (the header has 8).
+            AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
+    }
+    // An IPv6 address still in (or failed) duplicate address detection
+    // cannot be used, and the kernel does not announce it: the dump lists
+    // it, but RTM_NEWADDR only comes once DAD completed
+    // (addrconf_dad_completed → ipv6_ifa_notify). It is no address yet.
+    if flags & (AddressFlags::Tentative | AddressFlags::Dadfailed).bits() != 0 {
+        return Ok(None);
     }
     let Some(mine) = local.or(address) else {
         return Err(DecodeError::new(

@@ -393,6 +393,31 @@ fn links_and_addresses() {
 }
 
 #[test]
+fn tentative_ipv6_addresses_are_not_addresses_yet() {
+    use netlink_packet_route::address::AddressFlags;
+    let mut a = AddressMessage::default();
+    a.header.family = AddressFamily::Inet6;
+    a.header.prefix_len = 64;
+    a.header.index = 9;
+    a.attributes.push(AddressAttribute::Address(ip("fe80::1")));
+    a.attributes.push(AddressAttribute::Flags(
+        AddressFlags::Tentative | AddressFlags::Permanent,
+    ));
+    let b = frame(codec::RTM_NEWADDR, 0x2, &emit(&a));
+    assert_eq!(
+        decode::address(&codec::messages(&b).next().unwrap()),
+        Ok(None)
+    );
+    a.attributes.pop();
+    a.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Permanent));
+    let b = frame(codec::RTM_NEWADDR, 0, &emit(&a));
+    assert!(decode::address(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .is_some());
+}
+
+#[test]
 fn several_messages_in_one_datagram_and_truncation() {
     let m = route_msg(
         "10.1.0.0/16",
@@ -911,6 +936,18 @@ fn aliases_are_kept_apart_as_the_kernel_keeps_them() {
     assert!(matches!(ev[1], Event::RouteDelete(_)), "{ev:?}");
     assert_eq!(view.routes.len(), 2);
     assert!(view.routes.values().all(|r| r.kind == RouteKind::Unicast));
+    // Replacing a nexthop object re-announces the routes using it with
+    // NLM_F_REPLACE: a replace of an alias that exists changes nothing else.
+    let ev = feed(
+        &mut view,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            codec::NLM_F_REPLACE,
+            &emit(&unicast),
+        )],
+    );
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(view.routes.len(), 2);
     // A different metric is another slot, not an alias.
     let mut m5 = unicast.clone();
     m5.attributes

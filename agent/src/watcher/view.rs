@@ -149,7 +149,17 @@ impl KernelView {
     /// type (fib_table_insert: `fa_first`); IPv6 the first route of the slot
     /// that is, like the new one, an ECMP route or not (fib6_add_rt2node:
     /// `rt_can_ecmp == rt6_qualify_for_ecmp(iter)`). Without one, it is an add.
+    ///
+    /// A replace whose route is already in the slot is a re-announcement: a
+    /// real one with an existing alias changes nothing and is not notified
+    /// (fib_table_insert: `fa_match`), but replacing a nexthop object
+    /// re-announces every route using it with NLM_F_REPLACE
+    /// (nexthop_replace_notify → fib_info_notify_update).
     fn replace_route(&mut self, route: Route, out: &mut Vec<Event>) {
+        if self.routes.contains_key(&route.key) {
+            self.put_route(route, At::End, out);
+            return;
+        }
         let v4 = route.key.prefix.addr().is_ipv4();
         let ecmp6 = route.key.alias == RouteAlias::Ipv6Ecmp;
         let victim = self.order.get(&Slot::of(&route.key)).and_then(|keys| {
