@@ -39,7 +39,10 @@ pub struct RouteKey {
 /// `fib_info` (`fa_match`). IPv6 keeps one route per next hop at a metric;
 /// those with a gateway are siblings of one multipath route (fib6_add_rt2node,
 /// rt6_qualify_for_ecmp), the others are told apart by their next hop
-/// (rt6_duplicate_nexthop: device, gateway, nexthop object).
+/// (rt6_duplicate_nexthop: device, gateway, nexthop object) and type (a
+/// replace can put a blackhole beside a prohibit route, both via `lo`).
+/// Not mirrored: two IPv6 routes identical in all of these, which only a
+/// replace of another route by a copy of an existing one can create.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteAlias {
     /// The IPv6 multipath route of the gateway next hops at this metric. Also
@@ -49,6 +52,8 @@ pub enum RouteAlias {
     /// An IPv6 route without a gateway, of another type, or through a
     /// nexthop object.
     Ipv6 {
+        /// rtm_type.
+        rtype: u8,
         nh_id: Option<u32>,
         ifindex: Option<u32>,
         gateway: Option<IpAddr>,

@@ -316,8 +316,12 @@ enum Drained {
     Gone,
 }
 
-/// Periodic re-dumps tried before one that raced with events is taken unchecked.
+/// Periodic re-dumps tried before one that raced with events is taken
+/// unchecked, or one that differs from the view is counted as diverging.
 const CHECK_ATTEMPTS: u32 = 3;
+
+/// Pause before re-dumping when a re-dump differed from the view.
+const CONFIRM_DELAY: Duration = Duration::from_millis(100);
 
 /// Longest a flush of a stale queue may take before the re-dump goes ahead.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
@@ -382,10 +386,11 @@ impl Worker {
     /// Re-dumps everything and sends the difference to the current view.
     /// With `check` (a periodic re-dump of a view believed correct): when no
     /// event queued up during the dump, the view and the dump describe the
-    /// same moment and whatever differs is a divergence: logged, counted in
-    /// `view_divergences`, then corrected like everything else. A dump that
-    /// raced with events is retried a few times, then the queued events are
-    /// applied to both and the dump taken without judging.
+    /// same moment, and what still differs after a second look is a
+    /// divergence: logged, counted in `view_divergences`, then corrected like
+    /// everything else. A dump that raced with events is retried a few times,
+    /// then the queued events are applied to both and the dump taken without
+    /// judging.
     /// False when the daemon is gone.
     fn resync(&mut self, check: bool) -> bool {
         let mut attempts = 0;
@@ -396,7 +401,24 @@ impl Worker {
                         attempts += 1;
                         let quiet = !socket::poll_readable(self.events.as_raw_fd(), Duration::ZERO);
                         if quiet {
-                            self.report_divergences(&fresh);
+                            let found = self.view.divergences(&fresh);
+                            if !found.is_empty() && attempts < CHECK_ATTEMPTS {
+                                // The kernel can show a change in a dump before
+                                // it announces it (an IPv6 address is announced
+                                // by the DAD work, even with `nodad`): look
+                                // again once such notifications had time to come.
+                                debug!(
+                                    "the re-dump differs from the view in {} places; looking again",
+                                    found.len()
+                                );
+                                std::thread::sleep(CONFIRM_DELAY);
+                                match self.drain(None) {
+                                    Drained::Gone => return false,
+                                    Drained::Overrun => return self.overrun(),
+                                    Drained::Empty => continue,
+                                }
+                            }
+                            self.report_divergences(&found);
                         } else {
                             let also = (attempts >= CHECK_ATTEMPTS).then_some(&mut fresh);
                             match self.drain(also) {
@@ -436,8 +458,7 @@ impl Worker {
         }
     }
 
-    fn report_divergences(&self, fresh: &KernelView) {
-        let found = self.view.divergences(fresh);
+    fn report_divergences(&self, found: &[String]) {
         if found.is_empty() {
             return;
         }

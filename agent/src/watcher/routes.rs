@@ -191,6 +191,7 @@ fn alias(route: &Route, scope: u8, rtype: u8, prefsrc: Option<IpAddr>) -> RouteA
     }
     let first = route.nexthops.first();
     RouteAlias::Ipv6 {
+        rtype,
         nh_id: route.nh_id,
         ifindex: first.and_then(|h| h.ifindex),
         gateway: first.and_then(|h| h.gateway),

@@ -978,6 +978,23 @@ fn ipv6_blackhole_beside_a_gateway_route() {
     assert_eq!(view.routes.len(), 2);
     feed(&mut view, &[frame(codec::RTM_DELROUTE, 0, &emit(&bh))]);
     assert_eq!(by_prefix(&view, "2001:db8:1::/48").kind, RouteKind::Unicast);
+    // `ip -6 route replace unreachable P`: no other non-ECMP route at the
+    // metric, so the kernel replaces the first route there (the gateway one).
+    let mut unreachable = v6_route(vec![]);
+    unreachable.header.kind = RouteType::Unreachable;
+    unreachable.attributes.push(RouteAttribute::Oif(1));
+    feed(
+        &mut view,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            0x400 | codec::NLM_F_REPLACE,
+            &emit(&unreachable),
+        )],
+    );
+    assert_eq!(
+        by_prefix(&view, "2001:db8:1::/48").kind,
+        RouteKind::Unreachable
+    );
 }
 
 #[test]

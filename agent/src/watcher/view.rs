@@ -148,7 +148,8 @@ impl KernelView {
     /// NLM_F_REPLACE: IPv4 replaces the first alias of the slot, whatever its
     /// type (fib_table_insert: `fa_first`); IPv6 the first route of the slot
     /// that is, like the new one, an ECMP route or not (fib6_add_rt2node:
-    /// `rt_can_ecmp == rt6_qualify_for_ecmp(iter)`). Without one, it is an add.
+    /// `rt_can_ecmp == rt6_qualify_for_ecmp(iter)`), else the first route of
+    /// the slot. In an empty slot it is an add.
     ///
     /// A replace whose route is already in the slot is a re-announcement: a
     /// real one with an existing alias changes nothing and is not notified
@@ -166,6 +167,9 @@ impl KernelView {
             keys.iter()
                 .enumerate()
                 .find(|(_, k)| v4 || (k.alias == RouteAlias::Ipv6Ecmp) == ecmp6)
+                // fib6_add_rt2node: "No matching route with same
+                // ecmp-able-ness found, replace first matching route".
+                .or_else(|| keys.iter().enumerate().next())
                 .map(|(i, k)| (i, k.clone()))
         });
         match victim {
