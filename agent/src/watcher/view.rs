@@ -3,11 +3,23 @@
 //! real differences become `model::Event`s; a re-dump (after an overrun or on
 //! the resync interval) is reconciled by diffing a fresh view against this one.
 //!
-//! The kernel changes some state without telling anyone: when an interface
-//! goes administratively down it flushes IPv4 routes and nexthop objects
-//! through it and marks multipath next hops dead; on carrier loss it marks
-//! next hops RTNH_F_LINKDOWN. `link_upsert` and `link_delete` reproduce that
-//! so the engine does not keep counting a route through a dead interface.
+//! Routes are kept apart as the kernel keeps them (see `model::RouteAlias`):
+//! `ip route append blackhole P` beside a unicast `P` is a second route, and
+//! a replace or delete touches the one the kernel touches.
+//!
+//! The kernel changes some state without telling anyone, and this view
+//! reproduces it so the engine does not keep counting a route that is gone:
+//! - an interface going administratively down (or deleted) flushes IPv4
+//!   routes through it and marks multipath next hops dead (fib_sync_down_dev,
+//!   fib_flush); carrier loss marks next hops RTNH_F_LINKDOWN;
+//! - admin down, deletion and carrier loss remove every nexthop object
+//!   through the interface, with the routes using them (nexthop_flush_dev);
+//! - an interface losing its last IPv4 address flushes the IPv4 routes
+//!   through it (fib_disable_ip), and an IPv4 address disappearing flushes
+//!   the main-table routes using it as preferred source (fib_sync_down_addr);
+//! - VRF enslavement (moving an interface's routes to the VRF's table) is not
+//!   reproduced: the kernels this is tested on have no VRF support, and an
+//!   untested mirror would be a guess. The periodic re-dump corrects it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
