@@ -548,7 +548,15 @@ impl Worker {
     fn overrun(&mut self) -> bool {
         self.stats.overruns.fetch_add(1, Ordering::Relaxed);
         warn!("netlink event overrun (the kernel dropped route/link events): re-dumping to resynchronise");
-        self.out.clear();
+        // What the view already applied goes to the engine: the re-dump is
+        // reconciled against the view, so the engine must have seen it.
+        let applied: Vec<Event> = self.out.drain(..).collect();
+        if !applied
+            .into_iter()
+            .all(|e| self.tx.blocking_send(e).is_ok())
+        {
+            return false;
+        }
         let dropped = self.flush_queue();
         debug!("dropped {dropped} queued datagrams before the re-dump");
         self.resync(false)

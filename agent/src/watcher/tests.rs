@@ -1083,3 +1083,54 @@ fn divergences_name_what_differs() {
         "{d:?}"
     );
 }
+
+#[test]
+fn an_overrun_first_sends_what_the_view_already_applied() {
+    // A batch applied to the view up to an NLMSG_OVERRUN: its events must
+    // reach the engine, since the re-dump is reconciled against the view.
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut w = Worker {
+        batch: RecvBatch::new(),
+        config: WatcherConfig {
+            filter: filter(),
+            resync_interval: Duration::ZERO,
+        },
+        tx,
+        stats: Arc::new(WatcherStats::default()),
+        events: socket::open("a test's events").unwrap(),
+        view: KernelView::default(),
+        out: Vec::new(),
+    };
+    // A table-100 route this host does not have (the test's own table).
+    let m = route_msg(
+        "10.1.0.0/16",
+        100,
+        RouteProtocol::Static,
+        77,
+        vec![RouteAttribute::Oif(3)],
+    );
+    let b = frame(codec::RTM_NEWROUTE, 0, &emit(&m));
+    let msg = codec::messages(&b).next().unwrap();
+    assert!(apply_message(
+        &mut w.view,
+        &w.config.filter,
+        &w.stats,
+        &msg,
+        &mut w.out
+    ));
+    assert!(w.overrun());
+    let mut got = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        got.push(e);
+    }
+    let upsert = got
+        .iter()
+        .position(|e| matches!(e, Event::RouteUpsert(r) if r.key.metric == 77));
+    let delete = got
+        .iter()
+        .position(|e| matches!(e, Event::RouteDelete(k) if k.metric == 77));
+    assert!(
+        matches!((upsert, delete), (Some(u), Some(d)) if u < d),
+        "{got:?}"
+    );
+}
