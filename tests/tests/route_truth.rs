@@ -501,30 +501,41 @@ fn differential(seed: u64, steps: usize) -> Result<()> {
     Ok(())
 }
 
-const STEPS: usize = 500;
+/// Steps per seed: 500 (4 seeds: 2,000 in `cargo xtask test`), or
+/// `ROUTEBACKUP_TRUTH_STEPS` for a soak. `ROUTEBACKUP_TRUTH_SEED` adds an
+/// offset to the four seeds, for soaking with other sequences.
+fn steps_and_seed(n: u64) -> (usize, u64) {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let steps = env("ROUTEBACKUP_TRUTH_STEPS").map_or(500, |s| usize::try_from(s).unwrap_or(500));
+    (steps, n + env("ROUTEBACKUP_TRUTH_SEED").unwrap_or(0))
+}
 
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn route_truth_seed_1() -> Result<()> {
-    differential(1, STEPS)
+    let (steps, seed) = steps_and_seed(1);
+    differential(seed, steps)
 }
 
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn route_truth_seed_2() -> Result<()> {
-    differential(2, STEPS)
+    let (steps, seed) = steps_and_seed(2);
+    differential(seed, steps)
 }
 
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn route_truth_seed_3() -> Result<()> {
-    differential(3, STEPS)
+    let (steps, seed) = steps_and_seed(3);
+    differential(seed, steps)
 }
 
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn route_truth_seed_4() -> Result<()> {
-    differential(4, STEPS)
+    let (steps, seed) = steps_and_seed(4);
+    differential(seed, steps)
 }
 
 /// Suspends the agent, changes the monitored routes, floods 200,000 unrelated
