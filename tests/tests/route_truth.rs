@@ -190,9 +190,10 @@ fn make_up1(ns: &Netns) -> Result<()> {
 fn random_step(rng: &mut Rng) -> String {
     const TABLES: [&str; 3] = ["main", "100", "200"];
     const METRICS: [&str; 3] = ["", "metric 10", "metric 20"];
-    const VIAS: [&str; 6] = [
+    const VIAS: [&str; 7] = [
         "via 192.0.2.1 dev up0",
         "via 192.0.2.9 dev up0 src 192.0.2.3",
+        "via 192.0.2.1 dev up0 src 192.0.2.3",
         "via 198.51.100.1 dev up1",
         "via 203.0.113.1 dev bk0",
         "dev up1",
@@ -231,7 +232,7 @@ fn random_step(rng: &mut Rng) -> String {
     } else {
         format!("{seg} {what} table {table} {metric}")
     };
-    match rng.below(20) {
+    match rng.below(22) {
         0..=2 => format!("ip route add {route}"),
         3..=4 => format!("ip route append {route}"),
         5 => format!("ip route prepend {route}"),
@@ -256,7 +257,7 @@ fn random_step(rng: &mut Rng) -> String {
             "ip nexthop del id {}",
             rng.pick(&["1", "2", "3", "10", "11"])
         ),
-        14 => rng
+        14..=16 => rng
             .pick(&[
                 "ip addr del 192.0.2.3/24 dev up0",
                 "ip addr add 192.0.2.3/24 dev up0",
@@ -266,17 +267,17 @@ fn random_step(rng: &mut Rng) -> String {
                 "ip addr add 198.51.100.2/24 dev up1",
             ])
             .to_string(),
-        15 => format!(
+        17 => format!(
             "ip link set {} {}",
             rng.pick(&["up0", "up1"]),
             rng.pick(&["down", "up"])
         ),
-        16..=17 => format!(
+        18..=19 => format!(
             "ip link set {} {}",
             rng.pick(&["up0p", "up1p"]),
             rng.pick(&["down", "up"])
         ),
-        18 => "ip link del up1".to_string(),
+        20 => "ip link del up1".to_string(),
         _ => "RECREATE up1".to_string(),
     }
 }

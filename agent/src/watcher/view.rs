@@ -16,7 +16,8 @@
 //!   through the interface, with the routes using them (nexthop_flush_dev);
 //! - an interface losing its last IPv4 address flushes the IPv4 routes
 //!   through it (fib_disable_ip), and an IPv4 address disappearing flushes
-//!   the main-table routes using it as preferred source (fib_sync_down_addr);
+//!   the main-table routes using it as preferred source (fib_sync_down_addr;
+//!   announced by 6.18, silent on older kernels);
 //! - VRF enslavement (moving an interface's routes to the VRF's table) is not
 //!   reproduced: the kernels this is tested on have no VRF support, and an
 //!   untested mirror would be a guess. The periodic re-dump corrects it.
@@ -397,6 +398,9 @@ impl KernelView {
     /// device's table are flushed: `l3mdev_fib_table(dev) ?: RT_TABLE_MAIN`,
     /// the main table for a device outside a VRF. (A VRF slave's address
     /// would flush its VRF's table instead; VRF devices are not mirrored.)
+    /// Kernel 6.18 does announce these deletions (an RTM_DELROUTE each, seen
+    /// with `ip monitor`), which then find nothing left to delete here; older
+    /// kernels flush them silently in fib_flush.
     fn flush_prefsrc(&mut self, local: std::net::IpAddr, out: &mut Vec<Event>) {
         const RT_TABLE_MAIN: u32 = 254;
         let mut gone: Vec<RouteKey> = self
