@@ -17,7 +17,8 @@ pub type LinkId = usize;
 /// Milliseconds on a monotonic clock, supplied by the caller of the engine.
 pub type Millis = u64;
 
-/// The kernel's identity of a route: (table, destination, priority, tos).
+/// The kernel's identity of a route: (table, destination, priority, tos) and,
+/// where the kernel keeps several routes ("aliases") under those, which one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
     /// Routing table id (RTA_TABLE, 254 = main).
@@ -26,6 +27,50 @@ pub struct RouteKey {
     /// RTA_PRIORITY (the metric).
     pub metric: u32,
     pub tos: u8,
+    pub alias: RouteAlias,
+}
+
+/// Which of the routes sharing (table, prefix, metric, tos) a route is.
+///
+/// IPv4 keeps a list of aliases per (table, prefix, tos, priority)
+/// (`ip route append blackhole P` beside a unicast `P`); two aliases differ
+/// in their type or their `fib_info` (protocol, scope, preferred source, next
+/// hops): fib_table_insert refuses an alias with the same type and
+/// `fib_info` (`fa_match`). IPv6 keeps one route per next hop at a metric;
+/// those with a gateway are siblings of one multipath route (fib6_add_rt2node,
+/// rt6_qualify_for_ecmp), the others are told apart by their next hop
+/// (rt6_duplicate_nexthop: device, gateway, nexthop object) and type (a
+/// replace can put a blackhole beside a prohibit route, both via `lo`).
+/// Not mirrored: two IPv6 routes identical in all of these, which only a
+/// replace of another route by a copy of an existing one can create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteAlias {
+    /// The IPv6 multipath route of the gateway next hops at this metric. Also
+    /// the key of routes built by hand (tests), which have no alias.
+    #[default]
+    Ipv6Ecmp,
+    /// An IPv6 route without a gateway, of another type, or through a
+    /// nexthop object.
+    Ipv6 {
+        /// rtm_type.
+        rtype: u8,
+        nh_id: Option<u32>,
+        ifindex: Option<u32>,
+        gateway: Option<IpAddr>,
+    },
+    /// An IPv4 alias.
+    Ipv4 {
+        /// rtm_type.
+        rtype: u8,
+        protocol: u8,
+        scope: u8,
+        /// RTA_PREFSRC: the kernel flushes the route when this address goes
+        /// away (fib_del_ifaddr → fib_sync_down_addr).
+        prefsrc: Option<Ipv4Addr>,
+        nh_id: Option<u32>,
+        /// (outgoing interface, gateway) of each next hop, in the kernel's order.
+        hops: Vec<(Option<u32>, Option<IpAddr>)>,
+    },
 }
 
 /// rtm_type of a route. Only `Unicast` routes can make a segment primary-up.
@@ -115,9 +160,6 @@ pub struct AddressInfo {
     pub local: IpNet,
     /// IFA_ADDRESS when it differs from IFA_LOCAL: the peer of a point-to-point link.
     pub peer: Option<IpAddr>,
-    /// IFA_F_TENTATIVE or IFA_F_DADFAILED: duplicate address detection has
-    /// not passed, the address cannot be used yet (or at all).
-    pub tentative: bool,
 }
 
 /// Timers the engine arms through `Action::ArmTimer`. The runtime keeps at most

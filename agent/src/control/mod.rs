@@ -111,6 +111,10 @@ pub struct WatcherReport {
     pub routes_watched: u64,
     pub overruns: u64,
     pub resyncs: u64,
+    /// Differences between the agent's route view and the kernel that a
+    /// periodic re-dump found (and corrected); anything but 0 is a bug.
+    #[serde(default)]
+    pub view_divergences: u64,
 }
 
 impl StatusReport {
@@ -173,8 +177,8 @@ impl StatusReport {
         }
         if let Some(w) = &self.watcher {
             s.push_str(&format!(
-                "routes: {} relevant of {} seen; initial sync {} ms; {} overruns, {} resyncs\n",
-                w.routes_watched, w.routes_seen, w.initial_sync_ms, w.overruns, w.resyncs
+                "routes: {} relevant of {} seen; initial sync {} ms; {} overruns, {} resyncs, {} view divergences\n",
+                w.routes_watched, w.routes_seen, w.initial_sync_ms, w.overruns, w.resyncs, w.view_divergences
             ));
         }
         for g in &self.groups {
@@ -391,6 +395,12 @@ impl StatusReport {
                 "full re-dumps",
                 "counter",
                 vec![(String::new(), w.resyncs as f64)],
+            );
+            metric(
+                "view_divergences_total",
+                "differences between the route view and the kernel found by a periodic re-dump (a bug if not 0)",
+                "counter",
+                vec![(String::new(), w.view_divergences as f64)],
             );
         }
         out

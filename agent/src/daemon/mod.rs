@@ -284,6 +284,7 @@ impl Daemon {
             routes_watched: s.routes_watched.load(Ordering::Relaxed),
             overruns: s.overruns.load(Ordering::Relaxed),
             resyncs: s.resyncs.load(Ordering::Relaxed),
+            view_divergences: s.view_divergences.load(Ordering::Relaxed),
         });
         r.fastpath = self.sink.status();
         r.config = Some(self.config.report());

@@ -69,7 +69,6 @@ mod tests {
             ifindex: 5,
             local: local.parse().unwrap(),
             peer: peer.map(|p| p.parse().unwrap()),
-            tentative: false,
         }
     }
 

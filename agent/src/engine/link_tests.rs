@@ -161,21 +161,15 @@ fn a_released_command_link_whose_interface_outlives_it_is_not_ready_at_once() {
 }
 
 #[test]
-fn readiness_needs_a_non_tentative_address_in_the_links_family() {
+fn readiness_needs_an_address_in_the_links_family() {
     let mut h = H::standard(BASE);
     h.lose_all();
     assert!(h.b(iface(PPP0, "ppp0", true)).is_empty());
-    let mut ll = addr(PPP0, "fe80::1/64", None);
-    ll.tentative = true;
-    assert!(h.b(Event::AddressAdd(ll.clone())).is_empty());
-    // DAD passed, but hq's segments are IPv4: an IPv6 address is not enough.
-    ll.tentative = false;
+    // hq's segments are IPv4: an IPv6 address is not enough.
+    let ll = addr(PPP0, "fe80::1/64", None);
     assert!(h.b(Event::AddressAdd(ll)).is_empty());
     assert_eq!(h.link(LTE).state, LinkState::Connecting);
-    let mut v4 = addr(PPP0, "10.64.0.1/32", Some("10.64.0.2"));
-    v4.tentative = true;
-    assert!(h.b(Event::AddressAdd(v4.clone())).is_empty());
-    v4.tentative = false;
+    let v4 = addr(PPP0, "10.64.0.1/32", Some("10.64.0.2"));
     assert_eq!(
         h.b(Event::AddressAdd(v4)),
         ["cancel UpTimeout(0)", "steer g0 l0 if10"]

@@ -56,6 +56,7 @@ fn route_key() -> impl Strategy<Value = RouteKey> {
         prefix,
         metric,
         tos: 0,
+        alias: RouteAlias::default(),
     })
 }
 
@@ -151,14 +152,12 @@ fn event() -> impl Strategy<Value = Event> {
         prop::sample::select(&[PPP0, ETH2, ETH3][..]),
         any::<bool>(),
         prop::sample::select(&["192.0.2.1/30", "2001:db8::1/64", "fe80::1/64"][..]),
-        prop::bool::weighted(0.3),
     )
-        .prop_map(|(ifindex, add, local, tentative)| {
+        .prop_map(|(ifindex, add, local)| {
             let a = AddressInfo {
                 ifindex,
                 local: local.parse().unwrap(),
                 peer: None,
-                tentative,
             };
             if add {
                 Event::AddressAdd(a)
@@ -200,8 +199,8 @@ struct Reference {
     names: HashMap<u32, String>,
     links: HashMap<u32, InterfaceInfo>,
     gone: HashSet<u32>,
-    /// (ifindex, address) → tentative.
-    addrs: HashMap<(u32, IpNet), bool>,
+    /// (ifindex, address).
+    addrs: HashSet<(u32, IpNet)>,
 }
 
 impl Reference {
@@ -228,10 +227,10 @@ impl Reference {
                 self.names.remove(i);
                 self.links.remove(i);
                 self.gone.insert(*i);
-                self.addrs.retain(|(a, _), _| a != i);
+                self.addrs.retain(|(a, _)| a != i);
             }
             Event::AddressAdd(a) => {
-                self.addrs.insert((a.ifindex, a.local), a.tentative);
+                self.addrs.insert((a.ifindex, a.local));
             }
             Event::AddressDelete(a) => {
                 self.addrs.remove(&(a.ifindex, a.local));
@@ -353,9 +352,10 @@ impl Reference {
         l.admin_up
             && matches!(l.oper, OperState::Up | OperState::Unknown)
             && (!lc.require_address
-                || self.addrs.iter().any(|((a, net), tentative)| {
-                    *a == i && !tentative && fams.contains(&matches!(net, IpNet::V4(_)))
-                }))
+                || self
+                    .addrs
+                    .iter()
+                    .any(|(a, net)| *a == i && fams.contains(&matches!(net, IpNet::V4(_)))))
     }
 }
 

@@ -67,6 +67,7 @@ pub(super) fn key(table: u32, prefix: &str) -> RouteKey {
         prefix: net(prefix),
         metric: 0,
         tos: 0,
+        alias: RouteAlias::default(),
     }
 }
 
@@ -118,7 +119,6 @@ pub(super) fn addr(ifindex: u32, local: &str, peer: Option<&str>) -> AddressInfo
         ifindex,
         local: net(local),
         peer: peer.map(|p| p.parse().unwrap()),
-        tentative: false,
     }
 }
 

@@ -266,7 +266,8 @@ pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, DecodeError>
 }
 
 /// RTM_NEWADDR / RTM_DELADDR: the local address and prefix, and the peer of
-/// a point-to-point address. Ok(None) for families other than IPv4/IPv6.
+/// a point-to-point address. Ok(None) for families other than IPv4/IPv6 and
+/// for tentative (or DAD-failed) IPv6 addresses.
 pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
     let hdr = AddressHeader::parse(msg.payload)
         .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ifaddrmsg")))?;
@@ -274,7 +275,6 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         return Ok(None);
     }
     let (mut address, mut local) = (None, None);
-    // IFA_FLAGS (32 bits) supersedes the header's 8 flag bits when present.
     let mut flags = u32::from(hdr.flags.bits());
     let attributes = lenient_attrs(msg.payload, hdr.buffer_len(), |nla| {
         AddressAttribute::parse(nla).ok()
@@ -283,11 +283,18 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         match a {
             AddressAttribute::Address(a) => address = Some(a),
             AddressAttribute::Local(a) => local = Some(a),
+            // IFA_FLAGS: all 32 bits of the flags (the header has 8).
             AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
     }
-    let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
+    // An IPv6 address still in (or failed) duplicate address detection
+    // cannot be used, and the kernel does not announce it: the dump lists
+    // it, but RTM_NEWADDR only comes once DAD completed
+    // (addrconf_dad_completed → ipv6_ifa_notify). It is no address yet.
+    if flags & (AddressFlags::Tentative | AddressFlags::Dadfailed).bits() != 0 {
+        return Ok(None);
+    }
     let Some(mine) = local.or(address) else {
         return Err(DecodeError::new(
             msg,
@@ -301,7 +308,6 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         ifindex: hdr.index,
         local,
         peer,
-        tentative: flags & unusable.bits() != 0,
     }))
 }
 
@@ -415,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn tentative_and_dad_failed_addresses_are_marked() {
+    fn tentative_and_dad_failed_addresses_are_not_addresses_yet() {
         use netlink_packet_route::address::{AddressHeaderFlags, AddressMessage};
         let mut a = AddressMessage::default();
         a.header.family = AddressFamily::Inet6;
@@ -425,7 +431,8 @@ mod tests {
             .push(AddressAttribute::Address("fe80::1".parse().unwrap()));
         let decode = |a: &AddressMessage| {
             let b = get_request(RTM_NEWADDR, 0, &emit(a));
-            address(&first(&b)).unwrap().unwrap().tentative
+            // true: skipped as not an address yet.
+            address(&first(&b)).unwrap().is_none()
         };
         assert!(!decode(&a));
         // The header's 8 flag bits.
