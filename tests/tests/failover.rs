@@ -94,7 +94,10 @@ type SteerEntry = (u64, Vec<u8>, Vec<u8>, u64);
 fn steer_entry(lab: &Lab) -> Result<Option<SteerEntry>> {
     let out = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     let dump: serde_json::Value = serde_json::from_str(&out).context("bpftool JSON")?;
     let bytes = |v: &serde_json::Value| -> Vec<u8> {
@@ -615,7 +618,7 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
         "kernel route left behind: {routes}"
     );
     ensure!(
-        !lab.bpffs.path().join("routebackup/segments_v4").exists(),
+        !lab.bpffs.path().join("routebackup/v1/segments_v4").exists(),
         "pinned map left behind"
     );
     Ok(())
@@ -716,7 +719,10 @@ fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
     );
     let map = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     ensure!(
         map.contains("\"action\":1") && map.contains("\"flags\":1"),
