@@ -7,6 +7,9 @@
 //! timer expiries and control requests. The engine's clock is milliseconds
 //! since the daemon started (monotonic).
 
+pub mod lock;
+pub mod notify;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -147,6 +150,8 @@ pub struct Daemon {
     event_at: Instant,
     /// Per group: the last route event → steering entry written, in µs.
     steer_latency_us: Vec<Option<u64>>,
+    /// systemd's READY/STATUS/WATCHDOG (no-op outside a notify unit).
+    notify: notify::Notifier,
 }
 
 impl Daemon {
@@ -181,12 +186,16 @@ impl Daemon {
             .handle(now, event)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
+        let changed = !(actions.is_empty() && notices.is_empty());
         for action in actions.into_iter().chain(notices) {
             self.execute(action);
         }
         if first_sync {
             self.sink.after_sync();
         }
+        let engine = &self.engine;
+        self.notify
+            .after_event(self.synced_logged, changed, || engine.status());
     }
 
     /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
@@ -304,7 +313,9 @@ pub async fn run(
         synced_logged: false,
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
+        notify: notify::Notifier::from_env(),
     };
+    let mut watchdog = daemon.notify.watchdog_every().map(tokio::time::interval);
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
@@ -334,11 +345,13 @@ pub async fn run(
             Some(reply) = ctl_rx.recv() => {
                 let _ = reply.send(daemon.status());
             }
+            () = watchdog_tick(watchdog.as_mut()) => daemon.notify.watchdog(),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
     };
     info!("stopping ({reason})");
+    daemon.notify.stopping(reason);
     daemon.sink.shutdown().await;
     server.abort();
     drop(ev_rx);
@@ -349,6 +362,16 @@ pub async fn run(
         return Err(DaemonError::WatcherStopped);
     }
     Ok(())
+}
+
+/// The next watchdog ping time; never without a watchdog.
+async fn watchdog_tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Removes the control socket when the daemon ends.
