@@ -335,6 +335,11 @@ impl Driver {
                     self.set_state(DriverState::Up);
                     return;
                 }
+                if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                    tracing::info!(link = %self.cfg.name, pid, "an up command for this link already runs (left by an earlier agent); not starting another");
+                    self.set_state(DriverState::Running { pid });
+                    return;
+                }
                 self.spawn(&up, Role::UpCommand);
             }
             DriverConfig::Pppd { peer, pppd_path } => {
@@ -351,8 +356,9 @@ impl Driver {
 
     fn spawn(&mut self, argv: &[String], role: Role) {
         let env = self.env();
-        // pppd survives an agent restart with kept links; see Spawned::start.
-        match Spawned::start(argv, &env, &self.cfg.name, role, role == Role::Pppd) {
+        // pppd and a long-running up command survive the agent (a crash, or a
+        // stop with kept links); see Spawned::start.
+        match Spawned::start(argv, &env, &self.cfg.name, role, true) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
@@ -426,7 +432,11 @@ impl Driver {
                 }
             }
             DriverConfig::Command { down, .. } => {
-                self.stop_child().await;
+                if !self.stop_child().await {
+                    if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                        process::stop_kept(&self.cfg.name, pid, self.timeouts.term_grace).await;
+                    }
+                }
                 if !down.is_empty() {
                     let env = self.env();
                     if let Err(e) = process::run_bounded(

@@ -45,6 +45,15 @@ impl Role {
         }
     }
 
+    /// `ROUTEBACKUP_ROLE` in the process's environment.
+    fn env_name(self) -> &'static str {
+        match self {
+            Role::UpCommand => "up",
+            Role::DownCommand => "down",
+            Role::Pppd => "pppd",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Role::UpCommand => "up command",
@@ -89,6 +98,8 @@ impl Spawned {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
+            // Lets the next agent find a kept `up` command (`find_kept`).
+            .env("ROUTEBACKUP_ROLE", role.env_name())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -217,6 +228,77 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(-pgid, signal);
     }
+}
+
+/// A long-running `up` command of `link` left by an earlier agent (killed or
+/// stopped with `--keep-fastpath`): a process-group leader in this network
+/// namespace whose environment names the link and its interface, as
+/// `Spawned::start` set it. A pid reused by a stranger lacks that
+/// environment, so it is never mistaken for one.
+pub fn find_kept(link: &str, interface: &str) -> Option<u32> {
+    let want_link = format!("ROUTEBACKUP_LINK={link}");
+    let want_if = format!("ROUTEBACKUP_INTERFACE={interface}");
+    let our_netns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !is_group_leader(pid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let has = |v: &str| vars.contains(&v.as_bytes());
+        if !(has(&want_link) && has(&want_if) && has("ROUTEBACKUP_ROLE=up")) {
+            continue;
+        }
+        let same_netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.ino() == our_netns.ino() && m.dev() == our_netns.dev()
+        });
+        if same_netns {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// True if `pid` leads its process group (field 5 of /proc/<pid>/stat).
+fn is_group_leader(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name (field 2) may hold spaces: count from its ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|pgrp| pgrp.parse::<u32>().ok())
+        == Some(pid)
+}
+
+/// Stops a kept `up` command found by [`find_kept`]: SIGTERM to its group,
+/// SIGKILL after `grace` if the leader still runs.
+pub async fn stop_kept(link: &str, pid: u32, grace: Duration) {
+    tracing::info!(
+        link,
+        pid,
+        "stopping the up command left by an earlier agent"
+    );
+    signal_group(pid, libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(pid, libc::SIGKILL);
 }
 
 /// Runs `argv` to completion with `env`, bounded by `timeout` (the process
