@@ -494,7 +494,7 @@ impl Driver {
         unsafe { libc::kill(p, libc::SIGTERM) };
         let deadline = tokio::time::Instant::now() + self.timeouts.term_grace;
         while tokio::time::Instant::now() < deadline {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if !process::is_running(pid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -248,7 +248,7 @@ pub fn find_kept(link: &str, interface: &str) -> Option<u32> {
         else {
             continue;
         };
-        if pid == me || !is_group_leader(pid) {
+        if pid == me || !is_group_leader(pid) || !is_running(pid) {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -270,16 +270,25 @@ pub fn find_kept(link: &str, interface: &str) -> Option<u32> {
     None
 }
 
+/// Field `n` (1-based, n >= 3) of /proc/<pid>/stat.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
+}
+
 /// True if `pid` leads its process group (field 5 of /proc/<pid>/stat).
 fn is_group_leader(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The command name (field 2) may hold spaces: count from its ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-        .and_then(|pgrp| pgrp.parse::<u32>().ok())
-        == Some(pid)
+    stat_field(pid, 5).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+}
+
+/// True while `pid` runs: it exists and is not a zombie waiting for a
+/// parent (not us: it was an earlier agent's child) to reap it.
+pub fn is_running(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// Stops a kept `up` command found by [`find_kept`]: SIGTERM to its group,
@@ -293,7 +302,7 @@ pub async fn stop_kept(link: &str, pid: u32, grace: Duration) {
     signal_group(pid, libc::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !is_running(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -374,5 +383,21 @@ async fn log_lines(
                 t.push_back(line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_of_this_process() {
+        assert!(is_running(std::process::id()));
+        assert_eq!(
+            stat_field(std::process::id(), 4),
+            Some(std::os::unix::process::parent_id().to_string())
+        );
+        assert!(!is_running(u32::MAX));
+        assert_eq!(find_kept("no-such-link-here", "nope0"), None);
     }
 }
