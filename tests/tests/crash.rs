@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -248,54 +248,62 @@ impl Rng {
     }
 }
 
-/// Withdraws and restores the primary every second until stopped; `pause`
-/// holds it in its current state. Returns whether the primary is up.
+/// Withdraws and restores the primary every second until stopped; `hold`
+/// keeps it in its current state (a flip is done under the lock, so `hold`
+/// never reads a state that is about to change).
 struct Flapper {
     stop: Arc<AtomicBool>,
-    pause: Arc<AtomicBool>,
-    up: Arc<AtomicBool>,
+    /// Whether the primary is up; locked for a whole flip.
+    up: Arc<Mutex<bool>>,
+    paused: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl Flapper {
     fn start(edge: String) -> Flapper {
         let stop = Arc::new(AtomicBool::new(false));
-        let pause = Arc::new(AtomicBool::new(false));
-        let up = Arc::new(AtomicBool::new(true));
-        let (s, p, u) = (stop.clone(), pause.clone(), up.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(Mutex::new(true));
+        let (s, p, u) = (stop.clone(), paused.clone(), up.clone());
         let route = format!("{SEGMENT} via 10.0.1.2 dev wan0 proto bgp metric 20");
         let thread = std::thread::spawn(move || -> Result<()> {
             let mut next = Instant::now() + Duration::from_secs(1);
             while !s.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(10));
-                if Instant::now() < next || p.load(Ordering::SeqCst) {
+                if Instant::now() < next {
+                    continue;
+                }
+                let mut up = u.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if p.load(Ordering::SeqCst) {
                     continue;
                 }
                 next += Duration::from_secs(1);
-                let now_up = !u.load(Ordering::SeqCst);
-                let verb = if now_up { "replace" } else { "del" };
+                let verb = if *up { "del" } else { "replace" };
                 routebackup_tests::sh(&format!("ip -n {edge} route {verb} {route}"))?;
-                u.store(now_up, Ordering::SeqCst);
+                *up = !*up;
             }
             Ok(())
         });
         Flapper {
             stop,
-            pause,
             up,
+            paused,
             thread: Some(thread),
         }
     }
 
-    /// Holds the primary as it is (waits out a flip in progress).
+    /// Holds the primary as it is (after a flip in progress) and says whether it is up.
     fn hold(&self) -> bool {
-        self.pause.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(30));
-        self.up.load(Ordering::SeqCst)
+        let up = self
+            .up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.paused.store(true, Ordering::SeqCst);
+        *up
     }
 
     fn resume(&self) {
-        self.pause.store(false, Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     fn finish(mut self) -> Result<()> {

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 /// Why the agent may not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// `what` says what the other agent does with `guarded`.
     #[error(
-        "another routebackup agent{} already runs with the {what} {} (its lock {} is held): stop \
-         it first (`systemctl stop routebackup`{}), or give this agent its own [agent] pin_path \
-         and control_socket",
+        "another routebackup agent{} {what} {} (its lock {} is held): stop it first \
+         (`systemctl stop routebackup`{}), or give this agent its own [agent] pin_path and \
+         control_socket",
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
         .guarded.display(),
         .lock.display(),
@@ -118,19 +119,18 @@ pub struct AgentLocks {
 
 impl AgentLocks {
     pub fn acquire(control_socket: &Path, pin_path: Option<&Path>) -> Result<Self, LockError> {
-        let mut locks = Vec::new();
+        let mut locks = vec![Lock::acquire(
+            "is already listening on the control socket",
+            control_socket,
+            &crate::paths::lock_file("socket", control_socket),
+        )?];
         if let Some(pin) = pin_path {
             locks.push(Lock::acquire(
-                "pin path",
+                "already uses the pin path",
                 pin,
                 &crate::paths::lock_file("pin", pin),
             )?);
         }
-        locks.push(Lock::acquire(
-            "control socket",
-            control_socket,
-            &crate::paths::lock_file("socket", control_socket),
-        )?);
         Ok(AgentLocks { _locks: locks })
     }
 }
@@ -144,14 +144,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("sub/pin-x.lock");
         let guarded = Path::new("/sys/fs/bpf/x");
-        let first = Lock::acquire("pin path", guarded, &lock).unwrap();
+        let first = Lock::acquire("already uses the pin path", guarded, &lock).unwrap();
         assert_eq!(
             std::fs::read_to_string(&lock).unwrap().trim(),
             std::process::id().to_string()
         );
         // flock is per open file: a second open in this process conflicts
         // just as another process would.
-        let err = Lock::acquire("pin path", guarded, &lock).unwrap_err();
+        let err = Lock::acquire("already uses the pin path", guarded, &lock).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("pid {}", std::process::id()))
@@ -161,7 +161,7 @@ mod tests {
         );
         drop(first);
         assert!(!lock.exists(), "released locks are removed");
-        let again = Lock::acquire("pin path", guarded, &lock).unwrap();
+        let again = Lock::acquire("already uses the pin path", guarded, &lock).unwrap();
         drop(again);
     }
 
@@ -170,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("pin-y.lock");
         std::fs::write(&lock, "999999\n").unwrap();
-        let l = Lock::acquire("pin path", Path::new("/p"), &lock).unwrap();
+        let l = Lock::acquire("already uses the pin path", Path::new("/p"), &lock).unwrap();
         assert_eq!(
             std::fs::read_to_string(&lock).unwrap().trim(),
             std::process::id().to_string()
