@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
+use routebackup::daemon::lock::AgentLocks;
 use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 use routebackup::error::Report;
@@ -158,6 +159,15 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
         .init();
     let config = match Config::load(config_path) {
         Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{}", Report(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Held until the agent exits (the kernel releases it however it exits).
+    let pin_path = (!dry_run).then_some(config.agent.pin_path.as_path());
+    let _locks = match AgentLocks::acquire(&config.agent.control_socket, pin_path) {
+        Ok(l) => l,
         Err(e) => {
             tracing::error!("{}", Report(&e));
             return ExitCode::FAILURE;

@@ -1,44 +1,12 @@
 //! End to end: the real agent in the lab (tests/src/lab.rs), a UDP stream from
 //! the LAN host to the destination, the primary route withdrawn and restored.
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use routebackup_tests::lab::{Backup, Lab, BACKUP_GW, DEST_ADDR};
+use routebackup_tests::lab::{dest, flows_via, serial, Backup, Lab, BACKUP_GW, DEST_ADDR};
 use routebackup_tests::traffic::{report, Receiver, Sender};
 use routebackup_tests::wait_until;
-
-/// The lab tests share two cores: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn dest() -> SocketAddr {
-    format!("{DEST_ADDR}:9000").parse().expect("valid address")
-}
-
-/// Packets that arrived on `ifindex` so far.
-fn count_on(rx: &Receiver, ifindex: u32) -> usize {
-    rx.arrivals()
-        .iter()
-        .filter(|a| a.ifindex == ifindex)
-        .count()
-}
-
-/// Waits until at least `n` more packets arrive on `ifindex`.
-fn flows_via(rx: &Receiver, ifindex: u32, n: usize, what: &str) -> Result<()> {
-    let before = count_on(rx, ifindex);
-    wait_until(Duration::from_secs(5), || {
-        Ok(count_on(rx, ifindex) >= before + n)
-    })
-    .with_context(|| format!("traffic does not flow via {what}"))
-}
 
 fn steered(lab: &Lab) -> bool {
     lab.status()
@@ -94,7 +62,10 @@ type SteerEntry = (u64, Vec<u8>, Vec<u8>, u64);
 fn steer_entry(lab: &Lab) -> Result<Option<SteerEntry>> {
     let out = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     let dump: serde_json::Value = serde_json::from_str(&out).context("bpftool JSON")?;
     let bytes = |v: &serde_json::Value| -> Vec<u8> {
@@ -615,7 +586,7 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
         "kernel route left behind: {routes}"
     );
     ensure!(
-        !lab.bpffs.path().join("routebackup/segments_v4").exists(),
+        !lab.bpffs.path().join("routebackup/v1/segments_v4").exists(),
         "pinned map left behind"
     );
     Ok(())
@@ -716,7 +687,10 @@ fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
     );
     let map = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     ensure!(
         map.contains("\"action\":1") && map.contains("\"flags\":1"),

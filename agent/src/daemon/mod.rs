@@ -10,6 +10,9 @@
 
 mod reload;
 
+pub mod lock;
+pub mod notify;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -176,6 +179,8 @@ pub struct Daemon {
     /// The config file and the running config (for reloads).
     config: reload::ConfigState,
     watcher: Option<Watcher>,
+    /// systemd's READY/STATUS/WATCHDOG (no-op outside a notify unit).
+    notify: notify::Notifier,
 }
 
 impl Daemon {
@@ -210,12 +215,16 @@ impl Daemon {
             .handle(now, event)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
+        let changed = !(actions.is_empty() && notices.is_empty());
         for action in actions.into_iter().chain(notices) {
             self.execute(action);
         }
         if first_sync {
             self.sink.after_sync();
         }
+        let engine = &self.engine;
+        self.notify
+            .after_event(self.synced_logged, changed, || engine.status());
     }
 
     /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
@@ -343,7 +352,9 @@ pub async fn run(
         steer_latency_us: vec![None; config.groups.len()],
         config: reload::ConfigState::new(config_path, config.clone()),
         watcher: Some(watcher),
+        notify: notify::Notifier::from_env(),
     };
+    let mut watchdog = daemon.notify.watchdog_every().map(tokio::time::interval);
     let server = tokio::spawn(control::serve(listener, ctl_tx));
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
@@ -381,11 +392,13 @@ pub async fn run(
             _ = sighup.recv() => {
                 daemon.reload("SIGHUP");
             }
+            () = watchdog_tick(watchdog.as_mut()) => daemon.notify.watchdog(),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
     };
     info!("stopping ({reason})");
+    daemon.notify.stopping(reason);
     daemon.sink.shutdown().await;
     server.abort();
     drop(ev_rx);
@@ -396,6 +409,16 @@ pub async fn run(
         return Err(DaemonError::WatcherStopped);
     }
     Ok(())
+}
+
+/// The next watchdog ping time; never without a watchdog.
+async fn watchdog_tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Removes the control socket when the daemon ends.

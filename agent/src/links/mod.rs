@@ -393,6 +393,11 @@ impl Driver {
                     self.set_state(DriverState::Up);
                     return;
                 }
+                if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                    tracing::info!(link = %self.cfg.name, pid, "an up command for this link already runs (left by an earlier agent); not starting another");
+                    self.set_state(DriverState::Running { pid });
+                    return;
+                }
                 self.spawn(&up, Role::UpCommand);
             }
             DriverConfig::Pppd { peer, pppd_path } => {
@@ -409,8 +414,9 @@ impl Driver {
 
     fn spawn(&mut self, argv: &[String], role: Role) {
         let env = self.env();
-        // pppd survives an agent restart with kept links; see Spawned::start.
-        match Spawned::start(argv, &env, &self.cfg.name, role, role == Role::Pppd) {
+        // pppd and a long-running up command survive the agent (a crash, or a
+        // stop with kept links); see Spawned::start.
+        match Spawned::start(argv, &env, &self.cfg.name, role, true) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
@@ -491,7 +497,11 @@ impl Driver {
                 }
             }
             DriverConfig::Command { down, .. } => {
-                self.stop_child().await;
+                if !self.stop_child().await {
+                    if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                        process::stop_kept(&self.cfg.name, pid, self.timeouts.term_grace).await;
+                    }
+                }
                 if !down.is_empty() {
                     let env = self.env();
                     if let Err(e) = process::run_bounded(
@@ -549,7 +559,7 @@ impl Driver {
         unsafe { libc::kill(p, libc::SIGTERM) };
         let deadline = tokio::time::Instant::now() + self.timeouts.term_grace;
         while tokio::time::Instant::now() < deadline {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if !process::is_running(pid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
