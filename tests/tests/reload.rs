@@ -77,7 +77,12 @@ fn steered_packets(lab: &Lab, name: &str) -> Result<u64> {
 fn segments_dump(lab: &Lab) -> Result<serde_json::Value> {
     let out = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup")
+            .join(routebackup::fastpath::LAYOUT_VERSION)
+            .join("segments_v4")
+            .display()
     ))?;
     serde_json::from_str(&out).context("bpftool JSON")
 }
