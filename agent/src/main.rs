@@ -57,7 +57,8 @@ enum Command {
         /// Read the control socket path from this config.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Print Prometheus text exposition instead (for a textfile collector).
+        /// Print the metrics in the Prometheus text format instead: what
+        /// `[metrics] listen` serves at /metrics (e.g. for a textfile collector).
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
@@ -159,11 +160,21 @@ fn status(
         },
         (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
     };
+    if prometheus {
+        return match control::request_metrics(&socket) {
+            Ok(text) => {
+                println!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("routebackup: {}", Report(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     match control::request_status(&socket) {
         Ok(report) => {
-            if prometheus {
-                print!("{}", report.prometheus());
-            } else if json {
+            if json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
