@@ -1,9 +1,9 @@
-//! The `routebackup` command line: `run`, `check`, `status`.
+//! The `routebackup` command line: `run`, `check`, `status`, `completions`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
@@ -11,7 +11,7 @@ use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 use routebackup::error::Report;
 
-use routebackup::paths::DEFAULT_CONFIG;
+use routebackup::paths::{dry_run_socket, DEFAULT_CONFIG};
 
 /// Dynamic route backup: brings up backup links when the primary routes to
 /// monitored segments vanish, and steers their traffic on the XDP/TC fast path.
@@ -36,8 +36,11 @@ enum Command {
         /// adopts them without flapping any link.
         #[arg(long)]
         keep_fastpath: bool,
-        /// Run the engine without the fast path and link drivers: decisions are
-        /// only logged (for trying a config on a live box).
+        /// Run the engine without the fast path, link drivers, hooks and
+        /// metrics endpoint: decisions are only logged (for trying a config
+        /// on a live box). Its control socket is the config's with
+        /// `-dry-run` added (/run/routebackup-dry-run.sock by default), so
+        /// it runs beside the live agent.
         #[arg(long)]
         dry_run: bool,
     },
@@ -62,6 +65,15 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
+    /// Print a shell completion script (e.g. `routebackup completions bash
+    /// > /etc/bash_completion.d/routebackup`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +100,24 @@ fn main() -> ExitCode {
             config,
             prometheus,
         } => status(json, prometheus, socket, config),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "routebackup",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("routebackup: cannot write the man page: {}", Report(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -101,18 +131,23 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match Config::load(config_path) {
+    routebackup::logging::init(filter);
+    let mut config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{}", Report(&e));
             return ExitCode::FAILURE;
         }
     };
+    if dry_run {
+        // Beside a live agent: its own socket, no hooks, no metrics port.
+        config.agent.control_socket = dry_run_socket(&config.agent.control_socket);
+        config.agent.on_change.clear();
+        for g in &mut config.groups {
+            g.on_change = None;
+        }
+        config.metrics = None;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
