@@ -72,13 +72,23 @@ fn deb_installs_checks_and_purges_cleanly() -> Result<()> {
         !installed(),
         "{PACKAGE} is already installed here; this test installs and purges it, so it refuses to run"
     );
-    // Build (or bring up to date) the package from this tree.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["xtask", "dist"])
+    // Build (or bring up to date) the package from this tree. The xtask
+    // binary `cargo xtask test` runs from is called directly: `cargo run`
+    // would wait for the debug build directory, which the running `cargo
+    // test` may hold. (dist builds in release/, a directory of its own.)
+    let xtask = workspace().join("target/debug/xtask");
+    let mut dist = if xtask.is_file() {
+        Command::new(&xtask)
+    } else {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.arg("xtask");
+        c
+    };
+    let status = dist
+        .arg("dist")
         .current_dir(workspace())
         .status()
-        .context("cannot run cargo xtask dist")?;
+        .context("cannot run xtask dist")?;
     ensure!(status.success(), "cargo xtask dist failed: {status}");
     let deb = package_file()?;
     let deb = deb.to_str().context("package path is not UTF-8")?;
