@@ -1,6 +1,7 @@
 //! Where `run` logs: to journald (priorities per level, the tracing fields
 //! as journal fields GROUP, LINK, STATE) when systemd connected stderr to
-//! the journal, else to stderr in the usual text format.
+//! the journal, else to stderr in the usual text format (the journal's
+//! GROUP and STATE fields left out: the text names the group).
 
 use std::os::unix::fs::MetadataExt;
 
@@ -19,6 +20,18 @@ fn stderr_is_journal() -> bool {
         return false;
     };
     stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// The fields of a stderr line: the message, then `name=value` pairs as
+/// tracing's default prints them, without `group` and `state`: decision
+/// lines name their group in the text already; those two fields are for the
+/// journal.
+fn stderr_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "group" | "state" => Ok(()),
+        "message" => write!(w, "{value:?}"),
+        name => write!(w, " {name}={value:?}"),
+    })
 }
 
 /// Installs the global subscriber (once, at the start of `run`).
@@ -42,6 +55,7 @@ pub fn init(filter: EnvFilter) {
         }
     }
     tracing_subscriber::fmt()
+        .fmt_fields(stderr_fields())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -227,17 +227,21 @@ fn readme_log_lines_match(log: &str, lab_dir: &str) -> Result<()> {
         }
         out
     };
-    // The log's lines without the timestamp, the lab's scripts where the
+    // The log's lines without the timestamp and the module ("TIME  INFO
+    // routebackup::daemon: text" → "INFO text"), the lab's scripts where the
     // README has /etc/routebackup.
     let printed: Vec<String> = log
         .lines()
         .map(|l| {
             let l = l.replace(lab_dir, "/etc/routebackup");
-            let l = l
-                .split_once(' ')
-                .map_or(l.as_str(), |(_, rest)| rest)
-                .trim_start();
-            mask(l)
+            let mut words = l.split_whitespace();
+            let (_time, level) = (words.next(), words.next().unwrap_or_default());
+            let rest = words.collect::<Vec<&str>>().join(" ");
+            let text = rest
+                .strip_prefix("routebackup")
+                .and_then(|r| r.split_once(": "))
+                .map_or(rest.as_str(), |(_, text)| text);
+            mask(&format!("{level} {text}"))
         })
         .collect();
     let sample_lines: Vec<&str> = sample.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -314,7 +318,7 @@ fn a_hanging_hook_is_killed_and_does_not_delay_failover() -> Result<()> {
         log.contains("still running after 2s; killed it"),
         "no log line for the kill:\n{log}"
     );
-    let left = lab.edge.output("pgrep -f 'sleep 987654'")?;
+    let left = lab.edge.output("pgrep -f 'sleep 98765[4]'")?;
     ensure!(
         left.stdout.is_empty(),
         "the hook's child outlived the kill: {}",

@@ -91,7 +91,7 @@ async fn a_hanging_hook_is_killed_and_the_next_one_runs() {
     let out = dir.path().join("out");
     // The first run hangs (with a child of its own); later ones write.
     let hook = format!(
-        "case \"$ROUTEBACKUP_REASON\" in 'reason 0') sleep 1000 & wait;; *) echo \"$ROUTEBACKUP_REASON\" >> {};; esac",
+        "case \"$ROUTEBACKUP_REASON\" in 'reason 0') sleep 917364 & wait;; *) echo \"$ROUTEBACKUP_REASON\" >> {};; esac",
         out.display()
     );
     let metrics = Arc::new(Metrics::new());
@@ -110,7 +110,7 @@ async fn a_hanging_hook_is_killed_and_the_next_one_runs() {
     assert_eq!(runs(&metrics, "timeout"), "1");
     // The hook's own child went with it.
     let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 1000"])
+        .args(["-f", "sleep 917364"])
         .output();
     if let Ok(ps) = ps {
         assert!(
