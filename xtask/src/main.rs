@@ -504,9 +504,20 @@ fn setup_cargo_deb() -> Result<()> {
 /// binary from its clap definitions), and the .deb holding them with
 /// dist/'s unit, example config and rt_protos.d entry.
 fn dist() -> Result<()> {
+    let root = workspace_root();
+    // The package's files from the tree (agent/Cargo.toml's
+    // [package.metadata.deb] assets): checked before the long build.
+    for file in [
+        "dist/routebackup.service",
+        "dist/routebackup.toml",
+        "dist/rt_protos.d/routebackup.conf",
+    ] {
+        if !root.join(file).is_file() {
+            bail!("{file} is missing: the package needs it (see agent/Cargo.toml, [package.metadata.deb] assets)");
+        }
+    }
     setup_cargo_deb()?;
     build(true)?;
-    let root = workspace_root();
     let bin = root.join("target/release/routebackup");
     let out = root.join("target/dist");
     let completions = out.join("completions");
