@@ -71,9 +71,10 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from these definitions.
+    /// Write the man pages (routebackup.1, routebackup-run.1, ...),
+    /// generated from these definitions, into a directory (`cargo xtask dist`).
     #[command(hide = true)]
-    Manpage,
+    Manpage { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -109,15 +110,17 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Manpage => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("routebackup: cannot write the man page: {}", Report(&e));
-                    ExitCode::FAILURE
-                }
+        Command::Manpage { dir } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "routebackup: cannot write the man pages into {}: {}",
+                    dir.display(),
+                    Report(&e)
+                );
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 

@@ -111,6 +111,7 @@ fn deb_installs_checks_and_purges_cleanly() -> Result<()> {
         "/etc/routebackup/routebackup.toml",
         "/etc/iproute2/rt_protos.d/routebackup.conf",
         "/usr/share/man/man1/routebackup.1.gz",
+        "/usr/share/man/man1/routebackup-run.1.gz",
         "/usr/share/bash-completion/completions/routebackup",
         "/usr/share/zsh/vendor-completions/_routebackup",
         "/usr/share/fish/vendor_completions.d/routebackup.fish",
@@ -130,11 +131,16 @@ fn deb_installs_checks_and_purges_cleanly() -> Result<()> {
     );
     let normalised = run("/usr/bin/routebackup", &["check"])?;
     ensure!(normalised.contains("[[group]]"), "{normalised}");
-    let man = run("man", &["-w", PACKAGE])?;
-    ensure!(
-        man.trim() == "/usr/share/man/man1/routebackup.1.gz",
-        "man -w: {man}"
-    );
+    for (page, file) in [
+        (PACKAGE, "/usr/share/man/man1/routebackup.1.gz"),
+        (
+            "routebackup-run",
+            "/usr/share/man/man1/routebackup-run.1.gz",
+        ),
+    ] {
+        let man = run("man", &["-w", page])?;
+        ensure!(man.trim() == file, "man -w {page}: {man}");
+    }
     // iproute2 reads the name of protocol 252 from rt_protos.d.
     let proto = run(
         "ip",

@@ -537,10 +537,18 @@ fn dist() -> Result<()> {
         }
         std::fs::write(to, o.stdout).with_context(|| format!("cannot write {}", to.display()))
     };
-    let man = out.join("routebackup.1");
-    generate(&["manpage"], &man)?;
+    let man = out.join("man");
+    // Pages of an earlier build (a subcommand may have gone) must not linger.
+    if man.exists() {
+        std::fs::remove_dir_all(&man)
+            .with_context(|| format!("cannot remove {}", man.display()))?;
+    }
+    std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
+    run(Command::new(&bin).arg("manpage").arg(&man))?;
     // Debian policy: man pages gzip -9n (no name or time stamp: reproducible).
-    run(Command::new("gzip").args(["-9nf"]).arg(&man))?;
+    for page in std::fs::read_dir(&man)? {
+        run(Command::new("gzip").arg("-9n").arg(page?.path()))?;
+    }
     for (shell, file) in [
         ("bash", "routebackup.bash"),
         ("zsh", "_routebackup"),
