@@ -370,3 +370,124 @@ fn dry_run_runs_beside_the_live_agent() -> Result<()> {
     );
     Ok(())
 }
+
+/// One journal entry as tracing-journald sends it (native protocol:
+/// `KEY=value` lines, or `KEY`, a little-endian u64 length and the bytes).
+fn journal_fields(mut datagram: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while !datagram.is_empty() {
+        let line_end = datagram
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(datagram.len());
+        let line = &datagram[..line_end];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            datagram = datagram.get(line_end + 1..).unwrap_or_default();
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let rest = datagram.get(line_end + 1..).unwrap_or_default();
+            let Some((len, rest)) = rest.split_first_chunk::<8>() else {
+                break;
+            };
+            let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+            let value = rest.get(..len).unwrap_or(rest);
+            fields.insert(key, String::from_utf8_lossy(value).into_owned());
+            datagram = rest.get(len + 1..).unwrap_or_default();
+        }
+    }
+    fields
+}
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names) the agent
+/// writes to journald with a priority per level and GROUP/STATE fields.
+/// The journal's socket is a stand-in bound by this test and mounted over
+/// /run/systemd/journal in a private mount namespace (the machine's own
+/// /run is not touched).
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn journald_gets_priorities_and_group_fields() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    let _g = serial();
+    let lab = Lab::new(Backup::HotStandby)?;
+    std::fs::write(lab.config_path(), lab.config("0s", "auto", ""))?;
+    let journal_dir = lab.dir.path().join("journal");
+    std::fs::create_dir(&journal_dir)?;
+    let journal = UnixDatagram::bind(journal_dir.join("socket"))?;
+    journal.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // What systemd gives a service: stderr connected to a stream socket
+    // whose device:inode is in JOURNAL_STREAM.
+    let (stderr, _journal_stream) = UnixStream::pair()?;
+    let meta = std::fs::metadata(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        stderr.as_raw_fd()
+    }))?;
+    let script = format!(
+        "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && \
+         mount --bind {dir} /run/systemd/journal && \
+         exec nsenter --net=/run/netns/{ns} {bin} run --dry-run --config {cfg}",
+        dir = journal_dir.display(),
+        ns = lab.edge.name,
+        bin = routebackup_tests::agent_bin().display(),
+        cfg = lab.config_path().display(),
+    );
+    let mut agent = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            stderr,
+        )))
+        .spawn()?;
+    let mut entries: Vec<std::collections::HashMap<String, String>> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut collect = |entries: &mut Vec<_>| {
+        while let Ok(n) = journal.recv(&mut buf) {
+            entries.push(journal_fields(&buf[..n]));
+        }
+    };
+    let find = |entries: &[std::collections::HashMap<String, String>], start: &str| {
+        entries
+            .iter()
+            .find(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with(start)))
+            .cloned()
+    };
+    let result = (|| -> Result<()> {
+        wait_until(Duration::from_secs(15), || {
+            collect(&mut entries);
+            Ok(find(&entries, "initial sync").is_some())
+        })
+        .context("the agent never logged its initial sync to the journal")?;
+        lab.withdraw_primary()?;
+        wait_until(Duration::from_secs(5), || {
+            collect(&mut entries);
+            Ok(find(&entries, "group dest: primary lost").is_some())
+        })
+        .context("no decision reached the journal")?;
+        Ok(())
+    })();
+    // SAFETY: kill on our own child's pid (the agent, after the execs).
+    unsafe { libc::kill(agent.id().cast_signed(), libc::SIGTERM) };
+    let _ = agent.wait();
+    result.with_context(|| format!("journal entries: {entries:#?}"))?;
+
+    let warning = find(&entries, "--dry-run").context("no --dry-run warning")?;
+    ensure!(warning["PRIORITY"] == "4", "{warning:?}");
+    ensure!(warning["SYSLOG_IDENTIFIER"] == "routebackup", "{warning:?}");
+    let decision = find(&entries, "group dest: primary lost").context("no decision")?;
+    ensure!(decision["PRIORITY"] == "5", "{decision:?}");
+    ensure!(decision["GROUP"] == "dest", "{decision:?}");
+    ensure!(decision.contains_key("STATE"), "{decision:?}");
+    ensure!(
+        entries
+            .iter()
+            .all(|e| e.get("PRIORITY").is_some_and(|p| p.as_str() >= "3")),
+        "{entries:#?}"
+    );
+    Ok(())
+}
