@@ -483,11 +483,13 @@ fn journald_gets_priorities_and_group_fields() -> Result<()> {
     ensure!(decision["PRIORITY"] == "5", "{decision:?}");
     ensure!(decision["GROUP"] == "dest", "{decision:?}");
     ensure!(decision.contains_key("STATE"), "{decision:?}");
+    // (tracing-journald probes the socket with an empty datagram first.)
     ensure!(
         entries
             .iter()
+            .filter(|e| e.contains_key("MESSAGE"))
             .all(|e| e.get("PRIORITY").is_some_and(|p| p.as_str() >= "3")),
-        "{entries:#?}"
+        "an entry without a priority: {entries:#?}"
     );
     Ok(())
 }
