@@ -66,8 +66,37 @@ struct Queue {
 
 struct GroupHook {
     name: String,
+    argv: Arc<[String]>,
+    timeout: Duration,
     queue: Arc<Queue>,
     worker: JoinHandle<()>,
+}
+
+impl GroupHook {
+    fn start(name: &str, argv: &[String], timeout: Duration, metrics: &Arc<Metrics>) -> GroupHook {
+        let argv: Arc<[String]> = argv.into();
+        let queue = Arc::new(Queue::default());
+        let worker = tokio::spawn(work(
+            name.to_owned(),
+            argv.clone(),
+            timeout,
+            queue.clone(),
+            metrics.clone(),
+        ));
+        GroupHook {
+            name: name.to_owned(),
+            argv,
+            timeout,
+            queue,
+            worker,
+        }
+    }
+}
+
+impl Drop for GroupHook {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
 }
 
 /// The hooks of every group (None for groups without one).
@@ -79,27 +108,33 @@ pub struct Hooks {
 impl Hooks {
     /// Starts one worker per group with a hook (needs a tokio runtime).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Hooks {
+        let mut hooks = Hooks {
+            groups: Vec::new(),
+            metrics,
+        };
+        hooks.reconfigure(config);
+        hooks
+    }
+
+    /// Follows a new config (a reload; groups by index, as the engine has
+    /// them; unnamed slots have none). A group whose name, argv and timeout
+    /// are unchanged keeps its worker and queue; other workers are stopped.
+    pub fn reconfigure(&mut self, config: &Config) {
         let timeout = config.agent.hook_timeout;
-        let groups = (0..config.groups.len())
+        let mut old: Vec<GroupHook> = self.groups.drain(..).flatten().collect();
+        self.groups = (0..config.groups.len())
             .map(|g| {
-                let argv: Arc<[String]> = config.hook_for(g)?.into();
-                let name = config.groups[g].name.clone();
-                let queue = Arc::new(Queue::default());
-                let worker = tokio::spawn(work(
-                    name.clone(),
-                    argv,
-                    timeout,
-                    queue.clone(),
-                    metrics.clone(),
-                ));
-                Some(GroupHook {
-                    name,
-                    queue,
-                    worker,
+                let name = &config.groups[g].name;
+                let argv = config.hook_for(g).filter(|_| !name.is_empty())?;
+                let kept = old
+                    .iter()
+                    .position(|h| h.name == *name && *h.argv == *argv && h.timeout == timeout);
+                Some(match kept {
+                    Some(i) => old.swap_remove(i),
+                    None => GroupHook::start(name, argv, timeout, &self.metrics),
                 })
             })
             .collect();
-        Hooks { groups, metrics }
     }
 
     /// Whether group `g` has a hook (so the daemon can skip building a
@@ -135,14 +170,6 @@ impl Hooks {
                 hook.name, old.previous, old.state
             );
             self.metrics.hook_dropped(&hook.name);
-        }
-    }
-}
-
-impl Drop for Hooks {
-    fn drop(&mut self) {
-        for hook in self.groups.iter().flatten() {
-            hook.worker.abort();
         }
     }
 }

@@ -29,6 +29,18 @@ enum Cause {
     Other,
 }
 
+/// Each group's segments, space-separated (`ROUTEBACKUP_SEGMENTS`).
+fn segment_lists(config: &Config) -> Vec<String> {
+    config
+        .groups
+        .iter()
+        .map(|g| {
+            let s: Vec<String> = g.segments.iter().map(ToString::to_string).collect();
+            s.join(" ")
+        })
+        .collect()
+}
+
 pub struct Observer {
     metrics: Arc<Metrics>,
     hooks: Hooks,
@@ -45,27 +57,58 @@ pub struct Observer {
 
 impl Observer {
     pub fn new(config: &Config, metrics: Arc<Metrics>, watcher: Arc<WatcherStats>) -> Observer {
-        let now = Instant::now();
-        Observer {
+        let mut observer = Observer {
             hooks: Hooks::new(config, metrics.clone()),
             metrics,
-            group_names: config.groups.iter().map(|g| g.name.clone()).collect(),
-            group_segments: config
-                .groups
-                .iter()
-                .map(|g| {
-                    let s: Vec<String> = g.segments.iter().map(ToString::to_string).collect();
-                    s.join(" ")
-                })
-                .collect(),
-            link_names: config.links.iter().map(|l| l.name.clone()).collect(),
-            link_interfaces: config.links.iter().map(|l| l.interface.clone()).collect(),
-            group_since: vec![now; config.groups.len()],
-            link_up_since: vec![None; config.links.len()],
+            group_names: Vec::new(),
+            group_segments: Vec::new(),
+            link_names: Vec::new(),
+            link_interfaces: Vec::new(),
+            group_since: Vec::new(),
+            link_up_since: Vec::new(),
             fastpath: Vec::new(),
             watcher,
-            started: now,
-        }
+            started: Instant::now(),
+        };
+        observer.reconfigure(config);
+        observer
+    }
+
+    /// Follows a config (at start, and on a reload, laid out on the
+    /// engine's ids): names, segments and hooks by index; the time in state
+    /// and up time of groups and links whose slot keeps its name carry over.
+    /// `publish` afterwards makes scrapes see it.
+    pub fn reconfigure(&mut self, config: &Config) {
+        let now = Instant::now();
+        let carried = |old_names: &[String], name: &str, i: usize| {
+            old_names.get(i).is_some_and(|n| n == name)
+        };
+        self.group_since = config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, gc)| match self.group_since.get(g) {
+                Some(since) if carried(&self.group_names, &gc.name, g) => *since,
+                _ => now,
+            })
+            .collect();
+        self.link_up_since = config
+            .links
+            .iter()
+            .enumerate()
+            .map(|(l, lc)| {
+                if carried(&self.link_names, &lc.name, l) {
+                    self.link_up_since.get(l).copied().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect();
+        self.group_names = config.groups.iter().map(|g| g.name.clone()).collect();
+        self.group_segments = segment_lists(config);
+        self.link_names = config.links.iter().map(|l| l.name.clone()).collect();
+        self.link_interfaces = config.links.iter().map(|l| l.interface.clone()).collect();
+        self.hooks.reconfigure(config);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -181,6 +224,7 @@ impl Observer {
             .iter()
             .zip(&self.group_since)
             .enumerate()
+            .filter(|(_, (name, _))| !name.is_empty())
             .filter_map(|(g, (name, since))| {
                 let (state, _) = engine.group_state(g)?;
                 Some(GroupSnapshot {
@@ -195,6 +239,7 @@ impl Observer {
             .iter()
             .zip(&self.link_up_since)
             .enumerate()
+            .filter(|(_, (name, _))| !name.is_empty())
             .filter_map(|(l, (name, up_since))| {
                 let (state, _) = engine.link_state(l)?;
                 Some(LinkSnapshot {

@@ -178,3 +178,29 @@ async fn a_missing_program_is_counted_not_fatal() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn reconfigure_keeps_unchanged_hooks_and_follows_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let hook = |tag: &str| format!("echo {tag} >> {}", out.display());
+    let metrics = Arc::new(Metrics::new());
+    let mut hooks = Hooks::new(&config(&hook("old"), "5s"), metrics.clone());
+    // Group 0's argv changes; group 1 keeps its own; a vacant slot (a
+    // removed group, as a reload lays it out) has no hook.
+    let mut c = config(&hook("new"), "5s");
+    c.groups[1].name.clear();
+    hooks.reconfigure(&c);
+    assert!(!hooks.wants(1));
+    hooks.changed(0, transition(0));
+    assert_eq!(wait_for_lines(&out, 1).await, ["new"]);
+
+    let mut hooks = Hooks::new(&config(&hook("x"), "5s"), metrics);
+    let before = Arc::clone(&hooks.groups[1].as_ref().unwrap().queue);
+    hooks.reconfigure(&config(&hook("y"), "5s"));
+    let after = &hooks.groups[1].as_ref().unwrap().queue;
+    assert!(
+        Arc::ptr_eq(&before, after),
+        "an unchanged group's worker was replaced"
+    );
+}
