@@ -1,4 +1,4 @@
-//! The `routebackup` command line: `run`, `check`, `status`, `completions`.
+//! The `routebackup` command line: `run`, `check`, `status`, `reload`, `completions`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
+use routebackup::daemon::lock::AgentLocks;
 use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 use routebackup::error::Report;
@@ -65,6 +66,17 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
+    /// Make the running agent re-read its config file and apply the
+    /// difference (like SIGHUP). Exits non-zero, printing why, when the
+    /// agent refused the new config (it keeps running the old one).
+    Reload {
+        /// Control socket (default: the config's control_socket, else /run/routebackup.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the control socket path from this config.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+    },
     /// Print a shell completion script (e.g. `routebackup completions bash
     /// > /etc/bash_completion.d/routebackup`).
     Completions {
@@ -121,6 +133,46 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload { socket, config } => reload(socket, config),
+    }
+}
+
+fn reload(socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match control_socket(socket, config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match control::request_reload(&socket) {
+        Ok(r) if r.ok => {
+            println!("routebackup: reloaded: {}", r.summary);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("routebackup: reload {}", r.summary);
+            for e in &r.errors {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("routebackup: {}", Report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The control socket: `--socket`, else the one of `--config`, else the default.
+fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (socket, config) {
+        (Some(s), _) => Ok(s),
+        (None, Some(c)) => match Config::load(&c) {
+            Ok(c) => Ok(c.agent.control_socket),
+            Err(e) => {
+                eprintln!("{}", Report(&e));
+                Err(ExitCode::FAILURE)
+            }
+        },
+        (None, None) => Ok(PathBuf::from(DEFAULT_CONTROL_SOCKET)),
     }
 }
 
@@ -151,6 +203,15 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
         }
         config.metrics = None;
     }
+    // Held until the agent exits (the kernel releases it however it exits).
+    let pin_path = (!dry_run).then_some(config.agent.pin_path.as_path());
+    let _locks = match AgentLocks::acquire(&config.agent.control_socket, pin_path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{}", Report(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,12 +223,12 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
         }
     };
     let sink_config = config.clone();
-    let result = rt.block_on(daemon::run(config, move || {
+    let result = rt.block_on(daemon::run(config, config_path.to_path_buf(), move || {
         if dry_run {
             tracing::warn!(
                 "--dry-run: nothing is steered and no link is touched; actions are only logged"
             );
-            return Ok(Box::new(LogSink) as Box<dyn ActionSink>);
+            return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
         }
         Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath)?) as Box<dyn ActionSink>)
     }));
@@ -187,16 +248,9 @@ fn status(
     socket: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> ExitCode {
-    let socket = match (socket, config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => match Config::load(&c) {
-            Ok(c) => c.agent.control_socket,
-            Err(e) => {
-                eprintln!("{}", Report(&e));
-                return ExitCode::FAILURE;
-            }
-        },
-        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    let socket = match control_socket(socket, config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if prometheus {
         return match control::request_metrics(&socket) {

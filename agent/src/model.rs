@@ -17,7 +17,8 @@ pub type LinkId = usize;
 /// Milliseconds on a monotonic clock, supplied by the caller of the engine.
 pub type Millis = u64;
 
-/// The kernel's identity of a route: (table, destination, priority, tos).
+/// The kernel's identity of a route: (table, destination, priority, tos) and,
+/// where the kernel keeps several routes ("aliases") under those, which one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
     /// Routing table id (RTA_TABLE, 254 = main).
@@ -26,6 +27,50 @@ pub struct RouteKey {
     /// RTA_PRIORITY (the metric).
     pub metric: u32,
     pub tos: u8,
+    pub alias: RouteAlias,
+}
+
+/// Which of the routes sharing (table, prefix, metric, tos) a route is.
+///
+/// IPv4 keeps a list of aliases per (table, prefix, tos, priority)
+/// (`ip route append blackhole P` beside a unicast `P`); two aliases differ
+/// in their type or their `fib_info` (protocol, scope, preferred source, next
+/// hops): fib_table_insert refuses an alias with the same type and
+/// `fib_info` (`fa_match`). IPv6 keeps one route per next hop at a metric;
+/// those with a gateway are siblings of one multipath route (fib6_add_rt2node,
+/// rt6_qualify_for_ecmp), the others are told apart by their next hop
+/// (rt6_duplicate_nexthop: device, gateway, nexthop object) and type (a
+/// replace can put a blackhole beside a prohibit route, both via `lo`).
+/// Not mirrored: two IPv6 routes identical in all of these, which only a
+/// replace of another route by a copy of an existing one can create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteAlias {
+    /// The IPv6 multipath route of the gateway next hops at this metric. Also
+    /// the key of routes built by hand (tests), which have no alias.
+    #[default]
+    Ipv6Ecmp,
+    /// An IPv6 route without a gateway, of another type, or through a
+    /// nexthop object.
+    Ipv6 {
+        /// rtm_type.
+        rtype: u8,
+        nh_id: Option<u32>,
+        ifindex: Option<u32>,
+        gateway: Option<IpAddr>,
+    },
+    /// An IPv4 alias.
+    Ipv4 {
+        /// rtm_type.
+        rtype: u8,
+        protocol: u8,
+        scope: u8,
+        /// RTA_PREFSRC: the kernel flushes the route when this address goes
+        /// away (fib_del_ifaddr → fib_sync_down_addr).
+        prefsrc: Option<Ipv4Addr>,
+        nh_id: Option<u32>,
+        /// (outgoing interface, gateway) of each next hop, in the kernel's order.
+        hops: Vec<(Option<u32>, Option<IpAddr>)>,
+    },
 }
 
 /// rtm_type of a route. Only `Unicast` routes can make a segment primary-up.
@@ -148,12 +193,20 @@ pub enum Event {
     /// this the engine only records state; it never acts on a partial picture.
     Synced,
     TimerFired(Timer),
-    /// The driver of `link` reports that the current attempt or session is over:
-    /// `up` exited non-zero, could not be started, or the supervised process
-    /// (pppd, a long-running `up`) exited.
+    /// The driver of `link` reports that an attempt or session is over: `up`
+    /// exited non-zero, could not be started, or the supervised process
+    /// (pppd, a long-running `up`) exited. `attempt` is the id of the
+    /// `Action::LinkUp` that started it: the engine ignores reports of an
+    /// earlier attempt than the link's current one.
     LinkFailed {
         link: LinkId,
+        attempt: u64,
         error: String,
+    },
+    /// The driver finished one `Action::LinkDown` of `link` (its `down` ran,
+    /// its process was stopped), whatever the outcome. One per `LinkDown`.
+    LinkReleased {
+        link: LinkId,
     },
     /// At start-up, before `Synced`: the pinned fast-path map already steers
     /// this group to this link (an agent restart with `--keep-fastpath`). If the
@@ -182,11 +235,14 @@ pub struct SteerTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Start bringing the link up (run its driver's "up"). The engine then
-    /// waits for the interface to be ready (netlink) or for `LinkFailed`.
+    /// waits for the interface to be ready (netlink) or for `LinkFailed`
+    /// carrying this `attempt` id (unique per engine, increasing).
     LinkUp {
         link: LinkId,
+        attempt: u64,
     },
-    /// Take the link down (driver "down", stop the supervised process).
+    /// Take the link down (driver "down", stop the supervised process); the
+    /// driver answers with `Event::LinkReleased` when it is done.
     LinkDown {
         link: LinkId,
     },
@@ -220,7 +276,9 @@ pub enum Action {
 pub enum GroupState {
     /// At least one segment has a primary route.
     Primary,
-    /// Primary lost; waiting out `activate_delay` or for a link to come up.
+    /// Primary lost; waiting out `activate_delay` before trying a link.
+    Pending,
+    /// Primary lost; a link is being brought up.
     Activating,
     /// A backup link is up and the group's traffic is steered to it.
     Backup,
@@ -232,8 +290,9 @@ pub enum GroupState {
 
 impl GroupState {
     /// Every state, in the order metrics list them.
-    pub const ALL: [GroupState; 5] = [
+    pub const ALL: [GroupState; 6] = [
         GroupState::Primary,
+        GroupState::Pending,
         GroupState::Activating,
         GroupState::Backup,
         GroupState::Holding,
@@ -243,6 +302,7 @@ impl GroupState {
     pub fn name(self) -> &'static str {
         match self {
             GroupState::Primary => "primary",
+            GroupState::Pending => "pending",
             GroupState::Activating => "activating",
             GroupState::Backup => "backup",
             GroupState::Holding => "holding",
@@ -264,6 +324,9 @@ pub enum LinkState {
     Down,
     Connecting,
     Up,
+    /// Taken down by the engine, and its driver's `down` has not finished:
+    /// no group can use it until it has.
+    Releasing,
     Failed,
 }
 
@@ -273,6 +336,7 @@ impl LinkState {
             LinkState::Down => "down",
             LinkState::Connecting => "connecting",
             LinkState::Up => "up",
+            LinkState::Releasing => "releasing",
             LinkState::Failed => "failed",
         }
     }
@@ -284,11 +348,30 @@ impl std::fmt::Display for LinkState {
     }
 }
 
+/// The route that holds a segment primary-up (`status` shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingRoute {
+    pub prefix: IpNet,
+    /// The next hop's gateway, if it has one.
+    pub via: Option<IpAddr>,
+    /// The outgoing interface (its name, or "ifindex N" when unknown).
+    pub dev: String,
+    /// rtm_protocol by name ("bgp", "static", "proto 99").
+    pub proto: String,
+    pub table: u32,
+    pub metric: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SegmentStatus {
     pub prefix: IpNet,
     pub primary_up: bool,
     pub steered: bool,
+    /// The route that makes the segment primary-up (`primary_up` only).
+    pub held_by: Option<HoldingRoute>,
+    /// Why no route does, e.g. "blackhole route 10.0.0.0/25 (table 254)"
+    /// (not `primary_up` only).
+    pub why_not: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -338,6 +421,7 @@ mod tests {
             LinkState::Down,
             LinkState::Connecting,
             LinkState::Up,
+            LinkState::Releasing,
             LinkState::Failed,
         ] {
             assert_eq!(serde_json::to_value(l).unwrap(), l.name());

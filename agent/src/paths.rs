@@ -19,6 +19,36 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/routebackup";
 /// Where a bpffs is mounted when the pin path's file system is not one.
 pub const SYS_FS_BPF: &str = "/sys/fs/bpf";
 
+/// The agent's runtime directory: its lock files (one per pin path and per
+/// control socket, each holding the running agent's pid).
+pub const RUN_DIR: &str = "/run/routebackup";
+
+/// The lock file guarding `path` (a pin path or a control socket) for one
+/// agent: `<RUN_DIR>/<kind>-<path escaped as systemd-escape --path does>.lock`,
+/// e.g. `/run/routebackup/pin-sys-fs-bpf-routebackup.lock`.
+pub fn lock_file(kind: &str, path: &std::path::Path) -> std::path::PathBuf {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = path.as_os_str().as_bytes();
+    let trimmed = bytes
+        .strip_prefix(b"/")
+        .unwrap_or(bytes)
+        .strip_suffix(b"/")
+        .unwrap_or(bytes.strip_prefix(b"/").unwrap_or(bytes));
+    let mut name = format!("{kind}-");
+    for (i, &b) in trimmed.iter().enumerate() {
+        match b {
+            b'/' => name.push('-'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => name.push(char::from(b)),
+            b'.' if i > 0 => name.push('.'),
+            _ => {
+                let _ = write!(name, "\\x{b:02x}");
+            }
+        }
+    }
+    std::path::Path::new(RUN_DIR).join(name + ".lock")
+}
+
 /// `pppd_path` default of pppd links.
 pub const DEFAULT_PPPD_PATH: &str = "/usr/sbin/pppd";
 /// Where pppd writes `ppp-<linkname>.pid` (pppd's `_PATH_VARRUN`).
@@ -45,17 +75,30 @@ pub fn forwarding_sysctl(family: &str, interface: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use std::path::Path;
 
     #[test]
     fn dry_run_socket_sits_beside_the_live_one() {
         assert_eq!(
-            super::dry_run_socket(Path::new(super::DEFAULT_CONTROL_SOCKET)),
+            dry_run_socket(Path::new(DEFAULT_CONTROL_SOCKET)),
             Path::new("/run/routebackup-dry-run.sock")
         );
         assert_eq!(
-            super::dry_run_socket(Path::new("/run/rb/agent.sock")),
+            dry_run_socket(Path::new("/run/rb/agent.sock")),
             Path::new("/run/rb/agent-dry-run.sock")
+        );
+    }
+
+    #[test]
+    fn lock_files_are_named_like_systemd_escape() {
+        assert_eq!(
+            lock_file("pin", Path::new("/sys/fs/bpf/routebackup")),
+            Path::new("/run/routebackup/pin-sys-fs-bpf-routebackup.lock")
+        );
+        assert_eq!(
+            lock_file("socket", Path::new("/run/rb-x.sock/")),
+            Path::new("/run/routebackup/socket-run-rb\\x2dx.sock.lock")
         );
     }
 }

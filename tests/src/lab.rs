@@ -19,13 +19,47 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::traffic::Receiver;
 use crate::{veth, wait_until, BpfFs, Netns};
 
 pub const DEST_ADDR: &str = "198.51.100.10";
+/// `DEST_ADDR` as an address.
+pub const DEST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 51, 100, 10);
 pub const SEGMENT: &str = "198.51.100.0/24";
 pub const LAN_HOST: &str = "10.0.0.2";
 pub const PRIMARY_GW: &str = "10.0.1.2";
 pub const BACKUP_GW: &str = "10.0.2.2";
+
+/// The lab tests of one test binary share two cores: each takes this lock
+/// to run alone.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where the lab's UDP stream goes: the destination, port 9000.
+pub fn dest() -> std::net::SocketAddr {
+    std::net::SocketAddr::from((DEST_IP, 9000))
+}
+
+/// Packets that arrived on `ifindex` so far.
+pub fn count_on(rx: &Receiver, ifindex: u32) -> usize {
+    rx.arrivals()
+        .iter()
+        .filter(|a| a.ifindex == ifindex)
+        .count()
+}
+
+/// Waits until at least `n` more packets arrive on `ifindex`.
+pub fn flows_via(rx: &Receiver, ifindex: u32, n: usize, what: &str) -> Result<()> {
+    let before = count_on(rx, ifindex);
+    wait_until(Duration::from_secs(5), || {
+        Ok(count_on(rx, ifindex) >= before + n)
+    })
+    .with_context(|| format!("traffic does not flow via {what}"))
+}
 
 /// How the backup link comes up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -256,3 +256,22 @@ pub fn report(sent: &[Instant], arrivals: &[Arrival]) -> StreamReport {
         by_ifindex,
     }
 }
+
+/// The sequence numbers from `from_seq` on (of `sent` packets) that never arrived.
+pub fn lost_from(sent: usize, arrivals: &[Arrival], from_seq: u64) -> Vec<u64> {
+    let mut got = vec![false; sent];
+    for a in arrivals {
+        if let Some(g) = usize::try_from(a.seq).ok().and_then(|i| got.get_mut(i)) {
+            *g = true;
+        }
+    }
+    (from_seq..sent as u64)
+        .filter(|&s| {
+            !usize::try_from(s)
+                .ok()
+                .and_then(|i| got.get(i))
+                .copied()
+                .unwrap_or(false)
+        })
+        .collect()
+}

@@ -1,44 +1,12 @@
 //! End to end: the real agent in the lab (tests/src/lab.rs), a UDP stream from
 //! the LAN host to the destination, the primary route withdrawn and restored.
 
-use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use routebackup_tests::lab::{Backup, Lab, DEST_ADDR};
+use routebackup_tests::lab::{dest, flows_via, serial, Backup, Lab, BACKUP_GW, DEST_ADDR};
 use routebackup_tests::traffic::{report, Receiver, Sender};
 use routebackup_tests::{metrics, wait_until};
-
-/// The lab tests share two cores: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn dest() -> SocketAddr {
-    format!("{DEST_ADDR}:9000").parse().expect("valid address")
-}
-
-/// Packets that arrived on `ifindex` so far.
-fn count_on(rx: &Receiver, ifindex: u32) -> usize {
-    rx.arrivals()
-        .iter()
-        .filter(|a| a.ifindex == ifindex)
-        .count()
-}
-
-/// Waits until at least `n` more packets arrive on `ifindex`.
-fn flows_via(rx: &Receiver, ifindex: u32, n: usize, what: &str) -> Result<()> {
-    let before = count_on(rx, ifindex);
-    wait_until(Duration::from_secs(5), || {
-        Ok(count_on(rx, ifindex) >= before + n)
-    })
-    .with_context(|| format!("traffic does not flow via {what}"))
-}
 
 fn steered(lab: &Lab) -> bool {
     lab.status()
@@ -94,7 +62,10 @@ type SteerEntry = (u64, Vec<u8>, Vec<u8>, u64);
 fn steer_entry(lab: &Lab) -> Result<Option<SteerEntry>> {
     let out = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     let dump: serde_json::Value = serde_json::from_str(&out).context("bpftool JSON")?;
     let bytes = |v: &serde_json::Value| -> Vec<u8> {
@@ -614,7 +585,7 @@ fn clean_stop_removes_steering_and_programs() -> Result<()> {
         "kernel route left behind: {routes}"
     );
     ensure!(
-        !lab.bpffs.path().join("routebackup/segments_v4").exists(),
+        !lab.bpffs.path().join("routebackup/v1/segments_v4").exists(),
         "pinned map left behind"
     );
     Ok(())
@@ -715,7 +686,10 @@ fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
     );
     let map = routebackup_tests::sh(&format!(
         "bpftool -j map dump pinned {}",
-        lab.bpffs.path().join("routebackup/segments_v4").display()
+        lab.bpffs
+            .path()
+            .join("routebackup/v1/segments_v4")
+            .display()
     ))?;
     ensure!(
         map.contains("\"action\":1") && map.contains("\"flags\":1"),
@@ -739,5 +713,63 @@ fn pppd_link_against_the_stand_in_steers_into_the_l3_device() -> Result<()> {
         "kernel route left behind: {routes}"
     );
     drop(rx);
+    Ok(())
+}
+
+/// The gateway's neighbour entry as `ip -j neigh` shows it: (states, MAC).
+fn gateway_neighbour(lab: &Lab) -> Result<(Vec<String>, String)> {
+    let out = lab
+        .edge
+        .sh(&format!("ip -j neigh show dev bk0 to {BACKUP_GW}"))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let e = &v[0];
+    let states = e["state"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((states, e["lladdr"].as_str().unwrap_or_default().to_string()))
+}
+
+/// An operator's static entry for the backup gateway (common where the far
+/// side must not be ARPed) is never modified: the agent's periodic "mark as
+/// used" refresh (every 5 s) would clear its PERMANENT state, after which it
+/// goes INCOMPLETE and FAILED. Three refresh rounds of steering prove it.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn permanent_neighbour_entry_of_the_gateway_stays_untouched() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let gw_mac = mac_of(&lab.backup, "b_edge")?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    lab.edge.sh(&format!(
+        "ip neigh replace {BACKUP_GW} lladdr {gw_mac} dev bk0 nud permanent"
+    ))?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &[])?;
+    let (_, via_backup) = lab.dest_ifindexes()?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let _tx = Sender::start(&lab.lan.path(), dest(), 1_000)?;
+    lab.withdraw_primary()?;
+    flows_via(&rx, via_backup, 200, "the backup")?;
+    wait_macs_cached(&lab)?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(16) {
+        let (states, mac) = gateway_neighbour(&lab)?;
+        ensure!(
+            states == ["PERMANENT"] && mac == gw_mac,
+            "after {:?} of steering the static entry is {states:?} {mac}; log:\n{}",
+            start.elapsed(),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    flows_via(&rx, via_backup, 200, "the backup after the refresh rounds")?;
     Ok(())
 }

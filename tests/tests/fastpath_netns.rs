@@ -169,7 +169,7 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
         // bpftool shows readable keys and values.
         let dump = routebackup_tests::sh(&format!(
             "bpftool -j map dump pinned {}/segments_v4",
-            o.pin_path.display()
+            routebackup::fastpath::layout_dir(&o.pin_path).display()
         ))?;
         for needle in [
             "\"prefix_len\":24",
@@ -359,7 +359,7 @@ fn restart_keeps_steering() -> Result<()> {
     let t = topo()?;
     let value = steer_eth(&t)?;
     let o = opts(&t, AttachMode::Auto);
-    let links = o.pin_path.join("links");
+    let links = routebackup::fastpath::layout_dir(&o.pin_path).join("links");
     t.edge.run_in(|| {
         let mut fp = Fastpath::open(&o)?;
         fp.set_segment(segment(), value)?;
@@ -383,8 +383,8 @@ fn restart_keeps_steering() -> Result<()> {
             "{att:?}"
         );
         assert!(
-            !links.join("xdp-native_e-lan").exists(),
-            "adopted links are unpinned"
+            links.join("xdp-native_e-lan").exists() && links.join("tc_e-lan").exists(),
+            "adopted links stay pinned (they must outlive this agent too)"
         );
         assert_eq!(fp.segments()?, vec![(segment(), value)]);
         assert_eq!(ping_path(&t)?, Path::Backup);
@@ -411,5 +411,6 @@ fn restart_keeps_steering() -> Result<()> {
         Ok(fp.close(false)?)
     })?;
     assert_eq!(ping_path(&t)?, Path::Primary, "close(false) stops steering");
+    assert!(!links.exists(), "close(false) removes the pins");
     Ok(())
 }

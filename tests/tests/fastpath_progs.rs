@@ -541,54 +541,85 @@ fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
 
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
-fn pinned_maps_survive_reopen_and_stale_layouts_are_refused() -> Result<()> {
+fn pinned_maps_survive_reopen_and_stale_layouts_are_replaced() -> Result<()> {
     let env = env()?;
     let pin = env.bpffs.path().join("rb");
+    let dir = routebackup::fastpath::layout_dir(&pin);
     let bk0 = env.ns.ifindex("bk0")?;
-    let pin2 = pin.clone();
-    env.ns.run_in(move || {
-        let opts = FastpathOptions {
-            pin_path: pin2.clone(),
-            interfaces: vec![],
-            mode: AttachMode::Tc,
-        };
-        let mut fp = Fastpath::open(&opts)?;
-        fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4))?;
-        fp.test_run_xdp(&frames::ipv4(SRC4, DST4, &FrameSpec::default()), 1)?;
-        drop(fp); // like a crash: maps stay pinned
-        let fp = Fastpath::open(&opts)?;
-        assert_eq!(
-            fp.segments()?,
-            vec![("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4))]
-        );
-        assert_eq!(fp.group_stats(1)?.steered_packets, 1);
-        fp.close(false)?;
-        assert!(
-            !pin2.join("segments_v4").exists(),
-            "close(false) removes the pins"
-        );
-        Ok(())
-    })?;
-
-    // A map of another layout under the same name.
-    std::fs::create_dir_all(&pin)?;
-    let stale = pin.join("segments_v4");
-    routebackup_tests::sh(&format!(
-        "bpftool map create {} type lpm_trie key 8 value 16 entries 16 name segments_v4 flags 1",
-        stale.display()
-    ))?;
     let opts = FastpathOptions {
         pin_path: pin.clone(),
         interfaces: vec![],
         mode: AttachMode::Tc,
     };
-    let err = env.ns.run_in(move || Ok(Fastpath::open(&opts).err()))?;
-    let msg = format!("{:#}", err.expect("open must refuse a stale map"));
-    assert!(
-        msg.contains(&stale.display().to_string()) && msg.contains("rm "),
-        "{msg}"
-    );
+    let entry = move || -> Result<(ipnet::IpNet, SegmentValue)> {
+        Ok(("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4)))
+    };
+    let o = opts.clone();
+    let d = dir.clone();
+    env.ns.run_in(move || {
+        let mut fp = Fastpath::open(&o)?;
+        assert_eq!(
+            fp.pin_path(),
+            d.as_path(),
+            "maps live in the layout's directory"
+        );
+        let (prefix, value) = entry()?;
+        fp.set_segment(prefix, value)?;
+        fp.test_run_xdp(&frames::ipv4(SRC4, DST4, &FrameSpec::default()), 1)?;
+        drop(fp); // like a crash: maps stay pinned
+        let fp = Fastpath::open(&o)?;
+        assert_eq!(fp.segments()?, vec![entry()?]);
+        assert_eq!(fp.group_stats(1)?.steered_packets, 1);
+        drop(fp);
+        Ok(())
+    })?;
 
+    // The unversioned layout of earlier releases (maps directly under the pin
+    // path): moved into the layout's directory with their entries.
+    routebackup_tests::sh(&format!(
+        "mv {d}/segments_v4 {d}/segments_v6 {d}/stats {p}/ && rm -r {d}",
+        d = dir.display(),
+        p = pin.display()
+    ))?;
+    // Another layout version's directory: removed.
+    let other = pin.join("v0");
+    std::fs::create_dir_all(&other)?;
+    routebackup_tests::sh(&format!(
+        "bpftool map create {}/segments_v4 type lpm_trie key 8 value 16 entries 16 name segments_v4 flags 1",
+        other.display()
+    ))?;
+    let o = opts.clone();
+    let (p2, d2, other2) = (pin.clone(), dir.clone(), other.clone());
+    env.ns.run_in(move || {
+        let fp = Fastpath::open(&o)?;
+        assert_eq!(fp.segments()?, vec![entry()?], "entries carried over");
+        assert_eq!(fp.group_stats(1)?.steered_packets, 1);
+        assert!(!p2.join("segments_v4").exists() && d2.join("segments_v4").exists());
+        assert!(!other2.exists(), "another layout's directory is removed");
+        fp.close(false)?;
+        assert!(
+            !p2.exists(),
+            "close(false) removes the pins and directories"
+        );
+        Ok(())
+    })?;
+
+    // A map of another shape under this layout's name: replaced, not reused.
+    std::fs::create_dir_all(&dir)?;
+    let stale = dir.join("segments_v4");
+    routebackup_tests::sh(&format!(
+        "bpftool map create {} type lpm_trie key 8 value 16 entries 16 name segments_v4 flags 1",
+        stale.display()
+    ))?;
+    let o = opts.clone();
+    env.ns.run_in(move || {
+        let mut fp = Fastpath::open(&o)?;
+        let (prefix, value) = entry()?;
+        fp.set_segment(prefix, value)?;
+        assert_eq!(fp.segments()?, vec![entry()?]);
+        fp.close(false)?;
+        Ok(())
+    })?;
     // Not a bpffs: a clear error with the fix.
     let tmp = tempfile::tempdir()?;
     let opts = FastpathOptions {

@@ -73,18 +73,39 @@ fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedRecei
     )
 }
 
+/// The next failure report (finished `down`s are skipped).
 async fn next_failure(rx: &mut UnboundedReceiver<DriverEvent>) -> Result<(usize, String)> {
-    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(DriverEvent::Failed { link, error })) => Ok((link, error)),
-        Ok(None) => bail!("report channel closed"),
-        Err(_) => bail!("no failure reported within 10 s"),
+    next_failure_of(rx)
+        .await
+        .map(|(link, _, error)| (link, error))
+}
+
+/// The next failure report with its attempt id.
+async fn next_failure_of(rx: &mut UnboundedReceiver<DriverEvent>) -> Result<(usize, u64, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(DriverEvent::Failed {
+                link,
+                attempt,
+                error,
+            })) => return Ok((link, attempt, error)),
+            Ok(Some(DriverEvent::Released { .. })) => {}
+            Ok(None) => bail!("report channel closed"),
+            Err(_) => bail!("no failure reported within 10 s"),
+        }
     }
 }
 
+/// No failure reported within `wait` (finished `down`s are fine).
 async fn no_report(rx: &mut UnboundedReceiver<DriverEvent>, wait: Duration) -> Result<()> {
-    match tokio::time::timeout(wait, rx.recv()).await {
-        Ok(Some(r)) => bail!("unexpected report {r:?}"),
-        _ => Ok(()),
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(DriverEvent::Released { .. })) => {}
+            Ok(Some(r)) => bail!("unexpected report {r:?}"),
+            _ => return Ok(()),
+        }
     }
 }
 
@@ -167,7 +188,7 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
         ];
         let (d, mut rx) = drivers(&links, &dir);
         assert_eq!(if_flags("wan1"), Some(0), "wan1 starts down");
-        d.up(0, "hq");
+        d.up(0, 1, "hq");
         d.settle(0).await;
         assert_eq!(
             if_flags("wan1"),
@@ -177,7 +198,7 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
         assert_eq!(d.state(0), DriverState::Up);
 
         // always-up never takes its interface down.
-        d.up(2, "hq");
+        d.up(2, 1, "hq");
         d.down(2);
         d.settle(2).await;
         assert_eq!(if_flags("wan1"), Some(1), "always-up leaves wan1 up");
@@ -193,7 +214,7 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
         assert_eq!(d.state(0), DriverState::Idle);
         no_report(&mut rx, Duration::from_millis(100)).await?;
 
-        d.up(1, "hq");
+        d.up(1, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert_eq!(error, "interface wwan0 does not exist");
@@ -221,7 +242,7 @@ fn command_driver_runs_up_and_down_with_environment() -> Result<()> {
             command(&["/bin/sh", "-c", &up], &["ip", "link", "del", "dial0"]),
         )];
         let (d, mut rx) = drivers(&links, &dir);
-        d.up(0, "hq");
+        d.up(0, 1, "hq");
         wait_for("the up command to finish", || d.state(0) == DriverState::Up).await?;
         assert!(if_exists("dial0"), "up created dial0");
         assert_eq!(std::fs::read_to_string(&env_file)?.trim(), "dial hq dial0");
@@ -270,21 +291,21 @@ fn command_failures_are_reported_clearly() -> Result<()> {
         ];
         let (d, mut rx) = drivers(&links, &dir);
 
-        d.up(0, "hq");
+        d.up(0, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 0);
         assert!(error.contains("exited with status 3"), "{error}");
         assert!(error.contains("dialing | modem not found"), "{error}");
         assert_eq!(d.state(0), DriverState::Idle);
 
-        d.up(1, "hq");
+        d.up(1, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert!(error.contains("/nonexistent/dialer"), "{error}");
         assert!(error.contains("No such file or directory"), "{error}");
 
         // Supervised: running first, then its exit is a failure.
-        d.up(2, "hq");
+        d.up(2, 1, "hq");
         d.settle(2).await;
         let pid = running_pid(&d, 2).context("the up command should be supervised")?;
         let (link, error) = next_failure(&mut rx).await?;
@@ -292,7 +313,7 @@ fn command_failures_are_reported_clearly() -> Result<()> {
         assert!(error.contains("exited with status 7"), "{error}");
         assert!(reaped(pid), "the exited up command was reaped");
 
-        d.up(3, "hq");
+        d.up(3, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 3);
         assert!(error.contains("killed by signal 9 (SIGKILL)"), "{error}");
@@ -328,7 +349,7 @@ fn down_kills_a_hanging_up_without_reporting_it() -> Result<()> {
         ];
         let (d, mut rx) = drivers(&links, &dir);
         for id in 0..2 {
-            d.up(id, "hq");
+            d.up(id, 1, "hq");
             d.settle(id).await;
         }
         let pid_a = running_pid(&d, 0).context("a runs")?;
@@ -423,7 +444,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         let (d, mut rx) = drivers(&links, &dir);
 
         // Up: the interface appears with the name and address, pid file written.
-        d.up(0, "hq");
+        d.up(0, 1, "hq");
         wait_for("ppp-lte with its address", || {
             ptp_address("ppp-lte").is_some()
         })
@@ -449,7 +470,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         no_report(&mut rx, Duration::from_millis(200)).await?;
 
         // pppd dying on its own is a failure with pppd's meaning of the status.
-        d.up(1, "hq");
+        d.up(1, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert!(error.contains("exited with status 16"), "{error}");
@@ -457,7 +478,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         wait_for("ppp-flaky to vanish", || !if_exists("ppp-flaky")).await?;
 
         // An options error.
-        d.up(2, "hq");
+        d.up(2, 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 2);
         assert!(
@@ -470,7 +491,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         );
 
         // A pppd ignoring SIGTERM is killed after the grace period.
-        d.up(3, "hq");
+        d.up(3, 1, "hq");
         wait_for("ppp-stub", || if_exists("ppp-stub")).await?;
         let pid = running_pid(&d, 3).context("stub runs")?;
         d.down(3);
@@ -494,7 +515,7 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
         std::fs::write(dir.join("isp"), format!("fake-piddir {}\n", dir.display()))?;
         let links = [pppd_link("lte", "ppp-keep", "isp", &pppd)];
         let (first, mut rx1) = drivers(&links, &dir);
-        first.up(0, "hq");
+        first.up(0, 1, "hq");
         wait_for("ppp-keep", || ptp_address("ppp-keep").is_some()).await?;
         wait_for("the pid file", || dir.join("ppp-lte.pid").exists()).await?;
         let pid = running_pid(&first, 0).context("pppd runs")?;
@@ -507,7 +528,7 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
 
         // The restarted agent does not dial again, and takes it down through the pid file.
         let (second, mut rx2) = drivers(&links, &dir);
-        second.up(0, "hq");
+        second.up(0, 1, "hq");
         second.settle(0).await;
         assert_eq!(
             second.state(0),
@@ -610,6 +631,35 @@ fn kernel_routes_install_and_remove() -> Result<()> {
             "10.30.0.0/16 dev bk0 scope link"
         );
         assert!(sh("ip -6 route show table 100")?.trim().is_empty());
+        Ok(())
+    })
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn reports_carry_the_attempt_id_and_every_down_is_answered() -> Result<()> {
+    let ns = Netns::new("latt")?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    in_netns(&ns, move || async move {
+        let links = [link(
+            "dial",
+            "dial0",
+            command(&["/bin/sh", "-c", "sleep 0.2; exit 3"], &["true"]),
+        )];
+        let (d, mut rx) = drivers(&links, &dir);
+        d.up(0, 7, "hq");
+        let (link, attempt, _) = next_failure_of(&mut rx).await?;
+        assert_eq!((link, attempt), (0, 7), "the exit ends attempt 7");
+        d.up(0, 8, "hq");
+        let (_, attempt, _) = next_failure_of(&mut rx).await?;
+        assert_eq!(attempt, 8);
+        d.down(0);
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(DriverEvent::Released { link: 0 })) => {}
+            other => bail!("expected the down to be reported finished, got {other:?}"),
+        }
+        d.shutdown(false).await;
         Ok(())
     })
 }

@@ -448,11 +448,22 @@ fn routes_drive_segment_state() -> Result<()> {
         false,
         false,
     )?;
-    // A covering IPv6 route via the primary.
+    // A covering IPv6 route via the primary does not count while the more
+    // specific /48 via the backup is there: the longest match decides.
     step(
         &ns,
         &agent,
         "ip -6 route add 2001:db8::/32 via 2001:db8:f::1 proto bgp",
+        "dc",
+        "2001:db8:40::/48",
+        false,
+        false,
+    )?;
+    // Without the /48, the covering /32 via the primary holds the segment.
+    step(
+        &ns,
+        &agent,
+        "ip -6 route del 2001:db8:40::/48 via 2001:db8:b::1 dev bk0",
         "dc",
         "2001:db8:40::/48",
         true,

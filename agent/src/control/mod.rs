@@ -1,7 +1,12 @@
 //! The control socket: a Unix stream socket (mode 0600) where a client sends
-//! one line and the agent answers and closes: `status\n` gets one JSON
-//! document, `metrics\n` the Prometheus text the metrics endpoint serves
-//! (the same registry). `routebackup status [--prometheus]` is the client.
+//! one line and the agent answers and closes: `status\n` and `reload\n`
+//! get one JSON document, `metrics\n` the Prometheus text the metrics
+//! endpoint serves (the same registry). `routebackup status [--prometheus]`
+//! and `routebackup reload` are the clients.
+
+mod reload;
+
+pub use reload::{request_reload, ConfigReport, ReloadReport};
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +25,7 @@ use crate::error::Report;
 use crate::fastpath::XdpAttach;
 use crate::links::DriverState;
 use crate::metrics::Metrics;
-use crate::model::{EngineStatus, GroupState, LinkStatus, Millis};
+use crate::model::{EngineStatus, GroupState, HoldingRoute, LinkStatus, Millis};
 
 /// What `routebackup status --json` prints. Built by the daemon from the
 /// engine's `EngineStatus` plus wall-clock times and watcher counters.
@@ -38,6 +43,9 @@ pub struct StatusReport {
     /// Filled by the fast path (maps, attach points, counters, drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fastpath: Option<DataplaneStatus>,
+    /// The config file, when it was last loaded, the last reload's failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +71,34 @@ pub struct SegmentReport {
     pub prefix: String,
     pub primary_up: bool,
     pub steered: bool,
+    /// The route that holds the segment primary-up.
+    #[serde(default)]
+    pub held_by: Option<HoldingRoute>,
+    /// Why no route does ("no route", "blackhole route P (table T)", ...).
+    #[serde(default)]
+    pub why_not: Option<String>,
+}
+
+impl SegmentReport {
+    /// "10.0.0.0/8 via 10.0.1.2 dev wan0 proto bgp table 254 metric 20", or
+    /// the reason none holds it.
+    pub fn route_text(&self) -> String {
+        match (&self.held_by, &self.why_not) {
+            (Some(r), _) => {
+                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                format!(
+                    "{}{via} dev {} proto {} table {} metric {}",
+                    r.prefix,
+                    r.dev,
+                    r.proto.trim_start_matches("proto "),
+                    r.table,
+                    r.metric
+                )
+            }
+            (None, Some(why)) => why.clone(),
+            (None, None) => "-".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +113,10 @@ pub struct WatcherReport {
     pub routes_watched: u64,
     pub overruns: u64,
     pub resyncs: u64,
+    /// Differences between the agent's route view and the kernel that a
+    /// periodic re-dump found (and corrected); anything but 0 is a bug.
+    #[serde(default)]
+    pub view_divergences: u64,
 }
 
 impl StatusReport {
@@ -102,6 +142,8 @@ impl StatusReport {
                         prefix: s.prefix.to_string(),
                         primary_up: s.primary_up,
                         steered: s.steered,
+                        held_by: s.held_by.clone(),
+                        why_not: s.why_not.clone(),
                     })
                     .collect(),
                 last_steer_latency_us: None,
@@ -115,6 +157,7 @@ impl StatusReport {
             links: status.links.clone(),
             watcher: None,
             fastpath: None,
+            config: None,
         }
     }
 
@@ -131,10 +174,13 @@ impl StatusReport {
             self.version,
             humantime::format_duration(Duration::from_secs(self.uptime_s))
         ));
+        if let Some(c) = &self.config {
+            reload::render(&mut s, c);
+        }
         if let Some(w) = &self.watcher {
             s.push_str(&format!(
-                "routes: {} relevant of {} seen; initial sync {} ms; {} overruns, {} resyncs\n",
-                w.routes_watched, w.routes_seen, w.initial_sync_ms, w.overruns, w.resyncs
+                "routes: {} relevant of {} seen; initial sync {} ms; {} overruns, {} resyncs, {} view divergences\n",
+                w.routes_watched, w.routes_seen, w.initial_sync_ms, w.overruns, w.resyncs, w.view_divergences
             ));
         }
         for g in &self.groups {
@@ -157,15 +203,16 @@ impl StatusReport {
                 .unwrap_or(7)
                 .max(7);
             s.push_str(&format!(
-                "  {:<w$}  {:<7}  {}\n",
-                "SEGMENT", "PRIMARY", "STEERED"
+                "  {:<w$}  {:<7}  {:<7}  {}\n",
+                "SEGMENT", "PRIMARY", "STEERED", "ROUTE (or why none)"
             ));
             for seg in &g.segments {
                 s.push_str(&format!(
-                    "  {:<w$}  {:<7}  {}\n",
+                    "  {:<w$}  {:<7}  {:<7}  {}\n",
                     seg.prefix,
                     if seg.primary_up { "up" } else { "down" },
-                    if seg.steered { "yes" } else { "no" }
+                    if seg.steered { "yes" } else { "no" },
+                    seg.route_text()
                 ));
             }
         }
@@ -262,6 +309,13 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
 /// A status request from a control client; the daemon answers on `reply`.
 pub type StatusRequest = oneshot::Sender<StatusReport>;
 
+/// What a control client asks the daemon for; it answers on the sender.
+#[derive(Debug)]
+pub enum ControlRequest {
+    Status(StatusRequest),
+    Reload(oneshot::Sender<ReloadReport>),
+}
+
 /// Why the agent cannot serve its control socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -331,7 +385,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Serves clients until the daemon drops its end of `requests`.
 pub async fn serve(
     listener: UnixListener,
-    requests: mpsc::Sender<StatusRequest>,
+    requests: mpsc::Sender<ControlRequest>,
     metrics: Arc<Metrics>,
 ) {
     loop {
@@ -358,7 +412,7 @@ pub async fn serve(
 
 async fn answer(
     stream: tokio::net::UnixStream,
-    requests: mpsc::Sender<StatusRequest>,
+    requests: mpsc::Sender<ControlRequest>,
     metrics: &Metrics,
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
@@ -370,12 +424,18 @@ async fn answer(
     let reply = match line.trim() {
         "status" => {
             let (tx, rx) = oneshot::channel();
-            requests.send(tx).await.map_err(|_| io::Error::other("agent shutting down"))?;
+            requests.send(ControlRequest::Status(tx)).await.map_err(|_| io::Error::other("agent shutting down"))?;
+            let report = rx.await.map_err(|_| io::Error::other("agent shutting down"))?;
+            serde_json::to_string_pretty(&report).map_err(io::Error::other)?
+        }
+        "reload" => {
+            let (tx, rx) = oneshot::channel();
+            requests.send(ControlRequest::Reload(tx)).await.map_err(|_| io::Error::other("agent shutting down"))?;
             let report = rx.await.map_err(|_| io::Error::other("agent shutting down"))?;
             serde_json::to_string_pretty(&report).map_err(io::Error::other)?
         }
         "metrics" => metrics.render(),
-        other => serde_json::json!({ "error": format!("unknown command {other:?}; the commands are \"status\" and \"metrics\"") })
+        other => serde_json::json!({ "error": format!("unknown command {other:?}; the commands are \"status\", \"reload\" and \"metrics\"") })
             .to_string(),
     };
     wr.write_all(reply.as_bytes()).await?;
@@ -383,15 +443,15 @@ async fn answer(
     wr.shutdown().await
 }
 
-/// Sends `command` to the agent at `path`; its whole answer (blocking, 5 s timeout).
-fn request(path: &Path, command: &str) -> Result<String, ClientError> {
+/// Sends `command` to the agent at `path`; its whole answer (blocking, `timeout`).
+fn request_text(path: &Path, command: &str, timeout: Duration) -> Result<String, ClientError> {
     let p = || path.to_path_buf();
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(p()),
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(p()),
         _ => ClientError::Io(p(), e),
     })?;
-    let t = Some(Duration::from_secs(5));
+    let t = Some(timeout);
     s.set_read_timeout(t)
         .and_then(|()| s.set_write_timeout(t))
         .map_err(|e| ClientError::Io(p(), e))?;
@@ -413,7 +473,7 @@ fn error_hint(text: &str) -> Option<String> {
 /// Asks the agent at `path` for its metrics in the Prometheus text format
 /// (what its `/metrics` endpoint serves).
 pub fn request_metrics(path: &Path) -> Result<String, ClientError> {
-    let text = request(path, "metrics")?;
+    let text = request_text(path, "metrics", Duration::from_secs(5))?;
     if text.starts_with('{') {
         // An agent that does not know the command answers with a JSON error.
         let hint = error_hint(&text);
@@ -434,14 +494,23 @@ pub enum ClientError {
     PermissionDenied(PathBuf),
     #[error("{}", .0.display())]
     Io(PathBuf, #[source] io::Error),
-    #[error("{0}: the agent's answer is not a status document: {1}")]
+    #[error("{0}: the agent's answer is not the document asked for: {1}")]
     BadReply(PathBuf, String),
 }
 
 /// Asks the agent at `path` for its status (blocking, 5 s timeout).
 pub fn request_status(path: &Path) -> Result<StatusReport, ClientError> {
+    request(path, "status", Duration::from_secs(5))
+}
+
+/// Sends `command` and parses the JSON answer (blocking, `timeout`).
+fn request<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<T, ClientError> {
     let p = || path.to_path_buf();
-    let text = request(path, "status")?;
+    let text = request_text(path, command, timeout)?;
     serde_json::from_str(&text)
         .map_err(|e| ClientError::BadReply(p(), error_hint(&text).unwrap_or_else(|| e.to_string())))
 }
@@ -459,11 +528,29 @@ mod tests {
                 state: GroupState::Backup,
                 active_link: Some("lte".into()),
                 since_ms: 5_000,
-                segments: vec![SegmentStatus {
-                    prefix: "10.1.0.0/16".parse().unwrap(),
-                    primary_up: false,
-                    steered: true,
-                }],
+                segments: vec![
+                    SegmentStatus {
+                        prefix: "10.1.0.0/16".parse().unwrap(),
+                        primary_up: false,
+                        steered: true,
+                        held_by: None,
+                        why_not: Some("blackhole route 10.1.0.0/17 (table 254)".into()),
+                    },
+                    SegmentStatus {
+                        prefix: "10.2.0.0/16".parse().unwrap(),
+                        primary_up: true,
+                        steered: true,
+                        held_by: Some(HoldingRoute {
+                            prefix: "10.0.0.0/8".parse().unwrap(),
+                            via: Some("10.0.1.2".parse().unwrap()),
+                            dev: "wan0".into(),
+                            proto: "bgp".into(),
+                            table: 254,
+                            metric: 20,
+                        }),
+                        why_not: None,
+                    },
+                ],
             }],
             links: vec![LinkStatus {
                 name: "lte".into(),
@@ -490,12 +577,22 @@ mod tests {
         assert_eq!(json["groups"][0]["segments"][0]["prefix"], "10.1.0.0/16");
         assert_eq!(json["groups"][0]["segments"][0]["steered"], true);
         assert!(json.get("fastpath").is_none());
+        assert_eq!(json["groups"][0]["segments"][1]["held_by"]["dev"], "wan0");
+        assert_eq!(json["groups"][0]["segments"][1]["held_by"]["metric"], 20);
         let back: StatusReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
         let text = r.render();
         assert!(text.contains("group hq: backup via lte"), "{text}");
         assert!(text.contains("10.1.0.0/16"), "{text}");
         assert!(text.contains("ppp0"), "{text}");
+        assert!(
+            text.contains("blackhole route 10.1.0.0/17 (table 254)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.0.0.0/8 via 10.0.1.2 dev wan0 proto bgp table 254 metric 20"),
+            "{text}"
+        );
     }
 
     /// The document `routebackup status --json` prints and tests and scripts
@@ -615,17 +712,28 @@ mod tests {
         // A second agent on the same path is refused.
         let err = bind(&path).unwrap_err();
         assert!(err.to_string().contains("already listening"), "{err}");
-        let (tx, mut rx) = mpsc::channel::<StatusRequest>(4);
+        let (tx, mut rx) = mpsc::channel::<ControlRequest>(4);
         let metrics = Arc::new(Metrics::new());
         metrics.link_attempt("lte");
         tokio::spawn(serve(listener, tx, metrics.clone()));
         tokio::spawn(async move {
-            while let Some(reply) = rx.recv().await {
-                let _ = reply.send(StatusReport::from_engine(
-                    &status(),
-                    1000,
-                    SystemTime::now(),
-                ));
+            while let Some(req) = rx.recv().await {
+                match req {
+                    ControlRequest::Status(reply) => {
+                        let _ = reply.send(StatusReport::from_engine(
+                            &status(),
+                            1000,
+                            SystemTime::now(),
+                        ));
+                    }
+                    ControlRequest::Reload(reply) => {
+                        let _ = reply.send(ReloadReport {
+                            ok: false,
+                            summary: "refused".into(),
+                            errors: vec!["x.toml:3:1: bad".into()],
+                        });
+                    }
+                }
             }
         });
         let p = path.clone();
@@ -634,6 +742,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.groups[0].name, "hq");
+        let p = path.clone();
+        let r = tokio::task::spawn_blocking(move || request_reload(&p))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.errors, vec!["x.toml:3:1: bad"]);
         let p = path.clone();
         let text = tokio::task::spawn_blocking(move || request_metrics(&p))
             .await

@@ -5,7 +5,13 @@
 //! netlink events (watcher thread, over a channel), the action sink's own
 //! events (`ActionSink::next_event`, e.g. a driver's `Event::LinkFailed`),
 //! timer expiries and control requests. The engine's clock is milliseconds
-//! since the daemon started (monotonic).
+//! since the daemon started (monotonic). SIGHUP and `routebackup reload`
+//! re-read the config file (`reload`).
+
+mod reload;
+
+pub mod lock;
+pub mod notify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::config::Config;
-use crate::control::{self, ControlError, StatusReport, StatusRequest, WatcherReport};
+use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherReport};
 use crate::dataplane::status::DataplaneStatus;
 use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
@@ -71,6 +77,15 @@ pub trait ActionSink: Send {
     /// Called once after the engine took in the initial dump.
     fn after_sync(&mut self) {}
 
+    /// A reload (see `reload`): called with the new config, laid out on the
+    /// running ids (`engine::slotted`), before the engine's actions for it
+    /// are carried out: new links' drivers, new attach points.
+    fn prepare_reload(&mut self, _config: &Config) {}
+
+    /// A reload, after the engine's actions for it: entries of removed and
+    /// added segments, removed links' drivers, detached interfaces.
+    fn finish_reload(&mut self, _config: &Config) {}
+
     /// The next event for the engine from the sink's background work. The
     /// sink may do its own work on the engine's task while this is awaited
     /// (the fast path applies next-hop changes here, ordered with `Steer` and
@@ -91,14 +106,28 @@ pub trait ActionSink: Send {
     }
 }
 
-/// An `ActionSink` that only logs (the first form of the daemon, and `run`
-/// until the fast path and link drivers are plugged in).
+/// An `ActionSink` that only logs (`run --dry-run`). A `LinkDown` it did
+/// not carry out is reported finished at once, as the engine waits for that.
 #[derive(Debug, Default)]
-pub struct LogSink;
+pub struct LogSink {
+    released: std::collections::VecDeque<crate::model::LinkId>,
+}
 
 impl ActionSink for LogSink {
     fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
         info!("action (not carried out by the log-only sink): {action:?}");
+        if let Action::LinkDown { link } = action {
+            self.released.push_back(*link);
+        }
+    }
+
+    fn next_event(&mut self) -> BoxFuture<'_, Event> {
+        Box::pin(async move {
+            match self.released.pop_front() {
+                Some(link) => Event::LinkReleased { link },
+                None => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -155,6 +184,11 @@ pub struct Daemon {
     steer_latency_us: Vec<Option<u64>>,
     /// Metrics and on_change hooks.
     observer: Observer,
+    /// The config file and the running config (for reloads).
+    config: reload::ConfigState,
+    watcher: Option<Watcher>,
+    /// systemd's READY/STATUS/WATCHDOG (no-op outside a notify unit).
+    notify: notify::Notifier,
 }
 
 impl Daemon {
@@ -184,12 +218,13 @@ impl Daemon {
         }
         // Carry out the actions first and log the decisions after: a switchover
         // must not wait for log lines to be written.
-        let before = self.observer.before(&self.engine, &event);
+        let before = self.observer.before(&self.engine, Some(&event));
         let (notices, actions): (Vec<Action>, Vec<Action>) = self
             .engine
             .handle(now, event)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
+        let changed = !(actions.is_empty() && notices.is_empty());
         for action in actions {
             self.execute(action);
         }
@@ -207,6 +242,9 @@ impl Daemon {
         if first_sync {
             self.sink.after_sync();
         }
+        let engine = &self.engine;
+        self.notify
+            .after_event(self.synced_logged, changed, || engine.status());
     }
 
     /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
@@ -244,12 +282,11 @@ impl Daemon {
                 self.timers.cancel(timer);
             }
             Action::Notice(text) => self.notice(&text),
-            Action::LinkUp { link } => {
-                debug!("action: link up {link}");
+            Action::LinkUp { link, .. } => {
+                debug!("action: {action:?}");
                 self.observer.link_attempt(link);
                 let group = self.engine.group_using(link).map(str::to_owned);
-                self.sink
-                    .execute(&Action::LinkUp { link }, group.as_deref());
+                self.sink.execute(&action, group.as_deref());
             }
             Action::Steer { group, .. } => {
                 self.sink.execute(&action, None);
@@ -306,10 +343,16 @@ impl Daemon {
             routes_watched: s.routes_watched.load(Ordering::Relaxed),
             overruns: s.overruns.load(Ordering::Relaxed),
             resyncs: s.resyncs.load(Ordering::Relaxed),
+            view_divergences: s.view_divergences.load(Ordering::Relaxed),
         });
         r.fastpath = self.sink.status();
-        for (g, us) in r.groups.iter_mut().zip(&self.steer_latency_us) {
-            g.last_steer_latency_us = *us;
+        r.config = Some(self.config.report());
+        // By name: the status leaves out slots a reload left vacant.
+        let groups = &self.config.running.groups;
+        for g in &mut r.groups {
+            let slot = groups.iter().position(|c| c.name == g.name);
+            g.last_steer_latency_us =
+                slot.and_then(|i| self.steer_latency_us.get(i).copied().flatten());
         }
         r
     }
@@ -317,16 +360,18 @@ impl Daemon {
 
 /// Runs the agent until SIGTERM/SIGINT. `make_sink` builds the action sink
 /// once the control socket is ours (so a second agent never touches the
-/// fast path) and the watcher is subscribed.
+/// fast path) and the watcher is subscribed. `config_path`: where `config`
+/// was read, read again on SIGHUP and `routebackup reload`.
 pub async fn run(
     config: Config,
+    config_path: PathBuf,
     make_sink: impl FnOnce() -> Result<Box<dyn ActionSink>, DataplaneError>,
 ) -> Result<(), DaemonError> {
     let start = Instant::now();
     let started_wall = SystemTime::now();
     let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(4096);
     let (fired_tx, mut fired_rx) = mpsc::unbounded_channel();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<StatusRequest>(16);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(16);
 
     let socket_path: PathBuf = config.agent.control_socket.clone();
     let listener = control::bind(&socket_path)?;
@@ -340,6 +385,7 @@ pub async fn run(
     };
     let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
+    let mut sighup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
 
     let watcher =
         Watcher::spawn(WatcherConfig::from_config(&config), ev_tx).map_err(DaemonError::Watcher)?;
@@ -360,7 +406,11 @@ pub async fn run(
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
         observer: Observer::new(&config, metrics.clone(), watcher.stats.clone()),
+        config: reload::ConfigState::new(config_path, config.clone()),
+        watcher: Some(watcher),
+        notify: notify::Notifier::from_env(),
     };
+    let mut watchdog = daemon.notify.watchdog_every().map(tokio::time::interval);
     daemon.observer.publish(&daemon.engine);
     let server = tokio::spawn(control::serve(listener, ctl_tx, metrics.clone()));
     let metrics_server = metrics_listener.map(|l| {
@@ -399,15 +449,25 @@ pub async fn run(
                 }
             }
             ev = daemon.sink.next_event() => daemon.handle(ev),
-            Some(reply) = ctl_rx.recv() => {
-                let _ = reply.send(daemon.status());
+            Some(req) = ctl_rx.recv() => match req {
+                ControlRequest::Status(reply) => {
+                    let _ = reply.send(daemon.status());
+                }
+                ControlRequest::Reload(reply) => {
+                    let _ = reply.send(daemon.reload("routebackup reload"));
+                }
+            },
+            _ = sighup.recv() => {
+                daemon.reload("SIGHUP");
             }
             _ = counters_tick.tick() => daemon.refresh_metrics(),
+            () = watchdog_tick(watchdog.as_mut()) => daemon.notify.watchdog(),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
     };
     info!("stopping ({reason})");
+    daemon.notify.stopping(reason);
     daemon.sink.shutdown().await;
     server.abort();
     if let Some(m) = metrics_server {
@@ -416,11 +476,21 @@ pub async fn run(
     drop(ev_rx);
     // The watcher thread notices the closed channel within a second; do not
     // wait for it.
-    drop(watcher);
+    drop(daemon.watcher.take());
     if reason == "the netlink watcher stopped" {
         return Err(DaemonError::WatcherStopped);
     }
     Ok(())
+}
+
+/// The next watchdog ping time; never without a watchdog.
+async fn watchdog_tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Removes the control socket when the daemon ends.

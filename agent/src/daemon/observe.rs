@@ -115,8 +115,8 @@ impl Observer {
         &self.metrics
     }
 
-    /// Takes the engine's states before `event` is handled.
-    pub fn before(&self, engine: &Engine, event: &Event) -> Before {
+    /// Takes the engine's states before `event` is handled (None: a reload).
+    pub fn before(&self, engine: &Engine, event: Option<&Event>) -> Before {
         Before {
             groups: (0..self.group_names.len())
                 .map(|g| engine.group_state(g))
@@ -125,8 +125,8 @@ impl Observer {
                 .map(|l| engine.link_state(l))
                 .collect(),
             cause: match event {
-                Event::TimerFired(Timer::UpTimeout(_)) => Cause::UpTimeout,
-                Event::LinkFailed { .. } => Cause::DriverReport,
+                Some(Event::TimerFired(Timer::UpTimeout(_))) => Cause::UpTimeout,
+                Some(Event::LinkFailed { .. }) => Cause::DriverReport,
                 _ => Cause::Other,
             },
         }
@@ -143,13 +143,18 @@ impl Observer {
                 continue;
             };
             changed |= from_link != link;
+            // (A slot a reload left vacant has no name: nothing to report.)
+            let Some(name) = self.group_names.get(g).filter(|n| !n.is_empty()) else {
+                continue;
+            };
             if from == to {
                 continue;
             }
             changed = true;
-            let name = &self.group_names[g];
             self.metrics.transition(name, from, to);
-            self.group_since[g] = now;
+            if let Some(since) = self.group_since.get_mut(g) {
+                *since = now;
+            }
             if self.hooks.wants(g) {
                 let prefix = format!("group {name}: ");
                 let reason: Vec<&str> = notices
@@ -163,12 +168,14 @@ impl Observer {
                         group: name.clone(),
                         previous: from,
                         state: to,
-                        link: link.map(|l| self.link_names[l].clone()).unwrap_or_default(),
+                        link: link
+                            .and_then(|l| self.link_names.get(l).cloned())
+                            .unwrap_or_default(),
                         interface: link
-                            .map(|l| self.link_interfaces[l].clone())
+                            .and_then(|l| self.link_interfaces.get(l).cloned())
                             .unwrap_or_default(),
                         reason: reason.join("; "),
-                        segments: self.group_segments[g].clone(),
+                        segments: self.group_segments.get(g).cloned().unwrap_or_default(),
                     },
                 );
             }
@@ -179,18 +186,21 @@ impl Observer {
             else {
                 continue;
             };
-            if failures > failures_before {
+            let name = self.link_names.get(l).filter(|n| !n.is_empty());
+            if let Some(name) = name.filter(|_| failures > failures_before) {
                 let reason = match before.cause {
                     _ if from == LinkState::Up => FailureReason::Dropped,
                     Cause::UpTimeout => FailureReason::UpTimeout,
                     Cause::DriverReport => FailureReason::DriverError,
                     Cause::Other => FailureReason::Other,
                 };
-                self.metrics.link_failure(&self.link_names[l], reason);
+                self.metrics.link_failure(name, reason);
             }
             if from != to {
                 changed = true;
-                self.link_up_since[l] = (to == LinkState::Up).then_some(now);
+                if let Some(since) = self.link_up_since.get_mut(l) {
+                    *since = (to == LinkState::Up).then_some(now);
+                }
             }
         }
         if changed {

@@ -16,11 +16,12 @@
 //!   `bpf_redirect_neigh`, which resolves it again, and the new entry is
 //!   cached once the kernel reports it.
 //! - `LinkUp`/`LinkDown`: queued to the link drivers (never blocks); their
-//!   failures come back to the engine as `Event::LinkFailed`.
+//!   failures come back to the engine as `Event::LinkFailed` (with the
+//!   attempt id of the `LinkUp`), each finished `down` as `Event::LinkReleased`.
 //! - Both background reports (neighbours, drivers) arrive through
 //!   `ActionSink::next_event`, which the daemon awaits on the engine's task:
 //!   next-hop changes are applied there, ordered with `Steer`/`Unsteer`
-//!   without locks, and only driver failures reach the engine.
+//!   without locks, and only driver reports reach the engine.
 //! - Stop: by default detach the programs, remove the pins, the kernel routes
 //!   and take the links down; with `--keep-fastpath` leave all of it in place
 //!   for the next agent to adopt.
@@ -28,10 +29,12 @@
 pub mod kernel_routes;
 pub mod neighbours;
 mod next_hops;
+mod reload;
 mod route_jobs;
 mod segments;
 pub mod status;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
@@ -87,6 +90,11 @@ pub struct Dataplane {
     keep: bool,
     steering: Steering,
     next_hops: NextHops,
+    /// What each segment's entry holds, as last written or read: a write
+    /// that would change nothing is skipped (a reload, a re-sent `Steer`).
+    written: HashMap<IpNet, SegmentValue>,
+    /// Set by `prepare_reload`, carried out by `finish_reload`.
+    reload: reload::Pending,
 }
 
 impl Dataplane {
@@ -120,6 +128,14 @@ impl Dataplane {
                 adoptable.len()
             );
         }
+        let written = fastpath
+            .segments()
+            .map_err(|e| DataplaneError::ReadSegments {
+                pin_path: config.agent.pin_path.clone(),
+                source: Box::new(e),
+            })?
+            .into_iter()
+            .collect();
         let (report_tx, driver_reports) = mpsc::unbounded_channel();
         Ok(Dataplane {
             fastpath: Some(fastpath),
@@ -138,16 +154,24 @@ impl Dataplane {
             keep,
             steering: Steering::new(),
             next_hops: NextHops::start(),
+            written,
+            reload: reload::Pending::default(),
         })
     }
 
     fn write(&mut self, prefix: IpNet, value: SegmentValue) {
+        if self.written.get(&prefix) == Some(&value) {
+            return;
+        }
         if let Some(fp) = self.fastpath.as_mut() {
-            if let Err(e) = fp.set_segment(prefix, value) {
-                error!(
+            match fp.set_segment(prefix, value) {
+                Ok(()) => {
+                    self.written.insert(prefix, value);
+                }
+                Err(e) => error!(
                     "cannot write the fast-path entry for {prefix}: {}",
                     Report(&e)
-                );
+                ),
             }
         }
     }
@@ -175,12 +199,30 @@ impl Dataplane {
                 self.route_table,
             );
         }
-        self.steering.insert(group, (*to, segments.to_vec()));
+        // Segments steered to the same target are added to the group's
+        // (a reload steers a segment added to a steered group alone).
+        match self.steering.get_mut(&group) {
+            Some((t, segs)) if t == to => {
+                segs.extend(
+                    segments
+                        .iter()
+                        .filter(|p| !segs.contains(p))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            _ => {
+                self.steering.insert(group, (*to, segments.to_vec()));
+            }
+        }
         self.next_hops.follow(&self.steering);
     }
 
     fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
-        if self.steering.remove(&group).is_some() {
+        if let Some((_, segs)) = self.steering.get_mut(&group) {
+            segs.retain(|p| !segments.contains(p));
+            if segs.is_empty() {
+                self.steering.remove(&group);
+            }
             self.next_hops.follow(&self.steering);
         }
         for prefix in segments {
@@ -199,9 +241,9 @@ impl ActionSink for Dataplane {
                 segments,
             } => self.steer(*group, target, segments),
             Action::Unsteer { group, segments } => self.unsteer(*group, segments),
-            Action::LinkUp { link } => {
+            Action::LinkUp { link, attempt } => {
                 if let Some(d) = self.drivers.as_ref() {
-                    d.up(*link, requested_by.unwrap_or(""));
+                    d.up(*link, *attempt, requested_by.unwrap_or(""));
                 }
             }
             Action::LinkDown { link } => {
@@ -224,9 +266,10 @@ impl ActionSink for Dataplane {
                     }
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
-                        DriverEvent::Failed { link, error } => {
-                            return Event::LinkFailed { link, error }
+                        DriverEvent::Failed { link, attempt, error } => {
+                            return Event::LinkFailed { link, attempt, error }
                         }
+                        DriverEvent::Released { link } => return Event::LinkReleased { link },
                     },
                 }
             }
@@ -235,6 +278,14 @@ impl ActionSink for Dataplane {
 
     fn adoptable(&self) -> Vec<(GroupId, u32)> {
         self.adoptable.clone()
+    }
+
+    fn prepare_reload(&mut self, config: &Config) {
+        Dataplane::prepare_reload(self, config);
+    }
+
+    fn finish_reload(&mut self, config: &Config) {
+        Dataplane::finish_reload(self, config);
     }
 
     fn after_sync(&mut self) {
@@ -251,6 +302,7 @@ impl ActionSink for Dataplane {
             .group_names
             .iter()
             .enumerate()
+            .filter(|(_, name)| !name.is_empty())
             .map(|(g, name)| GroupCounters {
                 name: name.clone(),
                 stats: fp
@@ -263,6 +315,7 @@ impl ActionSink for Dataplane {
                 .links
                 .iter()
                 .enumerate()
+                .filter(|(_, l)| !l.name.is_empty())
                 .map(|(i, l)| DriverStatus {
                     link: l.name.clone(),
                     driver: d.state(i),

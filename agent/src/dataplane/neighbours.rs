@@ -96,11 +96,25 @@ struct State {
     watched: HashSet<NextHopKey>,
     /// Usable gateway MAC per watched pair.
     neigh: HashMap<NextHopKey, Option<[u8; 6]>>,
+    /// Watched pairs whose entry the kernel's neighbour state machine owns
+    /// (not PERMANENT or NOARP): the only ones the periodic "mark as used"
+    /// may touch.
+    dynamic: HashSet<NextHopKey>,
     /// MAC and MTU per backup ifindex with a watched pair.
     links: HashMap<u32, Option<([u8; 6], u16)>>,
 }
 
 impl State {
+    /// Records what the kernel reported for `key` (None: no entry).
+    fn record(&mut self, key: NextHopKey, n: Option<&NeighbourInfo>) -> Option<[u8; 6]> {
+        if n.is_some_and(NeighbourInfo::kernel_owned) {
+            self.dynamic.insert(key);
+        } else {
+            self.dynamic.remove(&key);
+        }
+        n.and_then(NeighbourInfo::usable_lladdr)
+    }
+
     fn state_of(&self, key: NextHopKey) -> NextHopState {
         let dmac = self.neigh.get(&key).copied().flatten();
         let link = self.links.get(&key.0).copied().flatten();
@@ -140,7 +154,10 @@ async fn run(
     loop {
         tokio::select! {
             _ = revalidate.tick() => {
-                for key in &st.watched {
+                // Never an entry the operator owns: NTF_USE on a PERMANENT
+                // entry clears that state (__neigh_update with
+                // NEIGH_UPDATE_F_USE) and it ends INCOMPLETE, then FAILED.
+                for key in st.watched.iter().filter(|k| st.dynamic.contains(k)) {
                     if let Err(e) = query.touch(*key) {
                         debug!("revalidating neighbour {} on ifindex {}: {}", key.1, key.0, Report(&e));
                     }
@@ -151,6 +168,7 @@ async fn run(
                 let added: Vec<NextHopKey> = set.difference(&st.watched).copied().collect();
                 st.watched = set;
                 st.neigh.retain(|k, _| st.watched.contains(k));
+                st.dynamic.retain(|k| st.watched.contains(k));
                 let ifindexes: HashSet<u32> = st.watched.iter().map(|k| k.0).collect();
                 st.links.retain(|i, _| ifindexes.contains(i));
                 for key in added {
@@ -165,7 +183,8 @@ async fn run(
                         debug!("neighbour lookup of {} on ifindex {}: {}", key.1, key.0, Report(&e));
                         None
                     });
-                    st.neigh.insert(key, n.and_then(|n| n.usable_lladdr()));
+                    let mac = st.record(key, n.as_ref());
+                    st.neigh.insert(key, mac);
                     if reports.send(st.state_of(key)).is_err() {
                         return;
                     }
@@ -220,12 +239,14 @@ fn reresolve(
 ) -> Result<(), ()> {
     st.links.clear();
     st.neigh.clear();
+    st.dynamic.clear();
     for key in &set {
         st.links
             .entry(key.0)
             .or_insert_with(|| query.link(key.0).ok().flatten().and_then(link_l2));
         let n = query.neighbour(*key).ok().flatten();
-        st.neigh.insert(*key, n.and_then(|n| n.usable_lladdr()));
+        let mac = st.record(*key, n.as_ref());
+        st.neigh.insert(*key, mac);
     }
     st.watched = set;
     for key in &st.watched {
@@ -257,9 +278,9 @@ fn apply(st: &mut State, msg: &RawMsg<'_>, changed: &mut Vec<NextHopKey>) {
                 return;
             }
             let mac = if msg.kind == codec::RTM_NEWNEIGH {
-                n.usable_lladdr()
+                st.record(key, Some(&n))
             } else {
-                None
+                st.record(key, None)
             };
             if st.neigh.insert(key, mac) != Some(mac) {
                 changed.push(key);
@@ -326,7 +347,8 @@ impl Query {
     /// traffic through the kernel would: a STALE entry is then revalidated
     /// (DELAY, unicast probes), so a gateway whose MAC changed without a
     /// gratuitous ARP/unsolicited NA ends FAILED, which clears the cached MAC,
-    /// and is resolved again. A missing entry is left alone (Ok).
+    /// and is resolved again. A missing entry is left alone (Ok). Only for
+    /// entries the kernel owns (`NeighbourInfo::kernel_owned`).
     fn touch(&self, key: NextHopKey) -> Result<(), NetlinkError> {
         // The state is ignored with NTF_USE; PERMANENT is what iproute2 sends.
         let body = neigh_body(
@@ -370,6 +392,7 @@ fn emit(m: &impl Emitable) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::codec::{NUD_NOARP, NUD_REACHABLE, NUD_STALE};
 
     /// One netlink message: header + ndmsg + NDA_DST (+ NDA_LLADDR).
     fn neigh_msg(
@@ -424,6 +447,32 @@ mod tests {
         let mut want = vec![0u8; 16];
         want[4..8].copy_from_slice(&9u32.to_ne_bytes());
         assert_eq!(link_body(9), want);
+    }
+
+    #[test]
+    fn only_entries_the_kernel_owns_are_refreshed() {
+        let key: NextHopKey = (7, "10.0.2.2".parse().unwrap());
+        let mut st = State::default();
+        st.watched.insert(key);
+        let mac = Some([2, 0, 0, 0, 0, 2]);
+        let new = codec::RTM_NEWNEIGH;
+        // (NUD state, refreshed): STALE and REACHABLE are the kernel's;
+        // PERMANENT and NOARP were set on purpose.
+        for (state, refreshed) in [
+            (NUD_STALE, true),
+            (NUD_PERMANENT, false),
+            (NUD_REACHABLE, true),
+            (NUD_NOARP, false),
+        ] {
+            feed(&mut st, &neigh_msg(new, 7, [10, 0, 2, 2], state, mac));
+            assert_eq!(st.dynamic.contains(&key), refreshed, "state {state:#x}");
+        }
+        feed(&mut st, &neigh_msg(new, 7, [10, 0, 2, 2], NUD_STALE, mac));
+        feed(
+            &mut st,
+            &neigh_msg(codec::RTM_DELNEIGH, 7, [10, 0, 2, 2], NUD_STALE, mac),
+        );
+        assert!(!st.dynamic.contains(&key), "a deleted entry is not touched");
     }
 
     #[test]

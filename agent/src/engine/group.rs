@@ -1,12 +1,15 @@
 //! The per-group state machine:
 //!
 //! ```text
-//! primary ──lost──▶ activating ──link ready──▶ backup ──primary back──▶ holding ──hold over──▶ primary
-//!    ▲  (activate_delay,  │  ▲                    │                        │
-//!    │   then LinkUp)     │  └──link dropped──────┘       lost again: ◀────┘ backup (no redial)
-//!    │                    └─every link failed──▶ failed ──Retry──▶ activating
-//!    └──────────── primary back (from activating / failed: at once) ────────┘
+//! primary ──lost──▶ pending ──activate_delay over──▶ activating ──link ready──▶ backup ──primary back──▶ holding ──hold over──▶ primary
+//!    ▲  (no delay: straight to activating, LinkUp)      │  ▲                    │                        │
+//!    │                                                  │  └──link dropped──────┘       lost again: ◀────┘ backup (no redial)
+//!    │                                                  └─every link failed──▶ failed ──Retry──▶ activating
+//!    └──────────── primary back (from pending / activating / failed: at once) ────────┘
 //! ```
+//!
+//! Every return to `primary` ends the outage: the next one starts with an
+//! immediate attempt and the retry backoff from `retry_interval` again.
 
 use std::time::Duration;
 
@@ -16,7 +19,7 @@ use super::links::steer_action;
 use super::{Engine, MAX_RETRY_BACKOFF};
 
 /// Names for common rtm_protocol values.
-fn protocol_name(p: u8) -> String {
+pub(super) fn protocol_name(p: u8) -> String {
     match p {
         1 => "redirect".into(),
         2 => "kernel".into(),
@@ -51,6 +54,10 @@ impl Engine {
             if gr.state != state {
                 gr.state = state;
                 gr.since = now;
+            }
+            if state == GroupState::Primary {
+                // The outage is over: the next one backs off from scratch.
+                gr.failed_rounds = 0;
             }
         }
     }
@@ -87,6 +94,7 @@ impl Engine {
             .find_map(|(s, _)| {
                 self.net
                     .segment_primary(s, gr.match_mode, gr.allow_default)
+                    .ok()
                     .map(|r| (*s, r))
             });
         match found {
@@ -118,7 +126,13 @@ impl Engine {
         match (gr.state, lost) {
             (GroupState::Primary, true) => self.primary_lost(now, g, out),
             (GroupState::Holding, true) => self.lost_while_holding(now, g, out),
-            (GroupState::Activating | GroupState::Backup | GroupState::Failed, false) => {
+            (
+                GroupState::Pending
+                | GroupState::Activating
+                | GroupState::Backup
+                | GroupState::Failed,
+                false,
+            ) => {
                 self.primary_back(now, g, out);
             }
             _ => {}
@@ -155,7 +169,7 @@ impl Engine {
                 ),
                 out,
             );
-            self.set_state(now, g, GroupState::Activating);
+            self.set_state(now, g, GroupState::Pending);
             if let Some(gr) = self.groups.get_mut(g) {
                 gr.active = None;
             }
@@ -205,6 +219,9 @@ impl Engine {
             (true, _) => format!("link {name} is already ready; using it"),
             (false, Some(LinkState::Connecting)) => {
                 format!("waiting for link {name}, already being brought up")
+            }
+            (false, Some(LinkState::Releasing)) => {
+                format!("waiting for link {name} to finish going down, then bringing it up")
             }
             (false, _) => format!("bringing up link {name}"),
         };
@@ -302,22 +319,24 @@ impl Engine {
         let active = gr.active;
         let hold = gr.deactivate_delay;
         match state {
+            GroupState::Pending => {
+                self.set_state(now, g, GroupState::Primary);
+                self.notice(
+                    g,
+                    format!("primary back {summary} within activate_delay; nothing to do"),
+                    out,
+                );
+                out.push(Action::CancelTimer {
+                    timer: Timer::Activate(g),
+                });
+            }
             GroupState::Activating => {
                 self.set_state(now, g, GroupState::Primary);
                 if let Some(gr) = self.groups.get_mut(g) {
                     gr.active = None;
                 }
                 match active {
-                    None => {
-                        self.notice(
-                            g,
-                            format!("primary back {summary} within activate_delay; nothing to do"),
-                            out,
-                        );
-                        out.push(Action::CancelTimer {
-                            timer: Timer::Activate(g),
-                        });
-                    }
+                    None => {}
                     Some(link) => {
                         self.notice(
                             g,
@@ -477,7 +496,7 @@ impl Engine {
         match timer {
             Timer::Activate(g) => {
                 let Some(gr) = self.groups.get(g) else { return };
-                if gr.state == GroupState::Activating && gr.active.is_none() && gr.lost() {
+                if gr.state == GroupState::Pending && gr.lost() {
                     self.notice(
                         g,
                         format!("primary still lost after {}", dur(gr.activate_delay)),

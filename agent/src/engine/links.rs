@@ -1,8 +1,11 @@
 //! Backup links: readiness, attempts (`LinkUp` → ready or `up_timeout` /
 //! `LinkFailed`), drops while in use, and release when no group needs them.
 
+use ipnet::IpNet;
+
 use crate::model::{
-    Action, GroupId, GroupState, LinkId, LinkState, Millis, OperState, SteerTarget, Timer,
+    Action, AddressInfo, GroupId, GroupState, LinkId, LinkState, Millis, OperState, SteerTarget,
+    Timer,
 };
 
 use super::{gateway, Engine};
@@ -36,8 +39,24 @@ impl Engine {
                 l.interface
             ));
         }
-        if l.require_address && self.net.addresses(ifindex).is_empty() {
-            return Readiness::NotReady(format!("interface {} has no address", l.interface));
+        if l.require_address {
+            let addrs = self.net.addresses(ifindex);
+            let in_family = |a: &AddressInfo| match a.local {
+                IpNet::V4(_) => l.families.v4,
+                IpNet::V6(_) => l.families.v6,
+            };
+            // Tentative IPv6 addresses never get here: the kernel announces
+            // an address once duplicate address detection passed, and the
+            // decoder drops the ones a dump lists before that.
+            if !addrs.iter().any(in_family) {
+                let family = match (l.families.v4, l.families.v6) {
+                    (true, false) => "IPv4 ",
+                    (false, true) => "IPv6 ",
+                    _ => "",
+                };
+                let why = format!("interface {} has no {family}address", l.interface);
+                return Readiness::NotReady(why);
+            }
         }
         Readiness::Ready
     }
@@ -86,23 +105,28 @@ impl Engine {
         })
     }
 
-    /// Asks for `link` on behalf of a group. Returns true when it is ready now.
+    /// Asks for `link` on behalf of a group. Returns true when it is ready
+    /// now. A link still being released is brought up again once its `down`
+    /// has finished (`on_link_released`).
     pub(super) fn request_link(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
         let why = match self.readiness(link) {
             Readiness::Ready => None,
             Readiness::NotReady(why) => Some(why),
         };
+        let attempt = self.last_attempt + 1;
         let Some(l) = self.links.get_mut(link) else {
             return false;
         };
         match l.state {
             LinkState::Up => true,
-            LinkState::Connecting => false,
+            LinkState::Connecting | LinkState::Releasing => false,
             LinkState::Down | LinkState::Failed => {
-                // A link that just failed may still look ready (pppd exited,
-                // ppp0 not yet gone): redial it and wait until its interface
-                // has been seen not ready and then ready again.
-                let distrust = l.state == LinkState::Failed && !l.always_up;
+                // A link that failed or that we took down may still look
+                // ready (pppd exited and ppp0 not yet gone; a `command`
+                // link's interface outliving its process): redial it and
+                // wait until its interface has been seen not ready and then
+                // ready again.
+                let distrust = (l.state == LinkState::Failed || l.ended) && !l.always_up;
                 let why = match why {
                     None if !distrust => {
                         l.state = LinkState::Up;
@@ -122,7 +146,9 @@ impl Engine {
                         humantime::format_duration(l.up_timeout)
                     )));
                 } else {
-                    out.push(Action::LinkUp { link });
+                    l.attempt = attempt;
+                    self.last_attempt = attempt;
+                    out.push(Action::LinkUp { link, attempt });
                 }
                 out.push(Action::ArmTimer {
                     timer: Timer::UpTimeout(link),
@@ -167,6 +193,7 @@ impl Engine {
         };
         l.state = LinkState::Up;
         l.stale_ready = false;
+        l.ended = false;
         out.push(Action::CancelTimer {
             timer: Timer::UpTimeout(link),
         });
@@ -201,6 +228,7 @@ impl Engine {
     ) -> Option<bool> {
         let l = self.links.get_mut(link)?;
         l.state = LinkState::Failed;
+        l.ended = true;
         l.attempts = l.attempts.saturating_add(1);
         l.last_error = Some(why.to_owned());
         out.push(Action::Notice(format!("link {}: {what}: {why}", l.name)));
@@ -225,7 +253,7 @@ impl Engine {
             timer: Timer::UpTimeout(link),
         });
         if !always_up {
-            out.push(Action::LinkDown { link });
+            self.link_down(link, out);
         }
         for g in self.groups_activating(link) {
             let entry = format!("{}: {error}", self.link_name(link));
@@ -248,7 +276,7 @@ impl Engine {
             return;
         };
         if !always_up {
-            out.push(Action::LinkDown { link });
+            self.link_down(link, out);
         }
         for g in 0..self.groups.len() {
             let Some(gr) = self.groups.get(g) else {
@@ -261,12 +289,21 @@ impl Engine {
                 GroupState::Backup => self.restart_after_drop(now, g, link, out),
                 GroupState::Holding => self.holding_link_gone(now, g, out),
                 GroupState::Activating => self.advance_round(now, g, out),
-                GroupState::Primary | GroupState::Failed => {}
+                GroupState::Primary | GroupState::Pending | GroupState::Failed => {}
             }
         }
     }
 
-    /// Drops `link` if no group holds it any more.
+    /// Sends `LinkDown` for `link`, counting it until its `LinkReleased`.
+    fn link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.downs_in_flight = l.downs_in_flight.saturating_add(1);
+            out.push(Action::LinkDown { link });
+        }
+    }
+
+    /// Drops `link` if no group holds it any more. A link with a driver
+    /// stays `releasing` until the driver reports its `down` finished.
     pub(super) fn release_link(&mut self, link: LinkId, out: &mut Vec<Action>) {
         if self.link_users(link) > 0 {
             return;
@@ -281,13 +318,43 @@ impl Engine {
                         timer: Timer::UpTimeout(link),
                     });
                 }
-                if !l.always_up {
-                    out.push(Action::LinkDown { link });
-                }
-                l.state = LinkState::Down;
                 l.stale_ready = false;
+                if l.always_up {
+                    l.state = LinkState::Down;
+                } else {
+                    l.state = LinkState::Releasing;
+                    l.ended = true;
+                    self.link_down(link, out);
+                }
             }
-            LinkState::Down | LinkState::Failed => {}
+            LinkState::Down | LinkState::Releasing | LinkState::Failed => {}
+        }
+    }
+
+    /// The driver finished a `down` of `link`. When it was the last one of a
+    /// release, the link is down; a group that asked for it meanwhile gets
+    /// it brought up again.
+    pub(super) fn on_link_released(&mut self, now: Millis, link: LinkId, out: &mut Vec<Action>) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.downs_in_flight = l.downs_in_flight.saturating_sub(1);
+        if l.downs_in_flight > 0 || l.state != LinkState::Releasing {
+            return;
+        }
+        l.state = LinkState::Down;
+        let waiting = self.groups_activating(link);
+        if waiting.is_empty() || !self.synced {
+            return;
+        }
+        out.push(Action::Notice(format!(
+            "link {}: down finished; bringing it up again for the group waiting for it",
+            self.link_name(link)
+        )));
+        if self.request_link(link, out) {
+            for g in waiting {
+                self.enter_backup(now, g, out);
+            }
         }
     }
 
@@ -295,6 +362,7 @@ impl Engine {
         &mut self,
         now: Millis,
         link: LinkId,
+        attempt: u64,
         error: String,
         out: &mut Vec<Action>,
     ) {
@@ -304,6 +372,15 @@ impl Engine {
             )));
             return;
         };
+        if attempt != l.attempt {
+            // A process of an earlier attempt exiting late (its attempt
+            // already timed out or was taken down): not about the current one.
+            out.push(Action::Notice(format!(
+                "link {}: ignoring a report of attempt {attempt} (current: {}): {error}",
+                l.name, l.attempt
+            )));
+            return;
+        }
         if !self.synced {
             l.last_error = Some(error);
             return;
@@ -311,7 +388,7 @@ impl Engine {
         match l.state {
             LinkState::Connecting => self.attempt_failed(now, link, &error, out),
             LinkState::Up => self.link_dropped(now, link, &error, out),
-            LinkState::Down | LinkState::Failed => {
+            LinkState::Down | LinkState::Releasing | LinkState::Failed => {
                 out.push(Action::Notice(format!(
                     "link {}: driver reports: {error}",
                     l.name
@@ -347,7 +424,7 @@ impl Engine {
     }
 }
 
-pub(super) fn steer_action(group: usize, segments: &[ipnet::IpNet], t: &SteerTarget) -> Action {
+pub(super) fn steer_action(group: usize, segments: &[IpNet], t: &SteerTarget) -> Action {
     Action::Steer {
         group,
         target: *t,

@@ -12,7 +12,13 @@
 //! - `always-up` links never get `LinkUp` or `LinkDown`; the engine only waits
 //!   (up to `up_timeout`) for their interface to be ready.
 //! - A link whose interface is already ready when a group picks it is used at
-//!   once, without `LinkUp` (it is released with `LinkDown` as usual).
+//!   once, without `LinkUp` (it is released with `LinkDown` as usual), unless
+//!   a session of ours on it failed or was released since: then the
+//!   interface may be a leftover, and it is redialled and must be seen not
+//!   ready, then ready.
+//! - A released link is `Releasing` until the driver reports its `down`
+//!   done (`Event::LinkReleased`, one per `LinkDown`); that wait is bounded by
+//!   the driver's own time limits, not by `up_timeout`.
 //! - A link that drops while in use (or is reported failed while up) gets
 //!   `LinkDown`, and every group steering to it starts a new round at once,
 //!   beginning with the *next* link of its list and wrapping around, so the
@@ -26,10 +32,15 @@
 
 mod gateway;
 mod group;
+#[cfg(test)]
+mod link_tests;
 mod links;
 #[cfg(test)]
 mod proptests;
+mod reconfigure;
 mod routes;
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;
 
@@ -39,14 +50,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, DriverConfig, MatchMode};
+use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode};
 use crate::model::{
-    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, LinkId, LinkState, LinkStatus,
-    Millis, SegmentStatus, SteerTarget,
+    Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
+    LinkStatus, Millis, SegmentStatus, SteerTarget,
 };
 use crate::segments::{MatchRule, SegmentIndex};
 
 pub use gateway::derive as derive_gateways;
+pub use reconfigure::slotted;
 
 /// The longest retry backoff.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_mins(5);
@@ -77,14 +89,24 @@ struct GroupRt {
     steer: Option<SteerTarget>,
     /// `AdoptSteering` seen before `Synced`.
     adopt: Option<LinkId>,
+    /// Added or changed by a reload: its segments' routes are not known yet
+    /// (the watcher re-dumps with the new filter), so the group is not
+    /// evaluated until the next `Synced`.
+    awaiting_routes: bool,
 }
 
 impl GroupRt {
+    /// A vacant slot (a group removed by a reload) has no segments and is
+    /// never lost.
     fn lost(&self) -> bool {
-        self.up_count == 0
+        self.up_count == 0 && !self.segments.is_empty()
     }
 }
 
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts: two from the config, two about the current session"
+)]
 struct LinkRt {
     name: String,
     interface: String,
@@ -93,12 +115,129 @@ struct LinkRt {
     up_timeout: Duration,
     gateway_v4: Option<Ipv4Addr>,
     gateway_v6: Option<Ipv6Addr>,
+    /// Families the link carries (its gateways', else its groups'
+    /// segments'): `require_address` wants a usable address in one of them.
+    families: Families,
     state: LinkState,
-    /// Connecting after a failure while the interface still looked ready:
-    /// readiness counts only after it was seen not ready once.
+    /// Connecting while the interface still looked ready from a session that
+    /// ended (failed, or taken down by us): readiness counts only after it
+    /// was seen not ready once.
     stale_ready: bool,
+    /// A session of ours on this link ended (failure or release) and no
+    /// attempt has made it ready since: its interface, if still there, is a
+    /// leftover (a `command` link's interface can outlive its process).
+    ended: bool,
+    /// Id of the last `LinkUp`; driver reports of other attempts are old.
+    attempt: u64,
+    /// `LinkDown`s sent whose `LinkReleased` has not come yet.
+    downs_in_flight: u32,
     attempts: u32,
     last_error: Option<String>,
+}
+
+/// The address families link `id` carries: those of its configured
+/// gateways, else those of the segments of the groups that list it (both
+/// when neither says).
+fn link_families(config: &Config, id: LinkId) -> Families {
+    let both = Families { v4: true, v6: true };
+    let Some(l) = config.links.get(id) else {
+        return both;
+    };
+    if l.gateway_v4.is_some() || l.gateway_v6.is_some() {
+        return Families {
+            v4: l.gateway_v4.is_some(),
+            v6: l.gateway_v6.is_some(),
+        };
+    }
+    let segments = config
+        .groups
+        .iter()
+        .filter(|g| g.links.contains(&id))
+        .flat_map(|g| g.segments.iter());
+    let (mut v4, mut v6) = (false, false);
+    for s in segments {
+        match s {
+            IpNet::V4(_) => v4 = true,
+            IpNet::V6(_) => v6 = true,
+        }
+    }
+    if v4 || v6 {
+        Families { v4, v6 }
+    } else {
+        both
+    }
+}
+
+/// IP address families.
+#[derive(Clone, Copy, Debug)]
+struct Families {
+    v4: bool,
+    v6: bool,
+}
+
+impl LinkRt {
+    /// A link as configured, down. Its families start as both;
+    /// `Engine::refresh_families` narrows them once the groups are known.
+    fn new(l: &LinkConfig) -> LinkRt {
+        LinkRt {
+            name: l.name.clone(),
+            interface: l.interface.clone(),
+            always_up: matches!(l.driver, DriverConfig::AlwaysUp),
+            require_address: l.require_address,
+            up_timeout: l.up_timeout,
+            gateway_v4: l.gateway_v4,
+            gateway_v6: l.gateway_v6,
+            families: Families { v4: true, v6: true },
+            state: LinkState::Down,
+            stale_ready: false,
+            ended: false,
+            attempt: 0,
+            downs_in_flight: 0,
+            attempts: 0,
+            last_error: None,
+        }
+    }
+}
+
+impl GroupRt {
+    /// A group as configured, in `primary` (`n_links`: links in the config).
+    fn new(g: &GroupConfig, config: &Config, n_links: usize) -> GroupRt {
+        let links: Vec<LinkId> = g.links.iter().copied().filter(|l| *l < n_links).collect();
+        let retry_base = links
+            .first()
+            .and_then(|l| config.links.get(*l))
+            .map_or(Duration::from_secs(5), |l| l.retry_interval);
+        GroupRt {
+            name: g.name.clone(),
+            segments: g.segments.clone(),
+            primary_up: vec![false; g.segments.len()],
+            up_count: 0,
+            links,
+            match_mode: g.match_mode,
+            allow_default: g.allow_default,
+            activate_delay: g.activate_delay,
+            deactivate_delay: g.deactivate_delay,
+            retry_base,
+            state: GroupState::Primary,
+            since: 0,
+            active: None,
+            round_start: 0,
+            round_tried: 0,
+            round_errors: Vec::new(),
+            failed_rounds: 0,
+            steer: None,
+            adopt: None,
+            awaiting_routes: false,
+        }
+    }
+}
+
+/// The interfaces whose next hops never count as primary (vacant link
+/// slots, which have no interface, left out).
+fn backup_names(config: &Config) -> Vec<String> {
+    let mut names = config.backup_interfaces();
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// Where a segment lives: (group, index in the group's segment list).
@@ -113,79 +252,49 @@ pub struct Engine {
     index: SegmentIndex<SegRef>,
     groups: Vec<GroupRt>,
     links: Vec<LinkRt>,
+    /// The last attempt id handed out (`Action::LinkUp`).
+    last_attempt: u64,
 }
 
 impl Engine {
     pub fn new(config: &Config) -> Engine {
-        let links: Vec<LinkRt> = config
-            .links
+        let links: Vec<LinkRt> = config.links.iter().map(LinkRt::new).collect();
+        let groups = config
+            .groups
             .iter()
-            .map(|l| LinkRt {
-                name: l.name.clone(),
-                interface: l.interface.clone(),
-                always_up: matches!(l.driver, DriverConfig::AlwaysUp),
-                require_address: l.require_address,
-                up_timeout: l.up_timeout,
-                gateway_v4: l.gateway_v4,
-                gateway_v6: l.gateway_v6,
-                state: LinkState::Down,
-                stale_ready: false,
-                attempts: 0,
-                last_error: None,
-            })
+            .map(|g| GroupRt::new(g, config, links.len()))
             .collect();
-        let index = SegmentIndex::new(config.groups.iter().enumerate().flat_map(|(gid, g)| {
+        let mut engine = Engine {
+            synced: false,
+            tables: config.agent.tables.iter().copied().collect(),
+            net: routes::Net::new(backup_names(config)),
+            index: SegmentIndex::new(std::iter::empty()),
+            groups,
+            links,
+            last_attempt: 0,
+        };
+        engine.rebuild_index();
+        engine.refresh_families(config);
+        engine
+    }
+
+    /// Recomputes the address families each link carries (they depend on
+    /// its gateways and on the segments of the groups that use it).
+    fn refresh_families(&mut self, config: &Config) {
+        for (id, l) in self.links.iter_mut().enumerate() {
+            l.families = link_families(config, id);
+        }
+    }
+
+    /// Indexes every group's segments by prefix.
+    fn rebuild_index(&mut self) {
+        self.index = SegmentIndex::new(self.groups.iter().enumerate().flat_map(|(gid, g)| {
             let rule = MatchRule::new(g.match_mode, g.allow_default);
             g.segments
                 .iter()
                 .enumerate()
                 .map(move |(i, s)| (*s, rule, (gid, i)))
         }));
-        let groups = config
-            .groups
-            .iter()
-            .map(|g| {
-                let group_links: Vec<LinkId> = g
-                    .links
-                    .iter()
-                    .copied()
-                    .filter(|l| *l < links.len())
-                    .collect();
-                let retry_base = group_links
-                    .first()
-                    .and_then(|l| config.links.get(*l))
-                    .map_or(Duration::from_secs(5), |l| l.retry_interval);
-                GroupRt {
-                    name: g.name.clone(),
-                    segments: g.segments.clone(),
-                    primary_up: vec![false; g.segments.len()],
-                    up_count: 0,
-                    links: group_links,
-                    match_mode: g.match_mode,
-                    allow_default: g.allow_default,
-                    activate_delay: g.activate_delay,
-                    deactivate_delay: g.deactivate_delay,
-                    retry_base,
-                    state: GroupState::Primary,
-                    since: 0,
-                    active: None,
-                    round_start: 0,
-                    round_tried: 0,
-                    round_errors: Vec::new(),
-                    failed_rounds: 0,
-                    steer: None,
-                    adopt: None,
-                }
-            })
-            .collect();
-        Engine {
-            synced: false,
-            tables: config.agent.tables.iter().copied().collect(),
-            net: routes::Net::new(config.backup_interfaces()),
-            index,
-            groups,
-            links,
-        }
     }
 
     /// Applies one event at time `now` and returns the actions it calls for.
@@ -200,10 +309,11 @@ impl Engine {
                 }
             }
             Event::RouteDelete(key) => {
-                if self.tables.contains(&key.table) {
-                    self.net.delete_route(&key);
-                    self.reevaluate_prefixes(now, &[key.prefix], &mut out);
-                }
+                // Also outside the watched tables: a reload that stops
+                // watching a table drops its routes this way (the watcher's
+                // re-dump reports them gone).
+                self.net.delete_route(&key);
+                self.reevaluate_prefixes(now, &[key.prefix], &mut out);
             }
             Event::NexthopUpsert(nh) => {
                 let prefixes = self.net.upsert_nexthop(nh);
@@ -233,13 +343,23 @@ impl Engine {
                 self.net.delete_address(&a);
                 self.links_changed(now, &mut out);
             }
-            Event::Synced => self.on_synced(now, &mut out),
+            Event::Synced => {
+                for g in &mut self.groups {
+                    g.awaiting_routes = false;
+                }
+                self.on_synced(now, &mut out);
+            }
             Event::TimerFired(timer) => {
                 if self.synced {
                     self.on_timer(now, timer, &mut out);
                 }
             }
-            Event::LinkFailed { link, error } => self.on_link_failed(now, link, error, &mut out),
+            Event::LinkFailed {
+                link,
+                attempt,
+                error,
+            } => self.on_link_failed(now, link, attempt, error, &mut out),
+            Event::LinkReleased { link } => self.on_link_released(now, link, &mut out),
             Event::AdoptSteering { group, link } => {
                 if self.synced {
                     // Only meaningful at start-up; the engine already decided.
@@ -252,10 +372,12 @@ impl Engine {
     }
 
     /// The current state of every group, segment and link.
+    /// Slots left vacant by a reload (see `reconfigure`) are not shown.
     pub fn status(&self) -> EngineStatus {
         let groups = self
             .groups
             .iter()
+            .filter(|g| !g.name.is_empty())
             .map(|g| GroupStatus {
                 name: g.name.clone(),
                 state: g.state,
@@ -268,10 +390,29 @@ impl Engine {
                     .segments
                     .iter()
                     .zip(&g.primary_up)
-                    .map(|(p, up)| SegmentStatus {
-                        prefix: *p,
-                        primary_up: *up,
-                        steered: g.steer.is_some(),
+                    .map(|(p, up)| {
+                        let verdict = self.net.segment_primary(p, g.match_mode, g.allow_default);
+                        let (held_by, why_not) = match verdict {
+                            Ok(r) => (
+                                Some(HoldingRoute {
+                                    prefix: r.prefix,
+                                    via: r.gateway,
+                                    dev: self.net.iface_name(r.ifindex),
+                                    proto: group::protocol_name(r.protocol),
+                                    table: r.table,
+                                    metric: r.metric,
+                                }),
+                                None,
+                            ),
+                            Err(why) => (None, Some(why.to_string())),
+                        };
+                        SegmentStatus {
+                            prefix: *p,
+                            primary_up: *up,
+                            steered: g.steer.is_some(),
+                            held_by,
+                            why_not,
+                        }
                     })
                     .collect(),
             })
@@ -280,6 +421,7 @@ impl Engine {
             .links
             .iter()
             .enumerate()
+            .filter(|(_, l)| !l.name.is_empty())
             .map(|(i, l)| LinkStatus {
                 name: l.name.clone(),
                 interface: l.interface.clone(),
@@ -294,6 +436,12 @@ impl Engine {
             groups,
             links,
         }
+    }
+
+    /// The id of the last `LinkUp` of `link` (0 before any).
+    #[cfg(test)]
+    pub(crate) fn current_attempt(&self, link: LinkId) -> u64 {
+        self.links.get(link).map_or(0, |l| l.attempt)
     }
 
     /// Whether `Event::Synced` was seen.
@@ -351,6 +499,7 @@ impl Engine {
         }
         touched.sort_unstable();
         touched.dedup();
+        touched.retain(|g| self.groups.get(*g).is_some_and(|gr| !gr.awaiting_routes));
         for g in touched {
             self.evaluate_group(now, g, out);
         }
@@ -362,7 +511,9 @@ impl Engine {
             for i in 0..n {
                 self.update_segment(g, i);
             }
-            self.evaluate_group(now, g, out);
+            if self.groups.get(g).is_some_and(|gr| !gr.awaiting_routes) {
+                self.evaluate_group(now, g, out);
+            }
         }
     }
 
@@ -377,7 +528,7 @@ impl Engine {
         let up = self
             .net
             .segment_primary(seg, group.match_mode, group.allow_default)
-            .is_some();
+            .is_ok();
         let Some(group) = self.groups.get_mut(g) else {
             return false;
         };

@@ -1,6 +1,7 @@
 //! Random event sequences replayed against the engine and a small,
 //! deliberately naive reference model of the primary-up rules (a linear scan
-//! over every route, no indexes), plus group-level invariants.
+//! over every route, no indexes; for `covering`, the kernel's longest match
+//! per watched table), plus group-level invariants.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,6 +56,7 @@ fn route_key() -> impl Strategy<Value = RouteKey> {
         prefix,
         metric,
         tos: 0,
+        alias: RouteAlias::default(),
     })
 }
 
@@ -146,11 +148,15 @@ fn event() -> impl Strategy<Value = Event> {
                 l3: name.starts_with("ppp"),
             })
         });
-    let address = (prop::sample::select(&[PPP0, ETH2, ETH3][..]), any::<bool>()).prop_map(
-        |(ifindex, add)| {
+    let address = (
+        prop::sample::select(&[PPP0, ETH2, ETH3][..]),
+        any::<bool>(),
+        prop::sample::select(&["192.0.2.1/30", "2001:db8::1/64", "fe80::1/64"][..]),
+    )
+        .prop_map(|(ifindex, add, local)| {
             let a = AddressInfo {
                 ifindex,
-                local: "192.0.2.1/30".parse().unwrap(),
+                local: local.parse().unwrap(),
                 peer: None,
             };
             if add {
@@ -158,8 +164,7 @@ fn event() -> impl Strategy<Value = Event> {
             } else {
                 Event::AddressDelete(a)
             }
-        },
-    );
+        });
     let timer = prop_oneof![
         (0usize..2).prop_map(Timer::Activate),
         (0usize..2).prop_map(Timer::Deactivate),
@@ -178,7 +183,10 @@ fn event() -> impl Strategy<Value = Event> {
         3 => address,
         2 => Just(Event::Synced),
         5 => timer,
-        2 => (0usize..3).prop_map(|link| Event::LinkFailed { link, error: "driver says no".into() }),
+        // attempt: how many attempts old the report is (0: the current
+        // one); `run` turns it into an id.
+        2 => (0usize..3, prop_oneof![3 => Just(0u64), 1 => Just(1u64)]).prop_map(|(link, attempt)| Event::LinkFailed { link, attempt, error: "driver says no".into() }),
+        3 => (0usize..3).prop_map(|link| Event::LinkReleased { link }),
         1 => (0usize..2, 0usize..3).prop_map(|(group, link)| Event::AdoptSteering { group, link }),
     ]
 }
@@ -191,6 +199,7 @@ struct Reference {
     names: HashMap<u32, String>,
     links: HashMap<u32, InterfaceInfo>,
     gone: HashSet<u32>,
+    /// (ifindex, address).
     addrs: HashSet<(u32, IpNet)>,
 }
 
@@ -242,38 +251,62 @@ impl Reference {
         flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) == 0 && ifindex.is_some_and(|i| self.oif_counts(i))
     }
 
-    fn object_counts(&self, id: u32, top: bool) -> bool {
-        let Some(o) = self.nexthops.get(&id) else {
-            return false;
+    /// What one route means: Some(true) a primary route, Some(false) a route
+    /// the kernel uses but not over the primary, None a route the kernel
+    /// passes over (no next hop alive).
+    fn route_state(&self, r: &Route) -> Option<bool> {
+        if r.kind != RouteKind::Unicast {
+            return Some(false);
+        }
+        let hops: Vec<(Option<u32>, u32)> = match r.nh_id {
+            None => r.nexthops.iter().map(|h| (h.ifindex, h.flags)).collect(),
+            Some(id) => match self.nexthops.get(&id) {
+                None => Vec::new(),
+                Some(o) if o.group.is_empty() && o.blackhole => return Some(false),
+                Some(o) if o.group.is_empty() => vec![(o.ifindex, o.flags)],
+                Some(o) => o
+                    .group
+                    .iter()
+                    .filter_map(|m| self.nexthops.get(m))
+                    .filter(|m| m.group.is_empty() && !m.blackhole)
+                    .map(|m| (m.ifindex, m.flags | o.flags))
+                    .collect(),
+            },
         };
-        if o.blackhole || o.flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) != 0 {
-            return false;
+        if hops.iter().any(|(i, f)| self.hop_counts(*i, *f)) {
+            return Some(true);
         }
-        if o.group.is_empty() {
-            self.hop_counts(o.ifindex, 0)
-        } else {
-            top && o.group.iter().any(|m| self.object_counts(*m, false))
-        }
+        let alive = hops.iter().any(|(i, f)| {
+            f & RTNH_F_DEAD == 0 && i.is_some_and(|i| i != 0 && !self.gone.contains(&i))
+        });
+        alive.then_some(false)
     }
 
+    /// `exact`: some primary route for exactly the segment. `covering`: in
+    /// some watched table, the kernel's choice (longest prefix, then lowest
+    /// metric, among TOS-0 routes it does not pass over) is a primary route.
     fn primary_up(&self, seg: &IpNet, mode: MatchMode, allow_default: bool) -> bool {
-        self.routes.values().any(|r| {
-            let p = &r.key.prefix;
-            let matches = match mode {
-                MatchMode::Exact => p == seg,
-                MatchMode::Covering => p.contains(seg) && (p.prefix_len() > 0 || allow_default),
-            };
-            WATCHED.contains(&r.key.table)
-                && matches
-                && r.kind == RouteKind::Unicast
-                && match r.nh_id {
-                    Some(id) => self.object_counts(id, true),
-                    None => r
-                        .nexthops
-                        .iter()
-                        .any(|h| self.hop_counts(h.ifindex, h.flags)),
-                }
-        })
+        match mode {
+            MatchMode::Exact => self.routes.values().any(|r| {
+                WATCHED.contains(&r.key.table)
+                    && r.key.prefix == *seg
+                    && self.route_state(r) == Some(true)
+            }),
+            MatchMode::Covering => WATCHED.iter().any(|t| {
+                self.routes
+                    .values()
+                    .filter(|r| {
+                        let p = &r.key.prefix;
+                        r.key.table == *t
+                            && r.key.tos == 0
+                            && p.contains(seg)
+                            && (p.prefix_len() > 0 || allow_default)
+                            && self.route_state(r).is_some()
+                    })
+                    .max_by_key(|r| (r.key.prefix.prefix_len(), std::cmp::Reverse(r.key.metric)))
+                    .is_some_and(|r| self.route_state(r) == Some(true))
+            }),
+        }
     }
 
     fn ifindex_of(&self, name: &str) -> Option<u32> {
@@ -297,9 +330,32 @@ impl Reference {
         let Some(l) = self.links.get(&i) else {
             return false;
         };
+        // The families the link carries: its gateways', else its groups'.
+        let mut fams: Vec<bool> = Vec::new(); // true = IPv4
+        if lc.gateway_v4.is_some() || lc.gateway_v6.is_some() {
+            if lc.gateway_v4.is_some() {
+                fams.push(true);
+            }
+            if lc.gateway_v6.is_some() {
+                fams.push(false);
+            }
+        } else {
+            for g in c.groups.iter().filter(|g| g.links.contains(&link)) {
+                for s in &g.segments {
+                    fams.push(matches!(s, IpNet::V4(_)));
+                }
+            }
+        }
+        if fams.is_empty() {
+            fams = vec![true, false];
+        }
         l.admin_up
             && matches!(l.oper, OperState::Up | OperState::Unknown)
-            && (!lc.require_address || self.addrs.iter().any(|(a, _)| *a == i))
+            && (!lc.require_address
+                || self
+                    .addrs
+                    .iter()
+                    .any(|(a, net)| *a == i && fams.contains(&matches!(net, IpNet::V4(_)))))
     }
 }
 
@@ -339,7 +395,22 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
         }
         expanded.push(ev);
     }
-    for (step, ev) in expanded.into_iter().enumerate() {
+    // Per link: the last LinkUp's attempt id, and LinkDowns not yet answered.
+    let mut attempt_of: HashMap<LinkId, u64> = HashMap::new();
+    let mut downs: HashMap<LinkId, u32> = HashMap::new();
+    for (step, mut ev) in expanded.into_iter().enumerate() {
+        match &mut ev {
+            Event::LinkFailed { link, attempt, .. } => {
+                let current = attempt_of.get(link).copied().unwrap_or(0);
+                *attempt = current.saturating_sub(*attempt);
+            }
+            // A driver answers each LinkDown once; never out of the blue.
+            Event::LinkReleased { link } => match downs.get_mut(link) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => continue,
+            },
+            _ => {}
+        }
         reference.apply(&ev);
         let was_synced = synced;
         if ev == Event::Synced {
@@ -365,11 +436,21 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
                 Action::Unsteer { group, .. } => {
                     steered.remove(group);
                 }
-                Action::LinkUp { link } | Action::LinkDown { link } => {
+                Action::LinkUp { link, attempt } => {
                     prop_assert!(
                         !always_up[*link],
                         "step {step}: {a:?} for an always-up link"
                     );
+                    let last = attempt_of.values().copied().max().unwrap_or(0);
+                    prop_assert!(*attempt > last, "step {step}: attempt ids must grow");
+                    attempt_of.insert(*link, *attempt);
+                }
+                Action::LinkDown { link } => {
+                    prop_assert!(
+                        !always_up[*link],
+                        "step {step}: {a:?} for an always-up link"
+                    );
+                    *downs.entry(*link).or_default() += 1;
                 }
                 _ => {}
             }
@@ -433,6 +514,10 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
                     step
                 );
                 prop_assert!(gc.links.contains(link));
+                prop_assert!(
+                    !matches!(st.links[*link].state, LinkState::Releasing),
+                    "step {step}: {ev:?}: group {g} steered to link {link} still being released"
+                );
             }
         }
     }

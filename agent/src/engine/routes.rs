@@ -5,6 +5,7 @@
 //! (and which segments a route can affect) is `crate::segments`' rule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -15,12 +16,69 @@ use crate::model::{
 };
 use crate::segments::MatchRule;
 
-/// Why a segment is primary-up: the route that qualifies.
+/// Why a segment is primary-up: the route that qualifies, and its next hop
+/// over the primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrimaryRoute {
     pub prefix: IpNet,
-    pub ifindex: u32,
+    pub table: u32,
+    pub metric: u32,
     pub protocol: u8,
+    pub ifindex: u32,
+    pub gateway: Option<IpAddr>,
+}
+
+/// Where a route is: (prefix, table).
+pub type RouteAt = (IpNet, u32);
+
+/// Why a segment is not primary-up: what the deciding route is (or that
+/// there is none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoPrimary {
+    NoRoute,
+    /// An unreachable, blackhole, prohibit (or other non-unicast) route.
+    Type {
+        at: RouteAt,
+        kind: RouteKind,
+    },
+    /// Every usable next hop leaves through a backup interface.
+    BackupOnly {
+        at: RouteAt,
+        dev: String,
+    },
+    /// The next hops have no carrier.
+    LinkDown {
+        at: RouteAt,
+        dev: String,
+    },
+    /// Every next hop is dead, gone or missing (the kernel skips such routes).
+    DeadNextHop {
+        at: RouteAt,
+    },
+}
+
+impl std::fmt::Display for NoPrimary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |(p, t): &RouteAt| format!("{p} (table {t})");
+        match self {
+            NoPrimary::NoRoute => f.write_str("no route"),
+            NoPrimary::Type { at: a, kind } => {
+                let kind = match kind {
+                    RouteKind::Blackhole => "blackhole".to_string(),
+                    RouteKind::Unreachable => "unreachable".to_string(),
+                    RouteKind::Prohibit => "prohibit".to_string(),
+                    RouteKind::Unicast => "unicast".to_string(),
+                    RouteKind::Other(t) => format!("type {t}"),
+                };
+                write!(f, "{kind} route {}", at(a))
+            }
+            NoPrimary::BackupOnly { at: a, dev } => {
+                write!(f, "only via backup interface {dev}: {}", at(a))
+            }
+            NoPrimary::LinkDown { at: a, dev } => write!(f, "linkdown on {dev}: {}", at(a)),
+            NoPrimary::DeadNextHop { at: a } => write!(f, "dead next hop: {}", at(a)),
+        }
+    }
 }
 
 /// Interfaces, addresses, routes and nexthop objects as last reported.
@@ -50,6 +108,15 @@ impl Net {
             backup_names: backup_names.into_iter().collect(),
             ..Net::default()
         }
+    }
+
+    /// Replaces the backup-enabled interface names (a reload); returns
+    /// whether they changed.
+    pub fn set_backup_names(&mut self, names: impl IntoIterator<Item = String>) -> bool {
+        let names: HashSet<String> = names.into_iter().collect();
+        let changed = names != self.backup_names;
+        self.backup_names = names;
+        changed
     }
 
     pub fn iface(&self, ifindex: u32) -> Option<&InterfaceInfo> {
@@ -84,10 +151,11 @@ impl Net {
     }
 
     /// Records a link; returns true when the primary-eligibility of its
-    /// ifindex changed (the caller re-evaluates every segment then).
+    /// ifindex changed, or it was deleted before (next hops through it were
+    /// passed over): the caller re-evaluates every segment then.
     pub fn upsert_link(&mut self, info: InterfaceInfo) -> bool {
         let before = self.ifindex_counts(info.ifindex);
-        self.gone.remove(&info.ifindex);
+        let was_gone = self.gone.remove(&info.ifindex);
         if let Some(old) = self.ifaces.get(&info.ifindex) {
             if old.name != info.name && self.by_name.get(&old.name) == Some(&info.ifindex) {
                 self.by_name.remove(&old.name);
@@ -96,10 +164,11 @@ impl Net {
         self.by_name.insert(info.name.clone(), info.ifindex);
         let ifindex = info.ifindex;
         self.ifaces.insert(ifindex, info);
-        before != self.ifindex_counts(ifindex)
+        was_gone || before != self.ifindex_counts(ifindex)
     }
 
-    /// Forgets a link; returns true when primary-eligibility changed.
+    /// Forgets a link; returns true when that can change a segment (it was
+    /// not deleted already).
     pub fn delete_link(&mut self, ifindex: u32) -> bool {
         let before = self.ifindex_counts(ifindex);
         if let Some(old) = self.ifaces.remove(&ifindex) {
@@ -108,8 +177,8 @@ impl Net {
             }
         }
         self.addrs.remove(&ifindex);
-        self.gone.insert(ifindex);
-        before != self.ifindex_counts(ifindex)
+        let newly_gone = self.gone.insert(ifindex);
+        newly_gone || before != self.ifindex_counts(ifindex)
     }
 
     pub fn add_address(&mut self, a: AddressInfo) {
@@ -210,60 +279,166 @@ impl Net {
         out
     }
 
-    /// The outgoing interface that makes `route` a primary route, if any.
-    fn route_primary_ifindex(&self, route: &Route) -> Option<u32> {
-        if route.kind != RouteKind::Unicast {
-            return None;
-        }
-        match route.nh_id {
-            Some(id) => self.nexthop_primary_ifindex(id, true),
-            None => route
+    /// The next hops of a unicast route, inline or resolved through its
+    /// nexthop object (a group's own flags apply to every member). `Err`
+    /// for a route through a blackhole nexthop object.
+    fn hops(&self, route: &Route) -> Result<Vec<Hop>, ()> {
+        let Some(id) = route.nh_id else {
+            return Ok(route
                 .nexthops
                 .iter()
-                .filter(|nh| flags_ok(nh.flags))
-                .filter_map(|nh| nh.ifindex)
-                .find(|i| self.ifindex_counts(*i)),
-        }
-    }
-
-    fn nexthop_primary_ifindex(&self, id: u32, allow_group: bool) -> Option<u32> {
-        let nh = self.nexthops.get(&id)?;
-        if nh.blackhole || !flags_ok(nh.flags) {
-            return None;
-        }
-        if !nh.group.is_empty() {
-            // The kernel does not nest groups; neither do we.
-            if !allow_group {
-                return None;
+                .map(|nh| Hop {
+                    ifindex: nh.ifindex,
+                    gateway: nh.gateway,
+                    flags: nh.flags,
+                })
+                .collect());
+        };
+        let Some(obj) = self.nexthops.get(&id) else {
+            return Ok(Vec::new());
+        };
+        if obj.group.is_empty() {
+            if obj.blackhole {
+                return Err(());
             }
-            return nh
-                .group
-                .iter()
-                .find_map(|m| self.nexthop_primary_ifindex(*m, false));
+            return Ok(vec![Hop {
+                ifindex: obj.ifindex,
+                gateway: obj.gateway,
+                flags: obj.flags,
+            }]);
         }
-        nh.ifindex.filter(|i| self.ifindex_counts(*i))
-    }
-
-    fn prefix_primary(&self, prefix: &IpNet) -> Option<PrimaryRoute> {
-        let routes = self.routes.get(prefix)?;
-        routes.values().find_map(|r| {
-            self.route_primary_ifindex(r).map(|ifindex| PrimaryRoute {
-                prefix: *prefix,
-                ifindex,
-                protocol: r.protocol,
+        // The kernel does not nest groups, and allows a blackhole member
+        // only as a group's single path: neither carries traffic here.
+        Ok(obj
+            .group
+            .iter()
+            .filter_map(|m| self.nexthops.get(m))
+            .filter(|m| m.group.is_empty() && !m.blackhole)
+            .map(|m| Hop {
+                ifindex: m.ifindex,
+                gateway: m.gateway,
+                flags: m.flags | obj.flags,
             })
-        })
+            .collect())
     }
 
-    /// The route that makes `segment` primary-up under the group's match rule.
+    /// What one route means for the segments it matches.
+    fn route_verdict(&self, route: &Route) -> RouteVerdict {
+        let at = (route.key.prefix, route.key.table);
+        let kind = match route.kind {
+            RouteKind::Unicast => None,
+            other => Some(other),
+        };
+        let hops = match (kind, self.hops(route)) {
+            (Some(kind), _) => {
+                return RouteVerdict::Blocks(NoPrimary::Type { at, kind });
+            }
+            (None, Err(())) => {
+                return RouteVerdict::Blocks(NoPrimary::Type {
+                    at,
+                    kind: RouteKind::Blackhole,
+                });
+            }
+            (None, Ok(hops)) => hops,
+        };
+        if let Some(h) = hops
+            .iter()
+            .find(|h| flags_ok(h.flags) && h.ifindex.is_some_and(|i| self.ifindex_counts(i)))
+        {
+            return RouteVerdict::Primary(PrimaryRoute {
+                prefix: route.key.prefix,
+                table: route.key.table,
+                metric: route.key.metric,
+                protocol: route.protocol,
+                ifindex: h.ifindex.unwrap_or(0),
+                gateway: h.gateway,
+            });
+        }
+        // Next hops the kernel can still send to (fib_lookup_good_nhc: not
+        // dead; link-down ones too, unless ignore_routes_with_linkdown is set).
+        let live: Vec<(u32, &Hop)> = hops
+            .iter()
+            .filter(|h| h.flags & RTNH_F_DEAD == 0)
+            .filter_map(|h| h.ifindex.map(|i| (i, h)))
+            .filter(|(i, _)| *i != 0 && !self.gone.contains(i))
+            .collect();
+        if let Some((i, _)) = live.iter().find(|(_, h)| h.flags & RTNH_F_LINKDOWN != 0) {
+            return RouteVerdict::Blocks(NoPrimary::LinkDown {
+                at,
+                dev: self.iface_name(*i),
+            });
+        }
+        if let Some((i, _)) = live.first() {
+            return RouteVerdict::Blocks(NoPrimary::BackupOnly {
+                at,
+                dev: self.iface_name(*i),
+            });
+        }
+        RouteVerdict::Skipped(NoPrimary::DeadNextHop { at })
+    }
+
+    /// Whether `segment` is primary-up under the group's match rule: the
+    /// route that holds it, or why none does.
+    ///
+    /// - `exact`: any route for exactly the segment's prefix that has a
+    ///   usable next hop (not dead, not link-down, not via a backup interface).
+    /// - `covering`: per watched table, the kernel's longest match decides:
+    ///   the most specific prefix covering the segment that has a route the
+    ///   kernel would use (one with a next hop not marked dead; unreachable,
+    ///   blackhole and prohibit routes always), and among its routes the one
+    ///   with the lowest metric. The segment is primary-up when that route is
+    ///   a primary route in at least one watched table. Routes with a TOS
+    ///   only match packets with that TOS and are left out.
     pub fn segment_primary(
         &self,
         segment: &IpNet,
         mode: MatchMode,
         allow_default: bool,
-    ) -> Option<PrimaryRoute> {
-        MatchRule::new(mode, allow_default)
-            .route_prefixes(*segment)
-            .find_map(|prefix| self.prefix_primary(&prefix))
+    ) -> Result<PrimaryRoute, NoPrimary> {
+        let mut blocked: Option<NoPrimary> = None;
+        let mut skipped: Option<NoPrimary> = None;
+        // Tables whose longest match is already known (covering only).
+        let mut decided: Vec<u32> = Vec::new();
+        for prefix in MatchRule::new(mode, allow_default).route_prefixes(*segment) {
+            let Some(routes) = self.routes.get(&prefix) else {
+                continue;
+            };
+            for r in routes.values() {
+                let covering = mode == MatchMode::Covering;
+                if covering && (r.key.tos != 0 || decided.contains(&r.key.table)) {
+                    continue;
+                }
+                match self.route_verdict(r) {
+                    RouteVerdict::Primary(p) => return Ok(p),
+                    RouteVerdict::Blocks(why) => {
+                        if covering {
+                            decided.push(r.key.table);
+                        }
+                        blocked.get_or_insert(why);
+                    }
+                    RouteVerdict::Skipped(why) => {
+                        skipped.get_or_insert(why);
+                    }
+                }
+            }
+        }
+        Err(blocked.or(skipped).unwrap_or(NoPrimary::NoRoute))
     }
+}
+
+/// One next hop of a route, resolved.
+struct Hop {
+    ifindex: Option<u32>,
+    gateway: Option<IpAddr>,
+    flags: u32,
+}
+
+enum RouteVerdict {
+    /// A primary route.
+    Primary(PrimaryRoute),
+    /// The kernel would use this route, but not over the primary.
+    Blocks(NoPrimary),
+    /// The kernel passes over this route (every next hop dead or gone) and
+    /// goes on to the next one, or to a shorter prefix.
+    Skipped(NoPrimary),
 }

@@ -67,6 +67,7 @@ pub(super) fn key(table: u32, prefix: &str) -> RouteKey {
         prefix: net(prefix),
         metric: 0,
         tos: 0,
+        alias: RouteAlias::default(),
     }
 }
 
@@ -127,7 +128,7 @@ pub(super) fn brief(actions: &[Action]) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Notice(_) => None,
-            Action::LinkUp { link } => Some(format!("up {link}")),
+            Action::LinkUp { link, .. } => Some(format!("up {link}")),
             Action::LinkDown { link } => Some(format!("down {link}")),
             Action::Steer { group, target, .. } => Some(format!(
                 "steer g{group} l{} if{}",
@@ -259,6 +260,7 @@ fn no_actions_before_synced() {
         Event::TimerFired(Timer::Activate(0)),
         Event::LinkFailed {
             link: LTE,
+            attempt: h.e.current_attempt(LTE),
             error: "boom".into(),
         },
         Event::AdoptSteering {
@@ -611,6 +613,9 @@ fn full_cycle_with_hold() {
     assert_eq!(h.b(Event::TimerFired(Timer::Deactivate(0))), v(&["down 0"]));
     assert_eq!(h.group(0).state, GroupState::Primary);
     assert_eq!(h.group(0).active_link, None);
+    // Down once its driver says the `down` finished.
+    assert_eq!(h.link(LTE).state, LinkState::Releasing);
+    assert!(h.b(Event::LinkReleased { link: LTE }).is_empty());
     assert_eq!(h.link(LTE).state, LinkState::Down);
     assert!(
         h.b(Event::TimerFired(Timer::Deactivate(0))).is_empty(),
@@ -659,7 +664,8 @@ fn activate_delay_filters_a_flap() {
     );
     let mut h = H::standard(&text);
     assert_eq!(h.lose_all(), v(&["arm Activate(0) 10s"]));
-    assert_eq!(h.group(0).state, GroupState::Activating);
+    // Waiting out the delay is a state of its own: no link is tried yet.
+    assert_eq!(h.group(0).state, GroupState::Pending);
     assert_eq!(h.group(0).active_link, None);
     assert_eq!(h.b(via("10.22.0.0/16", ETH0)), v(&["cancel Activate(0)"]));
     assert_eq!(h.group(0).state, GroupState::Primary);
@@ -672,6 +678,8 @@ fn activate_delay_filters_a_flap() {
         h.b(Event::TimerFired(Timer::Activate(0))),
         v(&["up 0", "arm UpTimeout(0) 30s"])
     );
+    assert_eq!(h.group(0).state, GroupState::Activating);
+    assert_eq!(h.group(0).active_link.as_deref(), Some("lte"));
 }
 
 #[test]
@@ -683,6 +691,8 @@ fn giving_up_a_connecting_link_when_primary_returns() {
         v(&["cancel UpTimeout(0)", "down 0"])
     );
     assert_eq!(h.group(0).state, GroupState::Primary);
+    assert_eq!(h.link(LTE).state, LinkState::Releasing);
+    assert!(h.b(Event::LinkReleased { link: LTE }).is_empty());
     assert_eq!(h.link(LTE).state, LinkState::Down);
     // ppp0 coming up late changes nothing.
     assert!(h.ppp_up().is_empty());
@@ -707,6 +717,7 @@ fn up_timeout_then_next_link_then_failed_with_backoff() {
     assert_eq!(h.group(0).active_link.as_deref(), Some("dsl"));
     let out = h.ev(Event::LinkFailed {
         link: DSL,
+        attempt: h.e.current_attempt(DSL),
         error: "ip link set eth2 up: No such device".into(),
     });
     assert_eq!(
@@ -730,6 +741,7 @@ fn up_timeout_then_next_link_then_failed_with_backoff() {
         );
         h.ev(Event::LinkFailed {
             link: LTE,
+            attempt: h.e.current_attempt(LTE),
             error: "pppd exited with status 8".into(),
         });
         let out = h.ev(Event::TimerFired(Timer::UpTimeout(DSL)));
@@ -765,6 +777,7 @@ fn success_resets_backoff() {
     assert_eq!(h.ppp_up(), v(&["cancel UpTimeout(0)", "steer g0 l0 if10"]));
     h.ev(Event::LinkFailed {
         link: LTE,
+        attempt: h.e.current_attempt(LTE),
         error: "pppd exited".into(),
     });
     h.ev(Event::TimerFired(Timer::UpTimeout(DSL)));
@@ -811,6 +824,8 @@ fn link_dropping_while_in_use() {
             "driver failure",
             Event::LinkFailed {
                 link: LTE,
+                // The first LinkUp of a fresh engine.
+                attempt: 1,
                 error: "pppd exited with status 16".into(),
             },
             v(&["down 0", "unsteer g0", "up 1", "arm UpTimeout(1) 30s"]),
@@ -842,6 +857,7 @@ fn single_link_group_redials_at_once() {
     h.ppp_up();
     let out = h.b(Event::LinkFailed {
         link: LTE,
+        attempt: h.e.current_attempt(LTE),
         error: "modem hung up".into(),
     });
     assert_eq!(

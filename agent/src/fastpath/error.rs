@@ -58,21 +58,13 @@ pub enum FastpathError {
     RemovePin { path: PathBuf, source: io::Error },
 
     #[error(
-        "{} exists but is not a usable pinned BPF map: remove it (`rm {}`) and restart",
-        .path.display(), .path.display()
+        "cannot move {} to {} (the layout directory): remove the old pins (`rm -r {}`) and restart",
+        .from.display(), .to.display(), .from.display()
     )]
-    UnusablePinnedMap { path: PathBuf, source: MapError },
-
-    #[error(
-        "pinned map {} has an incompatible layout ({found}; this agent needs {wanted}), probably \
-         left by another routebackup version: remove the stale pin (`rm {}`) and restart the \
-         agent, which rewrites the entries from its configuration",
-        .path.display(), .path.display()
-    )]
-    StaleMapLayout {
-        path: PathBuf,
-        found: MapShape,
-        wanted: MapShape,
+    MigratePin {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
     },
 
     #[error("cannot load the BPF object (maps pinned under {})", .pin_path.display())]
@@ -136,9 +128,6 @@ pub enum FastpathError {
     #[error("cannot open the kept link {}", .path.display())]
     KeptLinkOpen { path: PathBuf, source: AyaLinkError },
 
-    #[error("cannot unpin the kept link {}", .path.display())]
-    KeptLinkUnpin { path: PathBuf, source: io::Error },
-
     #[error("the kept link {} is not a link of program {program}", .path.display())]
     KeptLinkKind {
         path: PathBuf,
@@ -170,8 +159,18 @@ pub enum FastpathError {
     #[error("cannot pin the attachment at {}", .path.display())]
     PinLink { path: PathBuf, source: PinError },
 
-    #[error("could not keep every attachment (those are detached now): {}", .failures.join("; "))]
-    KeepAttachments { failures: Vec<String> },
+    #[error(
+        "the attachments to {} are netlink ones (kernel without XDP links or TCX), which cannot \
+         be pinned: they are detached now",
+        .interfaces.join(", ")
+    )]
+    KeepAttachments { interfaces: Vec<String> },
+
+    #[error("cannot attach XDP to {interface} again after it turned out not to be a bpf link")]
+    XdpReattach {
+        interface: String,
+        source: Box<ProgramError>,
+    },
 
     #[error("cannot read the kernel's info on program {program}")]
     ProgramInfo {
@@ -219,6 +218,15 @@ pub enum FastpathError {
 
     #[error("reading stats of group {group_id}")]
     StatsRead { group_id: u32, source: MapError },
+
+    #[error("resetting the counters of group slot {group_id}")]
+    StatsReset { group_id: u32, source: MapError },
+
+    #[error("cannot count the possible CPUs ({what})")]
+    Cpus {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 /// A map's kind and sizes, as the kernel reports them for a pinned map.

@@ -2,17 +2,19 @@
 //! the maps, attaches the programs to the LAN-facing interfaces and writes
 //! segment entries.
 //!
-//! Layout under the pin directory (default `/sys/fs/bpf/routebackup`):
-//! - `segments_v4`, `segments_v6`, `stats`: the maps (`bpftool map dump pinned ...`).
-//! - `links/xdp-native|xdp-generic|tc_<ifname>`: attachments left in place by
-//!   `close(keep = true)`; the next `open` adopts them (atomic program
-//!   replacement through the link, no window without steering) and unpins them.
+//! Layout under the pin directory (default `/sys/fs/bpf/routebackup`), in a
+//! directory named by the map layout's version (`layout::LAYOUT_VERSION`):
+//! - `v1/segments_v4`, `v1/segments_v6`, `v1/stats`: the maps
+//!   (`bpftool map dump pinned ...`).
+//! - `v1/links/xdp-native|xdp-generic|tc_<ifname>`: the attachments (bpf
+//!   links), pinned as soon as they are made.
 //!
-//! Lifetime: while a `Fastpath` lives it owns the attachments; dropping it
-//! (or a crash) detaches the programs so traffic falls back to the kernel's
-//! routes, while the maps stay pinned. `close(true)` pins the links instead so
-//! steering continues across an agent restart; `close(false)` detaches and
-//! removes every pin.
+//! Lifetime: the pins, not the agent, keep the programs attached. Whatever
+//! ends the process (SIGKILL, a panic, an OOM kill) leaves steering exactly as
+//! last written; the next `open` adopts the pinned links (atomic program
+//! replacement through the link, no window without steering). `close(false)`
+//! (a clean stop) unpins and so detaches everything and removes the maps;
+//! `close(true)` leaves all of it in place.
 //!
 //! The kernel needs forwarding enabled on the backup devices
 //! (`net.ipv4.conf.<if>.forwarding=1`, `net.ipv6.conf.<if>.forwarding=1`):
@@ -21,6 +23,7 @@
 
 mod bpffs;
 mod error;
+mod layout;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -31,7 +34,7 @@ use std::time::Duration;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachType};
+use aya::programs::tc::{SchedClassifierLink, TcAttachType};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
@@ -45,6 +48,7 @@ use crate::config::AttachMode;
 
 pub use bpffs::is_bpffs;
 pub use error::{FastpathError, MapShape};
+pub use layout::{layout_dir, LAYOUT_VERSION};
 
 type Result<T, E = FastpathError> = std::result::Result<T, E>;
 
@@ -92,10 +96,46 @@ pub struct Attachment {
     pub adopted: bool,
 }
 
+/// An attachment as the agent holds it.
+enum Held {
+    /// A bpf link pinned at `path`: the pin keeps it attached whatever
+    /// happens to the agent; `detach` removes the pin, then closes the fd.
+    Pinned { link: FdLink, path: PathBuf },
+    /// XDP attached through netlink (kernel without XDP links): owned by the
+    /// program, so it cannot be pinned; detached with the program.
+    XdpNetlink,
+    /// TC attached through netlink (kernel without TCX): no bpf link to pin;
+    /// detached when dropped (the field only holds it).
+    TcNetlink(
+        #[expect(dead_code, reason = "held for its Drop, which detaches")] SchedClassifierLink,
+    ),
+}
+
+/// One interface's attachments. Dropping it leaves the pinned ones attached
+/// (that is what survives a crash); `detach` takes them off.
 struct IfLinks {
     attachment: Attachment,
-    xdp: Option<XdpLinkId>,
-    tc: Option<SchedClassifierLinkId>,
+    held: Vec<Held>,
+}
+
+impl IfLinks {
+    /// Unpins and closes every attachment: the programs leave the interface.
+    fn detach(self) {
+        for h in self.held {
+            if let Held::Pinned { link, path } = h {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(
+                            "cannot unpin {} (it stays attached until removed): {}",
+                            path.display(),
+                            crate::error::Report(&e)
+                        );
+                    }
+                }
+                drop(link);
+            }
+        }
+    }
 }
 
 /// Result of one `BPF_PROG_TEST_RUN`.
@@ -118,7 +158,10 @@ const META_COUNTED: [u8; 4] = routebackup_common::META_COUNTED.to_ne_bytes();
 /// The loaded programs, their maps and attachments.
 pub struct Fastpath {
     ebpf: Ebpf,
+    /// `[agent] pin_path`.
     pin_path: PathBuf,
+    /// `<pin_path>/<LAYOUT_VERSION>`: the maps and `links/`.
+    dir: PathBuf,
     segments_v4: LpmTrie<MapData, [u8; 4], SegmentValue>,
     segments_v6: LpmTrie<MapData, [u8; 16], SegmentValue>,
     stats: PerCpuArray<MapData, GroupStats>,
@@ -166,30 +209,33 @@ const MAP_LAYOUTS: [MapLayout; 3] = [
     },
 ];
 
-/// Fails with the fix if a pinned map exists with another layout: aya would
-/// reuse it silently and the programs would misread it.
-fn check_pinned_map(path: &Path, want: &MapLayout) -> Result<()> {
+/// Why a pinned map at `path` cannot be reused (aya would reuse it silently
+/// and the programs would misread it); None when it is absent or fits.
+fn stale_map(path: &Path, want: &MapLayout) -> Option<String> {
     if !path.exists() {
-        return Ok(());
+        return None;
     }
-    let info = MapInfo::from_pin(path).map_err(|source| FastpathError::UnusablePinnedMap {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let info = match MapInfo::from_pin(path) {
+        Ok(i) => i,
+        Err(e) => {
+            return Some(format!(
+                "it is not a usable BPF map ({})",
+                crate::error::Report(&e)
+            ))
+        }
+    };
     let found = MapShape {
         map_type: info.map_type().ok(),
         key_size: info.key_size(),
         value_size: info.value_size(),
         max_entries: info.max_entries(),
     };
-    if found != want.shape {
-        return Err(FastpathError::StaleMapLayout {
-            path: path.to_path_buf(),
-            found,
-            wanted: want.shape,
-        });
-    }
-    Ok(())
+    (found != want.shape).then(|| {
+        format!(
+            "its layout ({found}) is not the one this agent needs ({})",
+            want.shape
+        )
+    })
 }
 
 fn ifindex_of(name: &str) -> Result<u32> {
@@ -277,26 +323,31 @@ impl Fastpath {
             return Err(FastpathError::BuiltWithoutPrograms);
         }
         bpffs::prepare_pin_dir(&opts.pin_path)?;
-        let links_dir = opts.pin_path.join(LINKS_DIR);
+        layout::settle(&opts.pin_path)?;
+        let dir = layout_dir(&opts.pin_path);
+        let links_dir = dir.join(LINKS_DIR);
         std::fs::create_dir_all(&links_dir).map_err(|source| FastpathError::CreateDir {
             path: links_dir.clone(),
             source,
         })?;
-        for layout in &MAP_LAYOUTS {
-            check_pinned_map(&opts.pin_path.join(layout.name), layout)?;
+        for l in &MAP_LAYOUTS {
+            let path = dir.join(l.name);
+            if let Some(why) = stale_map(&path, l) {
+                layout::replace_stale_map(&path, &why)?;
+            }
         }
         warn_forwarding_global();
 
         let pins: Vec<(&str, PathBuf)> = MAP_LAYOUTS
             .iter()
-            .map(|l| (l.name, opts.pin_path.join(l.name)))
+            .map(|l| (l.name, dir.join(l.name)))
             .collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(|source| FastpathError::Load {
-            pin_path: opts.pin_path.clone(),
+            pin_path: dir.clone(),
             source: Box::new(source),
         })?;
 
@@ -322,6 +373,7 @@ impl Fastpath {
         let mut fp = Fastpath {
             ebpf,
             pin_path: opts.pin_path.clone(),
+            dir,
             segments_v4,
             segments_v6,
             stats,
@@ -346,6 +398,8 @@ impl Fastpath {
         Ok(fp)
     }
 
+    /// Attaches both programs to `ifname` (adopting what `kept` holds for
+    /// it) and pins each attachment at once, so it outlives the agent.
     fn attach_interface(
         &mut self,
         ifname: &str,
@@ -354,10 +408,11 @@ impl Fastpath {
     ) -> Result<IfLinks> {
         let ifindex = ifindex_of(ifname)?;
         let wanted = xdp_mode_wanted(mode);
+        let links_dir = self.dir.join(LINKS_DIR);
         let mut adopted = false;
+        let mut held = Vec::new();
 
         // XDP: adopt a kept link in an acceptable mode, else attach.
-        let mut xdp_id = None;
         let mut xdp_mode = XdpAttach::None;
         for (_, kind, path) in kept
             .iter()
@@ -368,10 +423,13 @@ impl Fastpath {
             } else {
                 XdpAttach::Generic
             };
-            if xdp_id.is_none() && wanted.contains(&m) {
+            if xdp_mode == XdpAttach::None && wanted.contains(&m) {
                 match self.adopt_xdp(path) {
-                    Ok(id) => {
-                        xdp_id = Some(id);
+                    Ok(link) => {
+                        held.push(Held::Pinned {
+                            link,
+                            path: path.clone(),
+                        });
                         xdp_mode = m;
                         adopted = true;
                         continue;
@@ -385,10 +443,11 @@ impl Fastpath {
             }
             let _ = std::fs::remove_file(path);
         }
-        if xdp_id.is_none() && !wanted.is_empty() {
+        if xdp_mode == XdpAttach::None && !wanted.is_empty() {
             let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
             // The native attempt's error when the generic one follows (mode auto).
             let mut native_error = None;
+            let mut xdp_id = None;
             for (i, m) in wanted.iter().enumerate() {
                 let flags = match m {
                     XdpAttach::Native => XdpMode::Driver,
@@ -396,7 +455,7 @@ impl Fastpath {
                 };
                 match xdp.attach_to_if_index(ifindex, flags) {
                     Ok(id) => {
-                        xdp_id = Some(id);
+                        xdp_id = Some((id, flags));
                         xdp_mode = *m;
                         break;
                     }
@@ -415,15 +474,23 @@ impl Fastpath {
             if xdp_mode == XdpAttach::Generic && mode == AttachMode::Auto {
                 tracing::info!("{ifname}: the driver has no native XDP; using generic XDP");
             }
+            if let Some((id, flags)) = xdp_id {
+                let path = links_dir.join(link_pin_name(xdp_mode.pin_suffix(), ifname));
+                held.push(self.pin_xdp(ifname, ifindex, id, flags, path)?);
+            }
         }
 
         // TC ingress: adopt or attach.
-        let mut tc_id = None;
+        let mut tc = false;
         for (_, _, path) in kept.iter().filter(|(i, k, _)| i == ifname && k == "tc") {
-            if tc_id.is_none() {
+            if !tc {
                 match self.adopt_tc(path) {
-                    Ok(id) => {
-                        tc_id = Some(id);
+                    Ok(link) => {
+                        held.push(Held::Pinned {
+                            link,
+                            path: path.clone(),
+                        });
+                        tc = true;
                         adopted = true;
                         continue;
                     }
@@ -436,23 +503,39 @@ impl Fastpath {
             }
             let _ = std::fs::remove_file(path);
         }
-        if tc_id.is_none() {
-            let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-            let id = match tc.attach(ifname, TcAttachType::Ingress) {
+        if !tc {
+            let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
+            let id = match prog.attach(ifname, TcAttachType::Ingress) {
                 Ok(id) => id,
                 Err(first) => {
                     // Kernels without TCX attach through netlink and need clsact.
                     let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-                    tc.attach(ifname, TcAttachType::Ingress).map_err(|source| {
-                        FastpathError::TcAttach {
+                    prog.attach(ifname, TcAttachType::Ingress)
+                        .map_err(|source| FastpathError::TcAttach {
                             interface: ifname.to_string(),
                             first_error: crate::error::chain(&first),
                             source: Box::new(source),
-                        }
-                    })?
+                        })?
                 }
             };
-            tc_id = Some(id);
+            let link = prog.take_link(id).map_err(take_link(ifname, PROG_TC))?;
+            if link.attach_type().is_ok() {
+                tracing::warn!(
+                    "{ifname}: TC attached through netlink (kernel without TCX): it cannot be \
+                     pinned, so a restart of the agent re-attaches it"
+                );
+                held.push(Held::TcNetlink(link));
+            } else {
+                let fd = FdLink::try_from(link).map_err(|source| FastpathError::NoBpfLink {
+                    why: "the TCX attachment",
+                    source,
+                })?;
+                let path = links_dir.join(link_pin_name("tc", ifname));
+                held.push(Held::Pinned {
+                    link: pin_link(fd, &path)?,
+                    path,
+                });
+            }
         }
 
         Ok(IfLinks {
@@ -460,46 +543,94 @@ impl Fastpath {
                 interface: ifname.to_string(),
                 ifindex,
                 xdp: xdp_mode,
-                tc: tc_id.is_some(),
+                tc: true,
                 adopted,
             },
-            xdp: xdp_id,
-            tc: tc_id,
+            held,
         })
     }
 
-    fn adopt_xdp(&mut self, path: &Path) -> Result<XdpLinkId> {
-        let link = XdpLink::try_from(unpin_kept_link(path)?).map_err(|source| {
-            FastpathError::KeptLinkKind {
-                path: path.to_path_buf(),
-                program: PROG_XDP,
-                source,
-            }
-        })?;
+    /// Pins a fresh XDP attachment. Without an XDP bpf link (netlink
+    /// attachment, kernels before 5.9) the conversion drops it, so it is
+    /// made again and left to the program.
+    fn pin_xdp(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        id: XdpLinkId,
+        flags: XdpMode,
+        path: PathBuf,
+    ) -> Result<Held> {
         let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
-        xdp.attach_to_link(link)
-            .map_err(|source| FastpathError::KeptLinkAdopt {
-                path: path.to_path_buf(),
-                program: PROG_XDP,
-                source: Box::new(source),
-            })
+        let link = xdp.take_link(id).map_err(take_link(ifname, PROG_XDP))?;
+        match FdLink::try_from(link) {
+            Ok(fd) => Ok(Held::Pinned {
+                link: pin_link(fd, &path)?,
+                path,
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "{ifname}: XDP attached through netlink (no bpf link: {}): it cannot be \
+                     pinned, so a restart of the agent re-attaches it",
+                    crate::error::Report(&e)
+                );
+                xdp.attach_to_if_index(ifindex, flags).map_err(|source| {
+                    FastpathError::XdpReattach {
+                        interface: ifname.to_string(),
+                        source: Box::new(source),
+                    }
+                })?;
+                Ok(Held::XdpNetlink)
+            }
+        }
     }
 
-    fn adopt_tc(&mut self, path: &Path) -> Result<SchedClassifierLinkId> {
-        let link = SchedClassifierLink::try_from(unpin_kept_link(path)?).map_err(|source| {
+    /// Takes over a kept XDP link: its program is replaced by ours in one
+    /// step; the pin stays, so the link outlives this agent too.
+    fn adopt_xdp(&mut self, path: &Path) -> Result<FdLink> {
+        let link = XdpLink::try_from(open_kept_link(path)?).map_err(|source| {
+            FastpathError::KeptLinkKind {
+                path: path.to_path_buf(),
+                program: PROG_XDP,
+                source,
+            }
+        })?;
+        let adopt = |source| FastpathError::KeptLinkAdopt {
+            path: path.to_path_buf(),
+            program: PROG_XDP,
+            source: Box::new(source),
+        };
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
+        let id = xdp.attach_to_link(link).map_err(adopt)?;
+        let link = xdp.take_link(id).map_err(adopt)?;
+        FdLink::try_from(link).map_err(|source| FastpathError::KeptLinkKind {
+            path: path.to_path_buf(),
+            program: PROG_XDP,
+            source,
+        })
+    }
+
+    fn adopt_tc(&mut self, path: &Path) -> Result<FdLink> {
+        let link = SchedClassifierLink::try_from(open_kept_link(path)?).map_err(|source| {
             FastpathError::KeptLinkKind {
                 path: path.to_path_buf(),
                 program: PROG_TC,
                 source,
             }
         })?;
+        let adopt = |source| FastpathError::KeptLinkAdopt {
+            path: path.to_path_buf(),
+            program: PROG_TC,
+            source: Box::new(source),
+        };
         let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-        tc.attach_to_link(link)
-            .map_err(|source| FastpathError::KeptLinkAdopt {
-                path: path.to_path_buf(),
-                program: PROG_TC,
-                source: Box::new(source),
-            })
+        let id = tc.attach_to_link(link).map_err(adopt)?;
+        let link = tc.take_link(id).map_err(adopt)?;
+        FdLink::try_from(link).map_err(|source| FastpathError::KeptLinkKind {
+            path: path.to_path_buf(),
+            program: PROG_TC,
+            source,
+        })
     }
 
     /// Per interface: index, XDP mode actually used, TC attached, adopted.
@@ -521,9 +652,14 @@ impl Fastpath {
         Ok((xdp, tc))
     }
 
-    /// The pin directory.
+    /// Where the maps and `links/` are pinned: the layout's directory
+    /// under `[agent] pin_path`.
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "status shows where the maps are, which is the layout's directory"
+    )]
     pub fn pin_path(&self) -> &Path {
-        &self.pin_path
+        &self.dir
     }
 
     /// Inserts or replaces the entry for exactly `prefix` (host bits are cleared).
@@ -609,6 +745,60 @@ impl Fastpath {
         Ok(sum)
     }
 
+    /// Zeroes a group slot's counters (a reload gave the slot to another
+    /// group, or emptied it).
+    pub fn reset_group_stats(&mut self, group_id: u32) -> Result<()> {
+        if group_id >= MAX_GROUPS {
+            return Err(FastpathError::GroupOutOfRange { group_id });
+        }
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, source)| FastpathError::Cpus { what, source })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![GroupStats::default(); cpus]).map_err(
+            |source| FastpathError::Cpus {
+                what: "per-CPU values",
+                source,
+            },
+        )?;
+        self.stats
+            .set(group_id, zeros, 0)
+            .map_err(|source| FastpathError::StatsReset { group_id, source })
+    }
+
+    /// Attaches the programs to one more interface (a reload added it to
+    /// `fastpath.interfaces`). Nothing happens if it is attached already.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<Attachment> {
+        if let Some(l) = self.links.iter().find(|l| l.attachment.interface == ifname) {
+            return Ok(l.attachment.clone());
+        }
+        let l = self.attach_interface(ifname, mode, &[])?;
+        let attachment = l.attachment.clone();
+        self.links.push(l);
+        Ok(attachment)
+    }
+
+    /// Detaches the programs from one interface (a reload removed it from
+    /// `fastpath.interfaces`), including an attachment pinned for it.
+    /// Returns whether it was attached.
+    pub fn detach(&mut self, ifname: &str) -> Result<bool> {
+        let Some(pos) = self
+            .links
+            .iter()
+            .position(|l| l.attachment.interface == ifname)
+        else {
+            return Ok(false);
+        };
+        // Unpinning and closing its links is what takes the programs off.
+        // (An XDP attachment made through netlink, on kernels before bpf
+        // links, stays until the program is unloaded: there is no link.)
+        self.links.remove(pos).detach();
+        for (name, _, path) in pinned_links(&self.pin_path.join(LINKS_DIR)) {
+            if name == ifname {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs `rb_xdp` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
     pub fn test_run_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
         let xdp: &Xdp = program(&self.ebpf, PROG_XDP)?;
@@ -629,74 +819,39 @@ impl Fastpath {
     }
 
     /// Stops the fast path. `keep = false`: detach every program and remove
-    /// the pins (maps and kept links). `keep = true`: pin the attachments
-    /// under `<pin_path>/links/` so steering continues without the agent;
-    /// the next `open` adopts them.
+    /// the pins (maps and links). `keep = true`: leave the pinned attachments
+    /// and maps in place so steering continues without the agent; the next
+    /// `open` adopts them. (Dropping a `Fastpath` without `close`, as a
+    /// crash does, is the same as `keep = true`.)
     pub fn close(mut self, keep: bool) -> Result<()> {
-        let links_dir = self.pin_path.join(LINKS_DIR);
-        if !keep {
-            let links = std::mem::take(&mut self.links);
-            drop(links);
-            drop(self.ebpf);
-            for l in &MAP_LAYOUTS {
-                let p = self.pin_path.join(l.name);
-                if p.exists() {
-                    std::fs::remove_file(&p)
-                        .map_err(|source| FastpathError::RemovePin { path: p, source })?;
-                }
+        let links = std::mem::take(&mut self.links);
+        if keep {
+            let lost: Vec<String> = links
+                .iter()
+                .filter(|l| l.held.iter().any(|h| !matches!(h, Held::Pinned { .. })))
+                .map(|l| l.attachment.interface.clone())
+                .collect();
+            if !lost.is_empty() {
+                return Err(FastpathError::KeepAttachments { interfaces: lost });
             }
-            for (_, _, p) in pinned_links(&links_dir) {
-                let _ = std::fs::remove_file(p);
-            }
-            let _ = std::fs::remove_dir(&links_dir);
-            let _ = std::fs::remove_dir(&self.pin_path);
             return Ok(());
         }
-        let mut errors = Vec::new();
-        for l in std::mem::take(&mut self.links) {
-            let ifname = &l.attachment.interface;
-            if let Some(id) = l.xdp {
-                let path = links_dir.join(link_pin_name(l.attachment.xdp.pin_suffix(), ifname));
-                let r = (|| -> Result<()> {
-                    let xdp: &mut Xdp = program_mut(&mut self.ebpf, PROG_XDP)?;
-                    let link = xdp.take_link(id).map_err(take_link(ifname, PROG_XDP))?;
-                    let fd = FdLink::try_from(link).map_err(|source| FastpathError::NoBpfLink {
-                        why: "XDP attached through netlink (no bpf link)",
-                        source,
-                    })?;
-                    pin_link(fd, &path)
-                })();
-                if let Err(e) = r {
-                    errors.push(format!(
-                        "{ifname} XDP -> {}: {}",
-                        path.display(),
-                        crate::error::chain(&e)
-                    ));
-                }
-            }
-            if let Some(id) = l.tc {
-                let path = links_dir.join(link_pin_name("tc", ifname));
-                let r = (|| -> Result<()> {
-                    let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-                    let link = tc.take_link(id).map_err(take_link(ifname, PROG_TC))?;
-                    let fd = FdLink::try_from(link).map_err(|source| FastpathError::NoBpfLink {
-                        why: "TC attached through netlink (kernel without TCX, so no bpf link)",
-                        source,
-                    })?;
-                    pin_link(fd, &path)
-                })();
-                if let Err(e) = r {
-                    errors.push(format!(
-                        "{ifname} TC -> {}: {}",
-                        path.display(),
-                        crate::error::chain(&e)
-                    ));
-                }
+        for l in links {
+            l.detach();
+        }
+        drop(self.ebpf);
+        for l in &MAP_LAYOUTS {
+            let p = self.dir.join(l.name);
+            if p.exists() {
+                std::fs::remove_file(&p)
+                    .map_err(|source| FastpathError::RemovePin { path: p, source })?;
             }
         }
-        if !errors.is_empty() {
-            return Err(FastpathError::KeepAttachments { failures: errors });
+        // Pins of interfaces that were never attached (an open that failed half-way).
+        for (_, _, p) in pinned_links(&self.dir.join(LINKS_DIR)) {
+            let _ = std::fs::remove_file(p);
         }
+        layout::remove_empty_dirs(&self.pin_path);
         Ok(())
     }
 
@@ -749,29 +904,26 @@ fn map_write_error(prefix: &IpNet, source: MapError) -> FastpathError {
     }
 }
 
-/// Opens a link a previous agent kept and removes its pin (the returned
-/// link holds the attachment from now on).
-fn unpin_kept_link(path: &Path) -> Result<FdLink> {
-    let pinned = PinnedLink::from_pin(path).map_err(|source| FastpathError::KeptLinkOpen {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    pinned
-        .unpin()
-        .map_err(|source| FastpathError::KeptLinkUnpin {
+/// Opens a link a previous agent pinned; the pin stays (it keeps the link
+/// attached across this agent's death too).
+fn open_kept_link(path: &Path) -> Result<FdLink> {
+    PinnedLink::from_pin(path)
+        .map(FdLink::from)
+        .map_err(|source| FastpathError::KeptLinkOpen {
             path: path.to_path_buf(),
             source,
         })
 }
 
-/// Pins `fd` at `path`, replacing a pin left there.
-fn pin_link(fd: FdLink, path: &Path) -> Result<()> {
+/// Pins `fd` at `path`, replacing a pin left there; returns the link's fd.
+fn pin_link(fd: FdLink, path: &Path) -> Result<FdLink> {
     let _ = std::fs::remove_file(path);
-    fd.pin(path).map_err(|source| FastpathError::PinLink {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(())
+    fd.pin(path)
+        .map(FdLink::from)
+        .map_err(|source| FastpathError::PinLink {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn take_link<'a>(

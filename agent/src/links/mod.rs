@@ -1,7 +1,9 @@
 //! Backup link drivers: bring a link up and take it down when the engine asks
 //! (`Action::LinkUp` / `Action::LinkDown`), supervise long-running processes,
 //! and report failures (`DriverEvent::Failed`, which the daemon turns into
-//! `Event::LinkFailed`; the error is [`LinkError`] as text).
+//! `Event::LinkFailed`; the error is [`LinkError`] as text) with the id of
+//! the attempt (`up`) they end, and every finished `down`
+//! (`DriverEvent::Released`, turned into `Event::LinkReleased`).
 //!
 //! The drivers do not judge whether a link is usable: the engine learns that
 //! from netlink (interface up, address present). They only run what the
@@ -47,9 +49,16 @@ use process::{Role, Spawned};
 /// What a driver tells the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverEvent {
-    /// The current attempt or session is over (maps to `Event::LinkFailed`,
-    /// whose text status shows as the link's `last_error`).
-    Failed { link: LinkId, error: String },
+    /// The attempt or session started by the `up` with id `attempt` is over
+    /// (maps to `Event::LinkFailed`, whose text status shows as the link's
+    /// `last_error`).
+    Failed {
+        link: LinkId,
+        attempt: u64,
+        error: String,
+    },
+    /// One `down` request finished (maps to `Event::LinkReleased`).
+    Released { link: LinkId },
 }
 
 /// A driver's own state, for `status` (the link's real state comes from the engine).
@@ -87,6 +96,7 @@ impl Default for Timeouts {
 enum Request {
     Up {
         group: String,
+        attempt: u64,
     },
     Down,
     /// Answered once every earlier request of this link was executed.
@@ -103,9 +113,24 @@ struct Slot {
     state: Arc<Mutex<DriverState>>,
 }
 
+impl Slot {
+    /// No driver (a link slot left vacant by a reload).
+    fn none() -> Slot {
+        let (tx, _) = mpsc::unbounded_channel();
+        Slot {
+            name: String::new(),
+            tx,
+            state: Arc::new(Mutex::new(DriverState::Idle)),
+        }
+    }
+}
+
 /// The drivers of every configured link (one per daemon).
 pub struct LinkDrivers {
     slots: Vec<Slot>,
+    reports: mpsc::UnboundedSender<DriverEvent>,
+    timeouts: Timeouts,
+    pppd_pid_dir: PathBuf,
 }
 
 impl LinkDrivers {
@@ -122,55 +147,76 @@ impl LinkDrivers {
     }
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "each driver keeps its own clone; callers hand theirs over"
-    )]
     pub fn with_options(
         links: &[LinkConfig],
         reports: mpsc::UnboundedSender<DriverEvent>,
         timeouts: Timeouts,
         pppd_pid_dir: PathBuf,
     ) -> LinkDrivers {
-        let slots = links
-            .iter()
-            .enumerate()
-            .map(|(id, cfg)| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let state = Arc::new(Mutex::new(DriverState::Idle));
-                let driver = Driver {
-                    id,
-                    cfg: cfg.clone(),
-                    timeouts,
-                    pppd_pid_dir: pppd_pid_dir.clone(),
-                    state: state.clone(),
-                    reports: reports.clone(),
-                    child: None,
-                    group: String::new(),
-                    netlink: None,
-                };
-                tokio::spawn(driver.run(rx));
-                Slot {
-                    name: cfg.name.clone(),
-                    tx,
-                    state,
-                }
-            })
-            .collect();
-        LinkDrivers { slots }
+        let mut drivers = LinkDrivers {
+            slots: Vec::new(),
+            reports,
+            timeouts,
+            pppd_pid_dir,
+        };
+        for (id, cfg) in links.iter().enumerate() {
+            drivers.add(id, cfg);
+        }
+        drivers
     }
 
-    /// Queues bringing `link` up for `group` (named in the command's environment).
-    pub fn up(&self, link: LinkId, group: &str) {
+    /// Starts the driver of `link` (a reload added it), replacing whatever
+    /// the slot held (slots in between stay without a driver).
+    pub fn add(&mut self, link: LinkId, cfg: &LinkConfig) {
+        while self.slots.len() <= link {
+            self.slots.push(Slot::none());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(DriverState::Idle));
+        let driver = Driver {
+            id: link,
+            cfg: cfg.clone(),
+            timeouts: self.timeouts,
+            pppd_pid_dir: self.pppd_pid_dir.clone(),
+            state: state.clone(),
+            reports: self.reports.clone(),
+            child: None,
+            group: String::new(),
+            attempt: 0,
+            netlink: None,
+        };
+        tokio::spawn(driver.run(rx));
+        if let Some(slot) = self.slots.get_mut(link) {
+            *slot = Slot {
+                name: cfg.name.clone(),
+                tx,
+                state,
+            };
+        }
+    }
+
+    /// Ends the driver of `link` (a reload removed it) once the requests
+    /// queued for it (its `down`) were carried out.
+    pub fn retire(&mut self, link: LinkId) {
+        if let Some(slot) = self.slots.get_mut(link) {
+            // Dropping the sender ends the task after its queue.
+            *slot = Slot::none();
+        }
+    }
+
+    /// Queues bringing `link` up for `group` (named in the command's
+    /// environment); failures of this attempt are reported with `attempt`.
+    pub fn up(&self, link: LinkId, attempt: u64, group: &str) {
         self.send(
             link,
             Request::Up {
                 group: group.to_string(),
+                attempt,
             },
         );
     }
 
-    /// Queues taking `link` down.
+    /// Queues taking `link` down; `DriverEvent::Released` says when it is done.
     pub fn down(&self, link: LinkId) {
         self.send(link, Request::Down);
     }
@@ -225,6 +271,8 @@ struct Supervised {
     spawned: Spawned,
     role: Role,
     program: String,
+    /// The attempt that started it (its exit is reported with this id).
+    attempt: u64,
 }
 
 /// One link's driver task.
@@ -238,6 +286,8 @@ struct Driver {
     child: Option<Supervised>,
     /// The group of the last `up` (for the `down` command's environment).
     group: String,
+    /// The id of the last `up`.
+    attempt: u64,
     netlink: Option<rtnetlink::Handle>,
 }
 
@@ -253,8 +303,11 @@ impl Driver {
         loop {
             tokio::select! {
                 req = rx.recv() => match req {
-                    Some(Request::Up { group }) => self.up(group).await,
-                    Some(Request::Down) => self.down().await,
+                    Some(Request::Up { group, attempt }) => self.up(group, attempt).await,
+                    Some(Request::Down) => {
+                        self.down().await;
+                        let _ = self.reports.send(DriverEvent::Released { link: self.id });
+                    }
                     Some(Request::Settle(tx)) => { let _ = tx.send(()); }
                     Some(Request::Shutdown { keep, done }) => {
                         if keep {
@@ -279,11 +332,13 @@ impl Driver {
         }
     }
 
-    fn fail(&self, error: &LinkError) {
+    /// Reports that attempt `attempt` failed.
+    fn fail(&self, attempt: u64, error: &LinkError) {
         let error = error.text();
-        tracing::warn!(link = %self.cfg.name, "{error}");
+        tracing::warn!(link = %self.cfg.name, attempt, "{error}");
         let _ = self.reports.send(DriverEvent::Failed {
             link: self.id,
+            attempt,
             error,
         });
     }
@@ -305,12 +360,15 @@ impl Driver {
         Ok(h)
     }
 
-    async fn up(&mut self, group: String) {
-        if let Some(c) = &self.child {
+    async fn up(&mut self, group: String, attempt: u64) {
+        if let Some(c) = &mut self.child {
             tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.role);
+            // Its exit now ends the new attempt.
+            c.attempt = attempt;
             return;
         }
         self.group = group;
+        self.attempt = attempt;
         match self.cfg.driver.clone() {
             DriverConfig::AlwaysUp => self.set_state(DriverState::Up),
             DriverConfig::Interface => {
@@ -326,13 +384,18 @@ impl Driver {
                     }
                     Err(e) => {
                         self.set_state(DriverState::Idle);
-                        self.fail(&e);
+                        self.fail(attempt, &e);
                     }
                 }
             }
             DriverConfig::Command { up, .. } => {
                 if up.is_empty() {
                     self.set_state(DriverState::Up);
+                    return;
+                }
+                if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                    tracing::info!(link = %self.cfg.name, pid, "an up command for this link already runs (left by an earlier agent); not starting another");
+                    self.set_state(DriverState::Running { pid });
                     return;
                 }
                 self.spawn(&up, Role::UpCommand);
@@ -351,8 +414,9 @@ impl Driver {
 
     fn spawn(&mut self, argv: &[String], role: Role) {
         let env = self.env();
-        // pppd survives an agent restart with kept links; see Spawned::start.
-        match Spawned::start(argv, &env, &self.cfg.name, role, role == Role::Pppd) {
+        // pppd and a long-running up command survive the agent (a crash, or a
+        // stop with kept links); see Spawned::start.
+        match Spawned::start(argv, &env, &self.cfg.name, role, true) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
@@ -360,11 +424,12 @@ impl Driver {
                     spawned,
                     role,
                     program,
+                    attempt: self.attempt,
                 });
             }
             Err(e) => {
                 self.set_state(DriverState::Idle);
-                self.fail(&e);
+                self.fail(self.attempt, &e);
             }
         }
     }
@@ -378,11 +443,14 @@ impl Driver {
             Ok(s) => s,
             Err(source) => {
                 self.set_state(DriverState::Idle);
-                self.fail(&LinkError::Wait {
-                    role: c.role,
-                    program: c.program,
-                    source,
-                });
+                self.fail(
+                    c.attempt,
+                    &LinkError::Wait {
+                        role: c.role,
+                        program: c.program,
+                        source,
+                    },
+                );
                 return;
             }
         };
@@ -397,13 +465,16 @@ impl Driver {
             Role::UpCommand | Role::DownCommand => None,
         };
         self.set_state(DriverState::Idle);
-        self.fail(&LinkError::Exited {
-            role: c.role,
-            program: c.program,
-            status,
-            meaning,
-            stderr_tail,
-        });
+        self.fail(
+            c.attempt,
+            &LinkError::Exited {
+                role: c.role,
+                program: c.program,
+                status,
+                meaning,
+                stderr_tail,
+            },
+        );
     }
 
     async fn down(&mut self) {
@@ -426,7 +497,11 @@ impl Driver {
                 }
             }
             DriverConfig::Command { down, .. } => {
-                self.stop_child().await;
+                if !self.stop_child().await {
+                    if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
+                        process::stop_kept(&self.cfg.name, pid, self.timeouts.term_grace).await;
+                    }
+                }
                 if !down.is_empty() {
                     let env = self.env();
                     if let Err(e) = process::run_bounded(
@@ -484,7 +559,7 @@ impl Driver {
         unsafe { libc::kill(p, libc::SIGTERM) };
         let deadline = tokio::time::Instant::now() + self.timeouts.term_grace;
         while tokio::time::Instant::now() < deadline {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if !process::is_running(pid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -45,6 +45,15 @@ impl Role {
         }
     }
 
+    /// `ROUTEBACKUP_ROLE` in the process's environment.
+    fn env_name(self) -> &'static str {
+        match self {
+            Role::UpCommand => "up",
+            Role::DownCommand => "down",
+            Role::Pppd => "pppd",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Role::UpCommand => "up command",
@@ -89,6 +98,8 @@ impl Spawned {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
+            // Lets the next agent find a kept `up` command (`find_kept`).
+            .env("ROUTEBACKUP_ROLE", role.env_name())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -219,6 +230,86 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
+/// A long-running `up` command of `link` left by an earlier agent (killed or
+/// stopped with `--keep-fastpath`): a process-group leader in this network
+/// namespace whose environment names the link and its interface, as
+/// `Spawned::start` set it. A pid reused by a stranger lacks that
+/// environment, so it is never mistaken for one.
+pub fn find_kept(link: &str, interface: &str) -> Option<u32> {
+    let want_link = format!("ROUTEBACKUP_LINK={link}");
+    let want_if = format!("ROUTEBACKUP_INTERFACE={interface}");
+    let our_netns = std::fs::metadata("/proc/self/ns/net").ok()?;
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !is_group_leader(pid) || !is_running(pid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let has = |v: &str| vars.contains(&v.as_bytes());
+        if !(has(&want_link) && has(&want_if) && has("ROUTEBACKUP_ROLE=up")) {
+            continue;
+        }
+        let same_netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.ino() == our_netns.ino() && m.dev() == our_netns.dev()
+        });
+        if same_netns {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Field `n` (1-based, n >= 3) of /proc/<pid>/stat.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
+}
+
+/// True if `pid` leads its process group (field 5 of /proc/<pid>/stat).
+fn is_group_leader(pid: u32) -> bool {
+    stat_field(pid, 5).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+}
+
+/// True while `pid` runs: it exists and is not a zombie waiting for a
+/// parent (not us: it was an earlier agent's child) to reap it.
+pub fn is_running(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Stops a kept `up` command found by [`find_kept`]: SIGTERM to its group,
+/// SIGKILL after `grace` if the leader still runs.
+pub async fn stop_kept(link: &str, pid: u32, grace: Duration) {
+    tracing::info!(
+        link,
+        pid,
+        "stopping the up command left by an earlier agent"
+    );
+    signal_group(pid, libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !is_running(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(pid, libc::SIGKILL);
+}
+
 /// Runs `argv` to completion with `env`, bounded by `timeout` (the process
 /// group is killed when it runs over).
 pub async fn run_bounded(
@@ -292,5 +383,21 @@ async fn log_lines(
                 t.push_back(line);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_of_this_process() {
+        assert!(is_running(std::process::id()));
+        assert_eq!(
+            stat_field(std::process::id(), 4),
+            Some(std::os::unix::process::parent_id().to_string())
+        );
+        assert!(!is_running(u32::MAX));
+        assert_eq!(find_kept("no-such-link-here", "nope0"), None);
     }
 }

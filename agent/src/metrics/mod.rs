@@ -29,16 +29,21 @@ use crate::model::{GroupState, LinkState};
 use crate::watcher::WatcherStats;
 
 /// Every link state, in the order the metrics list them.
-const LINK_STATES: [LinkState; 4] = [
+const LINK_STATES: [LinkState; 5] = [
     LinkState::Down,
     LinkState::Connecting,
     LinkState::Up,
+    LinkState::Releasing,
     LinkState::Failed,
 ];
 
 /// Fails to compile when a link state is added, so `LINK_STATES` gets it too.
 const _: fn(LinkState) = |s| match s {
-    LinkState::Down | LinkState::Connecting | LinkState::Up | LinkState::Failed => (),
+    LinkState::Down
+    | LinkState::Connecting
+    | LinkState::Up
+    | LinkState::Releasing
+    | LinkState::Failed => (),
 };
 
 /// Why a link attempt or session failed: a small fixed set (metric labels
@@ -114,6 +119,11 @@ struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
     group: String,
 }
@@ -158,6 +168,7 @@ pub struct Metrics {
     steer_latency: Histogram,
     hook_runs: Family<HookLabels, Counter>,
     hooks_dropped: Family<GroupLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
 }
 
@@ -177,6 +188,7 @@ impl Metrics {
         let steer_latency = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
         let hook_runs = Family::<HookLabels, Counter>::default();
         let hooks_dropped = Family::<GroupLabels, Counter>::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
         let snapshot = Arc::new(Mutex::new(Arc::new(Snapshot::default())));
         registry.register(
             "group_transitions",
@@ -209,6 +221,11 @@ impl Metrics {
             "Queued on_change hook runs dropped because more than 16 waited",
             hooks_dropped.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Reloads (SIGHUP, routebackup reload), by result (applied, refused)",
+            config_reloads.clone(),
+        );
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Metrics {
             registry,
@@ -218,6 +235,7 @@ impl Metrics {
             steer_latency,
             hook_runs,
             hooks_dropped,
+            config_reloads,
             snapshot,
         }
     }
@@ -283,6 +301,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A reload was applied (`true`, also an unchanged file) or refused.
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// The Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -326,6 +352,12 @@ const WATCHER_FAMILIES: &[WatcherFamily] = &[
         "Full re-dumps of the kernel's tables",
         MetricType::Counter,
         |s| s.resyncs.load(Relaxed) as f64,
+    ),
+    (
+        "watcher_view_divergences",
+        "Differences between the route view and the kernel found by a periodic re-dump (a bug if not 0)",
+        MetricType::Counter,
+        |s| s.view_divergences.load(Relaxed) as f64,
     ),
     (
         "watcher_initial_sync_seconds",

@@ -18,6 +18,7 @@ fn snapshot_and_event_families_render_in_the_text_format() {
     let watcher = Arc::new(WatcherStats::default());
     watcher.routes_seen.store(12, Relaxed);
     watcher.initial_sync_ms.store(1500, Relaxed);
+    watcher.view_divergences.store(2, Relaxed);
     let before = Instant::now().checked_sub(Duration::from_secs(3)).unwrap();
     m.publish(Snapshot {
         groups: vec![GroupSnapshot {
@@ -45,6 +46,9 @@ fn snapshot_and_event_families_render_in_the_text_format() {
     m.link_failure("lte", FailureReason::UpTimeout);
     m.steer_latency(0.000_3);
     m.hook_run("hq", HookResult::Timeout);
+    m.config_reload(true);
+    m.config_reload(false);
+    m.config_reload(false);
     let text = m.render();
     for (series, want) in [
         ("routebackup_build_info{version=\"0.1.0\"}", 1.0),
@@ -81,6 +85,13 @@ fn snapshot_and_event_families_render_in_the_text_format() {
         ),
         ("routebackup_watcher_routes_seen_total", 12.0),
         ("routebackup_watcher_initial_sync_seconds", 1.5),
+        ("routebackup_watcher_view_divergences_total", 2.0),
+        ("routebackup_config_reloads_total{result=\"applied\"}", 1.0),
+        ("routebackup_config_reloads_total{result=\"refused\"}", 2.0),
+        (
+            "routebackup_link_state{link=\"lte\",state=\"releasing\"}",
+            0.0,
+        ),
         ("routebackup_steer_latency_seconds_count", 1.0),
         (
             "routebackup_steer_latency_seconds_bucket{le=\"0.00032\"}",

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
-use netlink_packet_route::address::{AddressAttribute, AddressHeader};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeader};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkLayerType, State};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader,
@@ -128,9 +128,15 @@ fn link_parts<'a>(
     Ok((hdr, attrs))
 }
 
-/// RTM_NEWLINK / RTM_DELLINK: the interface's name and states.
-pub fn link(msg: &RawMsg<'_>) -> Result<InterfaceInfo, DecodeError> {
+/// RTM_NEWLINK / RTM_DELLINK: the interface's name and states. Ok(None) for
+/// messages of another family (AF_BRIDGE port events, whose RTM_DELLINK
+/// means "left the bridge", not "deleted"): they are not the interface
+/// itself, which the kernel reports with AF_UNSPEC (rtnl_fill_ifinfo).
+pub fn link(msg: &RawMsg<'_>) -> Result<Option<InterfaceInfo>, DecodeError> {
     let (hdr, attributes) = link_parts(msg)?;
+    if hdr.interface_family != AddressFamily::Unspec {
+        return Ok(None);
+    }
     let mut info = InterfaceInfo {
         ifindex: hdr.index,
         name: String::new(),
@@ -156,7 +162,7 @@ pub fn link(msg: &RawMsg<'_>) -> Result<InterfaceInfo, DecodeError> {
     if info.ifindex == 0 {
         return Err(DecodeError::new(msg, Malformed::NoIfindex));
     }
-    Ok(info)
+    Ok(Some(info))
 }
 
 /// The layer-2 facts of an interface (RTM_NEWLINK).
@@ -201,6 +207,13 @@ pub struct NeighbourInfo {
 }
 
 impl NeighbourInfo {
+    /// Whether the kernel's neighbour state machine owns the entry: not
+    /// PERMANENT or NOARP, which someone set on purpose (`ip neigh replace
+    /// ... nud permanent`, a NOARP device) and which must stay as they are.
+    pub fn kernel_owned(&self) -> bool {
+        self.state & (NUD_PERMANENT | NUD_NOARP) == 0
+    }
+
     /// The link-layer address when the entry is usable for forwarding
     /// (REACHABLE, STALE, DELAY, PROBE, PERMANENT, NOARP; not INCOMPLETE,
     /// FAILED or NONE).
@@ -253,7 +266,8 @@ pub fn neighbour(msg: &RawMsg<'_>) -> Result<Option<NeighbourInfo>, DecodeError>
 }
 
 /// RTM_NEWADDR / RTM_DELADDR: the local address and prefix, and the peer of
-/// a point-to-point address. Ok(None) for families other than IPv4/IPv6.
+/// a point-to-point address. Ok(None) for families other than IPv4/IPv6 and
+/// for tentative (or DAD-failed) IPv6 addresses.
 pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
     let hdr = AddressHeader::parse(msg.payload)
         .map_err(|_| DecodeError::new(msg, Malformed::ShortHeader("ifaddrmsg")))?;
@@ -261,6 +275,7 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         return Ok(None);
     }
     let (mut address, mut local) = (None, None);
+    let mut flags = u32::from(hdr.flags.bits());
     let attributes = lenient_attrs(msg.payload, hdr.buffer_len(), |nla| {
         AddressAttribute::parse(nla).ok()
     });
@@ -268,8 +283,17 @@ pub fn address(msg: &RawMsg<'_>) -> Result<Option<AddressInfo>, DecodeError> {
         match a {
             AddressAttribute::Address(a) => address = Some(a),
             AddressAttribute::Local(a) => local = Some(a),
+            // IFA_FLAGS: all 32 bits of the flags (the header has 8).
+            AddressAttribute::Flags(f) => flags = f.bits(),
             _ => {}
         }
+    }
+    // An IPv6 address still in (or failed) duplicate address detection
+    // cannot be used, and the kernel does not announce it: the dump lists
+    // it, but RTM_NEWADDR only comes once DAD completed
+    // (addrconf_dad_completed → ipv6_ifa_notify). It is no address yet.
+    if flags & (AddressFlags::Tentative | AddressFlags::Dadfailed).bits() != 0 {
+        return Ok(None);
     }
     let Some(mine) = local.or(address) else {
         return Err(DecodeError::new(
@@ -293,7 +317,9 @@ mod tests {
     use netlink_packet_route::neighbour::{NeighbourMessage, NeighbourState};
 
     use super::*;
-    use crate::netlink::codec::{get_request, messages, push_attr, RTM_NEWLINK, RTM_NEWNEIGH};
+    use crate::netlink::codec::{
+        get_request, messages, push_attr, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH,
+    };
 
     fn emit(m: &impl Emitable) -> Vec<u8> {
         let mut b = vec![0u8; m.buffer_len()];
@@ -381,6 +407,49 @@ mod tests {
     }
 
     #[test]
+    fn bridge_port_messages_are_not_the_interface() {
+        let mut l = LinkMessage::default();
+        l.header.index = 4;
+        l.attributes.push(LinkAttribute::IfName("eth9".into()));
+        let b = get_request(RTM_NEWLINK, 0, &emit(&l));
+        assert_eq!(link(&first(&b)).unwrap().unwrap().name, "eth9");
+        // The same interface reported as a bridge port (AF_BRIDGE): its
+        // RTM_DELLINK only means it left the bridge.
+        l.header.interface_family = AddressFamily::Bridge;
+        let b = get_request(RTM_NEWLINK, 0, &emit(&l));
+        assert_eq!(link(&first(&b)), Ok(None));
+    }
+
+    #[test]
+    fn tentative_and_dad_failed_addresses_are_not_addresses_yet() {
+        use netlink_packet_route::address::{AddressHeaderFlags, AddressMessage};
+        let mut a = AddressMessage::default();
+        a.header.family = AddressFamily::Inet6;
+        a.header.prefix_len = 64;
+        a.header.index = 3;
+        a.attributes
+            .push(AddressAttribute::Address("fe80::1".parse().unwrap()));
+        let decode = |a: &AddressMessage| {
+            let b = get_request(RTM_NEWADDR, 0, &emit(a));
+            // true: skipped as not an address yet.
+            address(&first(&b)).unwrap().is_none()
+        };
+        assert!(!decode(&a));
+        // The header's 8 flag bits.
+        a.header.flags = AddressHeaderFlags::Tentative;
+        assert!(decode(&a));
+        // IFA_FLAGS supersedes them (DAD passed since).
+        a.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Permanent));
+        assert!(!decode(&a));
+        a.header.flags = AddressHeaderFlags::empty();
+        a.attributes.pop();
+        a.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Dadfailed));
+        assert!(decode(&a));
+    }
+
+    #[test]
     fn an_attribute_the_crate_rejects_does_not_hide_the_rest() {
         let mut l = LinkMessage::default();
         l.header.index = 4;
@@ -392,7 +461,7 @@ mod tests {
         push_attr(&mut body, 3, b"eth9\0"); // IFLA_IFNAME
         assert!(<LinkMessage as Parseable<[u8]>>::parse(&body).is_err());
         let b = get_request(RTM_NEWLINK, 0, &body);
-        let info = link(&first(&b)).unwrap();
+        let info = link(&first(&b)).unwrap().unwrap();
         assert_eq!(
             (info.ifindex, info.name.as_str(), info.l3),
             (4, "eth9", false)

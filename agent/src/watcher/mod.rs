@@ -92,12 +92,16 @@ pub struct WatcherStats {
     pub synced: AtomicBool,
     pub overruns: AtomicU64,
     pub resyncs: AtomicU64,
+    /// Differences a periodic re-dump found between the incremental view and
+    /// the kernel (each logged at WARN, then corrected). Should stay 0.
+    pub view_divergences: AtomicU64,
 }
 
 /// A running watcher thread.
 pub struct Watcher {
     pub stats: Arc<WatcherStats>,
     thread: Option<std::thread::JoinHandle<()>>,
+    reconfigure: std::sync::mpsc::Sender<WatcherConfig>,
 }
 
 impl Watcher {
@@ -108,6 +112,7 @@ impl Watcher {
         let events = subscribe()?;
         let stats = Arc::new(WatcherStats::default());
         let st = stats.clone();
+        let (reconfigure, reconfigured) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rb-watcher".into())
             .spawn(move || {
@@ -119,6 +124,7 @@ impl Watcher {
                     events,
                     view: KernelView::default(),
                     out: Vec::new(),
+                    reconfigured,
                 };
                 w.run();
             })
@@ -126,7 +132,16 @@ impl Watcher {
         Ok(Watcher {
             stats,
             thread: Some(thread),
+            reconfigure,
         })
+    }
+
+    /// A reload changed what is watched: the thread switches to `config`
+    /// within a second, re-dumps (sending what the new filter shows and
+    /// what it no longer shows) and then sends `Event::Synced` again.
+    pub fn reconfigure(&self, config: WatcherConfig) {
+        // Fails only once the thread ended, which the daemon notices anyway.
+        let _ = self.reconfigure.send(config);
     }
 
     /// Waits for the thread (it ends once the receiver is dropped).
@@ -189,8 +204,9 @@ pub fn apply_message(
             Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWLINK | nl::RTM_DELLINK => match decode::link(msg) {
-            Ok(l) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
-            Ok(l) => view.link_delete(l.ifindex, out),
+            Ok(Some(l)) if msg.kind == nl::RTM_NEWLINK => view.link_upsert(l, out),
+            Ok(Some(l)) => view.link_delete(l.ifindex, out),
+            Ok(None) => {}
             Err(e) => warn!("ignoring a {}", Report(&e)),
         },
         nl::RTM_NEWADDR | nl::RTM_DELADDR => match decode::address(msg) {
@@ -301,17 +317,38 @@ struct Worker {
     events: Socket,
     view: KernelView,
     out: Vec<Event>,
+    reconfigured: std::sync::mpsc::Receiver<WatcherConfig>,
 }
+
+/// How a drain of the event socket ended.
+enum Drained {
+    /// The queue is empty (or nearly: the last read was not a full batch).
+    Empty,
+    /// The kernel dropped messages: the view cannot be trusted until a re-dump.
+    Overrun,
+    /// The daemon is gone.
+    Gone,
+}
+
+/// Periodic re-dumps tried before one that raced with events is taken
+/// unchecked, or one that differs from the view is counted as diverging.
+const CHECK_ATTEMPTS: u32 = 3;
+
+/// Pause before re-dumping when a re-dump differed from the view.
+const CONFIRM_DELAY: Duration = Duration::from_millis(100);
+
+/// Longest a flush of a stale queue may take before the re-dump goes ahead.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 impl Worker {
     fn run(&mut self) {
         let start = Instant::now();
-        if !self.resync() {
+        if !self.resync(false) {
             return;
         }
         let initial = self.stats.routes_seen.load(Ordering::Relaxed);
         // Events queued on the subscribed socket during the dump.
-        if !self.drain() {
+        if !self.follow() {
             return;
         }
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -334,7 +371,7 @@ impl Worker {
                 return;
             }
             if readable {
-                if !self.drain() {
+                if !self.follow() {
                     return;
                 }
                 // Under churn, let events accumulate for a moment so one
@@ -343,9 +380,24 @@ impl Worker {
                 // COALESCE of extra latency.
                 std::thread::sleep(COALESCE);
             }
+            if let Ok(config) = self.reconfigured.try_recv() {
+                info!("reload: re-dumping the kernel's routes with the new segments and tables");
+                // Apply what is queued under the old filter first; the re-dump
+                // under the new one is no self-check (the watched set changed).
+                if !self.follow() {
+                    return;
+                }
+                self.config = config;
+                if !self.resync(false) || self.tx.blocking_send(Event::Synced).is_err() {
+                    return;
+                }
+                next_resync = self.next_resync();
+            }
             if next_resync.is_some_and(|t| Instant::now() >= t) {
                 debug!("periodic resync");
-                if !self.resync() {
+                // Bring the view up to now first, so the comparison with the
+                // dump only shows what the event stream got wrong.
+                if !self.follow() || !self.resync(true) {
                     return;
                 }
                 next_resync = self.next_resync();
@@ -359,11 +411,53 @@ impl Worker {
     }
 
     /// Re-dumps everything and sends the difference to the current view.
+    /// With `check` (a periodic re-dump of a view believed correct): when no
+    /// event queued up during the dump, the view and the dump describe the
+    /// same moment, and what still differs after a second look is a
+    /// divergence: logged, counted in `view_divergences`, then corrected like
+    /// everything else. A dump that raced with events is retried a few times,
+    /// then the queued events are applied to both and the dump taken without
+    /// judging.
     /// False when the daemon is gone.
-    fn resync(&mut self) -> bool {
+    fn resync(&mut self, check: bool) -> bool {
+        let mut attempts = 0;
         loop {
             match dump_all(&self.config.filter, &self.stats) {
-                Ok(fresh) => {
+                Ok(mut fresh) => {
+                    if check {
+                        attempts += 1;
+                        let quiet = !socket::poll_readable(self.events.as_raw_fd(), Duration::ZERO);
+                        if quiet {
+                            let found = self.view.divergences(&fresh);
+                            if !found.is_empty() && attempts < CHECK_ATTEMPTS {
+                                // The kernel can show a change in a dump before
+                                // it announces it (an IPv6 address is announced
+                                // by the DAD work, even with `nodad`): look
+                                // again once such notifications had time to come.
+                                debug!(
+                                    "the re-dump differs from the view in {} places; looking again",
+                                    found.len()
+                                );
+                                std::thread::sleep(CONFIRM_DELAY);
+                                match self.drain(None) {
+                                    Drained::Gone => return false,
+                                    Drained::Overrun => return self.overrun(),
+                                    Drained::Empty => continue,
+                                }
+                            }
+                            self.report_divergences(&found);
+                        } else {
+                            let also = (attempts >= CHECK_ATTEMPTS).then_some(&mut fresh);
+                            match self.drain(also) {
+                                Drained::Gone => return false,
+                                Drained::Overrun => return self.overrun(),
+                                Drained::Empty if attempts < CHECK_ATTEMPTS => continue,
+                                Drained::Empty => {
+                                    debug!("the periodic re-dump kept racing with changes; taken without a check");
+                                }
+                            }
+                        }
+                    }
                     let events = self.view.reconcile(fresh);
                     if self.stats.synced.load(Ordering::Relaxed) {
                         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -391,19 +485,46 @@ impl Worker {
         }
     }
 
+    fn report_divergences(&self, found: &[String]) {
+        if found.is_empty() {
+            return;
+        }
+        self.stats
+            .view_divergences
+            .fetch_add(found.len() as u64, Ordering::Relaxed);
+        warn!(
+            "the route view had drifted from the kernel in {} places (corrected now; please report this):\n  {}",
+            found.len(),
+            found.join("\n  ")
+        );
+    }
+
     fn update_watched(&self) {
         self.stats
             .routes_watched
             .store(self.view.routes.len() as u64, Ordering::Relaxed);
     }
 
-    /// Reads every queued event. False when the daemon is gone.
-    fn drain(&mut self) -> bool {
+    /// Applies every queued event, re-dumping after an overrun. False when
+    /// the daemon is gone.
+    fn follow(&mut self) -> bool {
+        match self.drain(None) {
+            Drained::Empty => true,
+            Drained::Gone => false,
+            Drained::Overrun => self.overrun(),
+        }
+    }
+
+    /// Reads every queued event into the view (and into `also`, a fresh dump
+    /// being brought up to date, without events), sending the view's events.
+    /// Stops at the first sign of an overrun, leaving the rest queued.
+    fn drain(&mut self, mut also: Option<&mut KernelView>) -> Drained {
+        let quiet = WatcherStats::default();
+        let mut scratch = Vec::new();
         loop {
             match self.batch.recv(&self.events) {
                 Ok(Received::Datagrams(0) | Received::Interrupted) => {}
                 Ok(Received::Datagrams(n)) => {
-                    let mut overrun = false;
                     for i in 0..n {
                         for msg in nl::messages(self.batch.datagram(i)) {
                             if !apply_message(
@@ -413,48 +534,82 @@ impl Worker {
                                 &msg,
                                 &mut self.out,
                             ) {
-                                overrun = true;
+                                // Whatever follows was queued before the loss.
+                                return Drained::Overrun;
+                            }
+                            if let Some(v) = also.as_deref_mut() {
+                                apply_message(v, &self.config.filter, &quiet, &msg, &mut scratch);
+                                scratch.clear();
                             }
                         }
                     }
                     for e in self.out.drain(..) {
                         if self.tx.blocking_send(e).is_err() {
-                            return false;
+                            return Drained::Gone;
                         }
-                    }
-                    if overrun && !self.overrun() {
-                        return false;
                     }
                     if n < BATCH {
                         // The queue is (almost surely) empty: skip the
                         // EAGAIN round trip.
                         self.update_watched();
-                        return true;
+                        return Drained::Empty;
                     }
                 }
                 Ok(Received::Empty) => {
                     self.update_watched();
-                    return true;
+                    return Drained::Empty;
                 }
-                Ok(Received::Overrun) => {
-                    if !self.overrun() {
-                        return false;
-                    }
-                }
+                Ok(Received::Overrun) => return Drained::Overrun,
                 Err(e) => {
                     warn!("{}; resynchronising", Report(&e));
-                    if !self.overrun() {
-                        return false;
-                    }
+                    return Drained::Overrun;
                 }
             }
         }
     }
 
+    /// After an overrun: the messages still queued were sent before some
+    /// that were lost, so applying them after the re-dump could bring back a
+    /// route the lost ones had removed. They are read and dropped first; the
+    /// re-dump then starts from a queue that holds only what follows it.
     fn overrun(&mut self) -> bool {
         self.stats.overruns.fetch_add(1, Ordering::Relaxed);
         warn!("netlink event overrun (the kernel dropped route/link events): re-dumping to resynchronise");
-        self.resync()
+        // What the view already applied goes to the engine: the re-dump is
+        // reconciled against the view, so the engine must have seen it.
+        let applied: Vec<Event> = self.out.drain(..).collect();
+        if !applied
+            .into_iter()
+            .all(|e| self.tx.blocking_send(e).is_ok())
+        {
+            return false;
+        }
+        let dropped = self.flush_queue();
+        debug!("dropped {dropped} queued datagrams before the re-dump");
+        self.resync(false)
+    }
+
+    /// Reads and discards everything queued on the event socket (bounded by
+    /// FLUSH_LIMIT under a flood that never lets the queue empty). Returns the
+    /// number of datagrams dropped.
+    fn flush_queue(&mut self) -> usize {
+        let start = Instant::now();
+        let mut dropped = 0;
+        while start.elapsed() < FLUSH_LIMIT {
+            match self.batch.recv(&self.events) {
+                Ok(Received::Datagrams(n)) => dropped += n,
+                Ok(Received::Overrun | Received::Interrupted) => {}
+                Ok(Received::Empty) => return dropped,
+                Err(e) => {
+                    warn!("{} while dropping the stale event queue", Report(&e));
+                    return dropped;
+                }
+            }
+        }
+        warn!(
+            "the event queue did not empty within {FLUSH_LIMIT:?} ({dropped} datagrams dropped); re-dumping anyway"
+        );
+        dropped
     }
 }
 

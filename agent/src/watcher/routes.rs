@@ -10,23 +10,27 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use super::filter::SegmentFilter;
-use crate::model::{NextHop, Route, RouteKey, RouteKind};
+use crate::model::{NextHop, Route, RouteAlias, RouteKey, RouteKind};
 use crate::netlink::codec::{
     align4, attr_u32, attrs, ip_from, u16_at, u32_at, RawMsg, AF_INET, AF_INET6, NLM_F_APPEND,
-    NLM_F_REPLACE, RTA_DST, RTA_GATEWAY, RTA_MULTIPATH, RTA_NH_ID, RTA_OIF, RTA_PRIORITY,
-    RTA_TABLE, RTA_VIA, RTMSG_LEN, RTM_DELROUTE, RTM_F_CLONED, RTNH_LEN, RTN_BLACKHOLE,
-    RTN_PROHIBIT, RTN_UNICAST, RTN_UNREACHABLE,
+    NLM_F_MULTI, NLM_F_REPLACE, RTA_DST, RTA_GATEWAY, RTA_MULTIPATH, RTA_NH_ID, RTA_OIF,
+    RTA_PREFSRC, RTA_PRIORITY, RTA_TABLE, RTA_VIA, RTMSG_LEN, RTM_DELROUTE, RTM_F_CLONED, RTNH_LEN,
+    RTN_BLACKHOLE, RTN_PROHIBIT, RTN_UNICAST, RTN_UNREACHABLE,
 };
 use crate::netlink::{DecodeError, Malformed};
 
 /// What a route message means once it passed the filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteChange {
-    /// RTM_NEWROUTE; `replace` = NLM_F_REPLACE, `append` = NLM_F_APPEND.
+    /// RTM_NEWROUTE; `replace` = NLM_F_REPLACE, `append` = NLM_F_APPEND;
+    /// `prepend`: a notification with neither (`ip route add`/`prepend`),
+    /// for which IPv4 puts the new alias first (fib_table_insert); dumped
+    /// routes (NLM_F_MULTI) come in the kernel's order and are neither.
     New {
         route: Route,
         replace: bool,
         append: bool,
+        prepend: bool,
     },
     /// RTM_DELROUTE with the next hops the message named (maybe a subset of
     /// a multipath route).
@@ -50,8 +54,9 @@ pub fn route(msg: &RawMsg<'_>, filter: &SegmentFilter) -> RouteVerdict {
     let Some(hdr) = p.get(..RTMSG_LEN) else {
         return malformed(msg, Malformed::ShortHeader("rtmsg"));
     };
-    let (family, dst_len, src_len, tos, hdr_table, protocol, rtype) =
-        (hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[7]);
+    let (family, dst_len, src_len, tos, hdr_table, protocol, scope, rtype) = (
+        hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7],
+    );
     let rtm_flags = u32_at(hdr, 8).unwrap_or(0);
     if src_len != 0 || rtm_flags & RTM_F_CLONED != 0 {
         return RouteVerdict::Filtered;
@@ -107,23 +112,29 @@ pub fn route(msg: &RawMsg<'_>, filter: &SegmentFilter) -> RouteVerdict {
             prefix,
             metric: 0,
             tos,
+            alias: RouteAlias::default(),
         },
         protocol,
         kind: route_kind(rtype),
         nexthops: Vec::new(),
         nh_id: None,
     };
+    // A single-path route's next-hop flags (RTNH_F_LINKDOWN, RTNH_F_DEAD)
+    // are in rtm_flags (fib_dump_info / rt6_fill_node copy them there via
+    // fib_nexthop_info); the RTM_F_* bits are above the low byte.
     let mut single = NextHop {
         ifindex: None,
         gateway: None,
-        flags: 0,
+        flags: rtm_flags & 0xff,
     };
+    let mut prefsrc = None;
     for (kind, v) in attrs(body) {
         match kind {
             RTA_PRIORITY => route.key.metric = attr_u32(v).unwrap_or(0),
             RTA_OIF => single.ifindex = attr_u32(v),
             RTA_GATEWAY => single.gateway = ip_from(family, v),
             RTA_VIA => single.gateway = via(v),
+            RTA_PREFSRC => prefsrc = ip_from(family, v),
             RTA_NH_ID => route.nh_id = attr_u32(v),
             RTA_MULTIPATH => match multipath(family, v) {
                 Some(hops) => route.nexthops = hops,
@@ -137,6 +148,7 @@ pub fn route(msg: &RawMsg<'_>, filter: &SegmentFilter) -> RouteVerdict {
     } else if route.nexthops.is_empty() && (single.ifindex.is_some() || single.gateway.is_some()) {
         route.nexthops.push(single);
     }
+    route.key.alias = alias(&route, scope, rtype, prefsrc);
     let change = if msg.kind == RTM_DELROUTE {
         RouteChange::Del { route }
     } else {
@@ -144,9 +156,46 @@ pub fn route(msg: &RawMsg<'_>, filter: &SegmentFilter) -> RouteVerdict {
             route,
             replace: msg.flags & NLM_F_REPLACE != 0,
             append: msg.flags & NLM_F_APPEND != 0,
+            prepend: msg.flags & (NLM_F_REPLACE | NLM_F_APPEND | NLM_F_MULTI) == 0,
         }
     };
     RouteVerdict::Relevant(change)
+}
+
+/// Which alias of its (table, prefix, metric, tos) `route` is (see `RouteAlias`).
+fn alias(route: &Route, scope: u8, rtype: u8, prefsrc: Option<IpAddr>) -> RouteAlias {
+    if route.key.prefix.addr().is_ipv4() {
+        return RouteAlias::Ipv4 {
+            rtype,
+            protocol: route.protocol,
+            scope,
+            prefsrc: match prefsrc {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            },
+            nh_id: route.nh_id,
+            hops: route
+                .nexthops
+                .iter()
+                .map(|h| (h.ifindex, h.gateway))
+                .collect(),
+        };
+    }
+    // rt6_qualify_for_ecmp: no nexthop object and a gateway.
+    let ecmp = route.kind == RouteKind::Unicast
+        && route.nh_id.is_none()
+        && !route.nexthops.is_empty()
+        && route.nexthops.iter().all(|h| h.gateway.is_some());
+    if ecmp {
+        return RouteAlias::Ipv6Ecmp;
+    }
+    let first = route.nexthops.first();
+    RouteAlias::Ipv6 {
+        rtype,
+        nh_id: route.nh_id,
+        ifindex: first.and_then(|h| h.ifindex),
+        gateway: first.and_then(|h| h.gateway),
+    }
 }
 
 fn route_kind(t: u8) -> RouteKind {

@@ -22,7 +22,9 @@ use netlink_packet_route::AddressFamily;
 use super::routes::{self, RouteChange, RouteVerdict};
 use super::*;
 use crate::config::MatchMode;
-use crate::model::{NextHop, OperState, Route, RouteKey, RouteKind, RTNH_F_DEAD, RTNH_F_LINKDOWN};
+use crate::model::{
+    NextHop, OperState, Route, RouteAlias, RouteKey, RouteKind, RTNH_F_DEAD, RTNH_F_LINKDOWN,
+};
 use crate::netlink::codec;
 use crate::netlink::decode;
 
@@ -121,6 +123,14 @@ fn relevant(kind: u16, flags: u16, m: &RouteMessage) -> RouteChange {
     }
 }
 
+/// The only route of `prefix` in `view`.
+fn by_prefix<'a>(view: &'a KernelView, prefix: &str) -> &'a Route {
+    let mut found = view.routes.values().filter(|r| r.key.prefix == net(prefix));
+    let r = found.next().expect("a route");
+    assert!(found.next().is_none(), "one route of {prefix}");
+    r
+}
+
 fn new_route(c: RouteChange) -> Route {
     match c {
         RouteChange::New { route, .. } => route,
@@ -147,7 +157,15 @@ fn single_path_ipv4_route() {
             table: 254,
             prefix: net("10.0.0.0/8"),
             metric: 20,
-            tos: 0
+            tos: 0,
+            alias: RouteAlias::Ipv4 {
+                rtype: 1,
+                protocol: 186,
+                scope: 0,
+                prefsrc: None,
+                nh_id: None,
+                hops: vec![(Some(3), Some(ip("192.0.2.1")))],
+            }
         }
     );
     assert_eq!(r.protocol, 186);
@@ -336,7 +354,9 @@ fn links_and_addresses() {
     l.attributes.push(LinkAttribute::IfName("ppp0".into()));
     l.attributes.push(LinkAttribute::OperState(State::Unknown));
     let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
-    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
+    let info = decode::link(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         info,
         crate::model::InterfaceInfo {
@@ -351,7 +371,9 @@ fn links_and_addresses() {
     l.header.flags = LinkFlags::empty();
     l.attributes[1] = LinkAttribute::OperState(State::Down);
     let b = frame(codec::RTM_NEWLINK, 0, &emit(&l));
-    let info = decode::link(&codec::messages(&b).next().unwrap()).unwrap();
+    let info = decode::link(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (info.admin_up, info.oper, info.l3),
         (false, OperState::Down, false)
@@ -372,6 +394,31 @@ fn links_and_addresses() {
         (info.ifindex, info.local, info.peer),
         (9, net("100.64.0.2/32"), Some(ip("100.64.0.1")))
     );
+}
+
+#[test]
+fn tentative_ipv6_addresses_are_not_addresses_yet() {
+    use netlink_packet_route::address::AddressFlags;
+    let mut a = AddressMessage::default();
+    a.header.family = AddressFamily::Inet6;
+    a.header.prefix_len = 64;
+    a.header.index = 9;
+    a.attributes.push(AddressAttribute::Address(ip("fe80::1")));
+    a.attributes.push(AddressAttribute::Flags(
+        AddressFlags::Tentative | AddressFlags::Permanent,
+    ));
+    let b = frame(codec::RTM_NEWADDR, 0x2, &emit(&a));
+    assert_eq!(
+        decode::address(&codec::messages(&b).next().unwrap()),
+        Ok(None)
+    );
+    a.attributes.pop();
+    a.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Permanent));
+    let b = frame(codec::RTM_NEWADDR, 0, &emit(&a));
+    assert!(decode::address(&codec::messages(&b).next().unwrap())
+        .unwrap()
+        .is_some());
 }
 
 #[test]
@@ -563,12 +610,7 @@ fn link_down_flushes_ipv4_routes_and_marks_multipath_dead() {
     assert!(out
         .iter()
         .any(|e| matches!(e, Event::RouteDelete(k) if k.prefix == net("10.1.0.0/16"))));
-    let r = &view.routes[&RouteKey {
-        table: 254,
-        prefix: net("10.0.0.0/8"),
-        metric: 0,
-        tos: 0,
-    }];
+    let r = by_prefix(&view, "10.0.0.0/8");
     assert_eq!(
         r.nexthops
             .iter()
@@ -579,12 +621,7 @@ fn link_down_flushes_ipv4_routes_and_marks_multipath_dead() {
     // Back up: the multipath route is alive again.
     out.clear();
     view.link_upsert(link(3, true, OperState::Up), &mut out);
-    let r = &view.routes[&RouteKey {
-        table: 254,
-        prefix: net("10.0.0.0/8"),
-        metric: 0,
-        tos: 0,
-    }];
+    let r = by_prefix(&view, "10.0.0.0/8");
     assert!(r.nexthops.iter().all(|h| h.flags == 0));
 }
 
@@ -718,7 +755,9 @@ fn reconcile_emits_the_difference() {
             _ => None,
         })
         .collect();
-    assert_eq!(deletes, vec![net("10.0.0.0/8")]);
+    // The metric-5 route's next hop changed: for IPv4 that is another alias
+    // (another fib_info), so the old one is deleted.
+    assert_eq!(deletes, vec![net("10.0.0.0/8"), net("10.1.0.0/16")]);
     assert_eq!(ev.last(), Some(&Event::InterfaceDelete(4)));
     // Reconciling with an identical view emits nothing.
     let same = current.clone();
@@ -737,4 +776,366 @@ fn filtered_route_costs_no_event() {
     );
     assert!(feed(&mut view, &[frame(codec::RTM_NEWROUTE, 0, &emit(&m))]).is_empty());
     assert!(view.routes.is_empty());
+}
+
+/// An IPv4 address on `ifindex` as the watcher records it.
+fn addr(ifindex: u32, local: &str) -> crate::model::AddressInfo {
+    crate::model::AddressInfo {
+        ifindex,
+        local: net(local),
+        peer: None,
+    }
+}
+
+/// Whether `view` holds a unicast route of `prefix` with a next hop that is
+/// neither dead nor linkdown.
+fn usable(view: &KernelView, prefix: &str) -> bool {
+    view.routes.values().any(|r| {
+        r.key.prefix == net(prefix)
+            && r.kind == RouteKind::Unicast
+            && r.nexthops
+                .iter()
+                .any(|h| h.flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) == 0)
+    })
+}
+
+#[test]
+fn single_path_flags_come_from_rtm_flags() {
+    // A re-dump (or re-announcement) of a route whose device has no carrier
+    // reports RTNH_F_LINKDOWN in the rtmsg header, not in a next hop.
+    let mut m = route_msg(
+        "10.1.0.0/16",
+        254,
+        RouteProtocol::Static,
+        0,
+        vec![
+            RouteAttribute::Oif(3),
+            RouteAttribute::Gateway(raddr(ip("192.0.2.1"))),
+        ],
+    );
+    m.header.flags = netlink_packet_route::route::RouteFlags::Linkdown;
+    let mut view = KernelView::default();
+    feed(&mut view, &[frame(codec::RTM_NEWROUTE, 0x2, &emit(&m))]);
+    assert_eq!(
+        by_prefix(&view, "10.1.0.0/16").nexthops[0].flags,
+        RTNH_F_LINKDOWN
+    );
+    assert!(!usable(&view, "10.1.0.0/16"));
+    // RTM_F_* bits above the low byte are not next-hop flags.
+    m.header.flags = netlink_packet_route::route::RouteFlags::from_bits_retain(0x1000);
+    let mut view = KernelView::default();
+    feed(&mut view, &[frame(codec::RTM_NEWROUTE, 0x2, &emit(&m))]);
+    assert!(usable(&view, "10.1.0.0/16"));
+}
+
+#[test]
+fn carrier_loss_flushes_nexthop_objects_and_their_routes() {
+    let mut view = KernelView::default();
+    let mut out = Vec::new();
+    view.link_upsert(link(3, true, OperState::Up), &mut out);
+    view.link_upsert(link(4, true, OperState::Up), &mut out);
+    let nh = |id, ifindex: Option<u32>, group: Vec<u32>| crate::model::NexthopObject {
+        id,
+        ifindex,
+        gateway: None,
+        blackhole: false,
+        group,
+        flags: 0,
+    };
+    view.nexthop_upsert(nh(1, Some(3), vec![]), &mut out);
+    view.nexthop_upsert(nh(2, Some(4), vec![]), &mut out);
+    view.nexthop_upsert(nh(10, None, vec![1, 2]), &mut out);
+    view.nexthop_upsert(nh(11, None, vec![1]), &mut out);
+    let r = |metric, id| {
+        route_msg(
+            "10.1.0.0/16",
+            254,
+            RouteProtocol::Bgp,
+            metric,
+            vec![RouteAttribute::NhId(id)],
+        )
+    };
+    feed(
+        &mut view,
+        &[
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&r(1, 1))),
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&r(2, 10))),
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&r(3, 11))),
+        ],
+    );
+    assert_eq!(view.routes.len(), 3);
+    // The peer of if3 goes down: carrier loss, no admin change.
+    out.clear();
+    view.link_upsert(link(3, true, OperState::Other), &mut out);
+    // nexthop_flush_dev: nh 1 and the group left empty (11) go, with their
+    // routes; group 10 keeps member 2 and its route.
+    assert_eq!(
+        view.nexthops.keys().copied().collect::<Vec<_>>(),
+        vec![2, 10]
+    );
+    assert_eq!(view.nexthops[&10].group, vec![2]);
+    let left: Vec<Option<u32>> = view.routes.values().map(|r| r.nh_id).collect();
+    assert_eq!(left, vec![Some(10)]);
+    assert!(out.contains(&Event::NexthopDelete(1)));
+}
+
+#[test]
+fn aliases_are_kept_apart_as_the_kernel_keeps_them() {
+    let unicast = route_msg(
+        "10.1.0.0/16",
+        254,
+        RouteProtocol::Boot,
+        0,
+        vec![
+            RouteAttribute::Oif(3),
+            RouteAttribute::Gateway(raddr(ip("192.0.2.1"))),
+        ],
+    );
+    let mut blackhole = route_msg("10.1.0.0/16", 254, RouteProtocol::Boot, 0, vec![]);
+    blackhole.header.kind = RouteType::BlackHole;
+    let mut view = KernelView::default();
+    // ip route add (NLM_F_CREATE|EXCL), then ip route append blackhole.
+    feed(
+        &mut view,
+        &[
+            frame(codec::RTM_NEWROUTE, 0x400, &emit(&unicast)),
+            frame(
+                codec::RTM_NEWROUTE,
+                0x400 | codec::NLM_F_APPEND,
+                &emit(&blackhole),
+            ),
+        ],
+    );
+    assert_eq!(view.routes.len(), 2);
+    assert!(usable(&view, "10.1.0.0/16"));
+    // Deleting the blackhole alias leaves the unicast one.
+    let ev = feed(
+        &mut view,
+        &[frame(codec::RTM_DELROUTE, 0, &emit(&blackhole))],
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(by_prefix(&view, "10.1.0.0/16").kind, RouteKind::Unicast);
+    // ip route prepend blackhole: first; ip route replace then replaces the
+    // first alias (the blackhole), whatever its type.
+    feed(
+        &mut view,
+        &[frame(codec::RTM_NEWROUTE, 0x400, &emit(&blackhole))],
+    );
+    let mut other = unicast.clone();
+    other
+        .attributes
+        .retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
+    other
+        .attributes
+        .push(RouteAttribute::Gateway(raddr(ip("192.0.2.7"))));
+    let ev = feed(
+        &mut view,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            0x400 | codec::NLM_F_REPLACE,
+            &emit(&other),
+        )],
+    );
+    assert!(matches!(ev[0], Event::RouteUpsert(_)), "{ev:?}");
+    assert!(matches!(ev[1], Event::RouteDelete(_)), "{ev:?}");
+    assert_eq!(view.routes.len(), 2);
+    assert!(view.routes.values().all(|r| r.kind == RouteKind::Unicast));
+    // Replacing a nexthop object re-announces the routes using it with
+    // NLM_F_REPLACE: a replace of an alias that exists changes nothing else.
+    let ev = feed(
+        &mut view,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            codec::NLM_F_REPLACE,
+            &emit(&unicast),
+        )],
+    );
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(view.routes.len(), 2);
+    // A different metric is another slot, not an alias.
+    let mut m5 = unicast.clone();
+    m5.attributes
+        .retain(|a| !matches!(a, RouteAttribute::Priority(_)));
+    m5.attributes.push(RouteAttribute::Priority(5));
+    feed(&mut view, &[frame(codec::RTM_NEWROUTE, 0x400, &emit(&m5))]);
+    assert_eq!(view.routes.len(), 3);
+}
+
+#[test]
+fn ipv6_blackhole_beside_a_gateway_route() {
+    let mut view = KernelView::default();
+    let gw = v6_route(vec![]);
+    let mut gw = gw;
+    gw.attributes.push(RouteAttribute::Oif(3));
+    gw.attributes
+        .push(RouteAttribute::Gateway(raddr(ip("2001:db8:f::1"))));
+    let mut bh = v6_route(vec![]);
+    bh.header.kind = RouteType::BlackHole;
+    bh.attributes.push(RouteAttribute::Oif(1));
+    feed(
+        &mut view,
+        &[
+            frame(codec::RTM_NEWROUTE, 0x400, &emit(&gw)),
+            frame(codec::RTM_NEWROUTE, 0x400 | codec::NLM_F_APPEND, &emit(&bh)),
+        ],
+    );
+    assert_eq!(view.routes.len(), 2);
+    feed(&mut view, &[frame(codec::RTM_DELROUTE, 0, &emit(&bh))]);
+    assert_eq!(by_prefix(&view, "2001:db8:1::/48").kind, RouteKind::Unicast);
+    // `ip -6 route replace unreachable P`: no other non-ECMP route at the
+    // metric, so the kernel replaces the first route there (the gateway one).
+    let mut unreachable = v6_route(vec![]);
+    unreachable.header.kind = RouteType::Unreachable;
+    unreachable.attributes.push(RouteAttribute::Oif(1));
+    feed(
+        &mut view,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            0x400 | codec::NLM_F_REPLACE,
+            &emit(&unreachable),
+        )],
+    );
+    assert_eq!(
+        by_prefix(&view, "2001:db8:1::/48").kind,
+        RouteKind::Unreachable
+    );
+}
+
+#[test]
+fn deleting_an_address_flushes_routes_with_it_as_source() {
+    let mut view = KernelView::default();
+    let mut out = Vec::new();
+    view.link_upsert(link(3, true, OperState::Up), &mut out);
+    view.address_add(addr(3, "192.0.2.2/24"), &mut out);
+    view.address_add(addr(3, "192.0.2.3/24"), &mut out);
+    let with_src = |table, src: &str| {
+        route_msg(
+            "10.1.0.0/16",
+            table,
+            RouteProtocol::Static,
+            0,
+            vec![
+                RouteAttribute::Oif(3),
+                RouteAttribute::Gateway(raddr(ip("192.0.2.1"))),
+                RouteAttribute::PrefSource(raddr(ip(src))),
+            ],
+        )
+    };
+    feed(
+        &mut view,
+        &[
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&with_src(254, "192.0.2.3"))),
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&with_src(100, "192.0.2.3"))),
+            frame(codec::RTM_NEWROUTE, 0x2, &emit(&with_src(254, "192.0.2.2"))),
+        ],
+    );
+    assert_eq!(view.routes.len(), 3);
+    // The secondary goes: the main-table route with it as source goes too
+    // (fib_sync_down_addr), the table-100 one stays, so does the other.
+    out.clear();
+    view.address_delete(addr(3, "192.0.2.3/24"), &mut out);
+    let mut left: Vec<(u32, RouteAlias)> = view
+        .routes
+        .keys()
+        .map(|k| (k.table, k.alias.clone()))
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|(t, a)| *t == 100
+        && matches!(a, RouteAlias::Ipv4 { prefsrc: Some(p), .. } if p.to_string() == "192.0.2.3")));
+    assert!(left.iter().any(|(t, a)| *t == 254
+        && matches!(a, RouteAlias::Ipv4 { prefsrc: Some(p), .. } if p.to_string() == "192.0.2.2")));
+    // The same address still on another interface: nothing is flushed.
+    view.address_add(addr(3, "192.0.2.4/24"), &mut out);
+    view.address_add(addr(4, "192.0.2.2/32"), &mut out);
+    view.address_delete(addr(3, "192.0.2.2/24"), &mut out);
+    assert!(view.routes.keys().any(|k| k.table == 254
+        && matches!(
+            &k.alias,
+            RouteAlias::Ipv4 {
+                prefsrc: Some(_),
+                ..
+            }
+        )));
+}
+
+#[test]
+fn divergences_name_what_differs() {
+    let mut a = KernelView::default();
+    let mut out = Vec::new();
+    a.link_upsert(link(3, true, OperState::Up), &mut out);
+    let b = a.clone();
+    assert!(a.divergences(&b).is_empty());
+    feed(
+        &mut a,
+        &[frame(
+            codec::RTM_NEWROUTE,
+            0x2,
+            &emit(&route_msg(
+                "10.1.0.0/16",
+                254,
+                RouteProtocol::Static,
+                0,
+                vec![RouteAttribute::Oif(3)],
+            )),
+        )],
+    );
+    let d = a.divergences(&b);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].starts_with("route ") && d[0].contains("10.1.0.0/16") && d[0].ends_with("kernel None"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn an_overrun_first_sends_what_the_view_already_applied() {
+    // A batch applied to the view up to an NLMSG_OVERRUN: its events must
+    // reach the engine, since the re-dump is reconciled against the view.
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut w = Worker {
+        batch: RecvBatch::new(),
+        config: WatcherConfig {
+            filter: filter(),
+            resync_interval: Duration::ZERO,
+        },
+        tx,
+        stats: Arc::new(WatcherStats::default()),
+        events: socket::open("a test's events").unwrap(),
+        reconfigured: std::sync::mpsc::channel().1,
+        view: KernelView::default(),
+        out: Vec::new(),
+    };
+    // A table-100 route this host does not have (the test's own table).
+    let m = route_msg(
+        "10.1.0.0/16",
+        100,
+        RouteProtocol::Static,
+        77,
+        vec![RouteAttribute::Oif(3)],
+    );
+    let b = frame(codec::RTM_NEWROUTE, 0, &emit(&m));
+    let msg = codec::messages(&b).next().unwrap();
+    assert!(apply_message(
+        &mut w.view,
+        &w.config.filter,
+        &w.stats,
+        &msg,
+        &mut w.out
+    ));
+    assert!(w.overrun());
+    let mut got = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        got.push(e);
+    }
+    let upsert = got
+        .iter()
+        .position(|e| matches!(e, Event::RouteUpsert(r) if r.key.metric == 77));
+    let delete = got
+        .iter()
+        .position(|e| matches!(e, Event::RouteDelete(k) if k.metric == 77));
+    assert!(
+        matches!((upsert, delete), (Some(u), Some(d)) if u < d),
+        "{got:?}"
+    );
 }

@@ -3,17 +3,32 @@
 //! real differences become `model::Event`s; a re-dump (after an overrun or on
 //! the resync interval) is reconciled by diffing a fresh view against this one.
 //!
-//! The kernel changes some state without telling anyone: when an interface
-//! goes administratively down it flushes IPv4 routes and nexthop objects
-//! through it and marks multipath next hops dead; on carrier loss it marks
-//! next hops RTNH_F_LINKDOWN. `link_upsert` and `link_delete` reproduce that
-//! so the engine does not keep counting a route through a dead interface.
+//! Routes are kept apart as the kernel keeps them (see `model::RouteAlias`):
+//! `ip route append blackhole P` beside a unicast `P` is a second route, and
+//! a replace or delete touches the one the kernel touches.
+//!
+//! The kernel changes some state without telling anyone, and this view
+//! reproduces it so the engine does not keep counting a route that is gone:
+//! - an interface going administratively down (or deleted) flushes IPv4
+//!   routes through it and marks multipath next hops dead (fib_sync_down_dev,
+//!   fib_flush); carrier loss marks next hops RTNH_F_LINKDOWN;
+//! - admin down, deletion and carrier loss remove every nexthop object
+//!   through the interface, with the routes using them (nexthop_flush_dev);
+//! - an interface losing its last IPv4 address flushes the IPv4 routes
+//!   through it (fib_disable_ip), and an IPv4 address disappearing flushes
+//!   the main-table routes using it as preferred source (fib_sync_down_addr;
+//!   announced by 6.18, silent on older kernels);
+//! - VRF enslavement (moving an interface's routes to the VRF's table) is not
+//!   reproduced: the kernels this is tested on have no VRF support, and an
+//!   untested mirror would be a guess. The periodic re-dump corrects it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use ipnet::IpNet;
+
 use crate::model::{
-    AddressInfo, Event, InterfaceInfo, NextHop, NexthopObject, OperState, Route, RouteKey,
-    RTNH_F_DEAD, RTNH_F_LINKDOWN,
+    AddressInfo, Event, InterfaceInfo, NextHop, NexthopObject, OperState, Route, RouteAlias,
+    RouteKey, RTNH_F_DEAD, RTNH_F_LINKDOWN,
 };
 
 use super::routes::RouteChange;
@@ -21,6 +36,9 @@ use super::routes::RouteChange;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelView {
     pub routes: HashMap<RouteKey, Route>,
+    /// The keys of `routes` per slot, in the kernel's order (which alias an
+    /// NLM_F_REPLACE replaces).
+    order: HashMap<Slot, Vec<RouteKey>>,
     pub nexthops: BTreeMap<u32, NexthopObject>,
     pub links: BTreeMap<u32, InterfaceInfo>,
     pub addresses: HashSet<AddressInfo>,
@@ -40,6 +58,34 @@ fn link_flags(link: Option<&InterfaceInfo>) -> u32 {
     }
 }
 
+/// The routes the kernel keeps under one (table, prefix, metric, tos).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Slot {
+    table: u32,
+    prefix: IpNet,
+    metric: u32,
+    tos: u8,
+}
+
+impl Slot {
+    fn of(key: &RouteKey) -> Slot {
+        Slot {
+            table: key.table,
+            prefix: key.prefix,
+            metric: key.metric,
+            tos: key.tos,
+        }
+    }
+}
+
+/// Where a new alias goes among the others of its slot.
+#[derive(Clone, Copy)]
+enum At {
+    Front,
+    End,
+    Index(usize),
+}
+
 impl KernelView {
     pub fn apply_route(&mut self, change: RouteChange, out: &mut Vec<Event>) {
         match change {
@@ -47,18 +93,18 @@ impl KernelView {
                 route,
                 replace,
                 append: _,
+                prepend,
             } => {
-                let merged = match self.routes.get(&route.key) {
-                    Some(old)
-                        if !replace
-                            && old.kind == route.kind
-                            && old.nh_id.is_none()
-                            && route.nh_id.is_none() =>
-                    {
+                let ecmp6 = route.key.alias == RouteAlias::Ipv6Ecmp;
+                if replace {
+                    self.replace_route(route, out);
+                    return;
+                }
+                let route = match self.routes.get(&route.key) {
+                    Some(old) if ecmp6 && old.kind == route.kind => {
                         // IPv6 multipath next hops added one at a time
-                        // (NLM_F_APPEND or an implicit ECMP sibling), IPv4
-                        // `ip route append/prepend` aliases, and a dump that
-                        // lists a key twice: the route is the union.
+                        // (NLM_F_APPEND or an implicit ECMP sibling) and a
+                        // dump that lists a key twice: the route is the union.
                         let mut m = old.clone();
                         for hop in route.nexthops {
                             match m.nexthops.iter_mut().find(|h| same_hop(h, &hop)) {
@@ -70,13 +116,23 @@ impl KernelView {
                     }
                     _ => route,
                 };
-                self.put_route(merged, out);
+                // fib_table_insert puts an alias added without NLM_F_APPEND
+                // before the others of its slot; IPv6 (fib6_add_rt2node)
+                // always inserts after the routes of the same metric.
+                let at = if prepend && route.key.prefix.addr().is_ipv4() {
+                    At::Front
+                } else {
+                    At::End
+                };
+                self.put_route(route, at, out);
             }
             RouteChange::Del { route } => {
                 let Some(old) = self.routes.get(&route.key) else {
                     return;
                 };
-                if route.nexthops.is_empty() || old.nh_id.is_some() || route.nh_id.is_some() {
+                if route.key.alias != RouteAlias::Ipv6Ecmp || route.nexthops.is_empty() {
+                    // The notification names exactly the alias the kernel
+                    // deleted (fib_table_delete → rtmsg_fib of fa_to_delete).
                     self.remove_route(&route.key, out);
                     return;
                 }
@@ -86,30 +142,86 @@ impl KernelView {
                     .filter(|h| !route.nexthops.iter().any(|d| same_hop(h, d)))
                     .cloned()
                     .collect();
-                if remaining.is_empty() || remaining.len() == old.nexthops.len() {
-                    // All next hops gone, or the message names next hops this
-                    // view does not know: the kernel removed the route.
+                if remaining.len() == old.nexthops.len() {
+                    // Siblings this view no longer has: a deletion applied
+                    // twice (events queued during a dump replayed on it).
+                } else if remaining.is_empty() {
                     self.remove_route(&route.key, out);
                 } else {
-                    // One next hop of a multipath route (IPv6 deletes siblings
-                    // one at a time) or one IPv4 alias.
+                    // One sibling of an IPv6 multipath route (deleted one at
+                    // a time).
                     let mut r = old.clone();
                     r.nexthops = remaining;
-                    self.put_route(r, out);
+                    self.put_route(r, At::End, out);
                 }
             }
         }
     }
 
-    fn put_route(&mut self, route: Route, out: &mut Vec<Event>) {
-        if self.routes.get(&route.key) != Some(&route) {
-            self.routes.insert(route.key.clone(), route.clone());
-            out.push(Event::RouteUpsert(route));
+    /// NLM_F_REPLACE: IPv4 replaces the first alias of the slot, whatever its
+    /// type (fib_table_insert: `fa_first`); IPv6 the first route of the slot
+    /// that is, like the new one, an ECMP route or not (fib6_add_rt2node:
+    /// `rt_can_ecmp == rt6_qualify_for_ecmp(iter)`), else the first route of
+    /// the slot. In an empty slot it is an add.
+    ///
+    /// A replace whose route is already in the slot is a re-announcement: a
+    /// real one with an existing alias changes nothing and is not notified
+    /// (fib_table_insert: `fa_match`), but replacing a nexthop object
+    /// re-announces every route using it with NLM_F_REPLACE
+    /// (nexthop_replace_notify → fib_info_notify_update).
+    fn replace_route(&mut self, route: Route, out: &mut Vec<Event>) {
+        if self.routes.contains_key(&route.key) {
+            self.put_route(route, At::End, out);
+            return;
         }
+        let v4 = route.key.prefix.addr().is_ipv4();
+        let ecmp6 = route.key.alias == RouteAlias::Ipv6Ecmp;
+        let victim = self.order.get(&Slot::of(&route.key)).and_then(|keys| {
+            keys.iter()
+                .enumerate()
+                .find(|(_, k)| v4 || (k.alias == RouteAlias::Ipv6Ecmp) == ecmp6)
+                // fib6_add_rt2node: "No matching route with same
+                // ecmp-able-ness found, replace first matching route".
+                .or_else(|| keys.iter().enumerate().next())
+                .map(|(i, k)| (i, k.clone()))
+        });
+        match victim {
+            Some((i, old)) if old != route.key => {
+                // The new route first, so the engine never sees the slot empty.
+                self.put_route(route, At::Index(i), out);
+                self.remove_route(&old, out);
+            }
+            _ => self.put_route(route, At::End, out),
+        }
+    }
+
+    /// Inserts or updates `route`; a new key goes to `at` among its slot.
+    fn put_route(&mut self, route: Route, at: At, out: &mut Vec<Event>) {
+        if self.routes.get(&route.key) == Some(&route) {
+            return;
+        }
+        if !self.routes.contains_key(&route.key) {
+            let keys = self.order.entry(Slot::of(&route.key)).or_default();
+            let i = match at {
+                At::Front => 0,
+                At::End => keys.len(),
+                At::Index(i) => i.min(keys.len()),
+            };
+            keys.insert(i, route.key.clone());
+        }
+        self.routes.insert(route.key.clone(), route.clone());
+        out.push(Event::RouteUpsert(route));
     }
 
     fn remove_route(&mut self, key: &RouteKey, out: &mut Vec<Event>) {
         if self.routes.remove(key).is_some() {
+            let slot = Slot::of(key);
+            if let Some(keys) = self.order.get_mut(&slot) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.order.remove(&slot);
+                }
+            }
             out.push(Event::RouteDelete(key.clone()));
         }
     }
@@ -180,12 +292,18 @@ impl KernelView {
         }
     }
 
-    /// Applies the next-hop flags the kernel sets without a notification when
+    /// Applies the changes the kernel makes without a notification when
     /// `ifindex` changes state (`flags` = DEAD|LINKDOWN for admin down or
     /// gone, LINKDOWN for carrier loss, 0 for up).
     fn sync_link_state(&mut self, ifindex: u32, flags: u32, out: &mut Vec<Event>) {
-        let dead = flags & RTNH_F_DEAD != 0;
-        if dead {
+        if flags != 0 {
+            // nh_netdev_event → nexthop_flush_dev on NETDEV_DOWN,
+            // NETDEV_UNREGISTER and on NETDEV_CHANGE without IFF_RUNNING or
+            // IFF_LOWER_UP (carrier loss): every nexthop object through the
+            // device is removed (remove_nexthop with no nlinfo, so no
+            // RTM_DELNEXTHOP), with the routes using it and its place in
+            // groups. Nexthop objects never carry LINKDOWN: `ip nexthop add`
+            // through a device without carrier is refused.
             let gone: Vec<u32> = self
                 .nexthops
                 .values()
@@ -194,21 +312,6 @@ impl KernelView {
                 .collect();
             for id in gone {
                 self.nexthop_delete(id, out);
-            }
-        } else {
-            let ids: Vec<u32> = self
-                .nexthops
-                .values()
-                .filter(|n| {
-                    n.ifindex == Some(ifindex) && n.flags & (RTNH_F_DEAD | RTNH_F_LINKDOWN) != flags
-                })
-                .map(|n| n.id)
-                .collect();
-            for id in ids {
-                if let Some(mut nh) = self.nexthops.get(&id).cloned() {
-                    nh.flags = (nh.flags & !(RTNH_F_DEAD | RTNH_F_LINKDOWN)) | flags;
-                    self.nexthop_upsert(nh, out);
-                }
             }
         }
         self.update_hops_via(
@@ -249,7 +352,7 @@ impl KernelView {
             if all_dead && r.key.prefix.addr().is_ipv4() {
                 self.remove_route(&key, out);
             } else {
-                self.put_route(r, out);
+                self.put_route(r, At::End, out);
             }
         }
     }
@@ -268,17 +371,50 @@ impl KernelView {
     pub fn address_delete(&mut self, a: AddressInfo, out: &mut Vec<Event>) {
         let (ifindex, v4) = (a.ifindex, a.local.addr().is_ipv4());
         if self.addresses.remove(&a) {
+            let local = a.local.addr();
             out.push(Event::AddressDelete(a));
-            if v4
-                && !self
-                    .addresses
-                    .iter()
-                    .any(|x| x.ifindex == ifindex && x.local.addr().is_ipv4())
+            if !v4 {
+                return;
+            }
+            if !self.addresses.iter().any(|x| x.local.addr() == local) {
+                self.flush_prefsrc(local, out);
+            }
+            if !self
+                .addresses
+                .iter()
+                .any(|x| x.ifindex == ifindex && x.local.addr().is_ipv4())
             {
                 // fib_disable_ip: the interface lost its last IPv4 address;
                 // IPv4 routes through it are flushed without a notification.
                 self.set_ipv4_dead(ifindex, true, out);
             }
+        }
+    }
+
+    /// fib_del_ifaddr: once an IPv4 address is on no interface any more
+    /// (inet_addr_type_dev_table is no longer RTN_LOCAL), fib_sync_down_addr
+    /// marks dead every route whose preferred source (RTA_PREFSRC) it was and
+    /// fib_flush removes them, without a notification. Only routes in the
+    /// device's table are flushed: `l3mdev_fib_table(dev) ?: RT_TABLE_MAIN`,
+    /// the main table for a device outside a VRF. (A VRF slave's address
+    /// would flush its VRF's table instead; VRF devices are not mirrored.)
+    /// Kernel 6.18 does announce these deletions (an RTM_DELROUTE each, seen
+    /// with `ip monitor`), which then find nothing left to delete here; older
+    /// kernels flush them silently in fib_flush.
+    fn flush_prefsrc(&mut self, local: std::net::IpAddr, out: &mut Vec<Event>) {
+        const RT_TABLE_MAIN: u32 = 254;
+        let mut gone: Vec<RouteKey> = self
+            .routes
+            .keys()
+            .filter(|k| {
+                k.table == RT_TABLE_MAIN
+                    && matches!(&k.alias, RouteAlias::Ipv4 { prefsrc: Some(p), .. } if std::net::IpAddr::V4(*p) == local)
+            })
+            .cloned()
+            .collect();
+        gone.sort();
+        for k in gone {
+            self.remove_route(&k, out);
         }
     }
 
@@ -293,6 +429,66 @@ impl KernelView {
             }
         };
         self.update_hops_via(ifindex, true, update, out);
+    }
+
+    /// Where this view and `fresh` (a re-dump brought up to the same
+    /// moment) disagree, one line per route, nexthop object, link or
+    /// address: "view: …, kernel: …". Empty when they agree.
+    pub fn divergences(&self, fresh: &KernelView) -> Vec<String> {
+        fn differ<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+            what: &str,
+            mine: impl Fn(&K) -> Option<V>,
+            theirs: impl Fn(&K) -> Option<V>,
+            keys: impl IntoIterator<Item = K>,
+            out: &mut Vec<String>,
+        ) {
+            let mut keys: Vec<K> = keys.into_iter().collect();
+            keys.sort();
+            keys.dedup_by(|a, b| a == b);
+            for k in keys {
+                let (a, b) = (mine(&k), theirs(&k));
+                if a != b {
+                    out.push(format!("{what} {k:?}: view {a:?}, kernel {b:?}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        differ(
+            "route",
+            |k: &RouteKey| self.routes.get(k).cloned(),
+            |k| fresh.routes.get(k).cloned(),
+            self.routes.keys().chain(fresh.routes.keys()).cloned(),
+            &mut out,
+        );
+        differ(
+            "nexthop",
+            |k: &u32| self.nexthops.get(k).cloned(),
+            |k| fresh.nexthops.get(k).cloned(),
+            self.nexthops.keys().chain(fresh.nexthops.keys()).copied(),
+            &mut out,
+        );
+        differ(
+            "link",
+            |k: &u32| self.links.get(k).cloned(),
+            |k| fresh.links.get(k).cloned(),
+            self.links.keys().chain(fresh.links.keys()).copied(),
+            &mut out,
+        );
+        let mut addrs: Vec<String> = self
+            .addresses
+            .symmetric_difference(&fresh.addresses)
+            .map(|a| {
+                let side = if self.addresses.contains(a) {
+                    "view only"
+                } else {
+                    "kernel only"
+                };
+                format!("address {} on ifindex {}: {side}", a.local, a.ifindex)
+            })
+            .collect();
+        addrs.sort();
+        out.extend(addrs);
+        out
     }
 
     /// Replaces this view with `fresh` (a complete re-dump) and returns the

@@ -7,13 +7,15 @@
 //! - Packets lost at 10,000 packets/s per switchover, side by side with the
 //!   Linux peer that needs no agent: a floating static route (a second route
 //!   via the backup with a higher metric), measured in the same run.
+//! - Packets lost while steering when the agent is SIGKILLed and started
+//!   again 3 s later (the pinned fast path steers on meanwhile).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use routebackup_tests::lab::{Backup, Lab, BACKUP_GW, DEST_ADDR, SEGMENT};
-use routebackup_tests::traffic::{report, Receiver, Sender};
+use routebackup_tests::traffic::{lost_from, report, Receiver, Sender};
 use routebackup_tests::wait_until;
 
 const RUNS: usize = 20;
@@ -61,6 +63,29 @@ fn lost_in_cycle(lab: &Lab, wait_steered: bool) -> Result<u64> {
     std::thread::sleep(Duration::from_millis(200));
     ensure!(r.sent > u64::from(RATE), "sender too slow: {r:?}");
     Ok(r.lost)
+}
+
+/// Packets lost at RATE, once steering is established, across a SIGKILL of
+/// the agent and a restart 3 s later.
+fn lost_across_sigkill() -> Result<usize> {
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let cfg = lab.config("0s", "auto", "");
+    lab.start_agent(&cfg, &["--log-level", "info"])?;
+    let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
+    let dst: SocketAddr = format!("{DEST_ADDR}:9000").parse()?;
+    let tx = Sender::start(&lab.lan.path(), dst, RATE)?;
+    lab.withdraw_primary()?;
+    wait_until(Duration::from_secs(2), || Ok(steered(&lab)))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let from = rx.arrivals().iter().map(|a| a.seq).max().unwrap_or(0);
+    lab.stop_agent(libc::SIGKILL)?;
+    std::thread::sleep(Duration::from_secs(3));
+    lab.start_agent(&cfg, &["--log-level", "info"])?;
+    wait_until(Duration::from_secs(2), || Ok(steered(&lab)))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = tx.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(lost_from(sent.len(), &rx.stop(), from).len())
 }
 
 fn main() -> Result<()> {
@@ -126,6 +151,10 @@ fn main() -> Result<()> {
         max(&agent_loss),
         mean(&static_loss),
         max(&static_loss)
+    );
+    println!(
+        "\nSIGKILL + restart while steering: {} packets lost (goal 0)",
+        lost_across_sigkill()?
     );
     Ok(())
 }

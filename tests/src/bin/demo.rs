@@ -195,7 +195,7 @@ fn main() -> Result<()> {
             lab.socket().display()
         );
         println!(
-            "  bpftool map dump pinned {}/routebackup/segments_v4",
+            "  bpftool map dump pinned {}/routebackup/v1/segments_v4",
             lab.bpffs.path().display()
         );
         println!("  ip netns exec {} ip route", lab.edge.name);
