@@ -129,6 +129,14 @@ fn deb_installs_checks_and_purges_cleanly() -> Result<()> {
         conffiles.contains("/etc/routebackup/routebackup.toml"),
         "the example config is not a conffile: {conffiles:?}"
     );
+    // The unit runs the binary the package installed.
+    let unit = std::fs::read_to_string("/lib/systemd/system/routebackup.service")?;
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|cmd| cmd.split_whitespace().next())
+        .context("the unit has no ExecStart")?;
+    ensure!(exec == "/usr/bin/routebackup", "the unit runs {exec}");
     let normalised = run("/usr/bin/routebackup", &["check"])?;
     ensure!(normalised.contains("[[group]]"), "{normalised}");
     for (page, file) in [

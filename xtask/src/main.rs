@@ -549,6 +549,25 @@ fn dist() -> Result<()> {
     for page in std::fs::read_dir(&man)? {
         run(Command::new("gzip").arg("-9n").arg(page?.path()))?;
     }
+    // The unit in dist/ runs /usr/local/bin/routebackup (a hand install);
+    // the package installs /usr/bin/routebackup (Debian packages never
+    // write /usr/local), so it ships a copy pointing there.
+    let unit_src = root.join("dist/routebackup.service");
+    let unit = std::fs::read_to_string(&unit_src)
+        .with_context(|| format!("cannot read {}", unit_src.display()))?;
+    let hand_installed = "ExecStart=/usr/local/bin/routebackup ";
+    if !unit.contains(hand_installed) {
+        bail!(
+            "{} has no `{hand_installed}...` line to point at /usr/bin for the package; update xtask dist",
+            unit_src.display()
+        );
+    }
+    let unit_out = out.join("routebackup.service");
+    std::fs::write(
+        &unit_out,
+        unit.replace(hand_installed, "ExecStart=/usr/bin/routebackup "),
+    )
+    .with_context(|| format!("cannot write {}", unit_out.display()))?;
     for (shell, file) in [
         ("bash", "routebackup.bash"),
         ("zsh", "_routebackup"),
