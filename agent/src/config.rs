@@ -20,6 +20,14 @@ pub struct Config {
     pub fastpath: FastpathConfig,
     pub links: Vec<LinkConfig>,
     pub groups: Vec<GroupConfig>,
+    /// `[metrics]`: the Prometheus endpoint; None when the table is absent.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where `/metrics` is served over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +39,11 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// Extra backup-enabled interfaces besides the links' own interfaces.
     pub backup_interfaces: Vec<String>,
+    /// `on_change`: argv run on every group state change (empty: none);
+    /// a group's own `on_change` replaces it.
+    pub on_change: Vec<String>,
+    /// How long a hook may run before it is killed.
+    pub hook_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -100,6 +113,8 @@ pub struct GroupConfig {
     pub allow_default: bool,
     pub activate_delay: Duration,
     pub deactivate_delay: Duration,
+    /// The group's own `on_change` argv (replaces `[agent] on_change`).
+    pub on_change: Option<Vec<String>>,
 }
 
 mod error;
@@ -111,8 +126,8 @@ mod tests;
 
 pub use error::{ConfigError, Position, Problem};
 pub use parse::{
-    DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL,
-    DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
+    DEFAULT_DEACTIVATE_DELAY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL,
+    DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
 };
 pub use tables::TableNames;
 
@@ -155,5 +170,13 @@ impl Config {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The `on_change` hook argv of group `g`: its own, else `[agent]`'s;
+    /// None when it has none.
+    pub fn hook_for(&self, g: usize) -> Option<&[String]> {
+        let own = self.groups.get(g).and_then(|g| g.on_change.as_deref());
+        let argv = own.unwrap_or(&self.agent.on_change);
+        (!argv.is_empty()).then_some(argv)
     }
 }

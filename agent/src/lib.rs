@@ -8,6 +8,8 @@
 //! path entries, kernel routes, next-hop MACs), `links` (backup link
 //! drivers), `control` (status socket), `daemon` (wires them together).
 //! `error` is how errors reach people, `paths` every runtime path.
+//! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
+//! (journald or stderr).
 
 pub mod config;
 pub mod control;
@@ -16,7 +18,10 @@ pub mod dataplane;
 pub mod engine;
 pub mod error;
 pub mod fastpath;
+pub mod hooks;
 pub mod links;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod paths;

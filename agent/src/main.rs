@@ -1,9 +1,9 @@
-//! The `routebackup` command line: `run`, `check`, `status`, `reload`.
+//! The `routebackup` command line: `run`, `check`, `status`, `reload`, `completions`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
@@ -12,7 +12,7 @@ use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 use routebackup::error::Report;
 
-use routebackup::paths::DEFAULT_CONFIG;
+use routebackup::paths::{dry_run_socket, DEFAULT_CONFIG};
 
 /// Dynamic route backup: brings up backup links when the primary routes to
 /// monitored segments vanish, and steers their traffic on the XDP/TC fast path.
@@ -37,8 +37,11 @@ enum Command {
         /// adopts them without flapping any link.
         #[arg(long)]
         keep_fastpath: bool,
-        /// Run the engine without the fast path and link drivers: decisions are
-        /// only logged (for trying a config on a live box).
+        /// Run the engine without the fast path, link drivers, hooks and
+        /// metrics endpoint: decisions are only logged (for trying a config
+        /// on a live box). Its control socket is the config's with
+        /// `-dry-run` added (/run/routebackup-dry-run.sock by default), so
+        /// it runs beside the live agent.
         #[arg(long)]
         dry_run: bool,
     },
@@ -58,7 +61,8 @@ enum Command {
         /// Read the control socket path from this config.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Print Prometheus text exposition instead (for a textfile collector).
+        /// Print the metrics in the Prometheus text format instead: what
+        /// `[metrics] listen` serves at /metrics (e.g. for a textfile collector).
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
@@ -73,6 +77,16 @@ enum Command {
         #[arg(short, long, conflicts_with = "socket")]
         config: Option<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `routebackup completions bash
+    /// > /etc/bash_completion.d/routebackup`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (routebackup.1, routebackup-run.1, ...),
+    /// generated from these definitions, into a directory (`cargo xtask dist`).
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +113,26 @@ fn main() -> ExitCode {
             config,
             prometheus,
         } => status(json, prometheus, socket, config),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "routebackup",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Manpage { dir } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "routebackup: cannot write the man pages into {}: {}",
+                    dir.display(),
+                    Report(&e)
+                );
+                ExitCode::FAILURE
+            }
+        },
         Command::Reload { socket, config } => reload(socket, config),
     }
 }
@@ -152,18 +186,23 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match Config::load(config_path) {
+    routebackup::logging::init(filter);
+    let mut config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{}", Report(&e));
             return ExitCode::FAILURE;
         }
     };
+    if dry_run {
+        // Beside a live agent: its own socket, no hooks, no metrics port.
+        config.agent.control_socket = dry_run_socket(&config.agent.control_socket);
+        config.agent.on_change.clear();
+        for g in &mut config.groups {
+            g.on_change = None;
+        }
+        config.metrics = None;
+    }
     // Held until the agent exits (the kernel releases it however it exits).
     let pin_path = (!dry_run).then_some(config.agent.pin_path.as_path());
     let _locks = match AgentLocks::acquire(&config.agent.control_socket, pin_path) {
@@ -213,11 +252,21 @@ fn status(
         Ok(s) => s,
         Err(code) => return code,
     };
+    if prometheus {
+        return match control::request_metrics(&socket) {
+            Ok(text) => {
+                println!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("routebackup: {}", Report(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     match control::request_status(&socket) {
         Ok(report) => {
-            if prometheus {
-                print!("{}", report.prometheus());
-            } else if json {
+            if json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {

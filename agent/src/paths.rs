@@ -6,6 +6,14 @@
 pub const DEFAULT_CONFIG: &str = "/etc/routebackup/routebackup.toml";
 /// `[agent] control_socket` default: the status socket (mode 0600).
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/routebackup.sock";
+/// The control socket of `run --dry-run` beside the live agent's
+/// `control_socket`: `/run/routebackup.sock` → `/run/routebackup-dry-run.sock`.
+pub fn dry_run_socket(control_socket: &std::path::Path) -> std::path::PathBuf {
+    let stem = control_socket
+        .file_stem()
+        .map_or_else(|| "routebackup".into(), |s| s.to_string_lossy());
+    control_socket.with_file_name(format!("{stem}-dry-run.sock"))
+}
 /// `[agent] pin_path` default: the bpffs directory of the pinned maps and links.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/routebackup";
 /// Where a bpffs is mounted when the pin path's file system is not one.
@@ -69,6 +77,18 @@ pub fn forwarding_sysctl(family: &str, interface: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn dry_run_socket_sits_beside_the_live_one() {
+        assert_eq!(
+            dry_run_socket(Path::new(DEFAULT_CONTROL_SOCKET)),
+            Path::new("/run/routebackup-dry-run.sock")
+        );
+        assert_eq!(
+            dry_run_socket(Path::new("/run/rb/agent.sock")),
+            Path::new("/run/rb/agent-dry-run.sock")
+        );
+    }
 
     #[test]
     fn lock_files_are_named_like_systemd_escape() {

@@ -6,6 +6,7 @@
 
 pub mod frames;
 pub mod lab;
+pub mod metrics;
 pub mod traffic;
 
 use std::path::PathBuf;

@@ -66,6 +66,12 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         "# every backup-enabled interface: {}",
         c.backup_interfaces().join(", ")
     )?;
+    if c.agent.on_change.is_empty() {
+        writeln!(o, "# on_change: no hook")?;
+    } else {
+        writeln!(o, "on_change = {}", list(c.agent.on_change.iter().cloned()))?;
+    }
+    writeln!(o, "hook_timeout = {}", dur(c.agent.hook_timeout))?;
     writeln!(o)?;
     writeln!(o, "[fastpath]")?;
     writeln!(
@@ -134,6 +140,14 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "allow_default = {}", g.allow_default)?;
         writeln!(o, "activate_delay = {}", dur(g.activate_delay))?;
         writeln!(o, "deactivate_delay = {}", dur(g.deactivate_delay))?;
+        if let Some(argv) = &g.on_change {
+            writeln!(o, "on_change = {}", list(argv.iter().cloned()))?;
+        }
+    }
+    if let Some(m) = &c.metrics {
+        writeln!(o)?;
+        writeln!(o, "[metrics]")?;
+        writeln!(o, "listen = {}", q(&m.listen.to_string()))?;
     }
     Ok(())
 }

@@ -31,6 +31,9 @@ pub const MAX_IFNAME_LEN: usize = 15;
 
 type S<T> = Spanned<T>;
 
+mod operator;
+pub use operator::DEFAULT_HOOK_TIMEOUT;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -40,6 +43,7 @@ struct RawConfig {
     link: Vec<S<RawLink>>,
     #[serde(default)]
     group: Vec<S<RawGroup>>,
+    metrics: Option<operator::RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +54,8 @@ struct RawAgent {
     tables: Option<S<Vec<S<toml::Value>>>>,
     resync_interval: Option<S<toml::Value>>,
     backup_interfaces: Option<Vec<S<String>>>,
+    on_change: Option<S<Vec<String>>>,
+    hook_timeout: Option<S<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +95,7 @@ struct RawGroup {
     allow_default: Option<bool>,
     activate_delay: Option<S<toml::Value>>,
     deactivate_delay: Option<S<toml::Value>>,
+    on_change: Option<S<Vec<String>>>,
 }
 
 /// Collects positioned problems.
@@ -163,6 +170,7 @@ pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, Co
     let links = link_configs(&mut rep, &raw.link);
     let groups = group_configs(&mut rep, &raw.group, &raw.link);
     check_interfaces_unique(&mut rep, &raw.link);
+    let metrics = operator::metrics_config(&mut rep, raw.metrics.as_ref());
 
     if rep.problems.is_empty() {
         Ok(Config {
@@ -170,6 +178,7 @@ pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, Co
             fastpath,
             links,
             groups,
+            metrics,
         })
     } else {
         Err(invalid(rep.problems))
@@ -183,8 +192,19 @@ fn agent_config(rep: &mut Reporter, raw: Option<RawAgent>, names: &TableNames) -
         tables: vec![super::RT_TABLE_MAIN],
         resync_interval: DEFAULT_RESYNC_INTERVAL,
         backup_interfaces: Vec::new(),
+        on_change: Vec::new(),
+        hook_timeout: DEFAULT_HOOK_TIMEOUT,
     };
     let Some(raw) = raw else { return agent };
+    if let Some(argv) = &raw.on_change {
+        agent.on_change = operator::hook_argv(rep, argv, "agent");
+    }
+    agent.hook_timeout = positive_duration(
+        rep,
+        raw.hook_timeout.as_ref(),
+        "hook_timeout",
+        DEFAULT_HOOK_TIMEOUT,
+    );
     if let Some(p) = raw.pin_path {
         agent.pin_path = absolute_path(rep, &p, "pin_path");
     }
@@ -821,6 +841,10 @@ fn group_configs(
             allow_default,
             activate_delay,
             deactivate_delay,
+            on_change: g
+                .on_change
+                .as_ref()
+                .map(|argv| operator::hook_argv(rep, argv, &format!("group \"{name}\""))),
         });
     }
     let max = routebackup_common::MAX_SEGMENTS;

@@ -1,7 +1,8 @@
 //! The control socket: a Unix stream socket (mode 0600) where a client sends
-//! one line (`status\n` or `reload\n`) and the agent answers with one JSON
-//! document and closes. `routebackup status` and `routebackup reload` are
-//! the clients.
+//! one line and the agent answers and closes: `status\n` and `reload\n`
+//! get one JSON document, `metrics\n` the Prometheus text the metrics
+//! endpoint serves (the same registry). `routebackup status [--prometheus]`
+//! and `routebackup reload` are the clients.
 
 mod reload;
 
@@ -10,9 +11,9 @@ pub use reload::{request_reload, ConfigReport, ReloadReport};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use routebackup_common::GroupStats;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -23,7 +24,8 @@ use crate::dataplane::status::DataplaneStatus;
 use crate::error::Report;
 use crate::fastpath::XdpAttach;
 use crate::links::DriverState;
-use crate::model::{EngineStatus, GroupState, HoldingRoute, LinkState, LinkStatus, Millis};
+use crate::metrics::Metrics;
+use crate::model::{EngineStatus, GroupState, HoldingRoute, LinkStatus, Millis};
 
 /// What `routebackup status --json` prints. Built by the daemon from the
 /// engine's `EngineStatus` plus wall-clock times and watcher counters.
@@ -249,162 +251,6 @@ impl StatusReport {
         }
         s
     }
-
-    /// The status as Prometheus text exposition (`routebackup status
-    /// --prometheus`, for a node_exporter textfile collector).
-    pub fn prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-            out.push_str(&format!(
-                "# HELP routebackup_{name} {help}\n# TYPE routebackup_{name} {kind}\n"
-            ));
-            for (labels, v) in samples {
-                out.push_str(&format!("routebackup_{name}{labels} {v}\n"));
-            }
-        };
-        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut states = Vec::new();
-        for g in &self.groups {
-            for st in GroupState::ALL {
-                states.push((
-                    format!("{{group=\"{}\",state=\"{st}\"}}", esc(&g.name)),
-                    f64::from(u8::from(g.state == st)),
-                ));
-            }
-        }
-        metric(
-            "group_state",
-            "1 for the group's current state",
-            "gauge",
-            states,
-        );
-        let per_segment = |flag: fn(&SegmentReport) -> bool| -> Vec<(String, f64)> {
-            self.groups
-                .iter()
-                .flat_map(|g| {
-                    g.segments.iter().map(move |s| {
-                        (
-                            format!("{{group=\"{}\",segment=\"{}\"}}", esc(&g.name), s.prefix),
-                            f64::from(u8::from(flag(s))),
-                        )
-                    })
-                })
-                .collect()
-        };
-        metric(
-            "segment_primary_up",
-            "1 when the segment has a route over a non-backup interface",
-            "gauge",
-            per_segment(|s| s.primary_up),
-        );
-        metric(
-            "segment_steered",
-            "1 when the segment's traffic is steered to a backup link",
-            "gauge",
-            per_segment(|s| s.steered),
-        );
-        metric(
-            "link_up",
-            "1 when the backup link is up",
-            "gauge",
-            self.links
-                .iter()
-                .map(|l| {
-                    (
-                        format!("{{link=\"{}\"}}", esc(&l.name)),
-                        f64::from(u8::from(l.state == LinkState::Up)),
-                    )
-                })
-                .collect(),
-        );
-        metric(
-            "link_failed_attempts",
-            "failed attempts to bring the link up",
-            "counter",
-            self.links
-                .iter()
-                .map(|l| {
-                    (
-                        format!("{{link=\"{}\"}}", esc(&l.name)),
-                        f64::from(l.attempts),
-                    )
-                })
-                .collect(),
-        );
-        if let Some(fp) = &self.fastpath {
-            let counters: [FastpathCounter; 6] = [
-                ("steered_packets", "packets redirected to the backup", |s| {
-                    s.steered_packets
-                }),
-                ("steered_bytes", "bytes redirected to the backup", |s| {
-                    s.steered_bytes
-                }),
-                (
-                    "passed_packets",
-                    "packets to monitored segments left to the kernel's route",
-                    |s| s.passed_packets,
-                ),
-                (
-                    "passed_bytes",
-                    "bytes to monitored segments left to the kernel's route",
-                    |s| s.passed_bytes,
-                ),
-                (
-                    "deferred_packets",
-                    "packets XDP handed to the TC program",
-                    |s| s.deferred_packets,
-                ),
-                (
-                    "redirect_failures",
-                    "steer matches whose redirect failed",
-                    |s| s.redirect_failures,
-                ),
-            ];
-            for (field, help, value) in counters {
-                metric(
-                    &format!("fastpath_{field}_total"),
-                    help,
-                    "counter",
-                    fp.groups
-                        .iter()
-                        .map(|g| {
-                            (
-                                format!("{{group=\"{}\"}}", esc(&g.name)),
-                                value(&g.stats) as f64,
-                            )
-                        })
-                        .collect(),
-                );
-            }
-        }
-        if let Some(w) = &self.watcher {
-            metric(
-                "routes_watched",
-                "routes relevant to a monitored segment",
-                "gauge",
-                vec![(String::new(), w.routes_watched as f64)],
-            );
-            metric(
-                "netlink_overruns_total",
-                "netlink overruns (each followed by a re-dump)",
-                "counter",
-                vec![(String::new(), w.overruns as f64)],
-            );
-            metric(
-                "resyncs_total",
-                "full re-dumps",
-                "counter",
-                vec![(String::new(), w.resyncs as f64)],
-            );
-            metric(
-                "view_divergences_total",
-                "differences between the route view and the kernel found by a periodic re-dump (a bug if not 0)",
-                "counter",
-                vec![(String::new(), w.view_divergences as f64)],
-            );
-        }
-        out
-    }
 }
 
 /// The fast path's part of the human status: attach points, link drivers,
@@ -459,9 +305,6 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
         ));
     }
 }
-
-/// A fast-path counter as a metric: name suffix, help, how to read it.
-type FastpathCounter = (&'static str, &'static str, fn(&GroupStats) -> u64);
 
 /// A status request from a control client; the daemon answers on `reply`.
 pub type StatusRequest = oneshot::Sender<StatusReport>;
@@ -540,7 +383,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves clients until the daemon drops its end of `requests`.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest>) {
+pub async fn serve(
+    listener: UnixListener,
+    requests: mpsc::Sender<ControlRequest>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -554,8 +401,9 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest
         if requests.is_closed() {
             return;
         }
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, requests).await {
+            if let Err(e) = answer(stream, requests, &metrics).await {
                 debug!("control client: {}", Report(&e));
             }
         });
@@ -565,6 +413,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<ControlRequest
 async fn answer(
     stream: tokio::net::UnixStream,
     requests: mpsc::Sender<ControlRequest>,
+    metrics: &Metrics,
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
@@ -585,12 +434,55 @@ async fn answer(
             let report = rx.await.map_err(|_| io::Error::other("agent shutting down"))?;
             serde_json::to_string_pretty(&report).map_err(io::Error::other)?
         }
-        other => serde_json::json!({ "error": format!("unknown command {other:?}; the commands are \"status\" and \"reload\"") })
+        "metrics" => metrics.render(),
+        other => serde_json::json!({ "error": format!("unknown command {other:?}; the commands are \"status\", \"reload\" and \"metrics\"") })
             .to_string(),
     };
     wr.write_all(reply.as_bytes()).await?;
     wr.write_all(b"\n").await?;
     wr.shutdown().await
+}
+
+/// Sends `command` to the agent at `path`; its whole answer (blocking, `timeout`).
+fn request_text(path: &Path, command: &str, timeout: Duration) -> Result<String, ClientError> {
+    let p = || path.to_path_buf();
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(p()),
+        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(p()),
+        _ => ClientError::Io(p(), e),
+    })?;
+    let t = Some(timeout);
+    s.set_read_timeout(t)
+        .and_then(|()| s.set_write_timeout(t))
+        .map_err(|e| ClientError::Io(p(), e))?;
+    s.write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| ClientError::Io(p(), e))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| ClientError::Io(p(), e))?;
+    Ok(text)
+}
+
+/// The agent's `{"error": ...}` answer, if that is what `text` is.
+fn error_hint(text: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+}
+
+/// Asks the agent at `path` for its metrics in the Prometheus text format
+/// (what its `/metrics` endpoint serves).
+pub fn request_metrics(path: &Path) -> Result<String, ClientError> {
+    let text = request_text(path, "metrics", Duration::from_secs(5))?;
+    if text.starts_with('{') {
+        // An agent that does not know the command answers with a JSON error.
+        let hint = error_hint(&text);
+        return Err(ClientError::BadReply(
+            path.to_path_buf(),
+            hint.unwrap_or(text),
+        ));
+    }
+    Ok(text)
 }
 
 /// Why `routebackup status` could not get an answer.
@@ -618,26 +510,9 @@ fn request<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> Result<T, ClientError> {
     let p = || path.to_path_buf();
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(p()),
-        io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(p()),
-        _ => ClientError::Io(p(), e),
-    })?;
-    let t = Some(timeout);
-    s.set_read_timeout(t)
-        .and_then(|()| s.set_write_timeout(t))
-        .map_err(|e| ClientError::Io(p(), e))?;
-    s.write_all(format!("{command}\n").as_bytes())
-        .map_err(|e| ClientError::Io(p(), e))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)
-        .map_err(|e| ClientError::Io(p(), e))?;
-    serde_json::from_str(&text).map_err(|e| {
-        let hint = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from));
-        ClientError::BadReply(p(), hint.unwrap_or_else(|| e.to_string()))
-    })
+    let text = request_text(path, command, timeout)?;
+    serde_json::from_str(&text)
+        .map_err(|e| ClientError::BadReply(p(), error_hint(&text).unwrap_or_else(|| e.to_string())))
 }
 
 #[cfg(test)]
@@ -726,6 +601,7 @@ mod tests {
     fn report_with_fastpath_round_trips_through_json() {
         use crate::dataplane::status::{DriverStatus, GroupCounters};
         use crate::fastpath::Attachment;
+        use routebackup_common::GroupStats;
 
         let mut r = StatusReport::from_engine(&status(), 65_000, SystemTime::UNIX_EPOCH);
         r.groups[0].last_steer_latency_us = Some(420);
@@ -822,16 +698,6 @@ mod tests {
         ] {
             assert!(human.contains(needle), "{needle:?} not in:\n{human}");
         }
-        let prom = back.prometheus();
-        for needle in [
-            "routebackup_group_state{group=\"hq\",state=\"backup\"} 1",
-            "routebackup_group_state{group=\"hq\",state=\"primary\"} 0",
-            "routebackup_link_up{link=\"lte\"} 1",
-            "routebackup_fastpath_steered_packets_total{group=\"hq\"} 1",
-            "routebackup_fastpath_redirect_failures_total{group=\"hq\"} 5",
-        ] {
-            assert!(prom.contains(needle), "{needle:?} not in:\n{prom}");
-        }
     }
 
     #[tokio::test]
@@ -847,7 +713,9 @@ mod tests {
         let err = bind(&path).unwrap_err();
         assert!(err.to_string().contains("already listening"), "{err}");
         let (tx, mut rx) = mpsc::channel::<ControlRequest>(4);
-        tokio::spawn(serve(listener, tx));
+        let metrics = Arc::new(Metrics::new());
+        metrics.link_attempt("lte");
+        tokio::spawn(serve(listener, tx, metrics.clone()));
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
                 match req {
@@ -881,6 +749,16 @@ mod tests {
             .unwrap();
         assert!(!r.ok);
         assert_eq!(r.errors, vec!["x.toml:3:1: bad"]);
+        let p = path.clone();
+        let text = tokio::task::spawn_blocking(move || request_metrics(&p))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text.trim_end(), metrics.render().trim_end());
+        assert!(
+            text.contains("routebackup_link_attempts_total{link=\"lte\"} 1"),
+            "{text}"
+        );
         let missing = dir.path().join("none.sock");
         let e = tokio::task::spawn_blocking(move || request_status(&missing))
             .await

@@ -28,15 +28,21 @@ use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherRe
 use crate::dataplane::status::DataplaneStatus;
 use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
-use crate::model::{Action, Event, GroupId, Millis, Timer};
+use crate::metrics::Metrics;
+use crate::model::{Action, Event, GroupId, GroupState, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
+
+mod observe;
+use observe::Observer;
 
 /// Why the daemon could not start, or stopped other than on a signal.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::MetricsError),
     #[error("cannot install the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -176,6 +182,8 @@ pub struct Daemon {
     event_at: Instant,
     /// Per group: the last route event → steering entry written, in µs.
     steer_latency_us: Vec<Option<u64>>,
+    /// Metrics and on_change hooks.
+    observer: Observer,
     /// The config file and the running config (for reloads).
     config: reload::ConfigState,
     watcher: Option<Watcher>,
@@ -210,14 +218,26 @@ impl Daemon {
         }
         // Carry out the actions first and log the decisions after: a switchover
         // must not wait for log lines to be written.
+        let before = self.observer.before(&self.engine, Some(&event));
         let (notices, actions): (Vec<Action>, Vec<Action>) = self
             .engine
             .handle(now, event)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
         let changed = !(actions.is_empty() && notices.is_empty());
-        for action in actions.into_iter().chain(notices) {
+        for action in actions {
             self.execute(action);
+        }
+        let texts: Vec<&str> = notices
+            .iter()
+            .filter_map(|n| match n {
+                Action::Notice(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.observer.after(&self.engine, &before, &texts);
+        for text in texts {
+            self.notice(text);
         }
         if first_sync {
             self.sink.after_sync();
@@ -261,9 +281,10 @@ impl Daemon {
                 debug!("timer {timer:?} cancelled");
                 self.timers.cancel(timer);
             }
-            Action::Notice(text) => info!("{text}"),
+            Action::Notice(text) => self.notice(&text),
             Action::LinkUp { link, .. } => {
                 debug!("action: {action:?}");
+                self.observer.link_attempt(link);
                 let group = self.engine.group_using(link).map(str::to_owned);
                 self.sink.execute(&action, group.as_deref());
             }
@@ -273,14 +294,43 @@ impl Daemon {
                 if let Some(slot) = self.steer_latency_us.get_mut(group) {
                     *slot = Some(us);
                 }
+                self.observer.metrics().steer_latency(us as f64 / 1e6);
                 let name = self.engine.group_name(group).unwrap_or("?");
-                info!("group {name}: steering entries written {us} µs after the event that called for them");
+                info!(group = name, "group {name}: steering entries written {us} µs after the event that called for them");
             }
             other => {
                 debug!("action: {other:?}");
                 self.sink.execute(&other, None);
             }
         }
+    }
+
+    /// An engine notice as a log line, with the group or link it is about
+    /// (and the group's state) as fields: journald keeps them as GROUP,
+    /// LINK and STATE.
+    fn notice(&self, text: &str) {
+        let about = |kind: &str| {
+            text.strip_prefix(kind)
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(name, _)| name)
+        };
+        if let Some(group) = about("group ") {
+            let state = self
+                .observer
+                .group_state(&self.engine, group)
+                .map_or("", GroupState::name);
+            info!(group, state, "{text}");
+        } else if let Some(link) = about("link ") {
+            info!(link, "{text}");
+        } else {
+            info!("{text}");
+        }
+    }
+
+    /// Refreshes the fast path's counters in the metrics snapshot.
+    fn refresh_metrics(&mut self) {
+        let counters = self.sink.status().map(|s| s.groups).unwrap_or_default();
+        self.observer.fastpath_counters(&self.engine, counters);
     }
 
     fn status(&self) -> StatusReport {
@@ -326,6 +376,10 @@ pub async fn run(
     let socket_path: PathBuf = config.agent.control_socket.clone();
     let listener = control::bind(&socket_path)?;
     let _socket_guard = SocketGuard(socket_path.clone());
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(crate::metrics::http::bind(m.listen)?),
+        None => None,
+    };
     let signal = |kind, signal| {
         tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Signal { signal, source })
     };
@@ -336,6 +390,7 @@ pub async fn run(
     let watcher =
         Watcher::spawn(WatcherConfig::from_config(&config), ev_tx).map_err(DaemonError::Watcher)?;
     let sink = make_sink()?;
+    let metrics = Arc::new(Metrics::new());
     let mut daemon = Daemon {
         engine: Engine::new(&config),
         sink,
@@ -350,12 +405,25 @@ pub async fn run(
         synced_logged: false,
         event_at: Instant::now(),
         steer_latency_us: vec![None; config.groups.len()],
+        observer: Observer::new(&config, metrics.clone(), watcher.stats.clone()),
         config: reload::ConfigState::new(config_path, config.clone()),
         watcher: Some(watcher),
         notify: notify::Notifier::from_env(),
     };
     let mut watchdog = daemon.notify.watchdog_every().map(tokio::time::interval);
-    let server = tokio::spawn(control::serve(listener, ctl_tx));
+    daemon.observer.publish(&daemon.engine);
+    let server = tokio::spawn(control::serve(listener, ctl_tx, metrics.clone()));
+    let metrics_server = metrics_listener.map(|l| {
+        info!(
+            "metrics at http://{}/metrics",
+            l.local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string())
+        );
+        tokio::spawn(crate::metrics::http::serve(l, metrics.clone()))
+    });
+    // The fast path's per-CPU counters are read for the metrics once a second.
+    let mut counters_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    counters_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
         env!("CARGO_PKG_VERSION"),
@@ -392,6 +460,7 @@ pub async fn run(
             _ = sighup.recv() => {
                 daemon.reload("SIGHUP");
             }
+            _ = counters_tick.tick() => daemon.refresh_metrics(),
             () = watchdog_tick(watchdog.as_mut()) => daemon.notify.watchdog(),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
@@ -401,6 +470,9 @@ pub async fn run(
     daemon.notify.stopping(reason);
     daemon.sink.shutdown().await;
     server.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     drop(ev_rx);
     // The watcher thread notices the closed channel within a second; do not
     // wait for it.

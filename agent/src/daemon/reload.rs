@@ -92,6 +92,11 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
         new.agent.control_socket.display().to_string(),
     );
     check(
+        "[metrics] listen",
+        format!("{:?}", running.metrics.as_ref().map(|m| m.listen)),
+        format!("{:?}", new.metrics.as_ref().map(|m| m.listen)),
+    );
+    check(
         "[fastpath] mode",
         format!("{:?}", running.fastpath.mode),
         format!("{:?}", new.fastpath.mode),
@@ -178,6 +183,7 @@ impl Daemon {
         self.config.failed = None;
         if slotted == self.config.running {
             info!("reload: the config is unchanged; nothing to do");
+            self.observer.metrics().config_reload(true);
             return ReloadReport {
                 ok: true,
                 summary: "unchanged".into(),
@@ -189,15 +195,28 @@ impl Daemon {
         self.sink.prepare_reload(&slotted);
         self.event_at = std::time::Instant::now();
         let now = self.now();
+        let before = self.observer.before(&self.engine, None);
         let (notices, actions): (Vec<Action>, Vec<Action>) = self
             .engine
             .reconfigure(now, &slotted)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
+        let texts: Vec<String> = notices
+            .iter()
+            .filter_map(|n| match n {
+                Action::Notice(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
         for action in actions.into_iter().chain(notices) {
             self.execute(action);
         }
         self.sink.finish_reload(&slotted);
+        // Metrics and hooks by the new slots, then the reload's transitions.
+        self.observer.reconfigure(&slotted);
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        self.observer.after(&self.engine, &before, &texts);
+        self.observer.publish(&self.engine);
         self.steer_latency_us.resize(slotted.groups.len(), None);
         for (g, slot) in self.steer_latency_us.iter_mut().enumerate() {
             let old = self.config.running.groups.get(g).map(|c| &c.name);
@@ -212,6 +231,7 @@ impl Daemon {
             }
         }
         self.config.running = slotted;
+        self.observer.metrics().config_reload(true);
         info!("reload: done");
         ReloadReport {
             ok: true,
@@ -226,6 +246,7 @@ impl Daemon {
             error!("  {e}");
         }
         self.config.failed = Some((SystemTime::now(), errors.clone()));
+        self.observer.metrics().config_reload(false);
         ReloadReport {
             ok: false,
             summary: format!("refused: {what}; the agent keeps running the previous config"),

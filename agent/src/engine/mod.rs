@@ -425,11 +425,7 @@ impl Engine {
             .map(|(i, l)| LinkStatus {
                 name: l.name.clone(),
                 interface: l.interface.clone(),
-                state: if l.always_up && l.state == LinkState::Down && self.link_ready(i) {
-                    LinkState::Up
-                } else {
-                    l.state
-                },
+                state: self.reported_link_state(i, l),
                 ifindex: self.net.ifindex_of(&l.interface),
                 attempts: l.attempts,
                 last_error: l.last_error.clone(),
@@ -464,6 +460,28 @@ impl Engine {
             .iter()
             .find(|g| g.active == Some(link))
             .map(|g| g.name.as_str())
+    }
+
+    /// A group's state and active link, without its segments (cheaper than
+    /// `status()`): what the daemon compares around each event.
+    pub fn group_state(&self, group: GroupId) -> Option<(GroupState, Option<LinkId>)> {
+        self.groups.get(group).map(|g| (g.state, g.active))
+    }
+
+    /// A link's state as `status()` reports it, and its failed attempts.
+    pub fn link_state(&self, link: LinkId) -> Option<(LinkState, u32)> {
+        let l = self.links.get(link)?;
+        Some((self.reported_link_state(link, l), l.attempts))
+    }
+
+    /// An `always-up` link is up whenever its interface is ready, even though
+    /// the engine never brought it up.
+    fn reported_link_state(&self, i: LinkId, l: &LinkRt) -> LinkState {
+        if l.always_up && l.state == LinkState::Down && self.link_ready(i) {
+            LinkState::Up
+        } else {
+            l.state
+        }
     }
 
     /// Recomputes the segments that routes at `prefixes` can affect, then

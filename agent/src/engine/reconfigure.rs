@@ -65,6 +65,7 @@ fn vacant_group() -> GroupConfig {
         allow_default: false,
         activate_delay: std::time::Duration::ZERO,
         deactivate_delay: std::time::Duration::ZERO,
+        on_change: None,
     }
 }
 
