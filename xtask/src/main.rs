@@ -43,6 +43,16 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// The route-truth differential test at length (needs root): random kernel
+    /// changes, the agent's picture compared with the kernel's after each.
+    Soak {
+        /// Steps per seed (4 seeds); `cargo xtask test` runs 500.
+        #[arg(long, default_value_t = 5000)]
+        steps: u32,
+        /// Added to the 4 built-in seeds, for a different sequence.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// cargo fmt --check and cargo clippy -D warnings on host and kernel crates.
     Lint,
     /// Release build, man page, shell completions and a .deb in target/dist/.
@@ -89,6 +99,7 @@ fn main() -> ExitCode {
         Task::Test { args } => setup().and_then(|()| test(&args)),
         Task::Bench { only } => setup().and_then(|()| bench(&only)),
         Task::Demo { keep } => setup().and_then(|()| demo(keep)),
+        Task::Soak { steps, seed } => setup().and_then(|()| soak(steps, seed)),
         Task::Lint => setup().and_then(|()| lint()),
         Task::Dist => setup().and_then(|()| dist()),
     };
@@ -356,6 +367,25 @@ fn build(release: bool) -> Result<()> {
         .join("routebackup");
     eprintln!("xtask: built {}", bin.display());
     Ok(())
+}
+
+fn soak(steps: u32, seed: u64) -> Result<()> {
+    require_root("the soak")?;
+    build(false)?;
+    let bin = workspace_root().join("target/debug/routebackup");
+    run(cargo()
+        .args([
+            "test",
+            "--package",
+            "routebackup-tests",
+            "--test",
+            "route_truth",
+            "--",
+        ])
+        .args(["--include-ignored", "--nocapture"])
+        .env("ROUTEBACKUP_BIN", &bin)
+        .env("ROUTEBACKUP_TRUTH_STEPS", steps.to_string())
+        .env("ROUTEBACKUP_TRUTH_SEED", seed.to_string()))
 }
 
 fn test(args: &[String]) -> Result<()> {
