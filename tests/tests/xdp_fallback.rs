@@ -6,10 +6,82 @@
 
 use std::time::Duration;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use anyhow::{ensure, Context, Result};
+use routebackup::config::AttachMode;
+use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup_common::{
+    SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID, FLAG_TC_ONLY,
+};
+use routebackup_tests::frames::{self, FrameSpec};
 use routebackup_tests::lab::{dest, flows_via, serial, Backup, Lab};
 use routebackup_tests::traffic::{report, Receiver, Sender};
-use routebackup_tests::wait_until;
+use routebackup_tests::{wait_until, BpfFs, Netns};
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// `FLAG_TC_ONLY` in the programs (BPF_PROG_TEST_RUN): XDP passes a steered
+/// packet on untouched, even with cached MACs it could redirect with, and
+/// counts it as deferred; TC ignores the flag and redirects it.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn tc_only_entries_are_left_to_tc_by_xdp() -> Result<()> {
+    let ns = Netns::new("tco")?;
+    ns.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
+         ip link add bk0 type veth peer name bk1 && ip addr add 192.0.2.1/24 dev bk0 && \
+         ip link set bk0 up && ip link set bk1 up && \
+         ip neigh add 192.0.2.2 lladdr 02:00:00:00:0b:02 nud permanent dev bk0")?;
+    let bpffs = BpfFs::new()?;
+    let bk0 = ns.ifindex("bk0")?;
+    let pin = bpffs.path().join("rb");
+    ns.run_in(move || {
+        let mut fp = Fastpath::open(&FastpathOptions {
+            pin_path: pin,
+            interfaces: vec![],
+            mode: AttachMode::Tc,
+        })?;
+        let steer = |flags: u32| SegmentValue {
+            group_id: 1,
+            action: ACTION_STEER,
+            backup_ifindex: bk0,
+            flags: FLAG_GATEWAY_V4 | FLAG_MACS_VALID | flags,
+            gateway: gateway_bytes(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+            dmac: [2, 0, 0, 0, 0x0b, 2],
+            smac: [2, 0, 0, 0, 0x0b, 1],
+            mtu: 1500,
+            ..SegmentValue::default()
+        };
+        let f4 = frames::ipv4(
+            Ipv4Addr::new(10, 9, 0, 5),
+            Ipv4Addr::new(198, 51, 100, 7),
+            &FrameSpec::default(),
+        );
+        let segment = "198.51.100.0/24".parse()?;
+        fp.set_segment(segment, steer(0))?;
+        ensure!(
+            fp.test_run_xdp(&f4, 1)?.verdict == XDP_REDIRECT,
+            "control: XDP redirects"
+        );
+        fp.set_segment(segment, steer(FLAG_TC_ONLY))?;
+        let r = fp.test_run_xdp(&f4, 1)?;
+        ensure!(
+            r.verdict == XDP_PASS && r.data == f4,
+            "XDP did not pass it on untouched"
+        );
+        let s = fp.group_stats(1)?;
+        ensure!(
+            (s.steered_packets, s.deferred_packets) == (1, 1),
+            "counters {s:?}"
+        );
+        let r = fp.test_run_tc(&f4, 1)?;
+        ensure!(r.verdict == TC_ACT_REDIRECT, "TC verdict {}", r.verdict);
+        fp.close(false)?;
+        Ok(())
+    })
+}
 
 /// The group's fast-path counter `name`.
 fn counter(lab: &Lab, name: &str) -> u64 {
