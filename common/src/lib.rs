@@ -41,6 +41,11 @@ pub const FLAG_GATEWAY_V6: u32 = 1 << 2;
 /// per-packet `bpf_fib_lookup`. Cleared when the neighbour goes away (XDP falls
 /// back to the fib lookup, TC to `bpf_redirect_neigh`, which re-resolves it).
 pub const FLAG_MACS_VALID: u32 = 1 << 3;
+/// `SegmentValue::flags`: the backup is an Ethernet device that cannot take
+/// XDP redirects (its xdp-features lack NDO_XMIT, as on a veth whose peer has
+/// neither XDP nor GRO, or the agent saw redirected packets not transmitted):
+/// XDP passes the packets on and the TC program steers them.
+pub const FLAG_TC_ONLY: u32 = 1 << 4;
 
 /// Value of `segments_v4` / `segments_v6` entries.
 #[repr(C)]
@@ -89,7 +94,8 @@ pub struct GroupStats {
     pub passed_bytes: u64,
     /// Steer entries whose redirect failed (fib lookup error, redirect helper error).
     pub redirect_failures: u64,
-    /// Packets XDP handed to the TC program (L3 backup, unresolved neighbour, fragment).
+    /// Packets XDP handed to the TC program (L3 or TC-only backup, unresolved
+    /// neighbour, fragment).
     pub deferred_packets: u64,
 }
 const _: () = assert!(size_of::<GroupStats>() == 48);

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
-    FLAG_L3_DEVICE, FLAG_MACS_VALID, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAX_GROUPS,
-    MAX_SEGMENTS, META_COUNTED,
+    FLAG_L3_DEVICE, FLAG_MACS_VALID, FLAG_TC_ONLY, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS,
+    MAX_GROUPS, MAX_SEGMENTS, META_COUNTED,
 };
 
 use crate::packet::{self, ptr_at, Family, Parsed, ETH_HLEN, VLAN_HLEN};
@@ -223,7 +223,7 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
         mark_counted(ctx);
         return Some(xdp_action::XDP_PASS);
     }
-    if seg.flags & FLAG_L3_DEVICE != 0 || p.fragment {
+    if seg.flags & (FLAG_L3_DEVICE | FLAG_TC_ONLY) != 0 || p.fragment {
         count(group, Counter::Deferred, bytes);
         return Some(xdp_action::XDP_PASS);
     }

@@ -76,6 +76,17 @@ const DEB_PACKAGES: &[&str] = &[
     "ethtool",
     "procps",
     "util-linux",
+    // routing daemons run inside the test namespaces (tests/tests/daemons.rs)
+    "frr",
+    "bird2",
+];
+
+/// Services of `DEB_PACKAGES` that Debian enables (and may start) on install:
+/// the tests start their own daemons per namespace, never the host's.
+/// (service, the pid file its host instance writes).
+const HOST_SERVICES: &[(&str, &str)] = &[
+    ("frr", "/run/frr/watchfrr.pid"),
+    ("bird", "/run/bird/bird.pid"),
 ];
 
 /// LLVM of the pinned nightly, which bpf-linker is built against.
@@ -174,6 +185,7 @@ fn setup() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    keep_host_services_off()?;
 
     setup_pinned_nightly()?;
 
@@ -195,6 +207,47 @@ fn setup() -> Result<()> {
                 ])
                 .env("LLVM_PREFIX", format!("/usr/lib/llvm-{PINNED_LLVM_MAJOR}")),
         )?;
+    }
+    Ok(())
+}
+
+/// Stops and disables the routing daemons' host services that the packages'
+/// postinst enabled (and started, where no policy-rc.d forbids it): the
+/// daemons belong in the test namespaces only. Quick when already off.
+fn keep_host_services_off() -> Result<()> {
+    let systemd_running = Path::new("/run/systemd/system").exists();
+    for &(unit, pid_file) in HOST_SERVICES {
+        // `is-enabled` reads the unit symlinks, with or without a running systemd.
+        let enabled = Command::new("systemctl")
+            .args(["is-enabled", "--quiet", unit])
+            .status()
+            .is_ok_and(|s| s.success());
+        let sysv_enabled = std::fs::read_dir("/etc/rc2.d").is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy() == format!("S01{unit}"))
+        });
+        // The host instance's pid file, not a process name: the tests' own
+        // daemons in their namespaces must not count.
+        let running = std::fs::read_to_string(pid_file)
+            .is_ok_and(|pid| Path::new(&format!("/proc/{}", pid.trim())).exists());
+        if !(enabled || sysv_enabled || running) {
+            continue;
+        }
+        require_root("disabling the host's routing daemon services")?;
+        eprintln!("xtask: stopping and disabling the host service {unit} (the tests run their own daemons in namespaces)");
+        if systemd_running {
+            run(Command::new("systemctl").args(["disable", "--now", unit]))?;
+        } else {
+            if running {
+                run(Command::new(format!("/etc/init.d/{unit}")).arg("stop"))?;
+            }
+            if enabled {
+                run(Command::new("systemctl").args(["disable", "--quiet", unit]))?;
+            }
+            if sysv_enabled {
+                run(Command::new("update-rc.d").args([unit, "disable"]))?;
+            }
+        }
     }
     Ok(())
 }

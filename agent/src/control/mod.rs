@@ -304,6 +304,12 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
             fp.kernel_routes.join(", ")
         ));
     }
+    for f in &fp.tc_fallbacks {
+        s.push_str(&format!(
+            "  link {}: steered through TC: {}\n",
+            f.link, f.reason
+        ));
+    }
 }
 
 /// A status request from a control client; the daemon answers on `reply`.
@@ -640,6 +646,8 @@ mod tests {
                 },
             ],
             kernel_routes: vec!["10.1.0.0/16".into()],
+            tc_fallbacks: Vec::new(),
+            tc_fallbacks_total: 0,
         });
         let text = serde_json::to_string_pretty(&r).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();

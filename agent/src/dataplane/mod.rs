@@ -15,6 +15,9 @@
 //!   clears the flag: XDP falls back to the fib lookup and TC to
 //!   `bpf_redirect_neigh`, which resolves it again, and the new entry is
 //!   cached once the kernel reports it.
+//! - Ethernet backups that cannot take native XDP redirects (xdp-features,
+//!   transmit counters: `xdp_check`) get `FLAG_TC_ONLY` in their entries:
+//!   XDP passes those packets on and TC steers them.
 //! - `LinkUp`/`LinkDown`: queued to the link drivers (never blocks); their
 //!   failures come back to the engine as `Event::LinkFailed` (with the
 //!   attempt id of the `LinkUp`), each finished `down` as `Event::LinkReleased`.
@@ -33,26 +36,28 @@ mod reload;
 mod route_jobs;
 mod segments;
 pub mod status;
+pub mod xdp_check;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 use ipnet::IpNet;
-use routebackup_common::SegmentValue;
+use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_TC_ONLY};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::config::{Config, LinkConfig};
 use crate::daemon::ActionSink;
 use crate::error::Report;
-use crate::fastpath::{Fastpath, FastpathError, FastpathOptions};
+use crate::fastpath::{Fastpath, FastpathError, FastpathOptions, XdpAttach};
 use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;
 use segments::pass_value;
 use status::{DataplaneStatus, DriverStatus, GroupCounters};
+use xdp_check::XdpCheck;
 
 /// Why the data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,8 @@ pub struct Dataplane {
     written: HashMap<IpNet, SegmentValue>,
     /// Set by `prepare_reload`, carried out by `finish_reload`.
     reload: reload::Pending,
+    /// Which Ethernet backups XDP must leave to TC.
+    xdp: XdpCheck,
 }
 
 impl Dataplane {
@@ -137,6 +144,10 @@ impl Dataplane {
             .into_iter()
             .collect();
         let (report_tx, driver_reports) = mpsc::unbounded_channel();
+        let native = fastpath
+            .attachments()
+            .iter()
+            .any(|a| a.xdp == XdpAttach::Native);
         Ok(Dataplane {
             fastpath: Some(fastpath),
             drivers: Some(LinkDrivers::new(&config.links, report_tx)),
@@ -156,10 +167,14 @@ impl Dataplane {
             next_hops: NextHops::start(),
             written,
             reload: reload::Pending::default(),
+            xdp: XdpCheck::new(native),
         })
     }
 
-    fn write(&mut self, prefix: IpNet, value: SegmentValue) {
+    fn write(&mut self, prefix: IpNet, mut value: SegmentValue) {
+        if value.action == ACTION_STEER && self.xdp.tc_only(value.backup_ifindex) {
+            value.flags |= FLAG_TC_ONLY;
+        }
         if self.written.get(&prefix) == Some(&value) {
             return;
         }
@@ -177,6 +192,8 @@ impl Dataplane {
     }
 
     fn steer(&mut self, group: GroupId, to: &SteerTarget, segments: &[IpNet]) {
+        let (link, ifname) = self.link_names(to.link);
+        let verdict_changed = self.xdp.admit(to.ifindex, to.l3, &link, &ifname);
         for prefix in segments {
             let entry = self.next_hops.entry(group, to, prefix);
             self.write(*prefix, entry.value);
@@ -215,6 +232,58 @@ impl Dataplane {
             }
         }
         self.next_hops.follow(&self.steering);
+        if verdict_changed {
+            self.rewrite_backup(to.ifindex);
+        }
+    }
+
+    /// The `[[link]]`'s name and interface.
+    fn link_names(&self, link: usize) -> (String, String) {
+        self.links
+            .get(link)
+            .map(|l| (l.name.clone(), l.interface.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Rewrites the entries of every group steered to `ifindex` (its
+    /// TC-only verdict changed).
+    fn rewrite_backup(&mut self, ifindex: u32) {
+        let entries: Vec<(IpNet, SegmentValue)> = self
+            .steering
+            .iter()
+            .filter(|(_, (to, _))| to.ifindex == ifindex)
+            .flat_map(|(g, (to, segs))| {
+                segs.iter()
+                    .map(|p| (*p, self.next_hops.entry(*g, to, p).value))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (prefix, value) in entries {
+            self.write(prefix, value);
+        }
+    }
+
+    /// The periodic check of the steered backups (`xdp_check`).
+    fn check_backups(&mut self) {
+        let fastpath = self.fastpath.as_ref();
+        let links = &self.links;
+        let changed = self.xdp.check(
+            &self.steering,
+            |g| {
+                fastpath
+                    .and_then(|fp| fp.group_stats(segments::map_group_id(g)).ok())
+                    .map(|s| s.steered_packets)
+            },
+            |l| {
+                links
+                    .get(l)
+                    .map(|l| (l.name.clone(), l.interface.clone()))
+                    .unwrap_or_default()
+            },
+        );
+        for ifindex in changed {
+            self.rewrite_backup(ifindex);
+        }
     }
 
     fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
@@ -264,6 +333,7 @@ impl ActionSink for Dataplane {
                             self.write(prefix, value);
                         }
                     }
+                    () = self.xdp.tick(), if !self.steering.is_empty() => self.check_backups(),
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
                         DriverEvent::Failed { link, attempt, error } => {
@@ -323,7 +393,10 @@ impl ActionSink for Dataplane {
                 .collect(),
             None => Vec::new(),
         };
+        let (tc_fallbacks, tc_fallbacks_total) = self.xdp.status();
         Some(DataplaneStatus {
+            tc_fallbacks,
+            tc_fallbacks_total,
             pin_path: fp.pin_path().to_path_buf(),
             attachments: fp.attachments(),
             groups,

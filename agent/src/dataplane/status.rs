@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use routebackup_common::GroupStats;
 use serde::{Deserialize, Serialize};
 
+pub use super::xdp_check::TcFallback;
 use crate::fastpath::Attachment;
 use crate::links::DriverState;
 
@@ -21,6 +22,12 @@ pub struct DataplaneStatus {
     pub drivers: Vec<DriverStatus>,
     /// Segments with a kernel route installed by the agent, sorted as text.
     pub kernel_routes: Vec<String>,
+    /// Ethernet backups XDP leaves to TC, and why (`xdp_check`).
+    #[serde(default)]
+    pub tc_fallbacks: Vec<TcFallback>,
+    /// Fallbacks to TC after steered packets were not transmitted.
+    #[serde(default)]
+    pub tc_fallbacks_total: u64,
 }
 
 /// A group's fast-path counters (summed over the CPUs). The counters sit

@@ -195,6 +195,28 @@ pub fn link_l2(msg: &RawMsg<'_>) -> Result<LinkL2, DecodeError> {
     Ok(l2)
 }
 
+/// An interface's transmit counters (IFLA_STATS64 of RTM_NEWLINK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkTx {
+    pub packets: u64,
+    /// `tx_dropped + tx_errors`: what the device took and did not send. Not
+    /// every driver counts failed XDP redirects here (a veth without NAPI
+    /// counts them nowhere in these stats).
+    pub lost: u64,
+}
+
+/// RTM_NEWLINK: the transmit counters; None without IFLA_STATS64.
+pub fn link_tx(msg: &RawMsg<'_>) -> Result<Option<LinkTx>, DecodeError> {
+    let (_, attributes) = link_parts(msg)?;
+    Ok(attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::Stats64(s) => Some(LinkTx {
+            packets: s.tx_packets,
+            lost: s.tx_dropped.saturating_add(s.tx_errors),
+        }),
+        _ => None,
+    }))
+}
+
 /// A neighbour table entry (RTM_NEWNEIGH / RTM_DELNEIGH).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NeighbourInfo {

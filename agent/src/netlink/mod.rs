@@ -14,11 +14,12 @@
 
 pub mod codec;
 pub mod decode;
+pub mod genl;
 pub mod socket;
 
 use std::io;
 
-pub use decode::{DecodeError, LinkL2, Malformed, NeighbourInfo};
+pub use decode::{DecodeError, LinkL2, LinkTx, Malformed, NeighbourInfo};
 
 /// A failed netlink socket operation: which one, what the OS or kernel said
 /// (the source) and, where there is one, the fix.

@@ -17,8 +17,13 @@ use super::NetlinkError;
 /// Opens a NETLINK_ROUTE socket bound to a kernel-chosen port, in the calling
 /// thread's network namespace. `purpose` names it in errors.
 pub fn open(purpose: &'static str) -> Result<Socket, NetlinkError> {
+    open_protocol(NETLINK_ROUTE, purpose)
+}
+
+/// The same on another netlink protocol (NETLINK_GENERIC).
+fn open_protocol(protocol: isize, purpose: &'static str) -> Result<Socket, NetlinkError> {
     let open = || -> io::Result<Socket> {
-        let mut s = Socket::new(NETLINK_ROUTE)?;
+        let mut s = Socket::new(protocol)?;
         s.bind_auto()?;
         Ok(s)
     };
@@ -176,7 +181,12 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Requests {
     pub fn open(purpose: &'static str) -> Result<Requests, NetlinkError> {
-        let socket = open(purpose)?;
+        Requests::open_protocol(NETLINK_ROUTE, purpose)
+    }
+
+    /// The same on another netlink protocol (NETLINK_GENERIC).
+    pub fn open_protocol(protocol: isize, purpose: &'static str) -> Result<Requests, NetlinkError> {
+        let socket = open_protocol(protocol, purpose)?;
         set_recv_timeout(&socket, ANSWER_TIMEOUT)?;
         Ok(Requests {
             socket,
