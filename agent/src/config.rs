@@ -100,6 +100,21 @@ pub struct GroupConfig {
     pub allow_default: bool,
     pub activate_delay: Duration,
     pub deactivate_delay: Duration,
+    /// Echo probes through the primary path (`probe = { ... }`), if any.
+    pub probe: Option<ProbeConfig>,
+}
+
+/// A group's `probe`: echo requests to `targets` every `interval`, bound to
+/// the interface of the route that holds a segment primary-up. A round
+/// succeeds when any target answers within `timeout`; `down_after` failed
+/// rounds in a row take the path down, `up_after` good ones bring it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeConfig {
+    pub targets: Vec<std::net::IpAddr>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
 }
 
 mod error;
@@ -111,8 +126,9 @@ mod tests;
 
 pub use error::{ConfigError, Position, Problem};
 pub use parse::{
-    DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL,
-    DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
+    DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_PROBE_DOWN_AFTER, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_UP_AFTER, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC,
+    DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
 };
 pub use tables::TableNames;
 

@@ -134,6 +134,17 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "allow_default = {}", g.allow_default)?;
         writeln!(o, "activate_delay = {}", dur(g.activate_delay))?;
         writeln!(o, "deactivate_delay = {}", dur(g.deactivate_delay))?;
+        if let Some(p) = &g.probe {
+            writeln!(
+                o,
+                "probe = {{ targets = {}, interval = {}, timeout = {}, down_after = {}, up_after = {} }}",
+                list(p.targets.iter().map(ToString::to_string)),
+                dur(p.interval),
+                dur(p.timeout),
+                p.down_after,
+                p.up_after
+            )?;
+        }
     }
     Ok(())
 }

@@ -35,6 +35,9 @@ mod group;
 #[cfg(test)]
 mod link_tests;
 mod links;
+mod probe;
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod proptests;
 mod reconfigure;
@@ -93,6 +96,8 @@ struct GroupRt {
     /// (the watcher re-dumps with the new filter), so the group is not
     /// evaluated until the next `Synced`.
     awaiting_routes: bool,
+    /// Probing the primary path (`probe`), if configured.
+    probe: Option<probe::ProbeRt>,
 }
 
 impl GroupRt {
@@ -228,6 +233,7 @@ impl GroupRt {
             steer: None,
             adopt: None,
             awaiting_routes: false,
+            probe: g.probe.clone().map(probe::ProbeRt::new),
         }
     }
 }
@@ -367,7 +373,15 @@ impl Engine {
                     g.adopt = Some(link);
                 }
             }
+            Event::ProbeResult {
+                group,
+                ifindex,
+                seq,
+                ok,
+                ..
+            } => self.on_probe_result(now, group, ifindex, seq, ok, &mut out),
         }
+        self.kick_probes(now, &mut out);
         out
     }
 
@@ -392,7 +406,13 @@ impl Engine {
                     .zip(&g.primary_up)
                     .map(|(p, up)| {
                         let verdict = self.net.segment_primary(p, g.match_mode, g.allow_default);
+                        let probed_down = verdict.as_ref().ok().and_then(|r| {
+                            g.probe.as_ref().and_then(|pr| {
+                                pr.why_down(r.ifindex, &self.net.iface_name(r.ifindex))
+                            })
+                        });
                         let (held_by, why_not) = match verdict {
+                            Ok(_) if probed_down.is_some() => (None, probed_down),
                             Ok(r) => (
                                 Some(HoldingRoute {
                                     prefix: r.prefix,
@@ -510,7 +530,7 @@ impl Engine {
         let up = self
             .net
             .segment_primary(seg, group.match_mode, group.allow_default)
-            .is_ok();
+            .is_ok_and(|r| !self.probe_down(g, r.ifindex));
         let Some(group) = self.groups.get_mut(g) else {
             return false;
         };

@@ -65,6 +65,7 @@ fn vacant_group() -> GroupConfig {
         allow_default: false,
         activate_delay: std::time::Duration::ZERO,
         deactivate_delay: std::time::Duration::ZERO,
+        probe: None,
     }
 }
 
@@ -232,6 +233,7 @@ impl Engine {
                     if self.change_group(g, new, config, &removed_links, &mut out) {
                         moving_on.push(g);
                     }
+                    self.set_probe(now, g, new.probe.as_ref(), &mut out);
                 }
                 (old, new) => {
                     if let Some(old) = old {
@@ -326,6 +328,11 @@ impl Engine {
         if synced {
             for timer in [Timer::Activate(g), Timer::Deactivate(g), Timer::Retry(g)] {
                 out.push(Action::CancelTimer { timer });
+            }
+            if gr.probe.take().is_some() {
+                out.push(Action::CancelTimer {
+                    timer: Timer::ProbeRound(g),
+                });
             }
         }
         gr.state = GroupState::Primary;
