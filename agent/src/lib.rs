@@ -20,5 +20,6 @@ pub mod links;
 pub mod model;
 pub mod netlink;
 pub mod paths;
+pub mod probe;
 pub mod segments;
 pub mod watcher;

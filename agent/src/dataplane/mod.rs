@@ -49,6 +49,7 @@ use crate::error::Report;
 use crate::fastpath::{Fastpath, FastpathError, FastpathOptions};
 use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
+use crate::probe::Prober;
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;
 use segments::pass_value;
@@ -95,6 +96,8 @@ pub struct Dataplane {
     written: HashMap<IpNet, SegmentValue>,
     /// Set by `prepare_reload`, carried out by `finish_reload`.
     reload: reload::Pending,
+    /// Echo probes of the primary paths (`Action::Probe`).
+    prober: Prober,
 }
 
 impl Dataplane {
@@ -156,6 +159,7 @@ impl Dataplane {
             next_hops: NextHops::start(),
             written,
             reload: reload::Pending::default(),
+            prober: Prober::new(),
         })
     }
 
@@ -251,6 +255,14 @@ impl ActionSink for Dataplane {
                     d.down(*link);
                 }
             }
+            Action::Probe {
+                group,
+                target,
+                ifindex,
+                seq,
+                timeout,
+                ..
+            } => self.prober.send(*group, *target, *ifindex, *seq, *timeout),
             other => debug!("dataplane ignores {other:?}"),
         }
     }
@@ -264,6 +276,7 @@ impl ActionSink for Dataplane {
                             self.write(prefix, value);
                         }
                     }
+                    ev = self.prober.next_result() => return ev,
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
                         DriverEvent::Failed { link, attempt, error } => {
