@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{
     recvfrom, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockProtocol,
-    SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    SockType, SockaddrIn, SockaddrIn6, SockaddrLike, SockaddrStorage,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -180,32 +180,21 @@ impl Prober {
         }
         let fd = self.socket(target.is_ipv4())?;
         let raw = fd.get_ref().as_raw_fd();
-        let send_error = |source: nix::Error| ProbeError::Send {
-            target,
-            ifindex,
-            source: source.into(),
-        };
-        match target {
+        let sent = match target {
             IpAddr::V4(a) => {
-                let packet = echo_request(ICMP_ECHO_REQUEST, id, wire, true);
                 let info = libc::in_pktinfo {
                     ipi_ifindex: i32::try_from(ifindex).unwrap_or(0),
                     ipi_spec_dst: libc::in_addr { s_addr: 0 },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                let to = SockaddrIn::from(SocketAddrV4::new(a, 0));
-                sendmsg(
+                send_echo(
                     raw,
-                    &[IoSlice::new(&packet)],
-                    &[ControlMessage::Ipv4PacketInfo(&info)],
-                    MsgFlags::MSG_DONTWAIT,
-                    Some(&to),
+                    &echo_request(ICMP_ECHO_REQUEST, id, wire, true),
+                    ControlMessage::Ipv4PacketInfo(&info),
+                    &SockaddrIn::from(SocketAddrV4::new(a, 0)),
                 )
-                .map_err(send_error)?;
             }
             IpAddr::V6(a) => {
-                // The kernel fills in the ICMPv6 checksum (RFC 3542).
-                let packet = echo_request(ICMPV6_ECHO_REQUEST, id, wire, false);
                 let info = libc::in6_pktinfo {
                     ipi6_addr: libc::in6_addr {
                         s6_addr: Ipv6Addr::UNSPECIFIED.octets(),
@@ -218,18 +207,20 @@ impl Prober {
                 } else {
                     0
                 };
-                let to = SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, scope));
-                sendmsg(
+                // The kernel fills in the ICMPv6 checksum (RFC 3542).
+                send_echo(
                     raw,
-                    &[IoSlice::new(&packet)],
-                    &[ControlMessage::Ipv6PacketInfo(&info)],
-                    MsgFlags::MSG_DONTWAIT,
-                    Some(&to),
+                    &echo_request(ICMPV6_ECHO_REQUEST, id, wire, false),
+                    ControlMessage::Ipv6PacketInfo(&info),
+                    &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, scope)),
                 )
-                .map_err(send_error)?;
             }
-        }
-        Ok(())
+        };
+        sent.map_err(|source| ProbeError::Send {
+            target,
+            ifindex,
+            source: source.into(),
+        })
     }
 
     /// The family's socket, opened on first use.
@@ -350,6 +341,23 @@ impl Prober {
             }
         }
     }
+}
+
+/// One datagram with its packet-info control message, without blocking.
+fn send_echo(
+    fd: std::os::fd::RawFd,
+    packet: &[u8],
+    info: ControlMessage<'_>,
+    to: &impl SockaddrLike,
+) -> nix::Result<()> {
+    sendmsg(
+        fd,
+        &[IoSlice::new(packet)],
+        &[info],
+        MsgFlags::MSG_DONTWAIT,
+        Some(to),
+    )
+    .map(drop)
 }
 
 async fn readable(fd: Option<&AsyncFd<OwnedFd>>) -> std::io::Result<()> {
