@@ -67,6 +67,18 @@ pub struct LinkConfig {
     /// Install a kernel route per steered segment via this link.
     pub kernel_routes: bool,
     pub route_metric: u32,
+    /// One probe through the link that must answer before it is steered to
+    /// (`verify = { target, timeout }`), if any.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// A link's `verify`: once the link is up, one echo request to `target`
+/// out of its interface must be answered within `timeout`, else the attempt
+/// fails and the group's next link is tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyConfig {
+    pub target: std::net::IpAddr,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -128,7 +140,7 @@ pub use error::{ConfigError, Position, Problem};
 pub use parse::{
     DEFAULT_DEACTIVATE_DELAY, DEFAULT_PPPD_PATH, DEFAULT_PROBE_DOWN_AFTER, DEFAULT_PROBE_INTERVAL,
     DEFAULT_PROBE_UP_AFTER, DEFAULT_RESYNC_INTERVAL, DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC,
-    DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
+    DEFAULT_UP_TIMEOUT, DEFAULT_VERIFY_TIMEOUT, MAX_IFNAME_LEN,
 };
 pub use tables::TableNames;
 

@@ -178,6 +178,8 @@ pub enum Timer {
     Retry(GroupId),
     /// The group's next probe round is due (`probe.interval`).
     ProbeRound(GroupId),
+    /// The link's verification probe (`verify.timeout`) got no answer in time.
+    Verify(LinkId),
 }
 
 /// Everything that can happen to the engine.

@@ -17,7 +17,7 @@ use toml::Spanned;
 use super::tables::TableNames;
 use super::{
     AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
-    LinkConfig, MatchMode, Position, ProbeConfig, Problem, DEFAULT_CONTROL_SOCKET,
+    LinkConfig, MatchMode, Position, ProbeConfig, Problem, VerifyConfig, DEFAULT_CONTROL_SOCKET,
     DEFAULT_PIN_PATH,
 };
 
@@ -31,6 +31,8 @@ pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_PROBE_DOWN_AFTER: u32 = 3;
 pub const DEFAULT_PROBE_UP_AFTER: u32 = 5;
+/// A link's `verify.timeout`.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Linux IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -81,6 +83,14 @@ struct RawLink {
     retry_interval: Option<S<toml::Value>>,
     kernel_routes: Option<bool>,
     route_metric: Option<S<i64>>,
+    verify: Option<S<RawVerify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    target: Option<S<String>>,
+    timeout: Option<S<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +484,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
                 }
             },
         };
+        let verify = l.verify.as_ref().and_then(|v| verify_config(rep, name, v));
         out.push(LinkConfig {
             name: name.clone(),
             interface: l.interface.get_ref().clone(),
@@ -485,6 +496,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             retry_interval,
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
+            verify,
         });
     }
     out
@@ -852,6 +864,50 @@ fn group_configs(
     out
 }
 
+/// A link's `verify = { ... }`.
+fn verify_config(rep: &mut Reporter, link: &str, raw: &S<RawVerify>) -> Option<VerifyConfig> {
+    let v = raw.get_ref();
+    let timeout = positive_duration(
+        rep,
+        v.timeout.as_ref(),
+        "verify.timeout",
+        DEFAULT_VERIFY_TIMEOUT,
+    );
+    let Some(t) = &v.target else {
+        rep.hinted(
+            raw.span(),
+            format!("the verify of link \"{link}\" has no target"),
+            "add target = \"198.51.100.1\" (a host the link must reach, that answers echo requests)",
+        );
+        return None;
+    };
+    let target = probe_target(rep, t, &format!("link \"{link}\""))?;
+    Some(VerifyConfig { target, timeout })
+}
+
+/// A probe or verify target: a unicast address.
+fn probe_target(rep: &mut Reporter, t: &S<String>, whose: &str) -> Option<IpAddr> {
+    match t.get_ref().trim().parse::<IpAddr>() {
+        Ok(a) if a.is_unspecified() || a.is_multicast() => {
+            rep.hinted(
+                t.span(),
+                format!("probe target {a} of {whose} is not a unicast address"),
+                "name a host that answers echo requests, e.g. the provider's gateway",
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            rep.hinted(
+                t.span(),
+                format!("probe target \"{}\" is not an IP address", t.get_ref()),
+                "targets are addresses, e.g. \"198.51.100.1\" or \"2001:db8::1\" (no names)",
+            );
+            None
+        }
+    }
+}
+
 /// A group's `probe = { ... }`.
 fn probe_config(rep: &mut Reporter, group: &str, raw: &S<RawProbe>) -> ProbeConfig {
     let p = raw.get_ref();
@@ -859,22 +915,13 @@ fn probe_config(rep: &mut Reporter, group: &str, raw: &S<RawProbe>) -> ProbeConf
     match &p.targets {
         Some(list) if !list.get_ref().is_empty() => {
             for t in list.get_ref() {
-                match t.get_ref().trim().parse::<IpAddr>() {
-                    Ok(a) if a.is_unspecified() || a.is_multicast() => rep.hinted(
-                        t.span(),
-                        format!("probe target {a} of group \"{group}\" is not a unicast address"),
-                        "name a host that answers echo requests, e.g. the provider's gateway",
-                    ),
-                    Ok(a) if targets.contains(&a) => rep.error(
+                match probe_target(rep, t, &format!("group \"{group}\"")) {
+                    Some(a) if targets.contains(&a) => rep.error(
                         t.span(),
                         format!("group \"{group}\" lists probe target {a} twice"),
                     ),
-                    Ok(a) => targets.push(a),
-                    Err(_) => rep.hinted(
-                        t.span(),
-                        format!("probe target \"{}\" is not an IP address", t.get_ref()),
-                        "targets are addresses, e.g. \"198.51.100.1\" or \"2001:db8::1\" (no names)",
-                    ),
+                    Some(a) => targets.push(a),
+                    None => {}
                 }
             }
         }

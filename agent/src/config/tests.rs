@@ -559,3 +559,49 @@ fn probe_rejections() {
         }
     }
 }
+
+#[test]
+fn verify_parses_round_trips_and_is_validated() {
+    let text = BASE.replace(
+        "driver = \"interface\"",
+        "driver = \"interface\"\nverify = { target = \"192.0.2.7\" }",
+    );
+    let c = parse(&text).expect("parses");
+    let v = c.links[1].verify.expect("verify");
+    assert_eq!(v.target, "192.0.2.7".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(v.timeout, DEFAULT_VERIFY_TIMEOUT);
+    assert!(c.links[0].verify.is_none());
+    let normal = c.normalised();
+    assert!(
+        normal.contains("verify = { target = \"192.0.2.7\", timeout = \"3s\" }"),
+        "{normal}"
+    );
+    assert_eq!(parse(&normal).expect("normalised parses"), c);
+
+    for (verify, want) in [
+        (
+            "{ timeout = \"1s\" }",
+            "the verify of link \"dsl\" has no target",
+        ),
+        ("{ target = \"ff02::1\" }", "is not a unicast address"),
+        ("{ target = \"modem\" }", "is not an IP address"),
+        (
+            "{ target = \"192.0.2.7\", timeout = \"0s\" }",
+            "verify.timeout must be more than 0s",
+        ),
+        (
+            "{ target = \"192.0.2.7\", tries = 2 }",
+            "unknown field `tries`",
+        ),
+    ] {
+        let text = BASE.replace(
+            "driver = \"interface\"",
+            &format!("driver = \"interface\"\nverify = {verify}"),
+        );
+        let e = err(&text);
+        assert!(
+            e.contains(want),
+            "verify = {verify}: expected {want:?} in:\n{e}"
+        );
+    }
+}

@@ -228,7 +228,7 @@ impl Engine {
         self.notice(g, what, out);
         out.extend(actions);
         if ready {
-            self.enter_backup(now, g, out);
+            self.link_ready_for(now, g, out);
         }
     }
 
@@ -495,6 +495,7 @@ impl Engine {
     pub(super) fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Action>) {
         match timer {
             Timer::ProbeRound(g) => self.probe_round(now, g, out),
+            Timer::Verify(link) => self.on_verify_timeout(now, link, out),
             Timer::Activate(g) => {
                 let Some(gr) = self.groups.get(g) else { return };
                 if gr.state == GroupState::Pending && gr.lost() {

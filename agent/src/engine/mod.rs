@@ -46,6 +46,9 @@ mod routes;
 mod rule_tests;
 #[cfg(test)]
 mod tests;
+mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -53,7 +56,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode};
+use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode, VerifyConfig};
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
     LinkStatus, Millis, SegmentStatus, SteerTarget,
@@ -138,6 +141,12 @@ struct LinkRt {
     downs_in_flight: u32,
     attempts: u32,
     last_error: Option<String>,
+    /// `verify`: one probe through the link must answer before steering.
+    verify: Option<VerifyConfig>,
+    /// The current session passed its verification.
+    verified: bool,
+    /// The verification probe in flight: (seq, ifindex).
+    verifying: Option<(u64, u32)>,
 }
 
 /// The address families link `id` carries: those of its configured
@@ -200,6 +209,9 @@ impl LinkRt {
             downs_in_flight: 0,
             attempts: 0,
             last_error: None,
+            verify: l.verify,
+            verified: false,
+            verifying: None,
         }
     }
 }
@@ -260,6 +272,8 @@ pub struct Engine {
     links: Vec<LinkRt>,
     /// The last attempt id handed out (`Action::LinkUp`).
     last_attempt: u64,
+    /// The last seq of a link's verification probe.
+    last_probe_seq: u64,
 }
 
 impl Engine {
@@ -278,6 +292,7 @@ impl Engine {
             groups,
             links,
             last_attempt: 0,
+            last_probe_seq: 0,
         };
         engine.rebuild_index();
         engine.refresh_families(config);
@@ -379,7 +394,11 @@ impl Engine {
                 seq,
                 ok,
                 ..
-            } => self.on_probe_result(now, group, ifindex, seq, ok, &mut out),
+            } => {
+                if !self.on_verify_result(now, ifindex, seq, ok, &mut out) {
+                    self.on_probe_result(now, group, ifindex, seq, ok, &mut out);
+                }
+            }
         }
         self.kick_probes(now, &mut out);
         out

@@ -83,6 +83,7 @@ fn vacant_link() -> LinkConfig {
         retry_interval: std::time::Duration::ZERO,
         kernel_routes: false,
         route_metric: 0,
+        verify: None,
     }
 }
 
@@ -217,6 +218,11 @@ impl Engine {
                 rt.up_timeout = l.up_timeout;
                 rt.gateway_v4 = l.gateway_v4;
                 rt.gateway_v6 = l.gateway_v6;
+                if rt.verify != l.verify {
+                    // A new target or timeout: the next use verifies anew.
+                    rt.verify = l.verify;
+                    rt.verified = false;
+                }
             } else if rt.name.is_empty() {
                 *rt = LinkRt::new(l);
             }
