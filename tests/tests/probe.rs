@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use routebackup_tests::lab::{dest, flows_via, serial, Backup, Lab, DEST_ADDR};
 use routebackup_tests::traffic::{Receiver, Sender};
-use routebackup_tests::wait_until;
+use routebackup_tests::{veth, wait_until, Netns};
 
 /// Probe settings of these tests: 500 ms rounds, down after 3 failed
 /// rounds, up after 4 good ones.
@@ -161,7 +161,7 @@ fn probe_verify_fails_on_a_dead_far_side_and_the_next_link_is_used() -> Result<(
     let _serial = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
     // A second backup link, bk1, into the backup router.
-    routebackup_tests::veth(
+    veth(
         &lab.edge,
         "bk1",
         "10.0.3.1/30",
@@ -221,5 +221,69 @@ fn probe_verify_fails_on_a_dead_far_side_and_the_next_link_is_used() -> Result<(
         lab.log()
     );
     tx.stop();
+    Ok(())
+}
+
+/// The prober itself, without the agent: a probe bound to `wan` is
+/// answered through `wan` although the kernel prefers a route via `bk`
+/// (whose far side does not have the target), and a probe bound to `bk`
+/// gets no answer: probes leave through the interface they are given, in
+/// both families, and a missing answer is reported as a failure.
+#[test]
+fn probe_echo_leaves_through_the_interface_it_is_bound_to() -> Result<()> {
+    use routebackup::model::Event;
+    use routebackup::probe::Prober;
+
+    let _serial = serial();
+    let edge = Netns::new("pe")?;
+    let far = Netns::new("pa")?;
+    let other = Netns::new("pb")?;
+    veth(&edge, "wan", "10.9.1.1/30", &far, "a_edge", "10.9.1.2/30")?;
+    veth(&edge, "bk", "10.9.2.1/30", &other, "b_edge", "10.9.2.2/30")?;
+    edge.sh("ip -6 addr add 2001:db8:91::1/64 dev wan nodad && \
+         ip -6 addr add 2001:db8:92::1/64 dev bk nodad && \
+         ip route add 192.0.2.1/32 via 10.9.1.2 dev wan metric 100 && \
+         ip route add 192.0.2.1/32 via 10.9.2.2 dev bk metric 10 && \
+         ip -6 route add 2001:db8:99::1/128 via 2001:db8:91::2 dev wan metric 100 && \
+         ip -6 route add 2001:db8:99::1/128 via 2001:db8:92::2 dev bk metric 10")?;
+    far.sh("ip -6 addr add 2001:db8:91::2/64 dev a_edge nodad && \
+         ip addr add 192.0.2.1/32 dev lo && ip -6 addr add 2001:db8:99::1/128 dev lo")?;
+    other.sh("ip -6 addr add 2001:db8:92::2/64 dev b_edge nodad")?;
+    let (wan, bk) = (edge.ifindex("wan")?, edge.ifindex("bk")?);
+    let t4: std::net::IpAddr = "192.0.2.1".parse()?;
+    let t6: std::net::IpAddr = "2001:db8:99::1".parse()?;
+    let cases = [
+        (t4, wan, true),
+        (t4, bk, false),
+        (t6, wan, true),
+        (t6, bk, false),
+    ];
+    let results = edge.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut prober = Prober::new();
+            let mut out = Vec::new();
+            for (seq, (target, ifindex, _)) in (1u64..).zip(cases) {
+                prober.send(7, target, ifindex, seq, Duration::from_secs(1));
+                let ev = tokio::time::timeout(Duration::from_secs(5), prober.next_result())
+                    .await
+                    .context("no probe result within 5 s")?;
+                out.push(ev);
+            }
+            Ok::<_, anyhow::Error>(out)
+        })
+    })?;
+    for ((seq, (target, ifindex, ok)), got) in (1u64..).zip(cases).zip(results) {
+        let want = Event::ProbeResult {
+            group: 7,
+            ifindex,
+            target,
+            seq,
+            ok,
+        };
+        ensure!(got == want, "probe {seq}: got {got:?}, want {want:?}");
+    }
     Ok(())
 }
