@@ -80,6 +80,18 @@ pub struct LinkConfig {
     /// Install a kernel route per steered segment via this link.
     pub kernel_routes: bool,
     pub route_metric: u32,
+    /// One probe through the link that must answer before it is steered to
+    /// (`verify = { target, timeout }`), if any.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// A link's `verify`: once the link is up, one echo request to `target`
+/// out of its interface must be answered within `timeout`, else the attempt
+/// fails and the group's next link is tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyConfig {
+    pub target: std::net::IpAddr,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +127,21 @@ pub struct GroupConfig {
     pub deactivate_delay: Duration,
     /// The group's own `on_change` argv (replaces `[agent] on_change`).
     pub on_change: Option<Vec<String>>,
+    /// Echo probes through the primary path (`probe = { ... }`), if any.
+    pub probe: Option<ProbeConfig>,
+}
+
+/// A group's `probe`: echo requests to `targets` every `interval`, bound to
+/// the interface of the route that holds a segment primary-up. A round
+/// succeeds when any target answers within `timeout`; `down_after` failed
+/// rounds in a row take the path down, `up_after` good ones bring it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeConfig {
+    pub targets: Vec<std::net::IpAddr>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
 }
 
 mod error;
@@ -126,8 +153,10 @@ mod tests;
 
 pub use error::{ConfigError, Position, Problem};
 pub use parse::{
-    DEFAULT_DEACTIVATE_DELAY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PPPD_PATH, DEFAULT_RESYNC_INTERVAL,
-    DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, MAX_IFNAME_LEN,
+    DEFAULT_DEACTIVATE_DELAY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PPPD_PATH, DEFAULT_PROBE_DOWN_AFTER,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_UP_AFTER, DEFAULT_RESYNC_INTERVAL,
+    DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, DEFAULT_VERIFY_TIMEOUT,
+    MAX_IFNAME_LEN,
 };
 pub use tables::TableNames;
 

@@ -25,5 +25,6 @@ pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod paths;
+pub mod probe;
 pub mod segments;
 pub mod watcher;

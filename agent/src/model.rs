@@ -176,6 +176,10 @@ pub enum Timer {
     UpTimeout(LinkId),
     /// The group may retry bringing up a link (backoff after failures).
     Retry(GroupId),
+    /// The group's next probe round is due (`probe.interval`).
+    ProbeRound(GroupId),
+    /// The link's verification probe (`verify.timeout`) got no answer in time.
+    Verify(LinkId),
 }
 
 /// Everything that can happen to the engine.
@@ -215,6 +219,15 @@ pub enum Event {
     AdoptSteering {
         group: GroupId,
         link: LinkId,
+    },
+    /// The outcome of one `Action::Probe` (same group, ifindex, target and
+    /// seq): `ok` when the echo reply came within the timeout.
+    ProbeResult {
+        group: GroupId,
+        ifindex: u32,
+        target: IpAddr,
+        seq: u64,
+        ok: bool,
     },
 }
 
@@ -263,6 +276,20 @@ pub enum Action {
     },
     CancelTimer {
         timer: Timer,
+    },
+    /// Send one echo request to `target` out of interface `ifindex` (never
+    /// another one: the primary path is what is probed) and answer with
+    /// `Event::ProbeResult` carrying the same group, ifindex, target and
+    /// seq: `ok` when the reply came within `timeout`, else not ok.
+    /// `gateway` is the next hop of the route being probed, for log lines:
+    /// the kernel picks the next hop among the routes through `ifindex`.
+    Probe {
+        group: GroupId,
+        target: IpAddr,
+        ifindex: u32,
+        gateway: Option<IpAddr>,
+        seq: u64,
+        timeout: Duration,
     },
     /// A decision worth a log line, saying what and why, e.g.
     /// "group hq: primary lost (0 of 2 segments have a primary route); bringing up link lte".

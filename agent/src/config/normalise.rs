@@ -116,6 +116,14 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "retry_interval = {}", dur(l.retry_interval))?;
         writeln!(o, "kernel_routes = {}", l.kernel_routes)?;
         writeln!(o, "route_metric = {}", l.route_metric)?;
+        if let Some(v) = &l.verify {
+            writeln!(
+                o,
+                "verify = {{ target = {}, timeout = {} }}",
+                q(&v.target.to_string()),
+                dur(v.timeout)
+            )?;
+        }
     }
     for g in &c.groups {
         writeln!(o)?;
@@ -142,6 +150,17 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "deactivate_delay = {}", dur(g.deactivate_delay))?;
         if let Some(argv) = &g.on_change {
             writeln!(o, "on_change = {}", list(argv.iter().cloned()))?;
+        }
+        if let Some(p) = &g.probe {
+            writeln!(
+                o,
+                "probe = {{ targets = {}, interval = {}, timeout = {}, down_after = {}, up_after = {} }}",
+                list(p.targets.iter().map(ToString::to_string)),
+                dur(p.interval),
+                dur(p.timeout),
+                p.down_after,
+                p.up_after
+            )?;
         }
     }
     if let Some(m) = &c.metrics {

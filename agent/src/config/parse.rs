@@ -17,7 +17,8 @@ use toml::Spanned;
 use super::tables::TableNames;
 use super::{
     AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
-    LinkConfig, MatchMode, Position, Problem, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
+    LinkConfig, MatchMode, Position, ProbeConfig, Problem, VerifyConfig, DEFAULT_CONTROL_SOCKET,
+    DEFAULT_PIN_PATH,
 };
 
 pub use crate::paths::DEFAULT_PPPD_PATH;
@@ -26,6 +27,12 @@ pub const DEFAULT_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_DEACTIVATE_DELAY: Duration = Duration::from_secs(20);
 pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
+/// `probe.interval` (and `probe.timeout`, which defaults to the interval).
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_PROBE_DOWN_AFTER: u32 = 3;
+pub const DEFAULT_PROBE_UP_AFTER: u32 = 5;
+/// A link's `verify.timeout`.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Linux IFNAMSIZ minus the terminating NUL.
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -82,6 +89,14 @@ struct RawLink {
     retry_interval: Option<S<toml::Value>>,
     kernel_routes: Option<bool>,
     route_metric: Option<S<i64>>,
+    verify: Option<S<RawVerify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    target: Option<S<String>>,
+    timeout: Option<S<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +111,17 @@ struct RawGroup {
     activate_delay: Option<S<toml::Value>>,
     deactivate_delay: Option<S<toml::Value>>,
     on_change: Option<S<Vec<String>>>,
+    probe: Option<S<RawProbe>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    targets: Option<S<Vec<S<String>>>>,
+    interval: Option<S<toml::Value>>,
+    timeout: Option<S<toml::Value>>,
+    down_after: Option<S<i64>>,
+    up_after: Option<S<i64>>,
 }
 
 /// Collects positioned problems.
@@ -478,6 +504,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
                 }
             },
         };
+        let verify = l.verify.as_ref().and_then(|v| verify_config(rep, name, v));
         out.push(LinkConfig {
             name: name.clone(),
             interface: l.interface.get_ref().clone(),
@@ -489,6 +516,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             retry_interval,
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
+            verify,
         });
     }
     out
@@ -833,6 +861,7 @@ fn group_configs(
             .as_ref()
             .and_then(|d| duration(rep, d, "deactivate_delay"))
             .unwrap_or(DEFAULT_DEACTIVATE_DELAY);
+        let probe = g.probe.as_ref().map(|p| probe_config(rep, name, p));
         out.push(GroupConfig {
             name: name.clone(),
             segments,
@@ -845,6 +874,7 @@ fn group_configs(
                 .on_change
                 .as_ref()
                 .map(|argv| operator::hook_argv(rep, argv, &format!("group \"{name}\""))),
+            probe,
         });
     }
     let max = routebackup_common::MAX_SEGMENTS;
@@ -856,6 +886,133 @@ fn group_configs(
         );
     }
     out
+}
+
+/// A link's `verify = { ... }`.
+fn verify_config(rep: &mut Reporter, link: &str, raw: &S<RawVerify>) -> Option<VerifyConfig> {
+    let v = raw.get_ref();
+    let timeout = positive_duration(
+        rep,
+        v.timeout.as_ref(),
+        "verify.timeout",
+        DEFAULT_VERIFY_TIMEOUT,
+    );
+    let Some(t) = &v.target else {
+        rep.hinted(
+            raw.span(),
+            format!("the verify of link \"{link}\" has no target"),
+            "add target = \"198.51.100.1\" (a host the link must reach, that answers echo requests)",
+        );
+        return None;
+    };
+    let target = probe_target(rep, t, &format!("link \"{link}\""))?;
+    Some(VerifyConfig { target, timeout })
+}
+
+/// A probe or verify target: a unicast address.
+fn probe_target(rep: &mut Reporter, t: &S<String>, whose: &str) -> Option<IpAddr> {
+    match t.get_ref().trim().parse::<IpAddr>() {
+        Ok(a) if a.is_unspecified() || a.is_multicast() => {
+            rep.hinted(
+                t.span(),
+                format!("probe target {a} of {whose} is not a unicast address"),
+                "name a host that answers echo requests, e.g. the provider's gateway",
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            rep.hinted(
+                t.span(),
+                format!("probe target \"{}\" is not an IP address", t.get_ref()),
+                "targets are addresses, e.g. \"198.51.100.1\" or \"2001:db8::1\" (no names)",
+            );
+            None
+        }
+    }
+}
+
+/// A group's `probe = { ... }`.
+fn probe_config(rep: &mut Reporter, group: &str, raw: &S<RawProbe>) -> ProbeConfig {
+    let p = raw.get_ref();
+    let mut targets = Vec::new();
+    match &p.targets {
+        Some(list) if !list.get_ref().is_empty() => {
+            for t in list.get_ref() {
+                match probe_target(rep, t, &format!("group \"{group}\"")) {
+                    Some(a) if targets.contains(&a) => rep.error(
+                        t.span(),
+                        format!("group \"{group}\" lists probe target {a} twice"),
+                    ),
+                    Some(a) => targets.push(a),
+                    None => {}
+                }
+            }
+        }
+        Some(list) => rep.hinted(
+            list.span(),
+            format!("group \"{group}\" probes no targets"),
+            "list hosts that answer echo requests, e.g. targets = [\"198.51.100.1\"]",
+        ),
+        None => rep.hinted(
+            raw.span(),
+            format!("the probe of group \"{group}\" has no targets"),
+            "add targets = [\"198.51.100.1\"] (hosts behind the primary path that answer echo requests)",
+        ),
+    }
+    let interval = positive_duration(
+        rep,
+        p.interval.as_ref(),
+        "probe.interval",
+        DEFAULT_PROBE_INTERVAL,
+    );
+    let timeout = positive_duration(rep, p.timeout.as_ref(), "probe.timeout", interval);
+    if timeout > interval {
+        if let Some(t) = &p.timeout {
+            rep.hinted(
+                t.span(),
+                format!(
+                    "probe.timeout ({}) is longer than probe.interval ({})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+                "a probe must be answered before the next round starts: make timeout <= interval",
+            );
+        }
+    }
+    let count = |rep: &mut Reporter, v: Option<&S<i64>>, key: &str, default: u32| match v {
+        None => default,
+        Some(n) => match u32::try_from(*n.get_ref()) {
+            Ok(c) if c >= 1 => c,
+            _ => {
+                rep.hinted(
+                    n.span(),
+                    format!("{key} must be a whole number of rounds, at least 1"),
+                    format!("e.g. {key} = {default}"),
+                );
+                default
+            }
+        },
+    };
+    let down_after = count(
+        rep,
+        p.down_after.as_ref(),
+        "probe.down_after",
+        DEFAULT_PROBE_DOWN_AFTER,
+    );
+    let up_after = count(
+        rep,
+        p.up_after.as_ref(),
+        "probe.up_after",
+        DEFAULT_PROBE_UP_AFTER,
+    );
+    ProbeConfig {
+        targets,
+        interval,
+        timeout,
+        down_after,
+        up_after,
+    }
 }
 
 fn known(names: &[&str]) -> String {

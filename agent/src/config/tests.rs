@@ -463,3 +463,145 @@ fn table_names_from_text() {
     assert_eq!(t.id("main"), Some(254));
     assert_eq!(t.name(255), Some("local"));
 }
+
+#[test]
+fn probe_parses_with_defaults_and_round_trips() {
+    let text = BASE.replace(
+        "links = [\"lte\", \"dsl\"]",
+        "links = [\"lte\", \"dsl\"]\nprobe = { targets = [\"198.51.100.1\", \"2001:db8::1\"] }",
+    );
+    let c = parse(&text).expect("parses");
+    let p = c.groups[0].probe.as_ref().expect("probe");
+    assert_eq!(
+        p.targets,
+        vec![
+            "198.51.100.1".parse::<std::net::IpAddr>().unwrap(),
+            "2001:db8::1".parse().unwrap()
+        ]
+    );
+    assert_eq!(p.interval, DEFAULT_PROBE_INTERVAL);
+    assert_eq!(p.timeout, DEFAULT_PROBE_INTERVAL);
+    assert_eq!(
+        (p.down_after, p.up_after),
+        (DEFAULT_PROBE_DOWN_AFTER, DEFAULT_PROBE_UP_AFTER)
+    );
+    let normal = c.normalised();
+    assert!(
+        normal.contains(
+            "probe = { targets = [\"198.51.100.1\", \"2001:db8::1\"], interval = \"1s\", timeout = \"1s\", down_after = 3, up_after = 5 }"
+        ),
+        "{normal}"
+    );
+    assert_eq!(parse(&normal).expect("normalised parses"), c);
+
+    let text = BASE.replace(
+        "links = [\"lte\", \"dsl\"]",
+        "links = [\"lte\", \"dsl\"]\nprobe = { targets = [\"192.0.2.9\"], interval = \"2s\", timeout = \"500ms\", down_after = 1, up_after = 2 }",
+    );
+    let p = parse(&text).expect("parses").groups[0]
+        .probe
+        .clone()
+        .unwrap();
+    assert_eq!(p.interval, Duration::from_secs(2));
+    assert_eq!(p.timeout, Duration::from_millis(500));
+    assert_eq!((p.down_after, p.up_after), (1, 2));
+    assert!(parse(BASE).unwrap().groups[0].probe.is_none());
+}
+
+#[test]
+fn probe_rejections() {
+    let cases: &[(&str, &[&str])] = &[
+        ("{ interval = \"1s\" }", &["has no targets"]),
+        ("{ targets = [] }", &["probes no targets"]),
+        ("{ targets = [\"gw.example\"] }", &["is not an IP address"]),
+        ("{ targets = [\"0.0.0.0\"] }", &["is not a unicast address"]),
+        (
+            "{ targets = [\"192.0.2.1\", \"192.0.2.1\"] }",
+            &["lists probe target 192.0.2.1 twice"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], interval = \"1s\", timeout = \"2s\" }",
+            &["probe.timeout (2s) is longer than probe.interval (1s)"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], timeout = \"2s\" }",
+            &["probe.timeout (2s) is longer than probe.interval (1s)"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], down_after = 0 }",
+            &["probe.down_after must be a whole number of rounds, at least 1"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], up_after = -2 }",
+            &["probe.up_after must be a whole number of rounds, at least 1"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], interval = \"0s\" }",
+            &["probe.interval must be more than 0s"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], interval = 1 }",
+            &["durations need a unit"],
+        ),
+        (
+            "{ targets = [\"192.0.2.1\"], count = 3 }",
+            &["unknown field `count`"],
+        ),
+    ];
+    for (probe, want) in cases {
+        let text = BASE.replace(
+            "links = [\"lte\", \"dsl\"]",
+            &format!("links = [\"lte\", \"dsl\"]\nprobe = {probe}"),
+        );
+        let e = err(&text);
+        for w in *want {
+            assert!(e.contains(w), "probe = {probe}: expected {w:?} in:\n{e}");
+        }
+    }
+}
+
+#[test]
+fn verify_parses_round_trips_and_is_validated() {
+    let text = BASE.replace(
+        "driver = \"interface\"",
+        "driver = \"interface\"\nverify = { target = \"192.0.2.7\" }",
+    );
+    let c = parse(&text).expect("parses");
+    let v = c.links[1].verify.expect("verify");
+    assert_eq!(v.target, "192.0.2.7".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(v.timeout, DEFAULT_VERIFY_TIMEOUT);
+    assert!(c.links[0].verify.is_none());
+    let normal = c.normalised();
+    assert!(
+        normal.contains("verify = { target = \"192.0.2.7\", timeout = \"3s\" }"),
+        "{normal}"
+    );
+    assert_eq!(parse(&normal).expect("normalised parses"), c);
+
+    for (verify, want) in [
+        (
+            "{ timeout = \"1s\" }",
+            "the verify of link \"dsl\" has no target",
+        ),
+        ("{ target = \"ff02::1\" }", "is not a unicast address"),
+        ("{ target = \"modem\" }", "is not an IP address"),
+        (
+            "{ target = \"192.0.2.7\", timeout = \"0s\" }",
+            "verify.timeout must be more than 0s",
+        ),
+        (
+            "{ target = \"192.0.2.7\", tries = 2 }",
+            "unknown field `tries`",
+        ),
+    ] {
+        let text = BASE.replace(
+            "driver = \"interface\"",
+            &format!("driver = \"interface\"\nverify = {verify}"),
+        );
+        let e = err(&text);
+        assert!(
+            e.contains(want),
+            "verify = {verify}: expected {want:?} in:\n{e}"
+        );
+    }
+}

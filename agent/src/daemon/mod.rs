@@ -108,13 +108,29 @@ pub trait ActionSink: Send {
 
 /// An `ActionSink` that only logs (`run --dry-run`). A `LinkDown` it did
 /// not carry out is reported finished at once, as the engine waits for that.
+/// Probes are sent: they change nothing, and without their answers the dry
+/// run would see every probed path fail.
 #[derive(Debug, Default)]
 pub struct LogSink {
     released: std::collections::VecDeque<crate::model::LinkId>,
+    prober: crate::probe::Prober,
 }
 
 impl ActionSink for LogSink {
     fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
+        if let Action::Probe {
+            group,
+            target,
+            ifindex,
+            seq,
+            timeout,
+            ..
+        } = action
+        {
+            debug!("action: {action:?}");
+            self.prober.send(*group, *target, *ifindex, *seq, *timeout);
+            return;
+        }
         info!("action (not carried out by the log-only sink): {action:?}");
         if let Action::LinkDown { link } = action {
             self.released.push_back(*link);
@@ -125,7 +141,7 @@ impl ActionSink for LogSink {
         Box::pin(async move {
             match self.released.pop_front() {
                 Some(link) => Event::LinkReleased { link },
-                None => std::future::pending().await,
+                None => self.prober.next_result().await,
             }
         })
     }

@@ -53,6 +53,7 @@ use crate::error::Report;
 use crate::fastpath::{Fastpath, FastpathError, FastpathOptions, XdpAttach};
 use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
+use crate::probe::Prober;
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;
 use segments::pass_value;
@@ -102,6 +103,8 @@ pub struct Dataplane {
     reload: reload::Pending,
     /// Which Ethernet backups XDP must leave to TC.
     xdp: XdpCheck,
+    /// Echo probes of the primary paths (`Action::Probe`).
+    prober: Prober,
 }
 
 impl Dataplane {
@@ -168,6 +171,7 @@ impl Dataplane {
             written,
             reload: reload::Pending::default(),
             xdp: XdpCheck::new(native),
+            prober: Prober::new(),
         })
     }
 
@@ -320,6 +324,14 @@ impl ActionSink for Dataplane {
                     d.down(*link);
                 }
             }
+            Action::Probe {
+                group,
+                target,
+                ifindex,
+                seq,
+                timeout,
+                ..
+            } => self.prober.send(*group, *target, *ifindex, *seq, *timeout),
             other => debug!("dataplane ignores {other:?}"),
         }
     }
@@ -334,6 +346,7 @@ impl ActionSink for Dataplane {
                         }
                     }
                     () = self.xdp.tick(), if !self.steering.is_empty() => self.check_backups(),
+                    ev = self.prober.next_result() => return ev,
                     // Closed only once the drivers are shut down.
                     Some(report) = self.driver_reports.recv() => match report {
                         DriverEvent::Failed { link, attempt, error } => {

@@ -62,7 +62,7 @@ impl Engine {
         }
     }
 
-    fn notice(&self, g: usize, text: impl AsRef<str>, out: &mut Vec<Action>) {
+    pub(super) fn notice(&self, g: usize, text: impl AsRef<str>, out: &mut Vec<Action>) {
         let name = self.groups.get(g).map_or("?", |gr| gr.name.as_str());
         out.push(Action::Notice(format!("group {name}: {}", text.as_ref())));
     }
@@ -228,7 +228,7 @@ impl Engine {
         self.notice(g, what, out);
         out.extend(actions);
         if ready {
-            self.enter_backup(now, g, out);
+            self.link_ready_for(now, g, out);
         }
     }
 
@@ -494,6 +494,8 @@ impl Engine {
 
     pub(super) fn on_timer(&mut self, now: Millis, timer: Timer, out: &mut Vec<Action>) {
         match timer {
+            Timer::ProbeRound(g) => self.probe_round(now, g, out),
+            Timer::Verify(link) => self.on_verify_timeout(now, link, out),
             Timer::Activate(g) => {
                 let Some(gr) = self.groups.get(g) else { return };
                 if gr.state == GroupState::Pending && gr.lost() {

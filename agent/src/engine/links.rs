@@ -198,7 +198,7 @@ impl Engine {
             timer: Timer::UpTimeout(link),
         });
         for g in self.groups_activating(link) {
-            self.enter_backup(now, g, out);
+            self.link_ready_for(now, g, out);
         }
         if self.link_users(link) == 0 {
             // Nobody waits any more (e.g. primary came back meanwhile).
@@ -207,7 +207,7 @@ impl Engine {
     }
 
     /// The groups waiting in `activating` for `link` to come up.
-    fn groups_activating(&self, link: LinkId) -> Vec<GroupId> {
+    pub(super) fn groups_activating(&self, link: LinkId) -> Vec<GroupId> {
         self.groups
             .iter()
             .enumerate()
@@ -232,7 +232,9 @@ impl Engine {
         l.attempts = l.attempts.saturating_add(1);
         l.last_error = Some(why.to_owned());
         out.push(Action::Notice(format!("link {}: {what}: {why}", l.name)));
-        Some(l.always_up)
+        let always_up = l.always_up;
+        self.forget_verification(link, out);
+        Some(always_up)
     }
 
     /// The current attempt on `link` failed (`up_timeout` or driver error).
@@ -326,6 +328,7 @@ impl Engine {
                     l.ended = true;
                     self.link_down(link, out);
                 }
+                self.forget_verification(link, out);
             }
             LinkState::Down | LinkState::Releasing | LinkState::Failed => {}
         }
@@ -353,7 +356,7 @@ impl Engine {
         )));
         if self.request_link(link, out) {
             for g in waiting {
-                self.enter_backup(now, g, out);
+                self.link_ready_for(now, g, out);
             }
         }
     }

@@ -35,6 +35,9 @@ mod group;
 #[cfg(test)]
 mod link_tests;
 mod links;
+mod probe;
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod proptests;
 mod reconfigure;
@@ -43,6 +46,9 @@ mod routes;
 mod rule_tests;
 #[cfg(test)]
 mod tests;
+mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -50,7 +56,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode};
+use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode, VerifyConfig};
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
     LinkStatus, Millis, SegmentStatus, SteerTarget,
@@ -93,6 +99,8 @@ struct GroupRt {
     /// (the watcher re-dumps with the new filter), so the group is not
     /// evaluated until the next `Synced`.
     awaiting_routes: bool,
+    /// Probing the primary path (`probe`), if configured.
+    probe: Option<probe::ProbeRt>,
 }
 
 impl GroupRt {
@@ -133,6 +141,12 @@ struct LinkRt {
     downs_in_flight: u32,
     attempts: u32,
     last_error: Option<String>,
+    /// `verify`: one probe through the link must answer before steering.
+    verify: Option<VerifyConfig>,
+    /// The current session passed its verification.
+    verified: bool,
+    /// The verification probe in flight: (seq, ifindex).
+    verifying: Option<(u64, u32)>,
 }
 
 /// The address families link `id` carries: those of its configured
@@ -195,6 +209,9 @@ impl LinkRt {
             downs_in_flight: 0,
             attempts: 0,
             last_error: None,
+            verify: l.verify,
+            verified: false,
+            verifying: None,
         }
     }
 }
@@ -228,6 +245,7 @@ impl GroupRt {
             steer: None,
             adopt: None,
             awaiting_routes: false,
+            probe: g.probe.clone().map(probe::ProbeRt::new),
         }
     }
 }
@@ -254,6 +272,8 @@ pub struct Engine {
     links: Vec<LinkRt>,
     /// The last attempt id handed out (`Action::LinkUp`).
     last_attempt: u64,
+    /// The last seq of a link's verification probe.
+    last_probe_seq: u64,
 }
 
 impl Engine {
@@ -272,6 +292,7 @@ impl Engine {
             groups,
             links,
             last_attempt: 0,
+            last_probe_seq: 0,
         };
         engine.rebuild_index();
         engine.refresh_families(config);
@@ -367,7 +388,19 @@ impl Engine {
                     g.adopt = Some(link);
                 }
             }
+            Event::ProbeResult {
+                group,
+                ifindex,
+                seq,
+                ok,
+                ..
+            } => {
+                if !self.on_verify_result(now, ifindex, seq, ok, &mut out) {
+                    self.on_probe_result(now, group, ifindex, seq, ok, &mut out);
+                }
+            }
         }
+        self.kick_probes(now, &mut out);
         out
     }
 
@@ -392,7 +425,13 @@ impl Engine {
                     .zip(&g.primary_up)
                     .map(|(p, up)| {
                         let verdict = self.net.segment_primary(p, g.match_mode, g.allow_default);
+                        let probed_down = verdict.as_ref().ok().and_then(|r| {
+                            g.probe.as_ref().and_then(|pr| {
+                                pr.why_down(r.ifindex, &self.net.iface_name(r.ifindex))
+                            })
+                        });
                         let (held_by, why_not) = match verdict {
+                            Ok(_) if probed_down.is_some() => (None, probed_down),
                             Ok(r) => (
                                 Some(HoldingRoute {
                                     prefix: r.prefix,
@@ -528,7 +567,7 @@ impl Engine {
         let up = self
             .net
             .segment_primary(seg, group.match_mode, group.allow_default)
-            .is_ok();
+            .is_ok_and(|r| !self.probe_down(g, r.ifindex));
         let Some(group) = self.groups.get_mut(g) else {
             return false;
         };

@@ -66,6 +66,7 @@ fn vacant_group() -> GroupConfig {
         activate_delay: std::time::Duration::ZERO,
         deactivate_delay: std::time::Duration::ZERO,
         on_change: None,
+        probe: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn vacant_link() -> LinkConfig {
         retry_interval: std::time::Duration::ZERO,
         kernel_routes: false,
         route_metric: 0,
+        verify: None,
     }
 }
 
@@ -217,6 +219,11 @@ impl Engine {
                 rt.up_timeout = l.up_timeout;
                 rt.gateway_v4 = l.gateway_v4;
                 rt.gateway_v6 = l.gateway_v6;
+                if rt.verify != l.verify {
+                    // A new target or timeout: the next use verifies anew.
+                    rt.verify = l.verify;
+                    rt.verified = false;
+                }
             } else if rt.name.is_empty() {
                 *rt = LinkRt::new(l);
             }
@@ -233,6 +240,7 @@ impl Engine {
                     if self.change_group(g, new, config, &removed_links, &mut out) {
                         moving_on.push(g);
                     }
+                    self.set_probe(now, g, new.probe.as_ref(), &mut out);
                 }
                 (old, new) => {
                     if let Some(old) = old {
@@ -327,6 +335,11 @@ impl Engine {
         if synced {
             for timer in [Timer::Activate(g), Timer::Deactivate(g), Timer::Retry(g)] {
                 out.push(Action::CancelTimer { timer });
+            }
+            if gr.probe.take().is_some() {
+                out.push(Action::CancelTimer {
+                    timer: Timer::ProbeRound(g),
+                });
             }
         }
         gr.state = GroupState::Primary;

@@ -137,6 +137,13 @@ pub(super) fn brief(actions: &[Action]) -> Vec<String> {
             Action::Unsteer { group, .. } => Some(format!("unsteer g{group}")),
             Action::ArmTimer { timer, after } => Some(format!("arm {timer:?} {after:?}")),
             Action::CancelTimer { timer } => Some(format!("cancel {timer:?}")),
+            Action::Probe {
+                group,
+                target,
+                ifindex,
+                seq,
+                ..
+            } => Some(format!("probe g{group} {target} if{ifindex} #{seq}")),
         })
         .collect()
 }
