@@ -67,6 +67,9 @@ pub struct LinkConfig {
     /// Install a kernel route per steered segment via this link.
     pub kernel_routes: bool,
     pub route_metric: u32,
+    /// Pre-arm the kernel with a route per segment via this link while the
+    /// link is ready and the primary still up (README "Zero-loss switchover").
+    pub prearm: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -48,6 +48,7 @@ fn link(name: &str, interface: &str, driver: DriverConfig) -> LinkConfig {
         retry_interval: Duration::from_secs(5),
         kernel_routes: false,
         route_metric: 1024,
+        prearm: true,
     }
 }
 

@@ -110,6 +110,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "retry_interval = {}", dur(l.retry_interval))?;
         writeln!(o, "kernel_routes = {}", l.kernel_routes)?;
         writeln!(o, "route_metric = {}", l.route_metric)?;
+        writeln!(o, "prearm = {}", l.prearm)?;
     }
     for g in &c.groups {
         writeln!(o)?;

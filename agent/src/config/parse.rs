@@ -76,6 +76,7 @@ struct RawLink {
     retry_interval: Option<S<toml::Value>>,
     kernel_routes: Option<bool>,
     route_metric: Option<S<i64>>,
+    prearm: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -469,6 +470,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             retry_interval,
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
+            prearm: l.prearm.unwrap_or(true),
         });
     }
     out

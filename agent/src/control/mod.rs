@@ -458,6 +458,9 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
             fp.kernel_routes.join(", ")
         ));
     }
+    if !fp.prearmed.is_empty() {
+        s.push_str(&format!("  pre-armed: {}\n", fp.prearmed.join(", ")));
+    }
 }
 
 /// A fast-path counter as a metric: name suffix, help, how to read it.
@@ -764,6 +767,7 @@ mod tests {
                 },
             ],
             kernel_routes: vec!["10.1.0.0/16".into()],
+            prearmed: vec!["10.2.0.0/16".into()],
         });
         let text = serde_json::to_string_pretty(&r).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -21,6 +21,9 @@ pub struct DataplaneStatus {
     pub drivers: Vec<DriverStatus>,
     /// Segments with a kernel route installed by the agent, sorted as text.
     pub kernel_routes: Vec<String>,
+    /// Segments pre-armed with a kernel route via a backup, sorted as text.
+    #[serde(default)]
+    pub prearmed: Vec<String>,
 }
 
 /// A group's fast-path counters (summed over the CPUs). The counters sit

@@ -53,6 +53,7 @@ use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig};
 use crate::model::{Action, GroupState, LinkId, Millis, Timer};
 
 use super::links::steer_action;
+use super::prearm::prearm_table;
 use super::{backup_names, Engine, GroupRt, LinkRt};
 
 /// The slot of a group removed by a reload.
@@ -82,6 +83,7 @@ fn vacant_link() -> LinkConfig {
         retry_interval: std::time::Duration::ZERO,
         kernel_routes: false,
         route_metric: 0,
+        prearm: false,
     }
 }
 
@@ -216,6 +218,8 @@ impl Engine {
                 rt.up_timeout = l.up_timeout;
                 rt.gateway_v4 = l.gateway_v4;
                 rt.gateway_v6 = l.gateway_v6;
+                rt.prearm = l.prearm;
+                rt.route_metric = l.route_metric;
             } else if rt.name.is_empty() {
                 *rt = LinkRt::new(l);
             }
@@ -301,6 +305,10 @@ impl Engine {
             // kept links may have changed: re-steer where the target moved.
             self.links_changed(now, &mut out);
         }
+        self.prearm_table = prearm_table(config);
+        // Removed groups (vacant slots) and links that no longer pre-arm
+        // lose their routes here; changed groups are brought up to date.
+        self.prearm_all(&mut out);
         out
     }
 
