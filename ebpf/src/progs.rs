@@ -169,10 +169,6 @@ pub fn rb_xdp(ctx: XdpContext) -> u32 {
 
 /// The floor of the per-packet figures: an XDP program that does nothing.
 #[xdp]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "#[xdp] generates the caller, which passes the context by value"
-)]
 pub fn rb_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
