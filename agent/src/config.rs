@@ -80,6 +80,9 @@ pub struct LinkConfig {
     /// Install a kernel route per steered segment via this link.
     pub kernel_routes: bool,
     pub route_metric: u32,
+    /// Pre-arm the kernel with a route per segment via this link while the
+    /// link is ready and the primary still up (README "Zero-loss switchover").
+    pub prearm: bool,
     /// One probe through the link that must answer before it is steered to
     /// (`verify = { target, timeout }`), if any.
     pub verify: Option<VerifyConfig>,

@@ -10,6 +10,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// rtm_protocol of the routes the agent installs (`kernel_routes`,
+/// pre-armed routes): `ip route` shows `proto 252`.
+pub const RTPROT_ROUTEBACKUP: u8 = 252;
+
 /// Index of a `[[group]]` in the config (also its slot in the `stats` map).
 pub type GroupId = usize;
 /// Index of a `[[link]]` in the config.
@@ -267,6 +271,22 @@ pub enum Action {
     },
     /// Stop redirecting these segments (they follow the kernel's routes again).
     Unsteer {
+        group: GroupId,
+        segments: Vec<IpNet>,
+    },
+    /// Pre-arm the kernel (see the README, "Zero-loss switchover"):
+    /// install, or replace, one route per segment via the target's interface
+    /// (its gateway of the segment's family on an Ethernet backup) with the
+    /// given metric, worse than every other route to that prefix the engine
+    /// knows. The kernel uses it only once the primary routes are gone, from
+    /// the instant they go, like a floating static route.
+    Prearm {
+        group: GroupId,
+        target: SteerTarget,
+        routes: Vec<(IpNet, u32)>,
+    },
+    /// Remove the pre-armed routes of these segments.
+    Disarm {
         group: GroupId,
         segments: Vec<IpNet>,
     },

@@ -12,10 +12,15 @@ pub const MAP_STATS: &str = "stats";
 /// Program names (the function names in `ebpf/src/main.rs`).
 pub const PROG_XDP: &str = "rb_xdp";
 pub const PROG_TC: &str = "rb_tc";
+/// A trivial XDP program (`XDP_PASS`, nothing else): the floor that the
+/// benchmarks measure `rb_xdp` against in the same run. Never attached.
+pub const PROG_FLOOR: &str = "rb_floor";
 
 /// Marker `rb_xdp` leaves (native byte order) in the XDP metadata area of a
-/// packet it already counted as passed, so `rb_tc` neither counts nor touches
-/// it again; the agent strips it from BPF_PROG_TEST_RUN output. "RBP1".
+/// packet it is done with: counted as passed, or to no monitored segment
+/// (and not IP at all), so `rb_tc` neither counts nor parses it again. Only
+/// packets XDP defers to TC (or could not redirect) come without it. The
+/// agent strips it from BPF_PROG_TEST_RUN output. "RBP1".
 pub const META_COUNTED: u32 = 0x5242_5031;
 
 /// Capacity of each segment trie.
@@ -85,7 +90,11 @@ const _: () = assert!(align_of::<SegmentValue>() == 4);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupStats {
-    /// Packets redirected to the backup (by XDP or TC).
+    /// Packets handed to the backup device by a redirect (XDP or TC). The
+    /// kernel does not tell a program whether the device then transmitted
+    /// them: a full transmit ring or a neighbour that never resolves
+    /// (`bpf_redirect_neigh` queues on it) drops them after they were counted
+    /// here; the backup interface's own counters show those drops.
     pub steered_packets: u64,
     pub steered_bytes: u64,
     /// Packets to a monitored segment left to the kernel's route (action pass,

@@ -158,8 +158,19 @@ fn lookup(start: usize, end: usize, p: &Parsed) -> Option<SegmentValue> {
 pub fn rb_xdp(ctx: XdpContext) -> u32 {
     match try_xdp(&ctx) {
         Some(v) => v,
-        None => xdp_action::XDP_PASS,
+        // Not IP, truncated, or to no monitored segment: TC would only parse
+        // it and look the trie up again to find the same.
+        None => {
+            mark_counted(&ctx);
+            xdp_action::XDP_PASS
+        }
     }
+}
+
+/// The floor of the per-packet figures: an XDP program that does nothing.
+#[xdp]
+pub fn rb_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 /// Result of a fib lookup on the backup device.
@@ -342,7 +353,7 @@ fn rewrite_and_redirect(
 }
 
 /// Leaves `META_COUNTED` in the metadata area (best effort: drivers without
-/// metadata support make TC count the packet again).
+/// metadata support make TC examine, and count, the packet again).
 #[inline(always)]
 fn mark_counted(ctx: &XdpContext) {
     // SAFETY: growing the metadata area by 4 bytes; checked below.

@@ -176,7 +176,9 @@ fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
 fn primary_back_or_lost_while_dead_is_acted_on_at_restart() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "kernel_routes = true");
+    // The steering routes only: pre-arming (its own route behind the
+    // primary, tests/tests/prearm.rs) would add one while the primary is up.
+    let cfg = lab.config("0s", "auto", "kernel_routes = true\nprearm = false");
     lab.start_agent(&cfg, &[])?;
     let (via_primary, via_backup) = lab.dest_ifindexes()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
@@ -322,7 +324,9 @@ fn twenty_sigkills_while_the_primary_flaps_converge_without_leftovers() -> Resul
     const CYCLES: usize = 20;
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "kernel_routes = true");
+    // The steering routes only: pre-arming (its own route behind the
+    // primary, tests/tests/prearm.rs) would add one while the primary is up.
+    let cfg = lab.config("0s", "auto", "kernel_routes = true\nprearm = false");
     lab.start_agent(&cfg, &["--log-level", "info"])?;
     let flapper = Flapper::start(lab.edge.name.clone());
     let mut rng = Rng(0x5eed_c4a5_4b11_0001);

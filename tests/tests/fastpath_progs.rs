@@ -372,13 +372,14 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
         fp.set_segment("192.0.2.0/24".parse()?, pass(2))?;
 
-        // No segment: untouched, not counted anywhere.
+        // No segment: untouched, not counted anywhere; marked, so that TC
+        // does not parse it and look it up a second time.
         let other = frames::ipv4(SRC4, Ipv4Addr::new(8, 8, 8, 8), &FrameSpec::default());
         let other6 = frames::ipv6(SRC6, "2001:db8:1::1".parse()?, &FrameSpec::default());
         for f in [&other, &other6, &frames::arp()] {
             let r = fp.test_run_xdp(f, 1)?;
             assert_eq!((r.verdict, &r.data), (XDP_PASS, f));
-            assert!(!r.meta_counted);
+            assert!(r.meta_counted, "XDP marks what it examined for TC");
             let r = fp.test_run_tc(f, 1)?;
             assert_eq!((r.verdict, &r.data), (TC_ACT_OK, f));
         }

@@ -49,6 +49,7 @@ fn link(name: &str, interface: &str, driver: DriverConfig) -> LinkConfig {
         kernel_routes: false,
         route_metric: 1024,
         verify: None,
+        prearm: true,
     }
 }
 

@@ -124,6 +124,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
                 dur(v.timeout)
             )?;
         }
+        writeln!(o, "prearm = {}", l.prearm)?;
     }
     for g in &c.groups {
         writeln!(o)?;

@@ -89,6 +89,7 @@ struct RawLink {
     retry_interval: Option<S<toml::Value>>,
     kernel_routes: Option<bool>,
     route_metric: Option<S<i64>>,
+    prearm: Option<bool>,
     verify: Option<S<RawVerify>>,
 }
 
@@ -517,6 +518,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
             verify,
+            prearm: l.prearm.unwrap_or(true),
         });
     }
     out

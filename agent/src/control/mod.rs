@@ -310,6 +310,9 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
             f.link, f.reason
         ));
     }
+    if !fp.prearmed.is_empty() {
+        s.push_str(&format!("  pre-armed: {}\n", fp.prearmed.join(", ")));
+    }
 }
 
 /// A status request from a control client; the daemon answers on `reply`.
@@ -648,6 +651,7 @@ mod tests {
             kernel_routes: vec!["10.1.0.0/16".into()],
             tc_fallbacks: Vec::new(),
             tc_fallbacks_total: 0,
+            prearmed: vec!["10.2.0.0/16".into()],
         });
         let text = serde_json::to_string_pretty(&r).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();

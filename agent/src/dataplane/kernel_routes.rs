@@ -28,8 +28,7 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use crate::error::Report;
 use crate::netlink::{self, NetlinkError};
 
-/// rtm_protocol of the routes the agent installs.
-pub const RTPROT_ROUTEBACKUP: u8 = 252;
+pub use crate::model::RTPROT_ROUTEBACKUP;
 /// Default `route_metric` of a link.
 pub const DEFAULT_ROUTE_METRIC: u32 = 1024;
 

@@ -39,6 +39,7 @@ pub mod status;
 pub mod xdp_check;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
@@ -305,6 +306,23 @@ impl Dataplane {
     }
 }
 
+impl Dataplane {
+    /// Pre-arms segments (`Action::Prearm`): a kernel route each via the
+    /// target, through its gateway of the segment's family on Ethernet (the
+    /// engine pre-arms no segment without one).
+    fn prearm(&mut self, to: &SteerTarget, routes: &[(IpNet, u32)]) {
+        for (prefix, metric) in routes {
+            let gateway = match prefix {
+                _ if to.l3 => None,
+                IpNet::V4(_) => to.gateway_v4.map(IpAddr::V4),
+                IpNet::V6(_) => to.gateway_v6.map(IpAddr::V6),
+            };
+            self.routes
+                .arm(*prefix, to.ifindex, gateway, *metric, self.route_table);
+        }
+    }
+}
+
 impl ActionSink for Dataplane {
     fn execute(&mut self, action: &Action, requested_by: Option<&str>) {
         match action {
@@ -314,6 +332,12 @@ impl ActionSink for Dataplane {
                 segments,
             } => self.steer(*group, target, segments),
             Action::Unsteer { group, segments } => self.unsteer(*group, segments),
+            Action::Prearm { target, routes, .. } => self.prearm(target, routes),
+            Action::Disarm { segments, .. } => {
+                for prefix in segments {
+                    self.routes.disarm(*prefix);
+                }
+            }
             Action::LinkUp { link, attempt } => {
                 if let Some(d) = self.drivers.as_ref() {
                     d.up(*link, *attempt, requested_by.unwrap_or(""));
@@ -372,9 +396,10 @@ impl ActionSink for Dataplane {
     }
 
     fn after_sync(&mut self) {
-        // Kernel routes a previous agent left that nothing steers now. Only
-        // where a link installs them: the sweep dumps the routing table.
-        if self.links.iter().any(|l| l.kernel_routes) {
+        // Kernel routes a previous agent left that nothing steers or
+        // pre-arms now. Only where a link installs them: the sweep dumps the
+        // routing table.
+        if self.links.iter().any(|l| l.kernel_routes || l.prearm) {
             self.routes.sweep_others();
         }
     }
@@ -415,6 +440,7 @@ impl ActionSink for Dataplane {
             groups,
             drivers,
             kernel_routes: self.routes.installed(),
+            prearmed: self.routes.armed(),
         })
     }
 

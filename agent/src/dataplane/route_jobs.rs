@@ -41,6 +41,10 @@ pub(super) struct RouteQueue {
     jobs: mpsc::UnboundedSender<RouteJob>,
     /// Per segment: (metric, table) of the route queued for install.
     installed: HashMap<IpNet, (u32, u32)>,
+    /// Per segment: (metric, table) of its pre-armed route (`Action::Prearm`).
+    /// It can be the same kernel route as the steering one (same prefix,
+    /// metric and table): such a route goes only once neither wants it.
+    armed: HashMap<IpNet, (u32, u32)>,
 }
 
 impl RouteQueue {
@@ -51,12 +55,26 @@ impl RouteQueue {
         RouteQueue {
             jobs,
             installed: HashMap::new(),
+            armed: HashMap::new(),
         }
     }
 
     fn send(&self, job: RouteJob) {
         // The task only ends with the queue itself.
         let _ = self.jobs.send(job);
+    }
+
+    /// Queues the removal of our route `prefix` at `at` (metric, table),
+    /// unless `kept` (the other kind's route for the prefix: steering or
+    /// pre-armed) is that same kernel route.
+    fn drop_route(&self, prefix: IpNet, at: (u32, u32), kept: Option<&(u32, u32)>) {
+        if kept != Some(&at) {
+            self.send(RouteJob::Remove {
+                prefix,
+                metric: at.0,
+                table: at.1,
+            });
+        }
     }
 
     /// Routes `prefix` via the backup; replaces the segment's route when
@@ -71,11 +89,7 @@ impl RouteQueue {
     ) {
         if let Some(old) = self.installed.insert(prefix, (metric, table)) {
             if old != (metric, table) {
-                self.send(RouteJob::Remove {
-                    prefix,
-                    metric: old.0,
-                    table: old.1,
-                });
+                self.drop_route(prefix, old, self.armed.get(&prefix));
             }
         }
         self.send(RouteJob::Install {
@@ -89,13 +103,48 @@ impl RouteQueue {
 
     /// Removes the segment's route, if one was installed.
     pub fn remove(&mut self, prefix: IpNet) {
-        if let Some((metric, table)) = self.installed.remove(&prefix) {
-            self.send(RouteJob::Remove {
-                prefix,
-                metric,
-                table,
-            });
+        if let Some(at) = self.installed.remove(&prefix) {
+            self.drop_route(prefix, at, self.armed.get(&prefix));
         }
+    }
+
+    /// Pre-arms `prefix` via the backup (installs or replaces its route).
+    /// A changed metric or table installs the new route before the old one
+    /// goes, so the kernel always has one to fall back to.
+    pub fn arm(
+        &mut self,
+        prefix: IpNet,
+        ifindex: u32,
+        gateway: Option<IpAddr>,
+        metric: u32,
+        table: u32,
+    ) {
+        self.send(RouteJob::Install {
+            prefix,
+            ifindex,
+            gateway,
+            metric,
+            table,
+        });
+        if let Some(old) = self.armed.insert(prefix, (metric, table)) {
+            if old != (metric, table) {
+                self.drop_route(prefix, old, self.installed.get(&prefix));
+            }
+        }
+    }
+
+    /// Removes the pre-armed route of `prefix`, if any.
+    pub fn disarm(&mut self, prefix: IpNet) {
+        if let Some(at) = self.armed.remove(&prefix) {
+            self.drop_route(prefix, at, self.installed.get(&prefix));
+        }
+    }
+
+    /// The pre-armed segments, sorted as text (for `status`).
+    pub fn armed(&self) -> Vec<String> {
+        let mut routes: Vec<String> = self.armed.keys().map(ToString::to_string).collect();
+        routes.sort();
+        routes
     }
 
     /// Removes the agent's routes (a previous agent's leftovers) that this
@@ -104,6 +153,7 @@ impl RouteQueue {
         let keep = self
             .installed
             .iter()
+            .chain(&self.armed)
             .map(|(p, (m, t))| (*p, *m, *t))
             .collect();
         self.send(RouteJob::Sweep { keep });
@@ -123,6 +173,10 @@ impl RouteQueue {
             let prefixes: Vec<IpNet> = self.installed.keys().copied().collect();
             for prefix in prefixes {
                 self.remove(prefix);
+            }
+            let prefixes: Vec<IpNet> = self.armed.keys().copied().collect();
+            for prefix in prefixes {
+                self.disarm(prefix);
             }
         }
         let (done_tx, done_rx) = oneshot::channel();

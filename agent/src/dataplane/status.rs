@@ -28,6 +28,9 @@ pub struct DataplaneStatus {
     /// Fallbacks to TC after steered packets were not transmitted.
     #[serde(default)]
     pub tc_fallbacks_total: u64,
+    /// Segments pre-armed with a kernel route via a backup, sorted as text.
+    #[serde(default)]
+    pub prearmed: Vec<String>,
 }
 
 /// A group's fast-path counters (summed over the CPUs). The counters sit

@@ -35,6 +35,9 @@ mod group;
 #[cfg(test)]
 mod link_tests;
 mod links;
+mod prearm;
+#[cfg(test)]
+mod prearm_tests;
 mod probe;
 #[cfg(test)]
 mod probe_tests;
@@ -50,7 +53,7 @@ mod verify;
 #[cfg(test)]
 mod verify_tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -123,6 +126,9 @@ struct LinkRt {
     up_timeout: Duration,
     gateway_v4: Option<Ipv4Addr>,
     gateway_v6: Option<Ipv6Addr>,
+    /// `prearm` and `route_metric` of the link's config.
+    prearm: bool,
+    route_metric: u32,
     /// Families the link carries (its gateways', else its groups'
     /// segments'): `require_address` wants a usable address in one of them.
     families: Families,
@@ -201,6 +207,8 @@ impl LinkRt {
             up_timeout: l.up_timeout,
             gateway_v4: l.gateway_v4,
             gateway_v6: l.gateway_v6,
+            prearm: l.prearm,
+            route_metric: l.route_metric,
             families: Families { v4: true, v6: true },
             state: LinkState::Down,
             stale_ready: false,
@@ -274,6 +282,10 @@ pub struct Engine {
     last_attempt: u64,
     /// The last seq of a link's verification probe.
     last_probe_seq: u64,
+    /// Per group, what is pre-armed (`prearm`).
+    armed: HashMap<GroupId, prearm::Armed>,
+    /// Where pre-armed routes go: the first watched table.
+    prearm_table: u32,
 }
 
 impl Engine {
@@ -293,6 +305,8 @@ impl Engine {
             links,
             last_attempt: 0,
             last_probe_seq: 0,
+            armed: HashMap::new(),
+            prearm_table: prearm::prearm_table(config),
         };
         engine.rebuild_index();
         engine.refresh_families(config);
@@ -321,12 +335,29 @@ impl Engine {
     /// Applies one event at time `now` and returns the actions it calls for.
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        // Route events can only change the pre-arming of the segments they
+        // match; anything else may change a link's readiness or a group's state.
+        let route_prefixes = match &event {
+            Event::RouteUpsert(r) => Some(vec![r.key.prefix]),
+            Event::RouteDelete(k) => Some(vec![k.prefix]),
+            _ => None,
+        };
+        self.dispatch(now, event, &mut out);
+        self.kick_probes(now, &mut out);
+        match route_prefixes {
+            Some(prefixes) => self.prearm_prefixes(&prefixes, &mut out),
+            None => self.prearm_all(&mut out),
+        }
+        out
+    }
+
+    fn dispatch(&mut self, now: Millis, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::RouteUpsert(route) => {
                 if self.tables.contains(&route.key.table) {
                     let prefix = route.key.prefix;
                     self.net.upsert_route(route);
-                    self.reevaluate_prefixes(now, &[prefix], &mut out);
+                    self.reevaluate_prefixes(now, &[prefix], out);
                 }
             }
             Event::RouteDelete(key) => {
@@ -334,53 +365,53 @@ impl Engine {
                 // watching a table drops its routes this way (the watcher's
                 // re-dump reports them gone).
                 self.net.delete_route(&key);
-                self.reevaluate_prefixes(now, &[key.prefix], &mut out);
+                self.reevaluate_prefixes(now, &[key.prefix], out);
             }
             Event::NexthopUpsert(nh) => {
                 let prefixes = self.net.upsert_nexthop(nh);
-                self.reevaluate_prefixes(now, &prefixes, &mut out);
+                self.reevaluate_prefixes(now, &prefixes, out);
             }
             Event::NexthopDelete(id) => {
                 let prefixes = self.net.delete_nexthop(id);
-                self.reevaluate_prefixes(now, &prefixes, &mut out);
+                self.reevaluate_prefixes(now, &prefixes, out);
             }
             Event::InterfaceUpsert(info) => {
                 if self.net.upsert_link(info) {
-                    self.reevaluate_all(now, &mut out);
+                    self.reevaluate_all(now, out);
                 }
-                self.links_changed(now, &mut out);
+                self.links_changed(now, out);
             }
             Event::InterfaceDelete(ifindex) => {
                 if self.net.delete_link(ifindex) {
-                    self.reevaluate_all(now, &mut out);
+                    self.reevaluate_all(now, out);
                 }
-                self.links_changed(now, &mut out);
+                self.links_changed(now, out);
             }
             Event::AddressAdd(a) => {
                 self.net.add_address(a);
-                self.links_changed(now, &mut out);
+                self.links_changed(now, out);
             }
             Event::AddressDelete(a) => {
                 self.net.delete_address(&a);
-                self.links_changed(now, &mut out);
+                self.links_changed(now, out);
             }
             Event::Synced => {
                 for g in &mut self.groups {
                     g.awaiting_routes = false;
                 }
-                self.on_synced(now, &mut out);
+                self.on_synced(now, out);
             }
             Event::TimerFired(timer) => {
                 if self.synced {
-                    self.on_timer(now, timer, &mut out);
+                    self.on_timer(now, timer, out);
                 }
             }
             Event::LinkFailed {
                 link,
                 attempt,
                 error,
-            } => self.on_link_failed(now, link, attempt, error, &mut out),
-            Event::LinkReleased { link } => self.on_link_released(now, link, &mut out),
+            } => self.on_link_failed(now, link, attempt, error, out),
+            Event::LinkReleased { link } => self.on_link_released(now, link, out),
             Event::AdoptSteering { group, link } => {
                 if self.synced {
                     // Only meaningful at start-up; the engine already decided.
@@ -395,13 +426,11 @@ impl Engine {
                 ok,
                 ..
             } => {
-                if !self.on_verify_result(now, ifindex, seq, ok, &mut out) {
-                    self.on_probe_result(now, group, ifindex, seq, ok, &mut out);
+                if !self.on_verify_result(now, ifindex, seq, ok, out) {
+                    self.on_probe_result(now, group, ifindex, seq, ok, out);
                 }
             }
         }
-        self.kick_probes(now, &mut out);
-        out
     }
 
     /// The current state of every group, segment and link.

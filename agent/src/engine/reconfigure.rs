@@ -53,6 +53,7 @@ use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig};
 use crate::model::{Action, GroupState, LinkId, Millis, Timer};
 
 use super::links::steer_action;
+use super::prearm::prearm_table;
 use super::{backup_names, Engine, GroupRt, LinkRt};
 
 /// The slot of a group removed by a reload.
@@ -85,6 +86,7 @@ fn vacant_link() -> LinkConfig {
         kernel_routes: false,
         route_metric: 0,
         verify: None,
+        prearm: false,
     }
 }
 
@@ -224,6 +226,8 @@ impl Engine {
                     rt.verify = l.verify;
                     rt.verified = false;
                 }
+                rt.prearm = l.prearm;
+                rt.route_metric = l.route_metric;
             } else if rt.name.is_empty() {
                 *rt = LinkRt::new(l);
             }
@@ -310,6 +314,10 @@ impl Engine {
             // kept links may have changed: re-steer where the target moved.
             self.links_changed(now, &mut out);
         }
+        self.prearm_table = prearm_table(config);
+        // Removed groups (vacant slots) and links that no longer pre-arm
+        // lose their routes here; changed groups are brought up to date.
+        self.prearm_all(&mut out);
         out
     }
 

@@ -260,6 +260,28 @@ impl Net {
         out
     }
 
+    /// For pre-arming `prefix`: `None` unless `table` has a primary route at
+    /// exactly `prefix` (a route that may take over there is then never more
+    /// specific than the primary); else the highest metric of the routes at
+    /// `prefix` in any watched table, leaving out the agent's own
+    /// (`protocol` `ours`).
+    pub fn exact_primary_metric(&self, prefix: &IpNet, table: u32, ours: u8) -> Option<u32> {
+        let routes = self.routes.get(prefix)?;
+        let primary = routes.values().any(|r| {
+            r.key.table == table
+                && r.key.tos == 0
+                && matches!(self.route_verdict(r), RouteVerdict::Primary(_))
+        });
+        if !primary {
+            return None;
+        }
+        routes
+            .values()
+            .filter(|r| r.protocol != ours)
+            .map(|r| r.key.metric)
+            .max()
+    }
+
     /// Prefixes of routes using `id` directly or through a group containing it.
     fn nexthop_dependents(&self, id: u32) -> Vec<IpNet> {
         let mut ids = vec![id];

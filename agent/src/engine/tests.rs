@@ -127,7 +127,8 @@ pub(super) fn brief(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Notice(_) => None,
+            // Pre-arming has its own tests (prearm_tests).
+            Action::Notice(_) | Action::Prearm { .. } | Action::Disarm { .. } => None,
             Action::LinkUp { link, .. } => Some(format!("up {link}")),
             Action::LinkDown { link } => Some(format!("down {link}")),
             Action::Steer { group, target, .. } => Some(format!(

@@ -41,7 +41,7 @@ use aya::{Ebpf, EbpfLoader};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6,
-    MAP_STATS, MAX_GROUPS, MAX_SEGMENTS, PROG_TC, PROG_XDP,
+    MAP_STATS, MAX_GROUPS, MAX_SEGMENTS, PROG_FLOOR, PROG_TC, PROG_XDP,
 };
 
 use crate::config::AttachMode;
@@ -810,6 +810,20 @@ impl Fastpath {
             out.meta_counted = true;
         }
         Ok(out)
+    }
+
+    /// Runs the trivial `rb_floor` (XDP_PASS) on `frame` through
+    /// BPF_PROG_TEST_RUN: the floor the bench measures `rb_xdp` against.
+    /// Loaded on first use; the agent itself never loads it.
+    pub fn test_run_floor(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+        let floor: &mut Xdp = program_mut(&mut self.ebpf, PROG_FLOOR)?;
+        if floor.fd().is_err() {
+            floor.load().map_err(|source| FastpathError::Verifier {
+                program: PROG_FLOOR,
+                source,
+            })?;
+        }
+        run(&*floor, PROG_FLOOR, frame, repeat)
     }
 
     /// Runs `rb_tc` on `frame` through BPF_PROG_TEST_RUN (tests, bench).
