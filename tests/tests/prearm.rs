@@ -59,7 +59,7 @@ fn reload(lab: &Lab, config: &str) -> Result<()> {
 fn prearmed_route_sits_behind_the_primary_and_follows_link_and_config() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "");
+    let cfg = lab.config("0s", "auto", "prearm = true");
     lab.start_agent(&cfg, &[])?;
 
     // Present while the primary is up and the link ready, at the segment's
@@ -179,7 +179,7 @@ fn prearmed_switchover_loses_no_more_than_a_floating_static_route() -> Result<()
     let (floating_lost, floating_sent) = cycle_loss(&lab, RATE, CYCLES, false)?;
     lab.edge.sh(&format!("ip route del {floating}"))?;
 
-    let cfg = lab.config("0s", "auto", "");
+    let cfg = lab.config("0s", "auto", "prearm = true");
     lab.start_agent(&cfg, &[])?;
     wait_ours(&lab, &[prearmed_line()], "pre-armed")?;
     let (agent_lost, agent_sent) = cycle_loss(&lab, RATE, CYCLES, true)?;

@@ -518,7 +518,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
             verify,
-            prearm: l.prearm.unwrap_or(true),
+            prearm: l.prearm.unwrap_or(false),
         });
     }
     out

@@ -5,8 +5,14 @@
 use super::tests::{del, iface, net, nh, route, via, BASE, ETH0, ETH3, H, PPP0};
 use crate::model::*;
 
-/// `hq` on the always-up link `hot` (eth3, gateway 10.99.0.1).
+/// `hq` on the always-up link `hot` (eth3, gateway 10.99.0.1), pre-arming
+/// unless `extra_link` says otherwise (it is off by default).
 fn hot(extra_link: &str, extra_group: &str) -> String {
+    let extra_link = if extra_link.contains("prearm") {
+        extra_link.to_string()
+    } else {
+        format!("prearm = true\n{extra_link}")
+    };
     BASE.replace(
         "links = [\"lte\", \"dsl\"]",
         &format!("links = [\"hot\"]\n{extra_group}"),
@@ -127,7 +133,9 @@ fn a_primary_in_another_table_only_is_not_prearmed() {
 
 #[test]
 fn a_dial_link_is_prearmed_only_while_held() {
-    let mut h = H::standard(BASE);
+    let text = BASE.replace("name = \"lte\"\n", "name = \"lte\"\nprearm = true\n");
+    assert_ne!(text, BASE);
+    let mut h = H::standard(&text);
     assert!(h.e.prearmed(0).is_empty(), "lte is not up");
     h.lose_all();
     h.ppp_up();
