@@ -8,7 +8,7 @@
 //!   cycle (both switchovers: out to the backup and back), side by side with
 //!   the Linux peer that needs no agent: a floating static route (a second
 //!   route via the backup with a higher metric), measured in the same run.
-//!   The agent pre-arms the kernel with such a route itself (`prearm`).
+//!   The agent pre-arms the kernel with such a route itself (`prearm = true`).
 //!
 //! `RB_BENCH_QUICK=1`: fewer runs (a run of a minute or so).
 //! - Packets lost while steering when the agent is SIGKILLed and started
@@ -160,9 +160,9 @@ fn lost_across_sigkill() -> Result<usize> {
 }
 
 fn main() -> Result<()> {
-    // The agent.
+    // The agent, pre-arming (off by default: see README "Zero-loss switchover").
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "");
+    let cfg = lab.config("0s", "auto", "prearm = true");
     lab.start_agent(&cfg, &["--log-level", "info"])?;
     let mut latencies = Vec::new();
     for _ in 0..runs() {
