@@ -203,12 +203,102 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
 
         fp.remove_segment(segment())?;
         assert_eq!(ping_path(t)?, Path::Primary);
-        Ok(fp.close(false)?)
-    })?;
-    // Detached: the edge's interface carries no program any more.
-    let link = t.edge.sh("ip -d link show dev e-lan")?;
-    assert!(!link.contains("xdp"), "{link}");
-    Ok(())
+        // Someone else holds the kept links (a child forked by another
+        // thread that has not exec'd yet, a tool that opened the pins):
+        // closing them must still take the programs off.
+        let held = hold_links(&o.pin_path)?;
+        let expected = 1 + usize::from(expect_xdp != XdpAttach::None);
+        assert_eq!(held.len(), expected, "kept links (TC, XDP)");
+        for fd in &held {
+            assert_ne!(link_ifindex(fd)?, 0, "attached before close");
+        }
+        fp.close(false)?;
+        // Detached at once: the edge's interface carries no program any more
+        // (this bpftool predates TCX: the links' own view covers TC).
+        let link = t.edge.sh("ip -d link show dev e-lan")?;
+        assert!(!link.contains("xdp"), "{link}");
+        for fd in &held {
+            assert_eq!(link_ifindex(fd)?, 0, "{mode:?}: a held link still attached");
+        }
+        Ok(())
+    })
+}
+
+/// The interface a bpf link is attached to (BPF_OBJ_GET_INFO_BY_FD; XDP and
+/// TCX links both report it first in their part of `bpf_link_info`), 0 once
+/// detached.
+fn link_ifindex(fd: &OwnedFd) -> Result<u32> {
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // type, id, prog_id, then the union (8-aligned) whose first word is ifindex.
+    let mut info = [0u32; 16];
+    let attr = InfoByFd {
+        bpf_fd: u32::try_from(fd.as_raw_fd())?,
+        info_len: u32::try_from(size_of_val(&info))?,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points to a buffer of info_len bytes that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::from_ref(&attr),
+            size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        bail!(
+            "BPF_OBJ_GET_INFO_BY_FD: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(info[4])
+}
+
+/// Opens every kept link under `pin_path` (BPF_OBJ_GET), as a second holder.
+fn hold_links(pin_path: &std::path::Path) -> Result<Vec<OwnedFd>> {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let dir = routebackup::fastpath::layout_dir(pin_path).join("links");
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+        let attr = ObjGet {
+            pathname: c.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        };
+        // SAFETY: attr points to a NUL-terminated path that outlives the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET,
+                std::ptr::from_ref(&attr),
+                size_of::<ObjGet>(),
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "BPF_OBJ_GET {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+        fds.push(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd)?) });
+    }
+    Ok(fds)
 }
 
 #[test]

@@ -24,6 +24,7 @@
 mod bpffs;
 mod error;
 mod layout;
+mod sys;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -119,10 +120,21 @@ struct IfLinks {
 }
 
 impl IfLinks {
-    /// Unpins and closes every attachment: the programs leave the interface.
+    /// Detaches, unpins and closes every attachment: the programs leave the
+    /// interface before this returns.
     fn detach(self) {
         for h in self.held {
             if let Held::Pinned { link, path } = h {
+                // Closing alone leaves the program on while anyone else still
+                // holds the link (see sys.rs); then the close is what is left.
+                if let Err(e) = sys::detach_link(&link) {
+                    tracing::warn!(
+                        "cannot detach the program from {} at once (it leaves when the \
+                         last holder of its link closes it): {}",
+                        self.attachment.interface,
+                        crate::error::Report(&e)
+                    );
+                }
                 if let Err(e) = std::fs::remove_file(&path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(
