@@ -4,6 +4,7 @@
 //! Every privileged test is `#[ignore = "needs root: run with cargo xtask test"]`;
 //! `cargo xtask test` runs them with `--include-ignored` as root.
 
+pub mod agent;
 pub mod daemons;
 pub mod frames;
 pub mod lab;

@@ -16,13 +16,11 @@
 //! The overrun test suspends the agent, changes the monitored routes, floods
 //! its event socket with unrelated routes and checks it recovers exactly.
 
-use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use routebackup::control::{request_status, StatusReport};
-use routebackup_tests::{agent_bin, sh, wait_until, BpfFs, Netns};
+use routebackup_tests::agent::Agent;
+use routebackup_tests::{sh, wait_until, Netns};
 use serde_json::Value;
 
 /// Segments of the exact group.
@@ -42,94 +40,44 @@ const BACKUP_IF: &str = "bk0";
 /// How long the agent may take to agree after a step.
 const SETTLE: Duration = Duration::from_secs(2);
 
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    _bpffs: BpfFs,
+/// Starts the agent watching `main` and 100, re-dumping every second.
+fn start_agent(ns: &Netns) -> Result<Agent> {
+    let segments = SEGMENTS.map(|s| format!("\"{s}\"")).join(", ");
+    Agent::start(
+        ns,
+        "tables = [\"main\", 100]\nresync_interval = \"1s\"",
+        &format!(
+            "[fastpath]\ninterfaces = [\"lan0\"]\n\n\
+             [[link]]\nname = \"backup\"\ninterface = \"{BACKUP_IF}\"\ndriver = \"always-up\"\n\n\
+             [[group]]\nname = \"g\"\nmatch = \"exact\"\nsegments = [{segments}]\nlinks = [\"backup\"]\n"
+        ),
+    )
 }
 
-impl Agent {
-    fn start(ns: &Netns) -> Result<Agent> {
-        let dir = tempfile::Builder::new().prefix("rbt-truth").tempdir()?;
-        let socket = dir.path().join("rb.sock");
-        let log = dir.path().join("agent.log");
-        let cfg = dir.path().join("routebackup.toml");
-        let bpffs = BpfFs::new()?;
-        let segments = SEGMENTS.map(|s| format!("\"{s}\"")).join(", ");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[agent]\ncontrol_socket = \"{}\"\npin_path = \"{}\"\ntables = [\"main\", 100]\n\
-                 resync_interval = \"1s\"\n\n[fastpath]\ninterfaces = [\"lan0\"]\n\n\
-                 [[link]]\nname = \"backup\"\ninterface = \"{BACKUP_IF}\"\ndriver = \"always-up\"\n\n\
-                 [[group]]\nname = \"g\"\nmatch = \"exact\"\nsegments = [{segments}]\nlinks = [\"backup\"]\n",
-                socket.display(),
-                bpffs.path().join("routebackup").display()
-            ),
-        )?;
-        let child = ns.spawn(&format!(
-            "exec {} run --config {} --log-level routebackup=debug,info 2>{}",
-            agent_bin().display(),
-            cfg.display(),
-            log.display()
-        ))?;
-        let agent = Agent {
-            child,
-            socket,
-            log,
-            _dir: dir,
-            _bpffs: bpffs,
-        };
-        wait_until(Duration::from_secs(10), || {
-            Ok(request_status(&agent.socket).is_ok_and(|s| s.synced))
+/// The agent's `primary_up` per segment, in SEGMENTS order.
+fn primary_up(agent: &Agent) -> Result<Vec<bool>> {
+    let s = agent.status()?;
+    let g = s
+        .groups
+        .iter()
+        .find(|g| g.name == "g")
+        .context("no group g")?;
+    SEGMENTS
+        .iter()
+        .map(|p| {
+            g.segments
+                .iter()
+                .find(|x| x.prefix == *p)
+                .map(|x| x.primary_up)
+                .with_context(|| format!("no segment {p}"))
         })
-        .with_context(|| format!("agent did not come up; its log:\n{}", agent.log_tail(60)))?;
-        Ok(agent)
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    fn status(&self) -> Result<StatusReport> {
-        Ok(request_status(&self.socket)?)
-    }
-
-    /// The agent's `primary_up` per segment, in SEGMENTS order.
-    fn primary_up(&self) -> Result<Vec<bool>> {
-        let s = self.status()?;
-        let g = s
-            .groups
-            .iter()
-            .find(|g| g.name == "g")
-            .context("no group g")?;
-        SEGMENTS
-            .iter()
-            .map(|p| {
-                g.segments
-                    .iter()
-                    .find(|x| x.prefix == *p)
-                    .map(|x| x.primary_up)
-                    .with_context(|| format!("no segment {p}"))
-            })
-            .collect()
-    }
-
-    fn watcher_counts(&self) -> Result<(u64, u64)> {
-        let w = self.status()?.watcher.context("no watcher section")?;
-        Ok((w.view_divergences, w.overruns))
-    }
+        .collect()
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The watcher's (view divergences, overruns).
+fn watcher_counts(agent: &Agent) -> Result<(u64, u64)> {
+    let w = agent.status()?.watcher.context("no watcher section")?;
+    Ok((w.view_divergences, w.overruns))
 }
 
 /// splitmix64: a seeded, reproducible sequence (the steps must be replayable
@@ -446,9 +394,9 @@ fn compare(ns: &Netns, agent: &Agent, seed: u64, steps: &[String]) -> Result<()>
     let start = Instant::now();
     loop {
         let (want, dump) = expected(ns)?;
-        let got = agent.primary_up()?;
+        let got = primary_up(agent)?;
         if got == want {
-            let (divergences, _) = agent.watcher_counts()?;
+            let (divergences, _) = watcher_counts(agent)?;
             if divergences > 0 {
                 bail!(
                     "seed {seed}, step {}: the agent's periodic re-dump found its view had drifted \
@@ -478,7 +426,7 @@ fn compare(ns: &Netns, agent: &Agent, seed: u64, steps: &[String]) -> Result<()>
 fn differential(seed: u64, steps: usize) -> Result<()> {
     let ns = Netns::new("tru")?;
     setup(&ns)?;
-    let agent = Agent::start(&ns)?;
+    let agent = start_agent(&ns)?;
     let mut rng = Rng(seed);
     let mut done = Vec::with_capacity(steps);
     for _ in 0..steps {
@@ -492,7 +440,7 @@ fn differential(seed: u64, steps: usize) -> Result<()> {
     wait_until(Duration::from_secs(5), || {
         Ok(agent.status()?.watcher.is_some_and(|w| w.resyncs > resyncs))
     })?;
-    let (divergences, _) = agent.watcher_counts()?;
+    let (divergences, _) = watcher_counts(&agent)?;
     assert_eq!(
         divergences,
         0,
@@ -549,7 +497,7 @@ fn route_truth_overrun() -> Result<()> {
     let ns = Netns::new("tro")?;
     setup(&ns)?;
     ns.sh("ip route add 10.20.0.0/16 via 192.0.2.1 && ip route add 10.21.0.0/16 via 198.51.100.1")?;
-    let agent = Agent::start(&ns)?;
+    let agent = start_agent(&ns)?;
     compare(&ns, &agent, 0, &[])?;
     let pid = agent.child.id();
     sh(&format!("kill -STOP {pid}"))?;
@@ -581,7 +529,7 @@ fn route_truth_overrun() -> Result<()> {
     compare(&ns, &agent, 0, &["(the overrun sequence)".into()])?;
     wait_until(
         Duration::from_secs(30),
-        || Ok(agent.watcher_counts()?.1 > 0),
+        || Ok(watcher_counts(&agent)?.1 > 0),
     )
     .with_context(|| format!("no overrun counted; log:\n{}", agent.log_tail(40)))?;
     // Two periodic re-dumps after the recovery: nothing left to correct.
@@ -592,9 +540,9 @@ fn route_truth_overrun() -> Result<()> {
             .watcher
             .is_some_and(|w| w.resyncs >= resyncs + 2))
     })?;
-    let (divergences, overruns) = agent.watcher_counts()?;
+    let (divergences, overruns) = watcher_counts(&agent)?;
     assert!(overruns > 0);
     assert_eq!(divergences, 0, "log:\n{}", agent.log_tail(80));
-    assert_eq!(agent.primary_up()?, vec![false; SEGMENTS.len()]);
+    assert_eq!(primary_up(&agent)?, vec![false; SEGMENTS.len()]);
     Ok(())
 }

@@ -6,76 +6,20 @@
 //!
 //! Build the agent first: `cargo build -p routebackup` (or set ROUTEBACKUP_BIN).
 
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use routebackup::control::{request_status, StatusReport};
+use routebackup_tests::agent::Agent;
 use routebackup_tests::{agent_bin, wait_until, Netns};
 
 /// How long a route change may take to reach `status`. The agent needs a
 /// few ms; the bound leaves room for a loaded 2-core test box.
 const STEP: Duration = Duration::from_millis(100);
 
-struct Agent {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    _bpffs: routebackup_tests::BpfFs,
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_agent(ns: &Netns, config_body: &str) -> Result<Agent> {
-    let dir = tempfile::Builder::new().prefix("rbt-watch").tempdir()?;
-    let socket = dir.path().join("rb.sock");
-    let log = dir.path().join("agent.log");
-    let cfg = dir.path().join("routebackup.toml");
-    let bpffs = routebackup_tests::BpfFs::new()?;
-    let text = format!(
-        "[agent]\ncontrol_socket = \"{}\"\npin_path = \"{}\"\ntables = [\"main\"]\n\n{config_body}",
-        socket.display(),
-        bpffs.path().join("routebackup").display()
-    );
-    std::fs::write(&cfg, text)?;
-    let bin = agent_bin();
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p routebackup` first",
-            bin.display()
-        );
-    }
-    let child = ns.spawn(&format!(
-        "exec {} run --config {} --log-level routebackup=debug,info 2>{}",
-        bin.display(),
-        cfg.display(),
-        log.display()
-    ))?;
-    let agent = Agent {
-        child,
-        socket,
-        log,
-        _dir: dir,
-        _bpffs: bpffs,
-    };
-    wait_until(Duration::from_secs(10), || {
-        Ok(request_status(&agent.socket).is_ok_and(|s| s.synced))
-    })
-    .with_context(|| format!("agent did not come up; its log:\n{}", agent.log()))?;
-    Ok(agent)
+    Agent::start(ns, "tables = [\"main\"]", config_body)
 }
 
 /// `routebackup status --json` through the real CLI.
