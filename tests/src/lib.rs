@@ -7,6 +7,7 @@
 pub mod daemons;
 pub mod frames;
 pub mod lab;
+pub mod livegen;
 pub mod metrics;
 pub mod traffic;
 
