@@ -214,6 +214,9 @@ pub struct Sample {
     pub ingress_drops: u64,
     /// Per CPU: (busy, total) jiffies from /proc/stat.
     pub cpus: Vec<(u64, u64)>,
+    /// Per queue of the ingress: frames its NAPI took from the ring
+    /// (`rx_queue_<n>_xdp_packets` of `ethtool -S`).
+    pub queues: Vec<u64>,
 }
 
 /// What one window measured, per second.
@@ -226,6 +229,8 @@ pub struct Window {
     pub drops_pps: f64,
     /// Busy share of each CPU over the window, 0..=1.
     pub busy: Vec<f64>,
+    /// Frames per second each ingress queue took from its ring.
+    pub queue_pps: Vec<f64>,
 }
 
 impl Window {
@@ -238,6 +243,12 @@ impl Window {
             backup_pps: rate(a.backup, b.backup),
             offered_pps: rate(a.offered, b.offered),
             drops_pps: rate(a.ingress_drops, b.ingress_drops),
+            queue_pps: a
+                .queues
+                .iter()
+                .zip(&b.queues)
+                .map(|(&x, &y)| rate(x, y))
+                .collect(),
             busy: a
                 .cpus
                 .iter()
@@ -575,6 +586,19 @@ impl LiveLab {
             .with_context(|| format!("no rx dropped in `{out}`"))
     }
 
+    fn queue_packets(&self) -> Result<Vec<u64>> {
+        let out = self.edge.sh(&format!("ethtool -S {}", self.ingress))?;
+        (0..self.queues)
+            .map(|q| {
+                let key = format!("rx_queue_{q}_xdp_packets:");
+                out.lines()
+                    .find_map(|l| l.trim().strip_prefix(&key))
+                    .and_then(|v| v.trim().parse().ok())
+                    .with_context(|| format!("no {key} in `ethtool -S {}`", self.ingress))
+            })
+            .collect()
+    }
+
     pub fn sample(&self) -> Result<Sample> {
         Ok(Sample {
             at: Instant::now(),
@@ -583,6 +607,7 @@ impl LiveLab {
             offered: self.progs.sent()?,
             ingress_drops: self.ingress_drops()?,
             cpus: cpu_times()?,
+            queues: self.queue_packets()?,
         })
     }
 
@@ -704,6 +729,7 @@ mod tests {
             offered: 0,
             ingress_drops: 5,
             cpus: vec![(10, 100), (0, 100)],
+            queues: vec![0],
         };
         let b = Sample {
             at: t + Duration::from_secs(2),
@@ -712,12 +738,14 @@ mod tests {
             offered: 4_000,
             ingress_drops: 1_005,
             cpus: vec![(110, 200), (50, 200)],
+            queues: vec![600],
         };
         let w = Window::between(&a, &b);
         assert!((w.primary_pps - 1_000.0).abs() < 1e-6);
         assert!(w.backup_pps.abs() < 1e-9);
         assert!((w.offered_pps - 2_000.0).abs() < 1e-6);
         assert!((w.drops_pps - 500.0).abs() < 1e-6);
+        assert!((w.queue_pps[0] - 300.0).abs() < 1e-6);
         assert!((w.busy[0] - 1.0).abs() < 1e-9 && (w.busy[1] - 0.5).abs() < 1e-9);
     }
 }

@@ -303,16 +303,18 @@ fn multi_queue(rounds: usize) -> Result<()> {
     }
     println!("\n### Live traffic, 2-queue veth: XDP steering on 1 core and on 2 ({rounds} rounds of {:.1} s windows, alternating)\n", len.as_secs_f64());
     println!("The generator transmits into the ingress queue of the CPU it runs on, so both queues need a generator on each CPU: on this 2-core machine every core runs a generator and a queue's NAPI thread, sharing it. 1 core: one generator and the NAPI threads on CPU 0 (CPU 1 left idle); 2 cores: the same on each CPU, one queue each. Each core is shared alike in both, so the ratio measures how steering scales with cores (per-CPU counters, no shared cache lines), not the edge against a dedicated generator.\n");
-    println!("| round | cores | forwarded Mpps | offered Mpps | ingress drops Mpps | CPU 0 busy | CPU 1 busy |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| round | cores | forwarded Mpps | offered Mpps | ingress drops Mpps | queue 0 / queue 1 Mpps | CPU 0 busy | CPU 1 busy |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (a, b)) in one.iter().zip(&two).enumerate() {
         for (cores, w) in [(1, a), (2, b)] {
             println!(
-                "| {} | {cores} | {} | {} | {} | {:.0} % | {:.0} % |",
+                "| {} | {cores} | {} | {} | {} | {} / {} | {:.0} % | {:.0} % |",
                 i + 1,
                 mpps(delivered(w)),
                 mpps(w.offered_pps),
                 mpps(w.drops_pps),
+                mpps(w.queue_pps.first().copied().unwrap_or(0.0)),
+                mpps(w.queue_pps.get(1).copied().unwrap_or(0.0)),
                 100.0 * w.busy.first().copied().unwrap_or(0.0),
                 100.0 * w.busy.get(1).copied().unwrap_or(0.0)
             );
