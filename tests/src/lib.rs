@@ -8,6 +8,7 @@ pub mod agent;
 pub mod daemons;
 pub mod frames;
 pub mod lab;
+pub mod livegen;
 pub mod metrics;
 pub mod traffic;
 

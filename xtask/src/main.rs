@@ -33,7 +33,7 @@ enum Task {
     },
     /// Run the benchmarks and print their tables (needs root).
     Bench {
-        /// Only these benches: fastpath, routes, failover.
+        /// Only these benches: fastpath, routes, failover, live.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -493,6 +493,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("fastpath", "bench-fastpath"),
     ("routes", "bench-routes"),
     ("failover", "bench-failover"),
+    ("live", "bench-live"),
 ];
 
 fn bench(only: &[String]) -> Result<()> {
