@@ -23,7 +23,6 @@
 //! - Next hops are permanent neighbours: the sinks drop ARP too.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -81,45 +80,14 @@ fn gen_frame() -> Vec<u8> {
     )
 }
 
-/// The kernel object the agent embeds, as agent/build.rs left it in the
-/// build directory of the running binary's profile (`$RB_EBPF_OBJECT`
-/// overrides). The agent keeps its copy private and never loads the bench
-/// programs; aya loads programs by name from the same object.
-pub fn ebpf_object() -> Result<Vec<u8>> {
-    if let Some(p) = std::env::var_os("RB_EBPF_OBJECT") {
-        return std::fs::read(&p)
-            .with_context(|| format!("read RB_EBPF_OBJECT {}", PathBuf::from(&p).display()));
+/// The kernel object the agent embeds (it never loads the bench programs;
+/// aya loads programs by name from the same object).
+pub fn ebpf_object() -> Result<&'static [u8]> {
+    let object = routebackup::fastpath::object();
+    if object.is_empty() {
+        bail!("the agent was built with AYA_BUILD_SKIP=1 and embeds no BPF object: build it with `cargo xtask build`");
     }
-    let exe = std::env::current_exe().context("path of the running binary")?;
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    // target/<profile>/<bin> or target/<profile>/deps/<test>.
-    for dir in exe.ancestors().skip(1).take(2) {
-        let Ok(rd) = std::fs::read_dir(dir.join("build")) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            // The agent's build script output: routebackup-<16 hex digits>.
-            let is_agent = name
-                .strip_prefix("routebackup-")
-                .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-            let obj = e.path().join("out/routebackup-ebpf");
-            if let (true, Ok(meta)) = (is_agent, std::fs::metadata(&obj)) {
-                // An empty object is what AYA_BUILD_SKIP=1 leaves.
-                if meta.len() > 0 {
-                    found.push((meta.modified()?, obj));
-                }
-            }
-        }
-    }
-    let Some((_, newest)) = found.into_iter().max() else {
-        bail!(
-            "no BPF object next to {}: build the agent without AYA_BUILD_SKIP (`cargo xtask build`) \
-             or set RB_EBPF_OBJECT to routebackup-ebpf",
-            exe.display()
-        );
-    };
-    std::fs::read(&newest).with_context(|| format!("read {}", newest.display()))
+    Ok(object)
 }
 
 /// The bench programs and their maps.
@@ -135,7 +103,7 @@ impl BenchProgs {
     pub fn load() -> Result<BenchProgs> {
         let object = ebpf_object()?;
         let mut ebpf = EbpfLoader::new()
-            .load(&object)
+            .load(object)
             .context("load the BPF object")?;
         for name in [PROG_GEN, PROG_SINK, PROG_REDIRECT] {
             xdp_mut(&mut ebpf, name)?

@@ -56,6 +56,14 @@ type Result<T, E = FastpathError> = std::result::Result<T, E>;
 /// The kernel object built by agent/build.rs (empty with AYA_BUILD_SKIP=1).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/routebackup-ebpf"));
 
+/// The embedded kernel object. It also holds programs the agent never loads
+/// (`rb_floor`, the live-traffic bench's); the benches load those from here
+/// by name. Empty when built with `AYA_BUILD_SKIP=1`.
+#[must_use]
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 const LINKS_DIR: &str = "links";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
