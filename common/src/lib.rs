@@ -8,6 +8,15 @@
 pub const MAP_SEGMENTS_V4: &str = "segments_v4";
 pub const MAP_SEGMENTS_V6: &str = "segments_v6";
 pub const MAP_STATS: &str = "stats";
+/// A one-entry array (`u32` at index 0), the agent's switch for `rb_tc`:
+/// nonzero while no segment entry steers and XDP is attached to every
+/// interface. Then `rb_tc` has nothing to do (XDP counts every packet to a
+/// `pass` entry) and returns after this one lookup, and `rb_xdp` leaves no
+/// `META_COUNTED` mark. 0, the value of a new map, is the behaviour without
+/// the switch. The agent clears it before it writes the first steer entry
+/// (so a packet XDP defers always finds TC working) and sets it after the
+/// last one is gone.
+pub const MAP_TC_IDLE: &str = "tc_idle";
 
 /// Program names (the function names in `ebpf/src/main.rs`).
 pub const PROG_XDP: &str = "rb_xdp";
@@ -19,8 +28,9 @@ pub const PROG_FLOOR: &str = "rb_floor";
 /// Marker `rb_xdp` leaves (native byte order) in the XDP metadata area of a
 /// packet it is done with: counted as passed, or to no monitored segment
 /// (and not IP at all), so `rb_tc` neither counts nor parses it again. Only
-/// packets XDP defers to TC (or could not redirect) come without it. The
-/// agent strips it from BPF_PROG_TEST_RUN output. "RBP1".
+/// packets XDP defers to TC (or could not redirect) come without it, and
+/// every packet while `MAP_TC_IDLE` says TC is idle. The agent strips it from
+/// BPF_PROG_TEST_RUN output. "RBP1".
 pub const META_COUNTED: u32 = 0x5242_5031;
 
 /// Capacity of each segment trie.

@@ -17,7 +17,9 @@
 //! Counting: XDP counts what it decides (steered, passed, failed, deferred);
 //! TC counts steered / failed for what reaches it. A packet XDP counted as
 //! passed carries a marker in the XDP metadata area so TC does not count it
-//! a second time.
+//! a second time. While no entry steers (and XDP runs on every interface)
+//! the agent switches TC off through the `tc_idle` map: `rb_tc` returns at
+//! once and XDP leaves no marker.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // Helpers are inlined on purpose: the verifier must see each packet access in

@@ -95,6 +95,7 @@ fn expected_pins() -> BTreeSet<String> {
         "v1/segments_v4",
         "v1/segments_v6",
         "v1/stats",
+        "v1/tc_idle",
         "v1/links/xdp-native_lan0",
         "v1/links/tc_lan0",
     ]

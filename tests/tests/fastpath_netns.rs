@@ -194,6 +194,13 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
                 ..Default::default()
             },
         )?;
+        // Nothing steers: TC is switched off where XDP runs (XDP counts
+        // alone), and stays on without XDP (TC counts).
+        assert_eq!(
+            fp.tc_idle(),
+            expect_xdp != XdpAttach::None,
+            "{mode:?}: TC switched off while nothing steers"
+        );
         assert_eq!(ping_path(t)?, Path::Primary);
         assert_eq!(
             fp.group_stats(8)?.passed_packets,

@@ -726,3 +726,82 @@ fn cached_macs_skip_the_fib_lookup() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
+    let env = env()?;
+    let pin = env.bpffs.path().join("rb");
+    env.with(|fp, ids| {
+        let seg: ipnet::IpNet = "203.0.113.0/24".parse()?;
+        let f = frames::ipv4(SRC4, Ipv4Addr::new(203, 0, 113, 9), &FrameSpec::default());
+        let other = frames::ipv4(SRC4, Ipv4Addr::new(8, 8, 8, 8), &FrameSpec::default());
+        // Nothing steers: XDP counts the pass entry's packets alone and
+        // marks nothing; rb_tc returns at once, neither parsing nor counting.
+        fp.set_segment(seg, pass(3))?;
+        assert!(fp.tc_idle(), "pass entries need no TC");
+        for frame in [&f, &other] {
+            let r = fp.test_run_xdp(frame, 1)?;
+            assert_eq!((r.verdict, &r.data), (XDP_PASS, frame));
+            assert!(!r.meta_counted, "no mark while TC is idle");
+            let r = fp.test_run_tc(frame, 1)?;
+            assert_eq!((r.verdict, &r.data), (TC_ACT_OK, frame));
+        }
+        assert_eq!(stats(fp, 3).passed_packets, 1, "counted once, by XDP");
+
+        // An entry only TC can serve (L3 backup): TC works from the first
+        // packet after the write.
+        fp.set_segment(seg, steer_l3(3, ids.tun0))?;
+        assert!(!fp.tc_idle());
+        let r = fp.test_run_xdp(&f, 1)?;
+        assert_eq!((r.verdict, &r.data, r.meta_counted), (XDP_PASS, &f, false));
+        let r = fp.test_run_tc(&f, 1)?;
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_l3_forwarded(&f[14..], &r.data[14..], false);
+        // What XDP is done with is marked again, for TC to skip.
+        assert!(fp.test_run_xdp(&other, 1)?.meta_counted);
+
+        // An Ethernet entry: XDP steers it, but defers what the agent cannot
+        // foresee (here an IPv4 fragment) to TC, so TC stays on.
+        fp.set_segment(seg, steer_gw(3, ids.bk0, GW4))?;
+        assert!(!fp.tc_idle());
+        let frag = frames::ipv4(
+            SRC4,
+            Ipv4Addr::new(203, 0, 113, 9),
+            &FrameSpec {
+                frag: 0x2000,
+                ..Default::default()
+            },
+        );
+        assert_eq!(fp.test_run_xdp(&frag, 1)?.verdict, XDP_PASS);
+        assert_eq!(fp.test_run_tc(&frag, 1)?.verdict, TC_ACT_REDIRECT);
+        let s = stats(fp, 3);
+        assert_eq!((s.steered_packets, s.deferred_packets), (2, 2));
+
+        // A second steer entry; replacing one by a pass entry keeps TC on,
+        // removing the last one switches it off.
+        fp.set_segment("203.0.114.0/24".parse()?, steer_l3(4, ids.tun0))?;
+        fp.set_segment(seg, pass(3))?;
+        assert!(!fp.tc_idle(), "one entry still steers");
+        // A reopened fast path (an agent restart) adopts the steering and
+        // keeps TC on.
+        let again = Fastpath::open(&FastpathOptions {
+            pin_path: pin.clone(),
+            interfaces: vec![],
+            mode: AttachMode::Tc,
+        })?;
+        assert!(!again.tc_idle(), "adopted steering keeps TC on");
+        again.close(true)?;
+        assert!(fp.remove_segment("203.0.114.0/24".parse()?)?);
+        assert!(fp.tc_idle(), "nothing steers any more");
+        let before = stats(fp, 3).passed_packets;
+        let r = fp.test_run_tc(&f, 1)?;
+        assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
+        assert_eq!(
+            stats(fp, 3).passed_packets,
+            before,
+            "idle TC counts nothing"
+        );
+        Ok(())
+    })
+}

@@ -13,7 +13,7 @@ use aya::programs::links::LinkError as AyaLinkError;
 use aya::programs::ProgramError;
 use aya::EbpfError;
 use ipnet::IpNet;
-use routebackup_common::{MAX_GROUPS, MAX_SEGMENTS};
+use routebackup_common::{MAP_TC_IDLE, MAX_GROUPS, MAX_SEGMENTS};
 
 use super::XdpAttach;
 use crate::config::AttachMode;
@@ -215,6 +215,16 @@ pub enum FastpathError {
 
     #[error("group id {group_id} is out of range (at most {MAX_GROUPS} groups)")]
     GroupOutOfRange { group_id: u32 },
+
+    /// `state` is "off" (no entry steers) or "on".
+    #[error(
+        "cannot switch rb_tc {state} through the pinned map {MAP_TC_IDLE}: steering may \
+         miss packets XDP hands to TC; check that the map under the pin path is intact"
+    )]
+    TcSwitch {
+        state: &'static str,
+        source: MapError,
+    },
 
     #[error("reading stats of group {group_id}")]
     StatsRead { group_id: u32, source: MapError },

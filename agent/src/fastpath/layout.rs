@@ -17,7 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use routebackup_common::{
-    GroupStats, SegmentValue, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAX_GROUPS, MAX_SEGMENTS,
+    GroupStats, SegmentValue, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAP_TC_IDLE, MAX_GROUPS,
+    MAX_SEGMENTS,
 };
 
 use super::{FastpathError, LINKS_DIR};
@@ -32,9 +33,14 @@ pub const LAYOUT_VERSION: &str = "v1";
 const _: () = assert!(size_of::<SegmentValue>() == 48);
 const _: () = assert!(size_of::<GroupStats>() == 48);
 const _: () = assert!(MAX_SEGMENTS == 65_536 && MAX_GROUPS == 4_096);
+// `tc_idle` (one u32) joined v1 without a version bump: no existing map
+// changed. A v1 directory from before it lacks the map and the load creates
+// it, holding 0: "TC on", the behaviour of the programs that came before the
+// switch; the agent then sets it from the entries it adopts. Older agents
+// neither read nor remove it.
 
 /// The maps pinned by every layout (a pin of another name is not ours).
-const MAP_NAMES: [&str; 3] = [MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS];
+const MAP_NAMES: [&str; 4] = [MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAP_TC_IDLE];
 
 /// The directory of this layout's pins under `pin_path`.
 pub fn layout_dir(pin_path: &Path) -> PathBuf {

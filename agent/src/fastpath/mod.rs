@@ -5,7 +5,8 @@
 //! Layout under the pin directory (default `/sys/fs/bpf/routebackup`), in a
 //! directory named by the map layout's version (`layout::LAYOUT_VERSION`):
 //! - `v1/segments_v4`, `v1/segments_v6`, `v1/stats`: the maps
-//!   (`bpftool map dump pinned ...`).
+//!   (`bpftool map dump pinned ...`); `v1/tc_idle`: the switch that tells
+//!   both programs that `rb_tc` has nothing to do (no entry steers).
 //! - `v1/links/xdp-native|xdp-generic|tc_<ifname>`: the attachments (bpf
 //!   links), pinned as soon as they are made.
 //!
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::lpm_trie::Key;
-use aya::maps::{LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray};
+use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{SchedClassifierLink, TcAttachType};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
@@ -42,7 +43,7 @@ use aya::{Ebpf, EbpfLoader};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, MAP_SEGMENTS_V4, MAP_SEGMENTS_V6,
-    MAP_STATS, MAX_GROUPS, MAX_SEGMENTS, PROG_FLOOR, PROG_TC, PROG_XDP,
+    MAP_STATS, MAP_TC_IDLE, MAX_GROUPS, MAX_SEGMENTS, PROG_FLOOR, PROG_TC, PROG_XDP,
 };
 
 use crate::config::AttachMode;
@@ -185,6 +186,16 @@ pub struct Fastpath {
     segments_v4: LpmTrie<MapData, [u8; 4], SegmentValue>,
     segments_v6: LpmTrie<MapData, [u8; 16], SegmentValue>,
     stats: PerCpuArray<MapData, GroupStats>,
+    /// `MAP_TC_IDLE`: the switch for `rb_tc`.
+    tc_idle: Array<MapData, u32>,
+    /// Prefixes (host bits cleared) whose entry may steer: every steer entry
+    /// written, and a steer write that failed (it may or may not be in the
+    /// map). While there is one, TC stays on: XDP defers to it what the
+    /// agent cannot foresee (IPv4 fragments, an unresolved neighbour, a
+    /// packet over the cached MTU), not only L3 and TC-only backups.
+    steering: HashSet<IpNet>,
+    /// What the switch was last set to (None before the first write).
+    tc_idle_written: Option<bool>,
     links: Vec<IfLinks>,
     forwarding_warned: HashSet<u32>,
 }
@@ -199,7 +210,7 @@ struct MapLayout {
     clippy::cast_possible_truncation,
     reason = "map values are a few dozen bytes (asserted in common)"
 )]
-const MAP_LAYOUTS: [MapLayout; 3] = [
+const MAP_LAYOUTS: [MapLayout; 4] = [
     MapLayout {
         name: MAP_SEGMENTS_V4,
         shape: MapShape {
@@ -225,6 +236,15 @@ const MAP_LAYOUTS: [MapLayout; 3] = [
             key_size: 4,
             value_size: size_of::<GroupStats>() as u32,
             max_entries: MAX_GROUPS,
+        },
+    },
+    MapLayout {
+        name: MAP_TC_IDLE,
+        shape: MapShape {
+            map_type: Some(MapType::Array),
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
         },
     },
 ];
@@ -389,6 +409,7 @@ impl Fastpath {
         let segments_v4 = typed_map(&mut ebpf, MAP_SEGMENTS_V4, LpmTrie::try_from)?;
         let segments_v6 = typed_map(&mut ebpf, MAP_SEGMENTS_V6, LpmTrie::try_from)?;
         let stats = typed_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
+        let tc_idle = typed_map(&mut ebpf, MAP_TC_IDLE, Array::try_from)?;
 
         let mut fp = Fastpath {
             ebpf,
@@ -397,9 +418,22 @@ impl Fastpath {
             segments_v4,
             segments_v6,
             stats,
+            tc_idle,
+            steering: HashSet::new(),
+            tc_idle_written: None,
             links: Vec::new(),
             forwarding_warned: HashSet::new(),
         };
+        // Kept maps may hold steering (a restart): TC is needed for it from
+        // the moment our programs take over the kept links below. Without
+        // XDP in the wanted modes, TC does all the work.
+        fp.steering = fp
+            .segments()?
+            .into_iter()
+            .filter(|(_, v)| v.action == ACTION_STEER)
+            .map(|(net, _)| net)
+            .collect();
+        fp.write_tc_idle(fp.steering.is_empty() && !xdp_mode_wanted(opts.mode).is_empty())?;
 
         let kept = pinned_links(&links_dir);
         // Links kept for interfaces we no longer serve: unpinning detaches them.
@@ -415,7 +449,44 @@ impl Fastpath {
             let l = fp.attach_interface(ifname, opts.mode, &kept)?;
             fp.links.push(l);
         }
+        fp.sync_tc_switch()?;
         Ok(fp)
+    }
+
+    /// `rb_tc` has nothing to do: no entry steers, and XDP, which counts
+    /// every packet to a `pass` entry, runs on every interface.
+    fn tc_idle_wanted(&self) -> bool {
+        self.steering.is_empty()
+            && self
+                .links
+                .iter()
+                .all(|l| l.attachment.xdp != XdpAttach::None)
+    }
+
+    /// Sets the switch to what the entries and attachments need now.
+    fn sync_tc_switch(&mut self) -> Result<()> {
+        let idle = self.tc_idle_wanted();
+        if self.tc_idle_written == Some(idle) {
+            return Ok(());
+        }
+        self.write_tc_idle(idle)
+    }
+
+    fn write_tc_idle(&mut self, idle: bool) -> Result<()> {
+        self.tc_idle
+            .set(0, u32::from(idle), 0)
+            .map_err(|source| FastpathError::TcSwitch {
+                state: if idle { "off" } else { "on" },
+                source,
+            })?;
+        self.tc_idle_written = Some(idle);
+        Ok(())
+    }
+
+    /// Whether `rb_tc` is switched off (no entry steers and XDP runs on every
+    /// interface): it then returns at once, and `rb_xdp` marks nothing.
+    pub fn tc_idle(&self) -> bool {
+        self.tc_idle_written == Some(true)
     }
 
     /// Attaches both programs to `ifname` (adopting what `kept` holds for
@@ -683,12 +754,20 @@ impl Fastpath {
     }
 
     /// Inserts or replaces the entry for exactly `prefix` (host bits are cleared).
+    ///
+    /// A steer entry switches `rb_tc` on before it is written (a packet XDP
+    /// defers to TC must find it working); the last one replaced or removed
+    /// switches it off after the write.
     pub fn set_segment(&mut self, prefix: IpNet, value: SegmentValue) -> Result<()> {
         validate_value(&prefix, &value)?;
+        let net = prefix.trunc();
         if value.action == ACTION_STEER {
             self.warn_backup_forwarding(value.backup_ifindex, &prefix);
+            if self.steering.insert(net) {
+                self.sync_tc_switch()?;
+            }
         }
-        match prefix.trunc() {
+        match net {
             IpNet::V4(n) => self.segments_v4.insert(
                 &Key::new(u32::from(n.prefix_len()), n.network().octets()),
                 value,
@@ -700,7 +779,11 @@ impl Fastpath {
                 0,
             ),
         }
-        .map_err(|e| map_write_error(&prefix, e))
+        .map_err(|e| map_write_error(&prefix, e))?;
+        if value.action != ACTION_STEER && self.steering.remove(&net) {
+            self.sync_tc_switch()?;
+        }
+        Ok(())
     }
 
     /// Removes the entry for exactly `prefix`; Ok(false) if there was none.
@@ -713,14 +796,18 @@ impl Fastpath {
                 .segments_v6
                 .remove(&Key::new(u32::from(n.prefix_len()), n.network().octets())),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
+        let removed = match r {
+            Ok(()) => true,
+            Err(MapError::KeyNotFound) => false,
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(false)
+                false
             }
-            Err(source) => Err(FastpathError::SegmentRemove { prefix, source }),
+            Err(source) => return Err(FastpathError::SegmentRemove { prefix, source }),
+        };
+        if self.steering.remove(&prefix.trunc()) {
+            self.sync_tc_switch()?;
         }
+        Ok(removed)
     }
 
     /// Every entry of both tries (adoption after a restart).
@@ -793,6 +880,7 @@ impl Fastpath {
         let l = self.attach_interface(ifname, mode, &[])?;
         let attachment = l.attachment.clone();
         self.links.push(l);
+        self.sync_tc_switch()?;
         Ok(attachment)
     }
 
@@ -816,6 +904,7 @@ impl Fastpath {
                 let _ = std::fs::remove_file(path);
             }
         }
+        self.sync_tc_switch()?;
         Ok(true)
     }
 

@@ -374,12 +374,12 @@ type FastpathFamily = (&'static str, &'static str, fn(&GroupStats) -> u64);
 const FASTPATH_FAMILIES: &[FastpathFamily] = &[
     (
         "fastpath_steered_packets",
-        "Packets redirected to the backup link",
+        "Packets handed to the backup link by a redirect (not confirmed deliveries: later drops show in the backup interface's counters)",
         |s| s.steered_packets,
     ),
     (
         "fastpath_steered_bytes",
-        "Bytes redirected to the backup link",
+        "Bytes handed to the backup link by a redirect (not confirmed deliveries)",
         |s| s.steered_bytes,
     ),
     (

@@ -3,15 +3,40 @@
 //! "XDP steered" uses an entry with the next hop's MACs cached (the agent's
 //! steady state, `FLAG_MACS_VALID`); "XDP steered, fib lookup" the fallback
 //! without them (one `bpf_fib_lookup` per packet).
-//! Prints a markdown table. Needs root; runs in its own namespace and bpffs
+//!
+//! Two measurement patterns, each with the trivial program's floor measured
+//! the same way (so a figure is only ever compared with a floor of its own
+//! pattern):
+//! - one call of all repetitions (not-steered frames: the program leaves
+//!   them unchanged, so every repetition sees the same frame);
+//! - calls of `CHUNK` repetitions (steered frames): the kernel copies the
+//!   input once per call and reruns the program on the same buffer
+//!   (net/bpf/test_run.c, `bpf_test_run`), so each run lowers the TTL of the
+//!   previous run's output, and a frame sent with TTL 255 must be fresh again
+//!   before it would expire. Each call starts with cold caches (the syscall,
+//!   the XDP dispatcher swap and its RCU wait run in between), which the
+//!   kernel's timer includes and a long call spreads over more repetitions.
+//!
+//! Not steered is measured in two states of the segment entries: nothing
+//! steered (every entry `pass`; the agent then tells the programs that
+//! `rb_tc` has nothing to do) and one group steered (TC needed).
+//!
+//! Each figure is the median of `ROUNDS` rounds; a round measures every
+//! figure once, in turn (A B C A B C ...), so a slow window of the VM moves
+//! all figures of a round, not one.
+//! Prints markdown tables. Needs root; runs in its own namespace and bpffs
 //! and removes both. `cargo run --release -p routebackup-tests --bin bench-fastpath`
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
 use routebackup::config::AttachMode;
-use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathError, FastpathOptions};
-use routebackup_common::{SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID};
+use routebackup::fastpath::{
+    gateway_bytes, Fastpath, FastpathError, FastpathOptions, TestRunOutput,
+};
+use routebackup_common::{
+    SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID,
+};
 use routebackup_tests::frames::{self, FrameSpec};
 use routebackup_tests::{BpfFs, Netns};
 
@@ -28,23 +53,61 @@ fn repeat() -> u32 {
 fn quick() -> bool {
     std::env::var_os("RB_BENCH_QUICK").is_some_and(|v| v != "0")
 }
-/// Repetitions per BPF_PROG_TEST_RUN call: the kernel reruns the program on
-/// the same buffer, so a steered frame (TTL 255) loses one TTL per run and
-/// must be fresh again before it would expire.
-const CHUNK: u32 = 250;
 
-/// Average ns/packet over `repeat()` runs in calls of `chunk` repetitions (the
-/// kernel's timer covers only its loop, so per-call overhead, e.g. swapping
-/// the XDP dispatcher, ~ms, is not included).
-fn per_packet(
-    chunk: u32,
-    run: &dyn Fn(u32) -> Result<routebackup::fastpath::TestRunOutput, FastpathError>,
-) -> Result<f64> {
-    let mut total = 0u128;
-    for _ in 0..repeat() / chunk {
-        total += run(chunk)?.duration.as_nanos() * u128::from(chunk);
+/// Repetitions per BPF_PROG_TEST_RUN call for steered frames (TTL 255, one
+/// lower per repetition; see the module doc).
+const CHUNK: u32 = 250;
+/// Rounds per figure (medians).
+const ROUNDS: u32 = 5;
+
+type Run<'a> = dyn Fn(&mut Fastpath, u32) -> Result<TestRunOutput, FastpathError> + 'a;
+
+/// One figure: how it runs and in calls of how many repetitions.
+struct Figure<'a> {
+    chunk: Option<u32>,
+    run: &'a Run<'a>,
+    samples: Vec<f64>,
+}
+
+impl Figure<'_> {
+    /// Average ns/packet over `n` repetitions (the kernel's timer covers only
+    /// its loop; per-call work outside it, e.g. swapping the XDP dispatcher,
+    /// is not included).
+    fn sample(&mut self, fp: &mut Fastpath, n: u32) -> Result<()> {
+        let chunk = self.chunk.unwrap_or(n);
+        let mut total = 0u128;
+        for _ in 0..n / chunk {
+            total += (self.run)(fp, chunk)?.duration.as_nanos() * u128::from(chunk);
+        }
+        self.samples
+            .push(total as f64 / f64::from(n / chunk * chunk));
+        Ok(())
     }
-    Ok(total as f64 / f64::from(repeat()))
+
+    fn median(&self) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Measures all figures in `ROUNDS` interleaved rounds; returns their medians.
+fn measure(fp: &mut Fastpath, figures: &mut [Figure<'_>]) -> Result<Vec<f64>> {
+    let per_round = repeat() / ROUNDS;
+    for _ in 0..ROUNDS {
+        for f in figures.iter_mut() {
+            f.sample(fp, per_round)?;
+        }
+    }
+    Ok(figures.iter().map(Figure::median).collect())
+}
+
+fn figure<'a>(chunk: Option<u32>, run: &'a Run<'a>) -> Figure<'a> {
+    Figure {
+        chunk,
+        run,
+        samples: Vec::new(),
+    }
 }
 
 /// xorshift64*: deterministic, no dependency.
@@ -58,6 +121,21 @@ impl Rng {
     }
 }
 
+/// One table row: the medians of one segment count.
+struct Row {
+    segments: usize,
+    /// Nothing steered: floor, XDP not steered, TC not steered (one call each).
+    idle: [f64; 3],
+    /// A group steered: floor, XDP not steered, TC not steered (one call each).
+    busy: [f64; 3],
+    /// Calls of CHUNK: floor, XDP not steered, XDP steered, XDP fib, TC steered.
+    chunked: [f64; 5],
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear script: setup, rows, tables"
+)]
 fn main() -> Result<()> {
     let ns = Netns::new("bench")?;
     ns.sh("sysctl -qw net.ipv4.conf.all.forwarding=1 && \
@@ -81,16 +159,22 @@ fn main() -> Result<()> {
             gateway: gateway_bytes(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
             ..Default::default()
         };
-        // The steered destination lives in 100.64.0.0/10 (a /24 segment);
+        // The steered destinations live in 100.64.0.0/10 (/24 segments);
         // random segments are drawn from 10.0.0.0/8 and 172.16.0.0/12 with
         // prefix lengths 16..=32, so not-steered traffic (8.8.8.8) misses.
+        let ttl255 = FrameSpec {
+            ttl: 255,
+            ..Default::default()
+        };
         let steered = frames::ipv4(
             Ipv4Addr::new(10, 9, 0, 5),
             Ipv4Addr::new(100, 64, 1, 7),
-            &FrameSpec {
-                ttl: 255,
-                ..Default::default()
-            },
+            &ttl255,
+        );
+        let fallback = frames::ipv4(
+            Ipv4Addr::new(10, 9, 0, 5),
+            Ipv4Addr::new(100, 64, 2, 7),
+            &ttl255,
         );
         let plain = frames::ipv4(
             Ipv4Addr::new(10, 9, 0, 5),
@@ -98,7 +182,7 @@ fn main() -> Result<()> {
             &FrameSpec::default(),
         );
         // The agent's steady state: MACs and MTU cached from the neighbour table.
-        fp.set_segment(
+        let cached: (ipnet::IpNet, SegmentValue) = (
             "100.64.1.0/24".parse()?,
             SegmentValue {
                 flags: FLAG_GATEWAY_V4 | FLAG_MACS_VALID,
@@ -107,23 +191,26 @@ fn main() -> Result<()> {
                 mtu: 1500,
                 ..value
             },
-        )?;
+        );
         // The fallback: no cached MACs, a fib lookup per packet.
-        fp.set_segment(
+        let fib: (ipnet::IpNet, SegmentValue) = (
             "100.64.2.0/24".parse()?,
             SegmentValue {
                 group_id: 3,
                 ..value
             },
-        )?;
-        let fallback = frames::ipv4(
-            Ipv4Addr::new(10, 9, 0, 5),
-            Ipv4Addr::new(100, 64, 2, 7),
-            &FrameSpec {
-                ttl: 255,
-                ..Default::default()
-            },
         );
+        let pass = |v: SegmentValue| SegmentValue {
+            action: ACTION_PASS,
+            backup_ifindex: 0,
+            ..v
+        };
+        let set_steering = |fp: &mut Fastpath, on: bool| -> Result<()> {
+            for (net, v) in [cached, fib] {
+                fp.set_segment(net, if on { v } else { pass(v) })?;
+            }
+            Ok(())
+        };
         let mut loaded = 2usize; // the steered and the fallback segment
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut seen = std::collections::HashSet::new();
@@ -133,6 +220,12 @@ fn main() -> Result<()> {
         } else {
             &[1, 1_000, 65_536]
         };
+        let floor: &Run<'_> = &|fp, n| fp.test_run_floor(&plain, n);
+        let xdp_plain: &Run<'_> = &|fp, n| fp.test_run_xdp(&plain, n);
+        let tc_plain: &Run<'_> = &|fp, n| fp.test_run_tc(&plain, n);
+        let xdp_steered: &Run<'_> = &|fp, n| fp.test_run_xdp(&steered, n);
+        let xdp_fib: &Run<'_> = &|fp, n| fp.test_run_xdp(&fallback, n);
+        let tc_steered: &Run<'_> = &|fp, n| fp.test_run_tc(&steered, n);
         for &target in targets {
             while loaded < target {
                 let r = rng.next();
@@ -152,48 +245,106 @@ fn main() -> Result<()> {
                 if !seen.insert(net) {
                     continue;
                 }
+                // Every configured segment has an entry; `pass` while its
+                // primary is up.
                 fp.set_segment(
                     ipnet::IpNet::V4(net),
-                    SegmentValue {
+                    pass(SegmentValue {
                         group_id: 2,
                         ..value
-                    },
+                    }),
                 )?;
                 loaded += 1;
             }
-            // The floor, measured next to the figures of each row.
-            // (one call of all repetitions, like the not-steered figures).
-            let floor = fp.test_run_floor(&plain, repeat())?.duration.as_nanos() as f64;
-            rows.push((
-                target,
-                floor,
-                // Not steered: the frame is untouched, one call of `repeat()`.
-                per_packet(repeat(), &|n| fp.test_run_xdp(&plain, n))?,
-                per_packet(CHUNK, &|n| fp.test_run_xdp(&steered, n))?,
-                per_packet(CHUNK, &|n| fp.test_run_xdp(&fallback, n))?,
-                per_packet(repeat(), &|n| fp.test_run_tc(&plain, n))?,
-                per_packet(CHUNK, &|n| fp.test_run_tc(&steered, n))?,
-            ));
+            set_steering(&mut fp, false)?;
+            let idle = measure(
+                &mut fp,
+                &mut [
+                    figure(None, floor),
+                    figure(None, xdp_plain),
+                    figure(None, tc_plain),
+                ],
+            )?;
+            set_steering(&mut fp, true)?;
+            let busy = measure(
+                &mut fp,
+                &mut [
+                    figure(None, floor),
+                    figure(None, xdp_plain),
+                    figure(None, tc_plain),
+                ],
+            )?;
+            let chunked = measure(
+                &mut fp,
+                &mut [
+                    figure(Some(CHUNK), floor),
+                    figure(Some(CHUNK), xdp_plain),
+                    figure(Some(CHUNK), xdp_steered),
+                    figure(Some(CHUNK), xdp_fib),
+                    figure(Some(CHUNK), tc_steered),
+                ],
+            )?;
             for g in [1, 3] {
                 let s = fp.group_stats(g)?;
                 if s.passed_packets != 0 || s.redirect_failures != 0 || s.deferred_packets != 0 {
                     anyhow::bail!("steered runs of group {g} were not all steered: {s:?}");
                 }
             }
+            rows.push(Row {
+                segments: target,
+                idle: idle.try_into().map_err(|_| anyhow::anyhow!("3 figures"))?,
+                busy: busy.try_into().map_err(|_| anyhow::anyhow!("3 figures"))?,
+                chunked: chunked
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("5 figures"))?,
+            });
         }
         fp.close(false)?;
         Ok(rows)
     })?;
     let n = repeat();
-    println!("\n### Fast path (BPF_PROG_TEST_RUN, {n} repetitions; steered frames in calls of {CHUNK} since each run decrements the TTL; 74-byte IPv4/UDP frame; ns/packet; in brackets: above the trivial XDP program's floor measured in the same row)\n");
-    println!("| segments | floor (XDP_PASS) | XDP not steered | XDP steered (cached MACs) | XDP steered, fib lookup | TC not steered | TC steered |");
+    println!(
+        "\n### Fast path (BPF_PROG_TEST_RUN, 74-byte IPv4/UDP frame, ns/packet, medians of \
+         {ROUNDS} interleaved rounds of {} repetitions; in brackets: above the trivial XDP \
+         program's floor measured the same way in the same rounds)\n",
+        n / ROUNDS
+    );
+    println!("Not steered, one call per round:\n");
+    println!(
+        "| segments | nothing steered: floor (XDP_PASS) | XDP | TC | a group steered: floor | XDP | TC |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, floor, xp, xs, xf, tp, ts) in rows {
+    for r in &rows {
+        let [f0, x0, t0] = r.idle;
+        let [f1, x1, t1] = r.busy;
         println!(
-            "| {n} | {floor:.1} | {xp:.1} (+{:.1}) | {xs:.1} (+{:.1}) | {xf:.1} (+{:.1}) | {tp:.1} | {ts:.1} |",
-            xp - floor,
-            xs - floor,
-            xf - floor
+            "| {} | {f0:.1} | {x0:.1} (+{:.1}) | {t0:.1} | {f1:.1} | {x1:.1} (+{:.1}) | {t1:.1} |",
+            r.segments,
+            x0 - f0,
+            x1 - f1,
+        );
+    }
+    println!(
+        "\nCalls of {CHUNK} repetitions (steered frames: TTL 255, one lower per repetition), \
+         a group steered:\n"
+    );
+    println!(
+        "| segments | floor (XDP_PASS) | XDP not steered | XDP steered (cached MACs) | XDP steered, fib lookup | TC steered | XDP steered, rb_xdp's per-call cost removed (vs one-call floor) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let [f, xp, xs, xf, ts] = r.chunked;
+        // What calls of CHUNK add to rb_xdp's own figure (its not-steered
+        // frame measured both ways), taken off the steered figure.
+        let [f1, x1, _] = r.busy;
+        let est = xs - (xp - x1);
+        println!(
+            "| {} | {f:.1} | {xp:.1} (+{:.1}) | {xs:.1} (+{:.1}) | {xf:.1} (+{:.1}) | {ts:.1} | {est:.1} (+{:.1}) |",
+            r.segments,
+            xp - f,
+            xs - f,
+            xf - f,
+            est - f1,
         );
     }
     Ok(())
