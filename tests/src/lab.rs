@@ -331,6 +331,25 @@ impl Lab {
         Ok((self.dest.ifindex("d_p")?, self.dest.ifindex("d_b")?))
     }
 
+    /// Datagrams the destination's sockets dropped because their receive
+    /// buffer was full (`Udp: RcvbufErrors` in `dest`'s /proc/net/snmp):
+    /// loss of the lab's receiver, not of any path.
+    pub fn dest_rcvbuf_errors(&self) -> Result<u64> {
+        let snmp = self.dest.sh("cat /proc/net/snmp")?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+        let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+            bail!("no Udp lines in /proc/net/snmp:\n{snmp}");
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "RcvbufErrors")
+            .with_context(|| format!("no Udp RcvbufErrors in /proc/net/snmp:\n{snmp}"))?
+            .1
+            .parse()
+            .context("Udp RcvbufErrors is not a number")
+    }
+
     pub fn bk0_exists(&self) -> bool {
         self.edge.has_link("bk0")
     }

@@ -5,10 +5,15 @@
 //!   receiving the netlink event from the watcher thread → map write done),
 //!   p50/p99 over RUNS runs.
 //! - Packets lost at 10,000 and 100,000 packets/s per withdraw → restore
-//!   cycle (both switchovers: out to the backup and back), side by side with
-//!   the Linux peer that needs no agent: a floating static route (a second
-//!   route via the backup with a higher metric), measured in the same run.
-//!   The agent pre-arms the kernel with such a route itself (`prearm = true`).
+//!   cycle, at each switchover apart (out to the backup, back to the
+//!   primary), for the agent with `prearm = true`, the agent with pre-arming
+//!   off, and the Linux peer that needs no agent: a floating static route (a
+//!   second route via the backup with a higher metric). Three labs, measured
+//!   cycle by cycle in turn in the same run. The pre-armed agent puts such a
+//!   route in the kernel itself. Loss is counted per packet (sequence
+//!   numbers) and placed in 1 ms buckets around the route change; the
+//!   receiving socket's own overflows are counted apart (the lab's loss, not
+//!   the path's).
 //!
 //! `RB_BENCH_QUICK=1`: fewer runs (a run of a minute or so).
 //! - Packets lost while steering when the agent is SIGKILLed and started
@@ -43,7 +48,7 @@ fn runs() -> usize {
 /// Withdraw → restore cycles per rate and peer.
 fn loss_runs() -> usize {
     if quick() {
-        2
+        3
     } else {
         5
     }
@@ -68,25 +73,45 @@ fn steered(lab: &Lab) -> bool {
 }
 
 /// What one withdraw → restore cycle of a stream lost.
-#[derive(Clone, Copy)]
+#[derive(Clone, Default)]
 struct CycleLoss {
-    /// Lost packets sent within `WINDOW` of the withdrawal or the restore.
-    switchover: u64,
+    /// Lost packets sent within `WINDOW` of the withdrawal (the way out to
+    /// the backup) and of the restore (the way back to the primary).
+    out: u64,
+    back: u64,
     /// Lost packets sent between the two windows (over the backup), and
     /// outside both (over the primary): the loss of each path on this
-    /// machine (a receiver or a ring falling behind), the background the
-    /// switchovers sit on.
+    /// machine, the background the switchovers sit on.
     on_backup: u64,
     on_primary: u64,
     sent: u64,
+    /// Datagrams the receiving socket dropped itself (buffer full): the
+    /// lab's loss, included in the counts above. Zero unless the receiver
+    /// fell more than its buffer behind.
+    receiver: u64,
+    /// (way back?, ms from the route change) of each packet lost in a
+    /// window: where in the switchover it went (1 ms buckets).
+    offsets: Vec<(bool, i64)>,
 }
 
 /// A switchover's window: packets sent from 20 ms before the route change
 /// to 100 ms after it (the agent writes its entry within a millisecond).
 const WINDOW: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(100));
 
+/// Whole milliseconds from `at` to `t`, rounded down (−1: the last
+/// millisecond before).
+fn ms_from(at: Instant, t: Instant) -> i64 {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    if t >= at {
+        ms(t - at)
+    } else {
+        -ms(at - t) - 1
+    }
+}
+
 /// One withdraw → (1 s) → restore → (1 s) cycle of a `rate` packets/s stream.
 fn lost_in_cycle(lab: &Lab, wait_steered: bool, rate: u32) -> Result<CycleLoss> {
+    let overflows = lab.dest_rcvbuf_errors()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
     let dst: SocketAddr = format!("{DEST_ADDR}:9000").parse()?;
     let tx = Sender::start(&lab.lan.path(), dst, rate)?;
@@ -116,17 +141,20 @@ fn lost_in_cycle(lab: &Lab, wait_steered: bool, rate: u32) -> Result<CycleLoss> 
     );
     let near = |at: Instant, t: Instant| t + WINDOW.0 >= at && t <= at + WINDOW.1;
     let mut loss = CycleLoss {
-        switchover: 0,
-        on_backup: 0,
-        on_primary: 0,
         sent: sent.len() as u64,
+        receiver: lab.dest_rcvbuf_errors()?.saturating_sub(overflows),
+        ..CycleLoss::default()
     };
     for t in lost
         .iter()
         .filter_map(|seq| usize::try_from(*seq).ok().and_then(|i| sent.get(i)))
     {
-        if near(withdrawn, *t) || near(restored, *t) {
-            loss.switchover += 1;
+        if near(withdrawn, *t) {
+            loss.out += 1;
+            loss.offsets.push((false, ms_from(withdrawn, *t)));
+        } else if near(restored, *t) {
+            loss.back += 1;
+            loss.offsets.push((true, ms_from(restored, *t)));
         } else if *t > withdrawn && *t < restored {
             loss.on_backup += 1;
         } else {
@@ -134,6 +162,34 @@ fn lost_in_cycle(lab: &Lab, wait_steered: bool, rate: u32) -> Result<CycleLoss> 
         }
     }
     Ok(loss)
+}
+
+/// "mean (max)" of `f` over `v`.
+fn mean_max(v: &[CycleLoss], f: fn(&CycleLoss) -> u64) -> String {
+    let max = v.iter().map(f).max().unwrap_or(0);
+    let mean = v.iter().map(f).sum::<u64>() as f64 / v.len().max(1) as f64;
+    format!("{mean:.1} ({max})")
+}
+
+/// The lost packets of `v` in 1 ms buckets around the withdrawal and the
+/// restore ("ms: packets"), or "none".
+fn buckets(v: &[CycleLoss]) -> String {
+    let mut out = String::new();
+    for (back, name) in [(false, "withdrawal"), (true, "restore")] {
+        let mut by_ms = std::collections::BTreeMap::<i64, u32>::new();
+        for (_, ms) in v.iter().flat_map(|c| &c.offsets).filter(|o| o.0 == back) {
+            *by_ms.entry(*ms).or_default() += 1;
+        }
+        if !by_ms.is_empty() {
+            let list: Vec<String> = by_ms.iter().map(|(ms, n)| format!("{ms}: {n}")).collect();
+            out.push_str(&format!("{name} {{{}}} ", list.join(", ")));
+        }
+    }
+    if out.is_empty() {
+        "none".to_string()
+    } else {
+        out
+    }
 }
 
 /// Packets lost at RATE, once steering is established, across a SIGKILL of
@@ -178,86 +234,97 @@ fn main() -> Result<()> {
         lab.restore_primary()?;
         wait_until(Duration::from_secs(2), || Ok(!steered(&lab)))?;
     }
-    let mut agent_loss = Vec::new();
-    for rate in RATES {
-        let mut v = Vec::new();
-        for _ in 0..loss_runs() {
-            v.push(lost_in_cycle(&lab, true, rate)?);
-        }
-        agent_loss.push(v);
-    }
-    drop(lab);
-
-    // The floating static route: no agent, a second route via the backup.
-    let lab = Lab::new(Backup::HotStandby)?;
-    lab.edge.sh(&format!(
+    // The agent with pre-arming off (the default), and the floating static
+    // route: no agent, a second route via the backup. Each in its own lab,
+    // all alive at once, measured cycle by cycle in turn (A B C A B C), so
+    // the machine's load falls on all three alike.
+    let mut plain = Lab::new(Backup::HotStandby)?;
+    let plain_cfg = plain.config("0s", "auto", "");
+    plain.start_agent(&plain_cfg, &["--log-level", "info"])?;
+    let floating = Lab::new(Backup::HotStandby)?;
+    floating.edge.sh(&format!(
         "ip route add {SEGMENT} via {BACKUP_GW} dev bk0 metric 200"
     ))?;
-    let mut static_loss = Vec::new();
-    for rate in RATES {
-        let mut v = Vec::new();
+    let peers = [(&lab, true), (&plain, true), (&floating, false)];
+    // losses[rate][peer]: one entry per cycle.
+    let mut losses = vec![vec![Vec::new(); peers.len()]; RATES.len()];
+    for (r, rate) in RATES.iter().enumerate() {
         for _ in 0..loss_runs() {
-            v.push(lost_in_cycle(&lab, false, rate)?);
+            for (p, (peer, agent)) in peers.iter().enumerate() {
+                losses[r][p].push(lost_in_cycle(peer, *agent, *rate)?);
+            }
         }
-        static_loss.push(v);
     }
+    drop((lab, plain, floating));
 
     let mut agent_us: Vec<f64> = latencies.iter().map(|l| l.0).collect();
     let mut seen_us: Vec<f64> = latencies.iter().map(|l| l.1).collect();
     agent_us.sort_by(f64::total_cmp);
     seen_us.sort_by(f64::total_cmp);
-    let max = |v: &[CycleLoss]| v.iter().map(|x| x.switchover).max().unwrap_or(0);
-    let mean = |v: &[CycleLoss]| {
-        v.iter().map(|x| x.switchover).sum::<u64>() as f64 / v.len().max(1) as f64
-    };
     // Background loss per second over the backup (about 0.9 s per cycle
     // between the windows) and over the primary (about 1.4 s).
     let bg = |v: &[CycleLoss], f: fn(&CycleLoss) -> u64, secs: f64| {
         v.iter().map(f).sum::<u64>() as f64 / v.len().max(1) as f64 / secs
     };
+    // The rate the sender reached; the loss outside the windows; what of
+    // all that the receiving socket dropped itself.
     let other = |v: &[CycleLoss]| {
         format!(
-            "{:.0}/s via backup, {:.0}/s via primary",
+            "{:.0} pps; {:.0}/s, {:.0}/s; {}",
+            v.iter().map(|x| x.sent).sum::<u64>() as f64 / v.len().max(1) as f64 / 2.5,
             bg(v, |x| x.on_backup, 0.88),
-            bg(v, |x| x.on_primary, 1.38)
+            bg(v, |x| x.on_primary, 1.38),
+            v.iter().map(|x| x.receiver).sum::<u64>()
         )
-    };
-    // The rate the sender reached.
-    let offered = |v: &[CycleLoss]| {
-        v.iter().map(|x| x.sent).sum::<u64>() as f64 / v.len().max(1) as f64 / 2.5
     };
 
     let (runs, loss_runs) = (runs(), loss_runs());
-    println!("\n### Failover (hot standby, {runs} switchovers; loss over {loss_runs} withdraw → restore cycles per rate)\n");
-    println!("| measure | routebackup | floating static route | target |");
-    println!("| --- | ---: | ---: | --- |");
+    println!("\n### Failover (hot standby, {runs} switchovers; loss over {loss_runs} withdraw → restore cycles per rate and peer)\n");
+    println!("| measure | routebackup, `prearm = true` | routebackup, pre-arming off (default) | floating static route | target |");
+    println!("| --- | ---: | ---: | ---: | --- |");
     println!(
-        "| route event → steering entry written, p50 (agent timestamps) | {:.0} µs | n/a | |",
+        "| route event → steering entry written, p50 (agent timestamps) | {:.0} µs | | n/a | |",
         percentile(&agent_us, 0.5)
     );
     println!(
-        "| route event → steering entry written, p99 (agent timestamps) | {:.0} µs | n/a | ≤ 1 ms |",
+        "| route event → steering entry written, p99 (agent timestamps) | {:.0} µs | | n/a | ≤ 1 ms |",
         percentile(&agent_us, 0.99)
     );
     println!(
-        "| `ip route del` → `status` shows steered, p50 (includes CLI polling) | {:.1} ms | n/a | |",
+        "| `ip route del` → `status` shows steered, p50 (includes CLI polling) | {:.1} ms | | n/a | |",
         percentile(&seen_us, 0.5) / 1000.0
     );
-    for ((rate, agent), floating) in RATES.iter().zip(&agent_loss).zip(&static_loss) {
-        println!(
-            "| packets lost around the two switchovers of a withdraw + restore cycle at {rate} pps, mean (max) | {:.1} ({}) | {:.1} ({}) | ≤ static |",
-            mean(agent),
-            max(agent),
-            mean(floating),
-            max(floating)
+    for (rate, by_peer) in RATES.iter().zip(&losses) {
+        let row = |what: &str, f: &dyn Fn(&[CycleLoss]) -> String, target: &str| {
+            let cells: Vec<String> = by_peer.iter().map(|v| f(v)).collect();
+            println!("| {what} | {} | {target} |", cells.join(" | "));
+        };
+        row(
+            &format!(
+                "packets lost at the withdrawal (out to the backup) at {rate} pps, mean (max)"
+            ),
+            &|v| mean_max(v, |x| x.out),
+            "≤ static",
         );
-        println!(
-            "| … at {rate} pps: rate the sender reached; packets lost outside the switchovers | {:.0} pps; {} | {:.0} pps; {} | |",
-            offered(agent),
-            other(agent),
-            offered(floating),
-            other(floating)
+        row(
+            &format!("packets lost at the restore (back to the primary) at {rate} pps, mean (max)"),
+            &|v| mean_max(v, |x| x.back),
+            "≤ static",
         );
+        row(
+            &format!("… at {rate} pps: rate reached; loss outside the switchovers via backup, via primary; of all loss, dropped by the receiving socket"),
+            &other,
+            "",
+        );
+    }
+    println!("\nLost packets by ms from the route change (negative: sent before it):");
+    for (rate, by_peer) in RATES.iter().zip(&losses) {
+        for (name, v) in ["prearm = true", "pre-arming off", "floating static route"]
+            .iter()
+            .zip(by_peer)
+        {
+            println!("- {rate} pps, {name}: {}", buckets(v));
+        }
     }
     println!(
         "\nSIGKILL + restart while steering: {} packets lost (goal 0)",
