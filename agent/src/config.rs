@@ -82,8 +82,8 @@ pub struct LinkConfig {
     pub route_metric: u32,
     /// Pre-arm the kernel with a route per segment via this link while the
     /// link is ready and the primary still up (README "Zero-loss switchover").
-    /// Off unless configured: FRR's zebra adopts such foreign kernel routes
-    /// (distance 0) and withdraws its own BGP/OSPF route for the prefix.
+    /// On by default for always-up links (ready while the primary is up),
+    /// off for dialled ones unless configured.
     pub prearm: bool,
     /// One probe through the link that must answer before it is steered to
     /// (`verify = { target, timeout }`), if any.

@@ -198,6 +198,39 @@ fn frr_bgp_primary_with_backup_learned_route() -> Result<()> {
         held["proto"] == "bgp" && held["dev"] == "wan0",
         "held_by {held}"
     );
+    // Pre-armed (the default for an always-up link) beside FRR: zebra learns
+    // our kernel route at distance 255 (its metric's top byte) and keeps its
+    // BGP route best and installed. With a small metric (distance 0) zebra
+    // preferred ours and withdrew its BGP route.
+    wait_until(Duration::from_secs(5), || {
+        Ok(lab.edge.sh("ip -4 route show proto 252")?.contains(SEGMENT))
+    })
+    .with_context(|| format!("not pre-armed; log:\n{}", lab.log()))?;
+    wait_until(Duration::from_secs(5), || {
+        Ok(edge
+            .vtysh(&format!("show ip route {SEGMENT}"))?
+            .contains("distance 255"))
+    })
+    .with_context(|| {
+        format!(
+            "zebra never learned the pre-armed route: {:?}",
+            edge.vtysh(&format!("show ip route {SEGMENT}"))
+        )
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let zebra = edge.vtysh(&format!("show ip route {SEGMENT}"))?;
+    ensure!(
+        zebra.contains("\"bgp\", distance 20") && lab.group_state()? == "primary",
+        "zebra let the pre-armed route displace BGP: {zebra}\nkernel: {}",
+        lab.edge.sh("ip -4 route")?
+    );
+    wait_edge_route(
+        &lab,
+        &["nhid", "via 10.0.1.2 dev wan0", "proto bgp"],
+        Duration::from_secs(1),
+        "BGP over the primary, beside the pre-armed route",
+    )
+    .with_context(logs)?;
 
     // The primary peer hangs without a word: only the hold timer (3 s) ends
     // the session; FRR then installs the backup-learned route.

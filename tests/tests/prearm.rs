@@ -24,8 +24,10 @@ fn ours(lab: &Lab) -> Result<Vec<String>> {
 }
 
 /// The pre-armed route for the lab's segment, as the agent installs it.
+/// The pre-armed route as `ip route` prints it: at the metric floor, 255 in
+/// the top byte (FRR reads it as administrative distance 255).
 fn prearmed_line() -> String {
-    format!("{SEGMENT} via {BACKUP_GW} dev bk0 metric 1024")
+    format!("{SEGMENT} via {BACKUP_GW} dev bk0 metric {}", 255u32 << 24)
 }
 
 fn wait_ours(lab: &Lab, want: &[String], what: &str) -> Result<()> {
@@ -59,7 +61,8 @@ fn reload(lab: &Lab, config: &str) -> Result<()> {
 fn prearmed_route_sits_behind_the_primary_and_follows_link_and_config() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
-    let cfg = lab.config("0s", "auto", "prearm = true");
+    // No `prearm` key: the default for an always-up link is on.
+    let cfg = lab.config("0s", "auto", "");
     lab.start_agent(&cfg, &[])?;
 
     // Present while the primary is up and the link ready, at the segment's

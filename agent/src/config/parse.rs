@@ -482,6 +482,9 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
         ifname_ok(rep, &l.interface);
         let driver = driver_config(rep, l);
         let is_pppd = matches!(driver, Some(DriverConfig::Pppd { .. }));
+        // An always-up link is ready while the primary is up: that is what
+        // pre-arming is for. A dialled one is pre-armed only when asked.
+        let always_up = matches!(driver, Some(DriverConfig::AlwaysUp));
         let (gateway_v4, gateway_v6) = gateways(rep, l);
         let up_timeout =
             positive_duration(rep, l.up_timeout.as_ref(), "up_timeout", DEFAULT_UP_TIMEOUT);
@@ -518,7 +521,7 @@ fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
             kernel_routes: l.kernel_routes.unwrap_or(false),
             route_metric,
             verify,
-            prearm: l.prearm.unwrap_or(false),
+            prearm: l.prearm.unwrap_or(always_up),
         });
     }
     out

@@ -41,6 +41,15 @@ fn err(text: &str) -> String {
 }
 
 #[test]
+fn always_up_links_are_prearmed_unless_turned_off() {
+    let hot = "[[link]]\nname = \"hot\"\ninterface = \"eth3\"\ndriver = \"always-up\"\n";
+    let on = parse(&format!("{BASE}\n{hot}")).expect("parses");
+    assert!(on.links[2].prearm);
+    let off = parse(&format!("{BASE}\n{hot}prearm = false\n")).expect("parses");
+    assert!(!off.links[2].prearm);
+}
+
+#[test]
 fn defaults_are_filled_in() {
     let c = parse(BASE).expect("base config parses");
     assert_eq!(c.agent.pin_path, PathBuf::from(DEFAULT_PIN_PATH));
@@ -68,6 +77,8 @@ fn defaults_are_filled_in() {
     assert!(!lte.kernel_routes);
     assert_eq!(lte.route_metric, 1024);
     assert_eq!(lte.gateway_v4, None);
+    assert!(!lte.prearm, "dialled links are pre-armed only when asked");
+    assert!(!c.links[1].prearm);
     assert!(
         !c.links[1].require_address,
         "non-pppd links do not need an address by default"

@@ -26,6 +26,9 @@
 //! These routes leave through a backup interface, so they never count as
 //! primary, and their protocol ([`RTPROT_ROUTEBACKUP`]) keeps them out of
 //! the metric they must be worse than.
+//!
+//! Their metric is at least [`PREARM_METRIC_FLOOR`]: routing daemons that
+//! import foreign kernel routes must rank them below their own (see there).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +40,17 @@ use crate::model::{
 };
 
 use super::Engine;
+
+/// The lowest metric of a pre-armed route: 255 in the top byte. FRR's zebra
+/// learns routes other programs put in the kernel and takes their
+/// administrative distance from the metric's top byte (zebra/rt_netlink.c);
+/// with a small metric the distance is 0, which beats BGP's 20, and zebra
+/// withdraws its BGP route in favour of ours (tests/tests/daemons.rs showed
+/// it). At 255 (the largest distance) zebra keeps its own route best and ours
+/// behind it, while the kernel, which only compares metrics, still falls back
+/// to ours inside the primary's deletion. BIRD ignores foreign routes unless
+/// told to `learn` them.
+pub const PREARM_METRIC_FLOOR: u32 = 255 << 24;
 
 /// What one group has pre-armed.
 pub(super) struct Armed {
@@ -129,7 +143,11 @@ impl Engine {
         if !target.l3 && !has_gateway {
             return None;
         }
-        let floor = self.links.get(target.link).map_or(0, |l| l.route_metric);
+        let floor = self
+            .links
+            .get(target.link)
+            .map_or(0, |l| l.route_metric)
+            .max(PREARM_METRIC_FLOOR);
         match self
             .net
             .exact_primary_metric(seg, self.prearm_table, RTPROT_ROUTEBACKUP)

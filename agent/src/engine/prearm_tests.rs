@@ -2,17 +2,13 @@
 //! via the backup while the primary is up, at which metric, and when the
 //! routes go.
 
+use super::prearm::PREARM_METRIC_FLOOR as FLOOR;
 use super::tests::{del, iface, net, nh, route, via, BASE, ETH0, ETH3, H, PPP0};
 use crate::model::*;
 
 /// `hq` on the always-up link `hot` (eth3, gateway 10.99.0.1), pre-arming
-/// unless `extra_link` says otherwise (it is off by default).
+/// unless `extra_link` says otherwise (on by default for always-up links).
 fn hot(extra_link: &str, extra_group: &str) -> String {
-    let extra_link = if extra_link.contains("prearm") {
-        extra_link.to_string()
-    } else {
-        format!("prearm = true\n{extra_link}")
-    };
     BASE.replace(
         "links = [\"lte\", \"dsl\"]",
         &format!("links = [\"hot\"]\n{extra_group}"),
@@ -55,26 +51,29 @@ fn bgp(prefix: &str, metric: u32) -> Event {
 #[test]
 fn an_always_up_link_is_prearmed_behind_the_primary_and_stays_through_the_outage() {
     let mut h = H::standard(&hot("", ""));
-    assert_eq!(h.e.prearmed(0), armed(1024));
+    assert_eq!(h.e.prearmed(0), armed(FLOOR));
     // Losing the primary keeps the routes: the kernel forwards over them.
     for s in SEGS {
         let (ins, rem) = changes(&h.ev(del(s)));
         assert!(ins.is_empty() && rem.is_empty(), "{s}: {ins:?} {rem:?}");
     }
     assert_eq!(h.group(0).state, GroupState::Backup);
-    assert_eq!(h.e.prearmed(0), armed(1024));
+    assert_eq!(h.e.prearmed(0), armed(FLOOR));
     // And the way back.
     let (ins, rem) = changes(&h.ev(via(SEGS[0], ETH0)));
     assert!(ins.is_empty() && rem.is_empty());
     assert_eq!(h.group(0).state, GroupState::Holding);
-    assert_eq!(h.e.prearmed(0), armed(1024));
+    assert_eq!(h.e.prearmed(0), armed(FLOOR));
 }
 
 #[test]
 fn the_metric_is_worse_than_every_other_route_to_the_prefix() {
     let mut h = H::standard(&hot("", ""));
+    // Below the floor, the floor; above it, one worse than the worst.
     let (ins, rem) = changes(&h.ev(bgp(SEGS[0], 5000)));
-    assert_eq!(ins, vec![(SEGS[0].to_string(), 5001)]);
+    assert!(ins.is_empty() && rem.is_empty(), "{ins:?} {rem:?}");
+    let (ins, rem) = changes(&h.ev(bgp(SEGS[0], FLOOR + 5)));
+    assert_eq!(ins, vec![(SEGS[0].to_string(), FLOOR + 6)]);
     assert!(rem.is_empty());
     // A metric nothing can be worse than: not pre-armed.
     let (ins, rem) = changes(&h.ev(bgp(SEGS[1], u32::MAX)));
@@ -83,7 +82,7 @@ fn the_metric_is_worse_than_every_other_route_to_the_prefix() {
     // Our own route (proto 252 via the backup) is no primary and does not
     // push the metric up.
     let mut ours = route(254, SEGS[2], vec![nh(ETH3)]);
-    ours.key.metric = 1024;
+    ours.key.metric = FLOOR;
     ours.protocol = RTPROT_ROUTEBACKUP;
     let (ins, rem) = changes(&h.ev(Event::RouteUpsert(ours)));
     assert!(ins.is_empty() && rem.is_empty(), "{ins:?} {rem:?}");
@@ -99,7 +98,7 @@ fn the_link_going_down_disarms_and_coming_back_rearms() {
     assert!(h.e.prearmed(0).is_empty());
     let (ins, _) = changes(&h.ev(iface(ETH3, "eth3", true)));
     assert_eq!(ins.len(), 3);
-    assert_eq!(h.e.prearmed(0), armed(1024));
+    assert_eq!(h.e.prearmed(0), armed(FLOOR));
 }
 
 #[test]
@@ -152,7 +151,7 @@ fn a_dial_link_is_prearmed_only_while_held() {
             _ => None,
         })
         .collect();
-    assert_eq!(arm, vec![(PPP0, vec![(net(SEGS[0]), 1024)])]);
+    assert_eq!(arm, vec![(PPP0, vec![(net(SEGS[0]), FLOOR)])]);
     // Hold over: the link goes down, the route with it.
     let acts = h.ev(Event::TimerFired(Timer::Deactivate(0)));
     assert!(acts.contains(&Action::Disarm {
@@ -166,7 +165,7 @@ fn a_dial_link_is_prearmed_only_while_held() {
 fn a_reload_that_removes_the_group_disarms_it() {
     let text = hot("", "");
     let mut h = H::standard(&text);
-    assert_eq!(h.e.prearmed(0), armed(1024));
+    assert_eq!(h.e.prearmed(0), armed(FLOOR));
     let running = super::tests::config(&text);
     let without = text.replace("[[group]]\nname = \"hq\"", "[[group]]\nname = \"other\"");
     let new = super::slotted(&running, &super::tests::config(&without));

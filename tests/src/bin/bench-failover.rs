@@ -216,7 +216,8 @@ fn lost_across_sigkill() -> Result<usize> {
 }
 
 fn main() -> Result<()> {
-    // The agent, pre-arming (off by default: see README "Zero-loss switchover").
+    // The agent, pre-arming (the default for an always-up link; said
+    // explicitly, as the second lab says `prearm = false`).
     let mut lab = Lab::new(Backup::HotStandby)?;
     let cfg = lab.config("0s", "auto", "prearm = true");
     lab.start_agent(&cfg, &["--log-level", "info"])?;
@@ -234,12 +235,12 @@ fn main() -> Result<()> {
         lab.restore_primary()?;
         wait_until(Duration::from_secs(2), || Ok(!steered(&lab)))?;
     }
-    // The agent with pre-arming off (the default), and the floating static
+    // The agent with pre-arming off (`prearm = false`), and the floating static
     // route: no agent, a second route via the backup. Each in its own lab,
     // all alive at once, measured cycle by cycle in turn (A B C A B C), so
     // the machine's load falls on all three alike.
     let mut plain = Lab::new(Backup::HotStandby)?;
-    let plain_cfg = plain.config("0s", "auto", "");
+    let plain_cfg = plain.config("0s", "auto", "prearm = false");
     plain.start_agent(&plain_cfg, &["--log-level", "info"])?;
     let floating = Lab::new(Backup::HotStandby)?;
     floating.edge.sh(&format!(
@@ -280,7 +281,7 @@ fn main() -> Result<()> {
 
     let (runs, loss_runs) = (runs(), loss_runs());
     println!("\n### Failover (hot standby, {runs} switchovers; loss over {loss_runs} withdraw → restore cycles per rate and peer)\n");
-    println!("| measure | routebackup, `prearm = true` | routebackup, pre-arming off (default) | floating static route | target |");
+    println!("| measure | routebackup, `prearm = true` | routebackup, `prearm = false` | floating static route | target |");
     println!("| --- | ---: | ---: | ---: | --- |");
     println!(
         "| route event → steering entry written, p50 (agent timestamps) | {:.0} µs | | n/a | |",
