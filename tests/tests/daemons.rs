@@ -25,12 +25,16 @@ fn edge_route(lab: &Lab) -> String {
         .to_string()
 }
 
-/// Waits until the edge's route to the segment contains every needle.
+/// Waits until one of the edge's routes to the segment contains every
+/// needle (one route: the pre-armed route sits beside the daemon's, and
+/// needles spread over both must not pass for the daemon's route).
 fn wait_edge_route(lab: &Lab, needles: &[&str], within: Duration, why: &str) -> Result<String> {
     let mut last = String::new();
     wait_until(within, || {
         last = edge_route(lab);
-        Ok(needles.iter().all(|n| last.contains(n)))
+        Ok(last
+            .lines()
+            .any(|route| needles.iter().all(|n| route.contains(n))))
     })
     .with_context(|| format!("{why}: the edge's route never showed {needles:?}; last: {last:?}"))?;
     Ok(last)
