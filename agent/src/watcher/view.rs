@@ -207,6 +207,8 @@ impl KernelView {
                 At::End => keys.len(),
                 At::Index(i) => i.min(keys.len()),
             };
+            // A slot holds one route or a few: grow by one, not to four.
+            keys.reserve_exact(1);
             keys.insert(i, route.key.clone());
         }
         self.routes.insert(route.key.clone(), route.clone());
