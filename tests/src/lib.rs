@@ -149,21 +149,48 @@ pub fn veth(
     b_if: &str,
     b_addr: &str,
 ) -> Result<()> {
+    let end = |ns, name, addr| VethEnd {
+        ns,
+        name,
+        addr,
+        mac: None,
+    };
+    veth_pair(1, &end(a, a_if, a_addr), &end(b, b_if, b_addr))
+}
+
+/// One end of a veth pair: its namespace, name, address ("" for none) and
+/// MAC (`None`: the kernel's random one).
+pub struct VethEnd<'a> {
+    pub ns: &'a Netns,
+    pub name: &'a str,
+    pub addr: &'a str,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Creates a veth pair with `queues` queues each way, both ends up.
+pub fn veth_pair(queues: u32, a: &VethEnd<'_>, b: &VethEnd<'_>) -> Result<()> {
     let tmp = format!(
         "v{}x{}",
         std::process::id(),
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     );
+    let q = format!("numtxqueues {queues} numrxqueues {queues}");
     sh(&format!(
-        "ip link add {tmp}a type veth peer name {tmp}b && \
-         ip link set {tmp}a netns {} name {a_if} && ip link set {tmp}b netns {} name {b_if}",
-        a.name, b.name
+        "ip link add {tmp}a {q} type veth peer name {tmp}b {q} && \
+         ip link set {tmp}a netns {} name {} && ip link set {tmp}b netns {} name {}",
+        a.ns.name, a.name, b.ns.name, b.name
     ))?;
-    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-        if !addr.is_empty() {
-            ns.sh(&format!("ip addr add {addr} dev {ifname}"))?;
+    for end in [a, b] {
+        if let Some(m) = end.mac {
+            let mac = m.map(|b| format!("{b:02x}")).join(":");
+            end.ns
+                .sh(&format!("ip link set {} address {mac}", end.name))?;
         }
-        ns.sh(&format!("ip link set {ifname} up"))?;
+        if !end.addr.is_empty() {
+            end.ns
+                .sh(&format!("ip addr add {} dev {}", end.addr, end.name))?;
+        }
+        end.ns.sh(&format!("ip link set {} up", end.name))?;
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ use routebackup_common::{
 };
 
 use crate::frames::{self, FrameSpec, LAN_DST_MAC, LAN_SRC_MAC};
-use crate::{sh, BpfFs, Netns};
+use crate::{sh, veth_pair, BpfFs, Netns, VethEnd};
 
 pub const SEGMENT: &str = "198.51.100.0/24";
 pub const DEST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -318,35 +318,14 @@ pub struct LiveLab {
     pin_seq: u32,
 }
 
-/// A veth pair of `queues` queues each way, `a` in `na`, `b` in `nb`, up,
-/// with MACs and addresses ("" for none).
-#[expect(clippy::too_many_arguments, reason = "one veth end is four facts")]
-fn veth_q(
-    queues: u32,
-    na: &Netns,
-    a: &str,
-    a_mac: [u8; 6],
-    a_addr: &str,
-    nb: &Netns,
-    b: &str,
-    b_mac: [u8; 6],
-    b_addr: &str,
-) -> Result<()> {
-    let tmp = format!("lv{}", std::process::id());
-    sh(&format!(
-        "ip link add {tmp}a numtxqueues {queues} numrxqueues {queues} type veth peer name {tmp}b \
-         numtxqueues {queues} numrxqueues {queues} && \
-         ip link set {tmp}a netns {} name {a} && ip link set {tmp}b netns {} name {b}",
-        na.name, nb.name
-    ))?;
-    for (ns, ifname, mac, addr) in [(na, a, a_mac, a_addr), (nb, b, b_mac, b_addr)] {
-        ns.sh(&format!("ip link set {ifname} address {}", mac_text(mac)))?;
-        if !addr.is_empty() {
-            ns.sh(&format!("ip addr add {addr} dev {ifname}"))?;
-        }
-        ns.sh(&format!("ip link set {ifname} up"))?;
+/// One end of a lab veth with its fixed MAC.
+fn end<'a>(ns: &'a Netns, name: &'a str, mac: [u8; 6], addr: &'a str) -> VethEnd<'a> {
+    VethEnd {
+        ns,
+        name,
+        addr,
+        mac: Some(mac),
     }
-    Ok(())
 }
 
 impl LiveLab {
@@ -363,38 +342,21 @@ impl LiveLab {
                 "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
             )?;
         }
-        veth_q(
+        veth_pair(
             queues,
-            &gen,
-            "g0",
-            LAN_SRC_MAC,
-            "10.0.0.2/24",
-            &edge,
-            &ingress,
-            LAN_DST_MAC,
-            "10.0.0.1/24",
+            &end(&gen, "g0", LAN_SRC_MAC, "10.0.0.2/24"),
+            &end(&edge, &ingress, LAN_DST_MAC, "10.0.0.1/24"),
         )?;
-        veth_q(
+        veth_pair(
             queues,
-            &edge,
-            "wan0",
-            WAN_MAC,
-            "10.0.1.1/30",
-            &sink,
-            "s_p",
-            SINK_P_MAC,
-            "10.0.1.2/30",
+            &end(&edge, "wan0", WAN_MAC, "10.0.1.1/30"),
+            &end(&sink, "s_p", SINK_P_MAC, "10.0.1.2/30"),
         )?;
-        veth_q(
+        let bk_gw = format!("{BACKUP_GW}/30");
+        veth_pair(
             queues,
-            &edge,
-            "bk0",
-            BK_MAC,
-            "10.0.2.1/30",
-            &sink,
-            "s_b",
-            SINK_B_MAC,
-            &format!("{BACKUP_GW}/30"),
+            &end(&edge, "bk0", BK_MAC, "10.0.2.1/30"),
+            &end(&sink, "s_b", SINK_B_MAC, &bk_gw),
         )?;
         edge.sh(
             "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \

@@ -266,24 +266,17 @@ fn main() -> Result<()> {
                 )?;
                 loaded += 1;
             }
+            let one_call = || {
+                [
+                    figure(None, floor),
+                    figure(None, xdp_plain),
+                    figure(None, tc_plain),
+                ]
+            };
             set_steering(&mut fp, false)?;
-            let idle = measure(
-                &mut fp,
-                &mut [
-                    figure(None, floor),
-                    figure(None, xdp_plain),
-                    figure(None, tc_plain),
-                ],
-            )?;
+            let idle = measure(&mut fp, &mut one_call())?;
             set_steering(&mut fp, true)?;
-            let busy = measure(
-                &mut fp,
-                &mut [
-                    figure(None, floor),
-                    figure(None, xdp_plain),
-                    figure(None, tc_plain),
-                ],
-            )?;
+            let busy = measure(&mut fp, &mut one_call())?;
             let chunked = measure(
                 &mut fp,
                 &mut [
