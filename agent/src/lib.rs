@@ -4,7 +4,8 @@
 //! route prefixes match a monitored segment), `engine` (pure decision
 //! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
-//! `fastpath` (BPF programs and maps), `dataplane` (carries actions out: fast
+//! `kernel` (what the running kernel can do, probed once), `fastpath` (BPF
+//! programs and maps), `dataplane` (carries actions out: fast
 //! path entries, kernel routes, next-hop MACs), `links` (backup link
 //! drivers), `control` (status socket), `daemon` (wires them together).
 //! `error` is how errors reach people, `paths` every runtime path.
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod fastpath;
 pub mod hooks;
+pub mod kernel;
 pub mod links;
 pub mod logging;
 pub mod metrics;

@@ -11,6 +11,7 @@ use routebackup::daemon::lock::AgentLocks;
 use routebackup::daemon::{self, ActionSink, LogSink};
 use routebackup::dataplane::Dataplane;
 use routebackup::error::Report;
+use routebackup::kernel::{parse_features, Kernel, UnknownFeature, WITHOUT_ENV};
 
 use routebackup::paths::{dry_run_socket, DEFAULT_CONFIG};
 
@@ -44,6 +45,23 @@ enum Command {
         /// it runs beside the live agent.
         #[arg(long)]
         dry_run: bool,
+        /// Kernel features to treat as absent, comma-separated (see
+        /// `routebackup kernel`): to work around a feature that misbehaves
+        /// on a box, and for tests of every fallback.
+        #[arg(long, env = WITHOUT_ENV, value_delimiter = ',')]
+        kernel_without: Vec<String>,
+    },
+    /// Probe what this kernel can do for the agent, like `bpftool feature`
+    /// for what routebackup needs: each feature, the oldest Linux that has
+    /// it, and what its absence costs. Needs no running agent (run as root:
+    /// the probes load programs). Exit 1 when the agent cannot run here.
+    Kernel {
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Features to treat as absent, comma-separated (as `run` does).
+        #[arg(long, env = WITHOUT_ENV, value_delimiter = ',')]
+        without: Vec<String>,
     },
     /// Validate a config file and print its normalised form.
     Check {
@@ -96,7 +114,9 @@ fn main() -> ExitCode {
             log_level,
             keep_fastpath,
             dry_run,
-        } => run(&config, &log_level, keep_fastpath, dry_run),
+            kernel_without,
+        } => run(&config, &log_level, keep_fastpath, dry_run, &kernel_without),
+        Command::Kernel { json, without } => kernel(json, &without),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.normalised());
@@ -176,7 +196,45 @@ fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<Pa
     }
 }
 
-fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) -> ExitCode {
+/// The host kernel with the named features forced off.
+fn probed_kernel(without: &[String]) -> Result<Kernel, UnknownFeature> {
+    let off = parse_features(&without.join(","))?;
+    Ok(Kernel::host().without(&off))
+}
+
+fn kernel(json: bool, without: &[String]) -> ExitCode {
+    let kernel = match probed_kernel(without) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("routebackup: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&kernel) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("routebackup: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", kernel.table());
+    }
+    if kernel.check_essential().is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(
+    config_path: &Path,
+    log_level: &str,
+    keep_fastpath: bool,
+    dry_run: bool,
+    kernel_without: &[String],
+) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
     let filter = match filter {
@@ -222,6 +280,32 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
             return ExitCode::FAILURE;
         }
     };
+    let kernel = if dry_run {
+        None
+    } else {
+        let kernel = match probed_kernel(kernel_without) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let choices = kernel.choices();
+        tracing::info!(
+            "{}{}",
+            kernel.summary(),
+            if choices.is_empty() {
+                String::new()
+            } else {
+                format!("; so: {}", choices.join("; "))
+            }
+        );
+        if let Err(e) = kernel.check_essential() {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+        Some(kernel)
+    };
     let sink_config = config.clone();
     let result = rt.block_on(daemon::run(config, config_path.to_path_buf(), move || {
         if dry_run {
@@ -230,7 +314,8 @@ fn run(config_path: &Path, log_level: &str, keep_fastpath: bool, dry_run: bool) 
             );
             return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
         }
-        Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath)?) as Box<dyn ActionSink>)
+        let kernel = kernel.unwrap_or_else(|| Kernel::host().clone());
+        Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath, &kernel)?) as Box<dyn ActionSink>)
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,

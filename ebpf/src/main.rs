@@ -17,7 +17,9 @@
 //! Counting: XDP counts what it decides (steered, passed, failed, deferred);
 //! TC counts steered / failed for what reaches it. A packet XDP counted as
 //! passed carries a marker in the XDP metadata area so TC does not count it
-//! a second time. While no entry steers (and XDP runs on every interface)
+//! a second time; where the kernel refuses XDP metadata (`RB_XDP_META` set
+//! to 0 at load), XDP leaves the counting of such packets to TC, which
+//! examines them again. While no entry steers (and XDP runs on every interface)
 //! the agent switches TC off through the `tc_idle` map: `rb_tc` returns at
 //! once and XDP leaves no marker.
 #![cfg_attr(target_arch = "bpf", no_std)]

@@ -79,6 +79,35 @@ named_map! {
     static TC_IDLE: Array<u32, 1> = Array::new();
 }
 
+/// Load-time constants (`EbpfLoader::override_global`, from the agent's kernel
+/// probe). They live in `.rodata`, which aya freezes, so the verifier reads
+/// their value as a known scalar and never walks the branch they close: a
+/// helper the kernel refuses (6.18 hardened builds refuse
+/// `bpf_xdp_adjust_meta` in XDP) then costs nothing and fails nothing. One
+/// object with switches rather than program variants: every combination
+/// loads from the same code, and the tests force each switch on any kernel.
+///
+/// `RB_XDP_META`: XDP may leave the `META_COUNTED` mark for TC.
+#[unsafe(no_mangle)]
+static RB_XDP_META: u32 = 1;
+/// `RB_XDP_FIB`: XDP may call `bpf_fib_lookup`; without it, a steered packet
+/// whose next hop's MACs are not cached is left to TC (`bpf_redirect_neigh`).
+#[unsafe(no_mangle)]
+static RB_XDP_FIB: u32 = 1;
+
+#[inline(always)]
+fn xdp_meta() -> bool {
+    // SAFETY: reading a static; volatile so the compiler keeps the load the
+    // loader's value reaches, instead of folding the default in.
+    unsafe { core::ptr::read_volatile(&raw const RB_XDP_META) != 0 }
+}
+
+#[inline(always)]
+fn xdp_fib() -> bool {
+    // SAFETY: as in `xdp_meta`.
+    unsafe { core::ptr::read_volatile(&raw const RB_XDP_FIB) != 0 }
+}
+
 /// The agent's switch: true while no entry steers and XDP runs on every
 /// interface, so `rb_tc` has nothing to do (see `MAP_TC_IDLE`). An array
 /// lookup, which the verifier inlines.
@@ -243,8 +272,12 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
     let group = seg.group_id;
 
     if seg.action != ACTION_STEER || p.hop <= 1 {
-        count(group, Counter::Passed, bytes);
-        done(ctx);
+        // Without the mark, TC cannot tell this packet was counted: while
+        // TC runs, it counts the packet instead (`rb_tc` examines it again).
+        if xdp_meta() || tc_idle() {
+            count(group, Counter::Passed, bytes);
+            done(ctx);
+        }
         return Some(xdp_action::XDP_PASS);
     }
     if seg.flags & (FLAG_L3_DEVICE | FLAG_TC_ONLY) != 0 || p.fragment {
@@ -261,6 +294,11 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
             return Some(xdp_action::XDP_PASS);
         }
         return rewrite_and_redirect(ctx, &p, &seg, &seg.dmac, &seg.smac, bytes);
+    }
+
+    if !xdp_fib() {
+        count(group, Counter::Deferred, bytes);
+        return Some(xdp_action::XDP_PASS);
     }
 
     // Lookup target: the gateway (its family decides) or the destination.
@@ -366,10 +404,11 @@ fn rewrite_and_redirect(
 }
 
 /// XDP is done with a packet it passes: tells `rb_tc` so, unless TC is idle
-/// anyway (then the mark would cost about 9 ns per packet for nothing).
+/// anyway (then the mark would cost about 9 ns per packet for nothing) or
+/// the kernel has no XDP metadata (then TC examines the packet again).
 #[inline(always)]
 fn done(ctx: &XdpContext) {
-    if !tc_idle() {
+    if xdp_meta() && !tc_idle() {
         mark_counted(ctx);
     }
 }
@@ -418,13 +457,16 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
         return Some(TC_ACT_OK);
     }
     let skb = skb(ctx);
-    // A packet XDP already counted as passed: nothing to do.
-    // SAFETY: reading context fields the verifier rewrites to skb accesses.
-    let (meta, data0) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
-    if meta + 4 <= data0 {
-        // SAFETY: [meta, meta + 4) is inside the metadata area.
-        if unsafe { *(meta as *const u32) } == META_COUNTED {
-            return Some(TC_ACT_OK);
+    // A packet XDP already counted as passed: nothing to do. Without XDP
+    // metadata there is no mark to read, and XDP left the counting to us.
+    if xdp_meta() {
+        // SAFETY: reading context fields the verifier rewrites to skb accesses.
+        let (meta, data0) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
+        if meta + 4 <= data0 {
+            // SAFETY: [meta, meta + 4) is inside the metadata area.
+            if unsafe { *(meta as *const u32) } == META_COUNTED {
+                return Some(TC_ACT_OK);
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, Xd
 use aya::{Ebpf, EbpfLoader};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup::kernel::Kernel;
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID,
 };
@@ -428,6 +429,7 @@ impl LiveLab {
             pin_path: self.bpffs.path().join(format!("rb{}", self.pin_seq)),
             interfaces: vec![self.ingress.clone()],
             mode,
+            kernel: Kernel::host().clone(),
         };
         self.edge.run_in(|| Ok(Fastpath::open(&opts)?))
     }

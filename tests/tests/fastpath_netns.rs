@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions, XdpAttach};
+use routebackup::kernel::Kernel;
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE,
 };
@@ -120,6 +121,7 @@ fn opts(t: &Topo, mode: AttachMode) -> FastpathOptions {
         pin_path: t.bpffs.path().join("routebackup"),
         interfaces: vec!["e-lan".into()],
         mode,
+        kernel: Kernel::host().clone(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::Result;
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup::kernel::Kernel;
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
     FLAG_L3_DEVICE, FLAG_MACS_VALID,
@@ -62,6 +63,7 @@ impl Env {
                 pin_path: pin,
                 interfaces: vec![],
                 mode: AttachMode::Tc,
+                kernel: Kernel::host().clone(),
             })?;
             let r = f(&mut fp, &Ids { bk0, tun0 });
             fp.close(false)?;
@@ -551,6 +553,7 @@ fn pinned_maps_survive_reopen_and_stale_layouts_are_replaced() -> Result<()> {
         pin_path: pin.clone(),
         interfaces: vec![],
         mode: AttachMode::Tc,
+        kernel: Kernel::host().clone(),
     };
     let entry = move || -> Result<(ipnet::IpNet, SegmentValue)> {
         Ok(("198.51.100.0/24".parse()?, steer_gw(1, bk0, GW4)))
@@ -627,6 +630,7 @@ fn pinned_maps_survive_reopen_and_stale_layouts_are_replaced() -> Result<()> {
         pin_path: tmp.path().join("rb"),
         interfaces: vec![],
         mode: AttachMode::Tc,
+        kernel: Kernel::host().clone(),
     };
     let msg = format!("{:#}", Fastpath::open(&opts).err().expect("not a bpffs"));
     assert!(msg.contains("mount -t bpf bpf"), "{msg}");
@@ -789,6 +793,7 @@ fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
             pin_path: pin.clone(),
             interfaces: vec![],
             mode: AttachMode::Tc,
+            kernel: Kernel::host().clone(),
         })?;
         assert!(!again.tc_idle(), "adopted steering keeps TC on");
         again.close(true)?;

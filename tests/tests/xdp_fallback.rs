@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{ensure, Context, Result};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
+use routebackup::kernel::Kernel;
 use routebackup_common::{
     SegmentValue, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID, FLAG_TC_ONLY,
 };
@@ -42,6 +43,7 @@ fn tc_only_entries_are_left_to_tc_by_xdp() -> Result<()> {
             pin_path: pin,
             interfaces: vec![],
             mode: AttachMode::Tc,
+            kernel: Kernel::host().clone(),
         })?;
         let steer = |flags: u32| SegmentValue {
             group_id: 1,

@@ -1,7 +1,8 @@
 //! `cargo xtask`: setup, build, test, bench, demo, lint, dist.
 //!
-//! Every command that needs prerequisites runs `setup` first, so each works
-//! alone on a fresh Debian 12 machine as root.
+//! `test`, `bench`, `demo`, `soak` and `dist` run `setup` first, so each works
+//! alone on a fresh Debian 12 machine as root; `build` and `lint` only check
+//! that setup has run and never install anything or stop host services.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -106,12 +107,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Setup => setup(),
-        Task::Build { release } => setup().and_then(|()| build(release)),
+        Task::Build { release } => ready().and_then(|()| build(release)),
         Task::Test { args } => setup().and_then(|()| test(&args)),
         Task::Bench { only } => setup().and_then(|()| bench(&only)),
         Task::Demo { keep } => setup().and_then(|()| demo(keep)),
         Task::Soak { steps, seed } => setup().and_then(|()| soak(steps, seed)),
-        Task::Lint => setup().and_then(|()| lint()),
+        Task::Lint => ready().and_then(|()| lint()),
         Task::Dist => setup().and_then(|()| dist()),
     };
     match result {
@@ -207,6 +208,27 @@ fn setup() -> Result<()> {
                 ])
                 .env("LLVM_PREFIX", format!("/usr/lib/llvm-{PINNED_LLVM_MAJOR}")),
         )?;
+    }
+    Ok(())
+}
+
+/// What `build` and `lint` need, checked without installing anything or
+/// touching host services: those two run on a developer's box as it is.
+fn ready() -> Result<()> {
+    let mut missing = Vec::new();
+    if !has_rust_src(PINNED_TOOLCHAIN) {
+        missing.push(format!("the toolchain {PINNED_TOOLCHAIN} with rust-src"));
+    }
+    if !bpf_linker_ok() {
+        missing.push(format!(
+            "bpf-linker {BPF_LINKER_VERSION} built against LLVM {PINNED_LLVM_MAJOR}"
+        ));
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing {}: run `cargo xtask setup` once (as root: it installs Debian packages)",
+            missing.join(" and ")
+        );
     }
     Ok(())
 }
@@ -312,6 +334,26 @@ fn setup_pinned_nightly() -> Result<()> {
                 info.trim()
             );
         }
+        // A link made before rust-src was added: add it to the toolchain the
+        // link points at (rustup cannot add components to a linked toolchain).
+        if !has_rust_src(PINNED_TOOLCHAIN) {
+            let linked = sysroot(PINNED_TOOLCHAIN);
+            for candidate in [PINNED_NIGHTLY, "nightly"] {
+                if linked.is_some() && sysroot(candidate) == linked {
+                    eprintln!(
+                        "xtask: adding rust-src to {candidate} (linked as {PINNED_TOOLCHAIN})"
+                    );
+                    run(Command::new("rustup").args([
+                        "component",
+                        "add",
+                        "rust-src",
+                        "--toolchain",
+                        candidate,
+                    ]))?;
+                    break;
+                }
+            }
+        }
         return require_rust_src();
     }
 
@@ -358,22 +400,20 @@ fn setup_pinned_nightly() -> Result<()> {
             }
         }
     };
-    if source == PINNED_NIGHTLY && !has_rust_src(PINNED_NIGHTLY) {
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            PINNED_NIGHTLY,
-        ]))?;
+    // Whichever toolchain is linked must carry rust-src: a machine's own
+    // `nightly` often comes without it (rustup's minimal profile).
+    if !has_rust_src(source) {
+        eprintln!("xtask: adding rust-src to {source}");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", source]))?;
     }
-    let sysroot = Command::new("rustup")
-        .args(["run", source, "rustc", "--print", "sysroot"])
-        .output()
-        .with_context(|| format!("cannot run rustc of {source}"))?;
-    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    eprintln!("xtask: naming {source} ({sysroot}) {PINNED_TOOLCHAIN}");
-    run(Command::new("rustup").args(["toolchain", "link", PINNED_TOOLCHAIN, &sysroot]))?;
+    let root = sysroot(source).with_context(|| format!("cannot run rustc of {source}"))?;
+    eprintln!(
+        "xtask: naming {source} ({}) {PINNED_TOOLCHAIN}",
+        root.display()
+    );
+    run(Command::new("rustup")
+        .args(["toolchain", "link", PINNED_TOOLCHAIN])
+        .arg(&root))?;
     require_rust_src()
 }
 
@@ -381,19 +421,24 @@ fn version_line(info: &str) -> &str {
     info.lines().next().unwrap_or("rustc of unknown version")
 }
 
-/// The standard library sources that `-Z build-std=core` compiles.
-fn has_rust_src(toolchain: &str) -> bool {
-    Command::new("rustup")
+/// The sysroot of a rustup toolchain, without letting rustup download it.
+fn sysroot(toolchain: &str) -> Option<PathBuf> {
+    let o = Command::new("rustup")
         .args(["run", toolchain, "rustc", "--print", "sysroot"])
         .env("RUSTUP_AUTO_INSTALL", "0")
         .output()
-        .is_ok_and(|o| {
-            let sysroot = String::from_utf8_lossy(&o.stdout);
-            o.status.success()
-                && Path::new(sysroot.trim())
-                    .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-                    .is_file()
-        })
+        .ok()?;
+    o.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
+/// The standard library sources that `-Z build-std=core` compiles.
+fn has_rust_src(toolchain: &str) -> bool {
+    sysroot(toolchain).is_some_and(|s| {
+        s.join("lib/rustlib/src/rust/library/core/Cargo.toml")
+            .is_file()
+    })
 }
 
 fn require_rust_src() -> Result<()> {

@@ -52,6 +52,7 @@ use crate::config::{Config, LinkConfig};
 use crate::daemon::ActionSink;
 use crate::error::Report;
 use crate::fastpath::{Fastpath, FastpathError, FastpathOptions, XdpAttach};
+use crate::kernel::{Feature, Kernel};
 use crate::links::{DriverEvent, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
 use crate::probe::Prober;
@@ -106,16 +107,19 @@ pub struct Dataplane {
     xdp: XdpCheck,
     /// Echo probes of the primary paths (`Action::Probe`).
     prober: Prober,
+    /// What the kernel can do (for `status`).
+    kernel: Kernel,
 }
 
 impl Dataplane {
     /// Opens the fast path and starts the drivers. Must run inside the tokio
     /// runtime. `keep`: leave everything in place at stop (`--keep-fastpath`).
-    pub fn open(config: &Config, keep: bool) -> Result<Dataplane, DataplaneError> {
+    pub fn open(config: &Config, keep: bool, kernel: &Kernel) -> Result<Dataplane, DataplaneError> {
         let mut fastpath = Fastpath::open(&FastpathOptions {
             pin_path: config.agent.pin_path.clone(),
             interfaces: config.fastpath.interfaces.clone(),
             mode: config.fastpath.mode,
+            kernel: kernel.clone(),
         })
         .map_err(|e| DataplaneError::Fastpath(Box::new(e)))?;
         for a in fastpath.attachments() {
@@ -171,7 +175,8 @@ impl Dataplane {
             next_hops: NextHops::start(),
             written,
             reload: reload::Pending::default(),
-            xdp: XdpCheck::new(native),
+            xdp: XdpCheck::new(native, kernel.has(Feature::XdpFeatures)),
+            kernel: kernel.clone(),
             prober: Prober::new(),
         })
     }
@@ -441,6 +446,7 @@ impl ActionSink for Dataplane {
             drivers,
             kernel_routes: self.routes.installed(),
             prearmed: self.routes.armed(),
+            kernel: Some(self.kernel.clone()),
         })
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::xdp_check::TcFallback;
 use crate::fastpath::Attachment;
+use crate::kernel::Kernel;
 use crate::links::DriverState;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct DataplaneStatus {
     /// Segments pre-armed with a kernel route via a backup, sorted as text.
     #[serde(default)]
     pub prearmed: Vec<String>,
+    /// What the kernel can do, as probed at start (None from an older agent).
+    #[serde(default)]
+    pub kernel: Option<Kernel>,
 }
 
 /// A group's fast-path counters (summed over the CPUs). The counters sit

@@ -184,10 +184,11 @@ pub(super) struct XdpCheck {
 }
 
 impl XdpCheck {
-    /// Inside the tokio runtime. Without the netdev family (Linux < 6.3) only
-    /// the counters are compared.
-    pub fn new(native: bool) -> XdpCheck {
-        let netdev = if native {
+    /// Inside the tokio runtime. Without the netdev family (`xdp_features`
+    /// false: the kernel probe found none, or it was forced off) only the
+    /// counters are compared.
+    pub fn new(native: bool, xdp_features: bool) -> XdpCheck {
+        let netdev = if native && xdp_features {
             Netdev::open()
                 .map_err(|e| {
                     warn!(

@@ -116,12 +116,15 @@ pub enum FastpathError {
         source: Box<ProgramError>,
     },
 
-    /// Attaching failed twice: before and after adding a clsact qdisc
-    /// (kernels without TCX attach through netlink and need one).
-    #[error("cannot attach TC ingress to {interface} (first try: {first_error})")]
+    /// Attaching failed: through netlink (with a clsact qdisc), after
+    /// TCX failed first where the kernel has TCX.
+    #[error(
+        "cannot attach TC ingress to {interface}{}",
+        .first_error.as_ref().map(|e| format!(" (through TCX: {e}; then through netlink)")).unwrap_or_default()
+    )]
     TcAttach {
         interface: String,
-        first_error: String,
+        first_error: Option<String>,
         source: Box<ProgramError>,
     },
 

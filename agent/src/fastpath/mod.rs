@@ -36,8 +36,11 @@ use std::time::Duration;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, LpmTrie, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{SchedClassifierLink, TcAttachType};
+use aya::programs::tc::{
+    NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcAttachType,
+};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
+use aya::programs::LinkOrder;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -47,6 +50,7 @@ use routebackup_common::{
 };
 
 use crate::config::AttachMode;
+use crate::kernel::{Feature, Kernel, Support};
 
 pub use bpffs::is_bpffs;
 pub use error::{FastpathError, MapShape};
@@ -67,6 +71,10 @@ pub fn object() -> &'static [u8] {
 
 const LINKS_DIR: &str = "links";
 
+/// Load-time switches of the programs (ebpf/src/progs.rs), 0 or 1.
+const GLOBAL_XDP_META: &str = "RB_XDP_META";
+const GLOBAL_XDP_FIB: &str = "RB_XDP_FIB";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FastpathOptions {
     /// Directory on a bpffs for the maps and kept links.
@@ -74,6 +82,9 @@ pub struct FastpathOptions {
     /// LAN-facing interfaces whose ingress traffic is steered.
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
+    /// What the kernel can do: which program switches are set at load
+    /// (`RB_XDP_META`, `RB_XDP_FIB`), how TC attaches, how links detach.
+    pub kernel: Kernel,
 }
 
 /// How XDP ended up attached to an interface.
@@ -131,12 +142,14 @@ struct IfLinks {
 impl IfLinks {
     /// Detaches, unpins and closes every attachment: the programs leave the
     /// interface before this returns.
-    fn detach(self) {
+    fn detach(self, link_detach: bool) {
         for h in self.held {
             if let Held::Pinned { link, path } = h {
                 // Closing alone leaves the program on while anyone else still
                 // holds the link (see sys.rs); then the close is what is left.
-                if let Err(e) = sys::detach_link(&link) {
+                if !link_detach {
+                    // The kernel has no BPF_LINK_DETACH: closing is all there is.
+                } else if let Err(e) = sys::detach_link(&link) {
                     tracing::warn!(
                         "cannot detach the program from {} at once (it leaves when the \
                          last holder of its link closes it): {}",
@@ -198,6 +211,7 @@ pub struct Fastpath {
     tc_idle_written: Option<bool>,
     links: Vec<IfLinks>,
     forwarding_warned: HashSet<u32>,
+    kernel: Kernel,
 }
 
 /// Expected layout of a pinned map (checked before reuse).
@@ -386,6 +400,12 @@ impl Fastpath {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        // The verifier prunes the branches these close (see ebpf/src/progs.rs):
+        // a helper the kernel refuses is then never on a path it walks.
+        let xdp_meta = u32::from(opts.kernel.has(Feature::XdpMetadata));
+        let xdp_fib = u32::from(opts.kernel.has(Feature::FibLookupXdp));
+        loader.override_global(GLOBAL_XDP_META, &xdp_meta, true);
+        loader.override_global(GLOBAL_XDP_FIB, &xdp_fib, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| FastpathError::Load {
             pin_path: dir.clone(),
             source: Box::new(source),
@@ -423,6 +443,7 @@ impl Fastpath {
             tc_idle_written: None,
             links: Vec::new(),
             forwarding_warned: HashSet::new(),
+            kernel: opts.kernel.clone(),
         };
         // Kept maps may hold steering (a restart): TC is needed for it from
         // the moment our programs take over the kept links below. Without
@@ -595,25 +616,38 @@ impl Fastpath {
             let _ = std::fs::remove_file(path);
         }
         if !tc {
+            let tcx = self.kernel.has(Feature::Tcx);
             let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, PROG_TC)?;
-            let id = match prog.attach(ifname, TcAttachType::Ingress) {
-                Ok(id) => id,
-                Err(first) => {
-                    // Kernels without TCX attach through netlink and need clsact.
-                    let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-                    prog.attach(ifname, TcAttachType::Ingress)
-                        .map_err(|source| FastpathError::TcAttach {
+            let id = if tcx {
+                // TCX said yes to the probe; a failure on this device still
+                // gets the netlink attachment rather than no TC at all.
+                match attach_tc(prog, ifname, true) {
+                    Ok(id) => id,
+                    Err(first) => attach_tc(prog, ifname, false).map_err(|source| {
+                        FastpathError::TcAttach {
                             interface: ifname.to_string(),
-                            first_error: crate::error::chain(&first),
+                            first_error: Some(crate::error::chain(&first)),
                             source: Box::new(source),
-                        })?
+                        }
+                    })?,
                 }
+            } else {
+                attach_tc(prog, ifname, false).map_err(|source| FastpathError::TcAttach {
+                    interface: ifname.to_string(),
+                    first_error: None,
+                    source: Box::new(source),
+                })?
             };
             let link = prog.take_link(id).map_err(take_link(ifname, PROG_TC))?;
             if link.attach_type().is_ok() {
                 tracing::warn!(
-                    "{ifname}: TC attached through netlink (kernel without TCX): it cannot be \
-                     pinned, so a restart of the agent re-attaches it"
+                    "{ifname}: TC attached through netlink ({}): it cannot be pinned, so a \
+                     restart of the agent re-attaches it",
+                    match self.kernel.support(Feature::Tcx) {
+                        Support::Forced => "TCX forced off",
+                        Support::Yes | Support::Unknown { .. } => "TCX refused on this device",
+                        Support::No { .. } => "kernel without TCX",
+                    }
                 );
                 held.push(Held::TcNetlink(link));
             } else {
@@ -898,7 +932,8 @@ impl Fastpath {
         // Unpinning and closing its links is what takes the programs off.
         // (An XDP attachment made through netlink, on kernels before bpf
         // links, stays until the program is unloaded: there is no link.)
-        self.links.remove(pos).detach();
+        let link_detach = self.kernel.has(Feature::LinkDetach);
+        self.links.remove(pos).detach(link_detach);
         for (name, _, path) in pinned_links(&self.pin_path.join(LINKS_DIR)) {
             if name == ifname {
                 let _ = std::fs::remove_file(path);
@@ -960,7 +995,7 @@ impl Fastpath {
             return Ok(());
         }
         for l in links {
-            l.detach();
+            l.detach(self.kernel.has(Feature::LinkDetach));
         }
         drop(self.ebpf);
         for l in &MAP_LAYOUTS {
@@ -1029,6 +1064,23 @@ fn map_write_error(prefix: &IpNet, source: MapError) -> FastpathError {
 
 /// Opens a link a previous agent pinned; the pin stays (it keeps the link
 /// attached across this agent's death too).
+/// TC ingress through TCX (a bpf link) or netlink (a filter on clsact).
+fn attach_tc(
+    prog: &mut SchedClassifier,
+    ifname: &str,
+    tcx: bool,
+) -> std::result::Result<SchedClassifierLinkId, aya::programs::ProgramError> {
+    let options = if tcx {
+        TcAttachOptions::TcxOrder(LinkOrder::default())
+    } else {
+        // Netlink filters hang off a clsact qdisc; adding one that is there
+        // already fails harmlessly.
+        let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+        TcAttachOptions::Netlink(NlOptions::default())
+    };
+    prog.attach_with_options(ifname, TcAttachType::Ingress, options)
+}
+
 fn open_kept_link(path: &Path) -> Result<FdLink> {
     PinnedLink::from_pin(path)
         .map(FdLink::from)

@@ -34,6 +34,7 @@ use routebackup::config::AttachMode;
 use routebackup::fastpath::{
     gateway_bytes, Fastpath, FastpathError, FastpathOptions, TestRunOutput,
 };
+use routebackup::kernel::Kernel;
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID,
 };
@@ -160,6 +161,7 @@ fn main() -> Result<()> {
             pin_path: pin,
             interfaces: vec![],
             mode: AttachMode::Tc,
+            kernel: Kernel::host().clone(),
         })?;
         let value = SegmentValue {
             group_id: 1,
