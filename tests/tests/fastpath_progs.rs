@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::Result;
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
-use routebackup::kernel::Kernel;
+use routebackup::kernel::{Feature, Kernel, Support};
 use routebackup_common::{
     GroupStats, SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_GATEWAY_V6,
     FLAG_L3_DEVICE, FLAG_MACS_VALID,
@@ -51,10 +51,37 @@ fn env() -> Result<Env> {
     })
 }
 
+/// The kernels a test of the XDP metadata mark runs against: this one as
+/// probed, and this one with the mark forced off, so that the fallback (TC
+/// examines and counts what XDP passed) runs on every kernel, and the mark
+/// wherever the kernel has it.
+fn meta_kernels() -> [Kernel; 2] {
+    [
+        Kernel::host().clone(),
+        Kernel::host().without(&[Feature::XdpMetadata]),
+    ]
+}
+
+/// Whether rb_xdp counts the packets it passes itself: with the mark, or
+/// while TC is switched off; otherwise it leaves them to rb_tc.
+fn xdp_counts_passes(fp: &Fastpath, k: &Kernel) -> bool {
+    k.has(Feature::XdpMetadata) || fp.tc_idle()
+}
+
 impl Env {
     /// Runs `f` inside the namespace with a freshly opened fast path (no
     /// interfaces attached: only TestRun), closing it afterwards.
     fn with<T: Send>(&self, f: impl FnOnce(&mut Fastpath, &Ids) -> Result<T> + Send) -> Result<T> {
+        self.with_kernel(Kernel::host(), f)
+    }
+
+    /// The same on `kernel` (features forced off, see `Kernel::without`).
+    fn with_kernel<T: Send>(
+        &self,
+        kernel: &Kernel,
+        f: impl FnOnce(&mut Fastpath, &Ids) -> Result<T> + Send,
+    ) -> Result<T> {
+        let kernel = kernel.clone();
         let bk0 = self.ns.ifindex("bk0")?;
         let tun0 = self.ns.ifindex("tun0")?;
         let pin = self.bpffs.path().join("rb");
@@ -63,7 +90,7 @@ impl Env {
                 pin_path: pin,
                 interfaces: vec![],
                 mode: AttachMode::Tc,
-                kernel: Kernel::host().clone(),
+                kernel,
             })?;
             let r = f(&mut fp, &Ids { bk0, tun0 });
             fp.close(false)?;
@@ -256,7 +283,14 @@ fn vlan_tags_are_removed_and_ipv4_options_handled() -> Result<()> {
 #[ignore = "needs root: run with cargo xtask test"]
 fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
     let env = env()?;
-    env.with(|fp, ids| {
+    for k in meta_kernels() {
+        expiring_ttl_fragments_and_l3_backups_on(&env, &k)?;
+    }
+    Ok(())
+}
+
+fn expiring_ttl_fragments_and_l3_backups_on(env: &Env, k: &Kernel) -> Result<()> {
+    env.with_kernel(k, |fp, ids| {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
 
@@ -272,16 +306,21 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
             ] {
                 let r = fp.test_run_xdp(&f, 1)?;
                 assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
-                assert!(
+                assert_eq!(
                     r.meta_counted,
-                    "XDP marks the packets it counted as passed for TC"
+                    k.has(Feature::XdpMetadata),
+                    "XDP marks the packets it counted as passed for TC, where the kernel lets it"
                 );
                 let r = fp.test_run_tc(&f, 1)?;
                 assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
             }
         }
+        // Four frames. TC's test runs carry no metadata, so it counts each
+        // one; XDP counts them too only where it can mark them (in real
+        // traffic TC then skips them).
         let s = stats(fp, 1);
-        assert_eq!((s.passed_packets, s.steered_packets), (8, 0));
+        let by_xdp = if xdp_counts_passes(fp, k) { 4 } else { 0 };
+        assert_eq!((s.passed_packets, s.steered_packets), (4 + by_xdp, 0));
 
         // IPv4 fragments: XDP defers, TC steers.
         for frag in [0x2000u16, 0x0010, 0x2010] {
@@ -369,7 +408,17 @@ fn fib_failures_and_unresolved_neighbours() -> Result<()> {
 #[ignore = "needs root: run with cargo xtask test"]
 fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()> {
     let env = env()?;
-    env.with(|fp, ids| {
+    for k in meta_kernels() {
+        unmatched_pass_entries_arp_and_truncated_frames_pass_untouched_on(&env, &k)?;
+    }
+    Ok(())
+}
+
+fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched_on(
+    env: &Env,
+    k: &Kernel,
+) -> Result<()> {
+    env.with_kernel(k, |fp, ids| {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
         fp.set_segment("192.0.2.0/24".parse()?, pass(2))?;
@@ -381,7 +430,11 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
         for f in [&other, &other6, &frames::arp()] {
             let r = fp.test_run_xdp(f, 1)?;
             assert_eq!((r.verdict, &r.data), (XDP_PASS, f));
-            assert!(r.meta_counted, "XDP marks what it examined for TC");
+            assert_eq!(
+                r.meta_counted,
+                k.has(Feature::XdpMetadata),
+                "XDP marks what it examined for TC, where the kernel lets it"
+            );
             let r = fp.test_run_tc(f, 1)?;
             assert_eq!((r.verdict, &r.data), (TC_ACT_OK, f));
         }
@@ -391,13 +444,15 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
         let f = frames::ipv4(SRC4, Ipv4Addr::new(192, 0, 2, 50), &FrameSpec::default());
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
-        assert!(r.meta_counted);
+        assert_eq!(r.meta_counted, k.has(Feature::XdpMetadata));
         let r = fp.test_run_tc(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
+        // TC's test run has no mark to skip it (see above).
         let s = stats(fp, 2);
+        let n = if xdp_counts_passes(fp, k) { 2 } else { 1 };
         assert_eq!(
             (s.passed_packets, s.passed_bytes, s.steered_packets),
-            (2, 2 * f.len() as u64, 0)
+            (n, n * f.len() as u64, 0)
         );
 
         // Truncated anywhere inside the headers: untouched, nothing counted.
@@ -484,7 +539,14 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
 #[ignore = "needs root: run with cargo xtask test"]
 fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
     let env = env()?;
-    env.with(|fp, ids| {
+    for k in meta_kernels() {
+        longest_prefix_wins_and_entries_round_trip_on(&env, &k)?;
+    }
+    Ok(())
+}
+
+fn longest_prefix_wins_and_entries_round_trip_on(env: &Env, k: &Kernel) -> Result<()> {
+    env.with_kernel(k, |fp, ids| {
         fp.set_segment("10.0.0.0/8".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("10.1.0.0/16".parse()?, pass(2))?;
         fp.set_segment("10.1.2.0/24".parse()?, steer_l3(3, ids.tun0))?;
@@ -497,8 +559,14 @@ fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
             (Ipv4Addr::new(10, 1, 2, 3), XDP_PASS, 3),
         ] {
             let before = stats(fp, group);
-            let r = fp.test_run_xdp(&frames::ipv4(SRC4, dst, &FrameSpec::default()), 1)?;
+            let f = frames::ipv4(SRC4, dst, &FrameSpec::default());
+            let r = fp.test_run_xdp(&f, 1)?;
             assert_eq!(r.verdict, verdict, "{dst}");
+            if verdict == XDP_PASS && group == 2 && !xdp_counts_passes(fp, k) {
+                // A pass entry's packet without the mark: TC counts it.
+                assert_eq!(stats(fp, group), before, "{dst} left to TC");
+                fp.test_run_tc(&f, 1)?;
+            }
             assert_ne!(stats(fp, group), before, "{dst} counted in group {group}");
         }
         assert_eq!(stats(fp, 3).deferred_packets, 1);
@@ -520,11 +588,12 @@ fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
         // Removing the /24 makes the /16 (pass) match again.
         assert!(fp.remove_segment("10.1.2.0/24".parse()?)?);
         assert!(!fp.remove_segment("10.1.2.0/24".parse()?)?);
-        let r = fp.test_run_xdp(
-            &frames::ipv4(SRC4, Ipv4Addr::new(10, 1, 2, 3), &FrameSpec::default()),
-            1,
-        )?;
+        let f = frames::ipv4(SRC4, Ipv4Addr::new(10, 1, 2, 3), &FrameSpec::default());
+        let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!(r.verdict, XDP_PASS);
+        if !xdp_counts_passes(fp, k) {
+            fp.test_run_tc(&f, 1)?;
+        }
         assert_eq!(stats(fp, 2).passed_packets, 2);
 
         // Invalid entries are refused with a reason.
@@ -735,8 +804,15 @@ fn cached_macs_skip_the_fib_lookup() -> Result<()> {
 #[ignore = "needs root: run with cargo xtask test"]
 fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
     let env = env()?;
+    for k in meta_kernels() {
+        tc_is_switched_off_while_nothing_steers_on(&env, &k)?;
+    }
+    Ok(())
+}
+
+fn tc_is_switched_off_while_nothing_steers_on(env: &Env, k: &Kernel) -> Result<()> {
     let pin = env.bpffs.path().join("rb");
-    env.with(|fp, ids| {
+    env.with_kernel(k, |fp, ids| {
         let seg: ipnet::IpNet = "203.0.113.0/24".parse()?;
         let f = frames::ipv4(SRC4, Ipv4Addr::new(203, 0, 113, 9), &FrameSpec::default());
         let other = frames::ipv4(SRC4, Ipv4Addr::new(8, 8, 8, 8), &FrameSpec::default());
@@ -762,8 +838,12 @@ fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
         let r = fp.test_run_tc(&f, 1)?;
         assert_eq!(r.verdict, TC_ACT_REDIRECT);
         assert_l3_forwarded(&f[14..], &r.data[14..], false);
-        // What XDP is done with is marked again, for TC to skip.
-        assert!(fp.test_run_xdp(&other, 1)?.meta_counted);
+        // What XDP is done with is marked again, for TC to skip (where the
+        // kernel has XDP metadata; else TC examines it again).
+        assert_eq!(
+            fp.test_run_xdp(&other, 1)?.meta_counted,
+            k.has(Feature::XdpMetadata)
+        );
 
         // An Ethernet entry: XDP steers it, but defers what the agent cannot
         // foresee (here an IPv4 fragment) to TC, so TC stays on.
@@ -793,7 +873,7 @@ fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
             pin_path: pin.clone(),
             interfaces: vec![],
             mode: AttachMode::Tc,
-            kernel: Kernel::host().clone(),
+            kernel: k.clone(),
         })?;
         assert!(!again.tc_idle(), "adopted steering keeps TC on");
         again.close(true)?;
@@ -809,4 +889,67 @@ fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
         );
         Ok(())
     })
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn without_fib_lookup_in_xdp_tc_forwards_what_xdp_defers() -> Result<()> {
+    const CACHED: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x0c];
+    let env = env()?;
+    let k = Kernel::host().without(&[Feature::FibLookupXdp]);
+    env.with_kernel(&k, |fp, ids| {
+        // A resolved gateway: XDP would look it up and redirect; without the
+        // helper it defers, and TC forwards through bpf_redirect_neigh.
+        fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
+        let f4 = frames::ipv4(SRC4, DST4, &FrameSpec::default());
+        let r = fp.test_run_xdp(&f4, 1)?;
+        assert_eq!((r.verdict, &r.data), (XDP_PASS, &f4), "deferred untouched");
+        let r = fp.test_run_tc(&f4, 1)?;
+        assert_eq!(r.verdict, TC_ACT_REDIRECT);
+        assert_l3_forwarded(&f4[14..], &r.data[14..], false);
+        let s = stats(fp, 1);
+        assert_eq!((s.deferred_packets, s.steered_packets), (1, 1));
+
+        // Cached MACs need no lookup: XDP still steers those itself.
+        fp.set_segment(
+            "198.51.100.0/24".parse()?,
+            SegmentValue {
+                flags: steer_gw(1, ids.bk0, GW4).flags | FLAG_MACS_VALID,
+                dmac: CACHED,
+                smac: BK0_MAC,
+                mtu: 1500,
+                ..steer_gw(1, ids.bk0, GW4)
+            },
+        )?;
+        assert_eq!(fp.test_run_xdp(&f4, 1)?.verdict, XDP_REDIRECT);
+        Ok(())
+    })
+}
+
+/// The probe's answer is what the verifier does: claiming XDP metadata on a
+/// kernel whose probe said no makes rb_xdp fail to load (and the reverse
+/// loads). A probe that lied either way fails here.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn the_metadata_probe_agrees_with_the_verifier() -> Result<()> {
+    let env = env()?;
+    let mut claimed = Kernel::host().clone();
+    let probed = claimed.has(Feature::XdpMetadata);
+    for c in &mut claimed.capabilities {
+        if c.feature == Feature::XdpMetadata {
+            c.support = Support::Yes;
+        }
+    }
+    let opened = env.with_kernel(&claimed, |_, _| Ok(()));
+    match (probed, opened) {
+        (true, Ok(())) => {}
+        (false, Err(e)) => {
+            let msg = format!("{e:#}");
+            assert!(msg.contains("rb_xdp"), "{msg}");
+        }
+        (true, Err(e)) => panic!("the probe found XDP metadata, but rb_xdp with it failed: {e:#}"),
+        (false, Ok(())) => panic!("the probe found no XDP metadata, but rb_xdp with it loaded"),
+    }
+    // Without it, rb_xdp loads on any kernel.
+    env.with_kernel(&Kernel::host().without(&[Feature::XdpMetadata]), |_, _| Ok(()))
 }
