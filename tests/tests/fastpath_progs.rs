@@ -951,5 +951,7 @@ fn the_metadata_probe_agrees_with_the_verifier() -> Result<()> {
         (false, Ok(())) => panic!("the probe found no XDP metadata, but rb_xdp with it loaded"),
     }
     // Without it, rb_xdp loads on any kernel.
-    env.with_kernel(&Kernel::host().without(&[Feature::XdpMetadata]), |_, _| Ok(()))
+    env.with_kernel(&Kernel::host().without(&[Feature::XdpMetadata]), |_, _| {
+        Ok(())
+    })
 }

@@ -257,6 +257,9 @@ impl StatusReport {
 /// counters per group, kernel routes.
 fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
     s.push_str(&format!("\nfast path ({})\n", fp.pin_path.display()));
+    if let Some(k) = &fp.kernel {
+        s.push_str(&format!("  {}\n", k.summary()));
+    }
     for a in &fp.attachments {
         let xdp = match a.xdp {
             XdpAttach::Native => "native",
@@ -652,7 +655,13 @@ mod tests {
             tc_fallbacks: Vec::new(),
             tc_fallbacks_total: 0,
             prearmed: vec!["10.2.0.0/16".into()],
+            kernel: Some(crate::kernel::Kernel::full().without(&[crate::kernel::Feature::Tcx])),
         });
+        assert!(
+            r.render().contains("lacks tcx (forced off)"),
+            "{}",
+            r.render()
+        );
         let text = serde_json::to_string_pretty(&r).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let fp = &json["fastpath"];
@@ -693,6 +702,8 @@ mod tests {
         assert_eq!(fp["drivers"][0]["driver"]["pid"], 4242);
         assert_eq!(fp["drivers"][1]["driver"]["state"], "idle");
         assert_eq!(fp["kernel_routes"][0], "10.1.0.0/16");
+        assert_eq!(fp["kernel"]["capabilities"][5]["feature"], "tcx");
+        assert_eq!(fp["kernel"]["capabilities"][5]["state"], "forced");
         assert_eq!(json["groups"][0]["last_steer_latency_us"], 420);
         assert_eq!(json["watcher"]["routes_seen"], 12);
 

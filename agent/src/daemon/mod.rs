@@ -345,8 +345,13 @@ impl Daemon {
 
     /// Refreshes the fast path's counters in the metrics snapshot.
     fn refresh_metrics(&mut self) {
-        let counters = self.sink.status().map(|s| s.groups).unwrap_or_default();
-        self.observer.fastpath_counters(&self.engine, counters);
+        let (counters, kernel) = self
+            .sink
+            .status()
+            .map(|s| (s.groups, s.kernel))
+            .unwrap_or_default();
+        self.observer
+            .fastpath_counters(&self.engine, counters, kernel);
     }
 
     fn status(&self) -> StatusReport {

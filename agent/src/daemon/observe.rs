@@ -3,6 +3,7 @@
 //! and hands it back afterwards; state changes are found by comparing the
 //! engine's cheap per-group and per-link accessors, so the engine stays pure.
 
+use crate::kernel::Kernel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +52,8 @@ pub struct Observer {
     group_since: Vec<Instant>,
     link_up_since: Vec<Option<Instant>>,
     fastpath: Vec<GroupCounters>,
+    /// What the kernel can do (None without a fast path, e.g. `--dry-run`).
+    kernel: Option<Kernel>,
     watcher: Arc<WatcherStats>,
     started: Instant,
 }
@@ -67,6 +70,7 @@ impl Observer {
             group_since: Vec::new(),
             link_up_since: Vec::new(),
             fastpath: Vec::new(),
+            kernel: None,
             watcher,
             started: Instant::now(),
         };
@@ -222,8 +226,14 @@ impl Observer {
     }
 
     /// New fast-path counters (the daemon's once-a-second refresh).
-    pub fn fastpath_counters(&mut self, engine: &Engine, counters: Vec<GroupCounters>) {
+    pub fn fastpath_counters(
+        &mut self,
+        engine: &Engine,
+        counters: Vec<GroupCounters>,
+        kernel: Option<Kernel>,
+    ) {
         self.fastpath = counters;
+        self.kernel = kernel;
         self.publish(engine);
     }
 
@@ -264,6 +274,7 @@ impl Observer {
             groups,
             links,
             fastpath: self.fastpath.clone(),
+            kernel: self.kernel.clone(),
             watcher: Some(self.watcher.clone()),
         });
     }

@@ -10,6 +10,7 @@
 
 pub mod http;
 
+use crate::kernel::{Kernel, Support};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -154,6 +155,8 @@ pub struct Snapshot {
     /// The fast path's per-group counters, summed over the CPUs (empty
     /// without a fast path, e.g. `--dry-run`).
     pub fastpath: Vec<GroupCounters>,
+    /// The kernel probe's answers (None without a fast path).
+    pub kernel: Option<Kernel>,
     /// The watcher's counters are atomics; they are read at scrape time.
     pub watcher: Option<Arc<WatcherStats>>,
 }
@@ -512,6 +515,33 @@ impl Collector for SnapshotCollector {
                 }),
             )?;
         }
+        family(
+            &mut encoder,
+            "kernel_feature",
+            "1 for what the kernel probe found for a feature the agent relies on \
+             (state yes, no, forced off, unknown), 0 for the other states; \
+             `routebackup kernel` says what each absence costs",
+            None,
+            snap.kernel
+                .iter()
+                .flat_map(|k| &k.capabilities)
+                .flat_map(|c| {
+                    ["yes", "no", "forced", "unknown"]
+                        .into_iter()
+                        .map(move |st| {
+                            let now = match c.support {
+                                Support::Yes => "yes",
+                                Support::No { .. } => "no",
+                                Support::Forced => "forced",
+                                Support::Unknown { .. } => "unknown",
+                            };
+                            (
+                                [("feature", c.feature.name()), ("state", st)],
+                                ConstGauge::new(i64::from(now == st)),
+                            )
+                        })
+                }),
+        )?;
         if let Some(w) = &snap.watcher {
             for (name, help, kind, read) in WATCHER_FAMILIES {
                 let v = read(w);

@@ -39,6 +39,7 @@ fn snapshot_and_event_families_render_in_the_text_format() {
                 ..GroupStats::default()
             },
         }],
+        kernel: Some(crate::kernel::Kernel::full().without(&[crate::kernel::Feature::XdpMetadata])),
         watcher: Some(watcher),
     });
     m.transition("hq", GroupState::Activating, GroupState::Backup);
@@ -61,6 +62,18 @@ fn snapshot_and_event_families_render_in_the_text_format() {
             0.0,
         ),
         ("routebackup_link_state{link=\"lte\",state=\"up\"}", 1.0),
+        (
+            "routebackup_kernel_feature{feature=\"xdp-metadata\",state=\"forced\"}",
+            1.0,
+        ),
+        (
+            "routebackup_kernel_feature{feature=\"xdp-metadata\",state=\"yes\"}",
+            0.0,
+        ),
+        (
+            "routebackup_kernel_feature{feature=\"tcx\",state=\"yes\"}",
+            1.0,
+        ),
         ("routebackup_link_state{link=\"lte\",state=\"down\"}", 0.0),
         (
             "routebackup_group_transitions_total{group=\"hq\",from=\"activating\",to=\"backup\"}",
