@@ -54,7 +54,8 @@ enum Command {
     /// Probe what this kernel can do for the agent, like `bpftool feature`
     /// for what routebackup needs: each feature, the oldest Linux that has
     /// it, and what its absence costs. Needs no running agent (run as root:
-    /// the probes load programs). Exit 1 when the agent cannot run here.
+    /// the probes load programs). Exit 1 when the agent cannot run here, or
+    /// nothing could be probed.
     Kernel {
         /// Print the JSON document instead of a table.
         #[arg(long)]
@@ -221,7 +222,8 @@ fn kernel(json: bool, without: &[String]) -> ExitCode {
     } else {
         print!("{}", kernel.table());
     }
-    if kernel.check_essential().is_ok() {
+    // Nothing probed (no right to load programs) answers nothing either way.
+    if kernel.not_probed().is_none() && kernel.check_essential().is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -307,16 +309,25 @@ fn run(
         Some(kernel)
     };
     let sink_config = config.clone();
-    let result = rt.block_on(daemon::run(config, config_path.to_path_buf(), move || {
-        if dry_run {
-            tracing::warn!(
-                "--dry-run: nothing is steered and no link is touched; actions are only logged"
-            );
-            return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
-        }
-        let kernel = kernel.unwrap_or_else(|| Kernel::host().clone());
-        Ok(Box::new(Dataplane::open(&sink_config, keep_fastpath, &kernel)?) as Box<dyn ActionSink>)
-    }));
+    // --dry-run touches no fast path: it neither probes nor refuses a kernel.
+    let kernel = kernel.unwrap_or_else(Kernel::full);
+    let result = rt.block_on(daemon::run(
+        config,
+        config_path.to_path_buf(),
+        kernel,
+        move |kernel| {
+            if dry_run {
+                tracing::warn!(
+                    "--dry-run: nothing is steered and no link is touched; actions are only logged"
+                );
+                return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
+            }
+            Ok(
+                Box::new(Dataplane::open(&sink_config, keep_fastpath, kernel)?)
+                    as Box<dyn ActionSink>,
+            )
+        },
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -25,6 +25,12 @@ impl Agent {
     /// done. `agent_keys` are more `[agent]` lines (control socket and pin
     /// path are filled in); `body` is the rest of the config.
     pub fn start(ns: &Netns, agent_keys: &str, body: &str) -> Result<Agent> {
+        Agent::start_with(ns, "", agent_keys, body)
+    }
+
+    /// The same with `env` (shell assignments, e.g.
+    /// `ROUTEBACKUP_KERNEL_WITHOUT=tcx`) in the agent's environment.
+    pub fn start_with(ns: &Netns, env: &str, agent_keys: &str, body: &str) -> Result<Agent> {
         let dir = tempfile::Builder::new().prefix("rbt-agent").tempdir()?;
         let socket = dir.path().join("rb.sock");
         let log = dir.path().join("agent.log");
@@ -46,7 +52,7 @@ impl Agent {
             );
         }
         let child = ns.spawn(&format!(
-            "exec {} run --config {} --log-level routebackup=debug,info 2>{}",
+            "{env} exec {} run --config {} --log-level routebackup=debug,info 2>{}",
             bin.display(),
             cfg.display(),
             log.display()

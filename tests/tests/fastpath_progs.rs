@@ -289,8 +289,8 @@ fn expiring_ttl_fragments_and_l3_backups() -> Result<()> {
     Ok(())
 }
 
-fn expiring_ttl_fragments_and_l3_backups_on(env: &Env, k: &Kernel) -> Result<()> {
-    env.with_kernel(k, |fp, ids| {
+fn expiring_ttl_fragments_and_l3_backups_on(env: &Env, kernel: &Kernel) -> Result<()> {
+    env.with_kernel(kernel, |fp, ids| {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
 
@@ -308,7 +308,7 @@ fn expiring_ttl_fragments_and_l3_backups_on(env: &Env, k: &Kernel) -> Result<()>
                 assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
                 assert_eq!(
                     r.meta_counted,
-                    k.has(Feature::XdpMetadata),
+                    kernel.has(Feature::XdpMetadata),
                     "XDP marks the packets it counted as passed for TC, where the kernel lets it"
                 );
                 let r = fp.test_run_tc(&f, 1)?;
@@ -319,7 +319,7 @@ fn expiring_ttl_fragments_and_l3_backups_on(env: &Env, k: &Kernel) -> Result<()>
         // one; XDP counts them too only where it can mark them (in real
         // traffic TC then skips them).
         let s = stats(fp, 1);
-        let by_xdp = if xdp_counts_passes(fp, k) { 4 } else { 0 };
+        let by_xdp = if xdp_counts_passes(fp, kernel) { 4 } else { 0 };
         assert_eq!((s.passed_packets, s.steered_packets), (4 + by_xdp, 0));
 
         // IPv4 fragments: XDP defers, TC steers.
@@ -416,9 +416,9 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched() -> Result<()
 
 fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched_on(
     env: &Env,
-    k: &Kernel,
+    kernel: &Kernel,
 ) -> Result<()> {
-    env.with_kernel(k, |fp, ids| {
+    env.with_kernel(kernel, |fp, ids| {
         fp.set_segment("198.51.100.0/24".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("2001:db8:64::/48".parse()?, steer_gw(1, ids.bk0, GW6))?;
         fp.set_segment("192.0.2.0/24".parse()?, pass(2))?;
@@ -432,7 +432,7 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched_on(
             assert_eq!((r.verdict, &r.data), (XDP_PASS, f));
             assert_eq!(
                 r.meta_counted,
-                k.has(Feature::XdpMetadata),
+                kernel.has(Feature::XdpMetadata),
                 "XDP marks what it examined for TC, where the kernel lets it"
             );
             let r = fp.test_run_tc(f, 1)?;
@@ -444,12 +444,12 @@ fn unmatched_pass_entries_arp_and_truncated_frames_pass_untouched_on(
         let f = frames::ipv4(SRC4, Ipv4Addr::new(192, 0, 2, 50), &FrameSpec::default());
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (XDP_PASS, &f));
-        assert_eq!(r.meta_counted, k.has(Feature::XdpMetadata));
+        assert_eq!(r.meta_counted, kernel.has(Feature::XdpMetadata));
         let r = fp.test_run_tc(&f, 1)?;
         assert_eq!((r.verdict, &r.data), (TC_ACT_OK, &f));
         // TC's test run has no mark to skip it (see above).
         let s = stats(fp, 2);
-        let n = if xdp_counts_passes(fp, k) { 2 } else { 1 };
+        let n = if xdp_counts_passes(fp, kernel) { 2 } else { 1 };
         assert_eq!(
             (s.passed_packets, s.passed_bytes, s.steered_packets),
             (n, n * f.len() as u64, 0)
@@ -545,8 +545,8 @@ fn longest_prefix_wins_and_entries_round_trip() -> Result<()> {
     Ok(())
 }
 
-fn longest_prefix_wins_and_entries_round_trip_on(env: &Env, k: &Kernel) -> Result<()> {
-    env.with_kernel(k, |fp, ids| {
+fn longest_prefix_wins_and_entries_round_trip_on(env: &Env, kernel: &Kernel) -> Result<()> {
+    env.with_kernel(kernel, |fp, ids| {
         fp.set_segment("10.0.0.0/8".parse()?, steer_gw(1, ids.bk0, GW4))?;
         fp.set_segment("10.1.0.0/16".parse()?, pass(2))?;
         fp.set_segment("10.1.2.0/24".parse()?, steer_l3(3, ids.tun0))?;
@@ -562,7 +562,7 @@ fn longest_prefix_wins_and_entries_round_trip_on(env: &Env, k: &Kernel) -> Resul
             let f = frames::ipv4(SRC4, dst, &FrameSpec::default());
             let r = fp.test_run_xdp(&f, 1)?;
             assert_eq!(r.verdict, verdict, "{dst}");
-            if verdict == XDP_PASS && group == 2 && !xdp_counts_passes(fp, k) {
+            if verdict == XDP_PASS && group == 2 && !xdp_counts_passes(fp, kernel) {
                 // A pass entry's packet without the mark: TC counts it.
                 assert_eq!(stats(fp, group), before, "{dst} left to TC");
                 fp.test_run_tc(&f, 1)?;
@@ -591,7 +591,7 @@ fn longest_prefix_wins_and_entries_round_trip_on(env: &Env, k: &Kernel) -> Resul
         let f = frames::ipv4(SRC4, Ipv4Addr::new(10, 1, 2, 3), &FrameSpec::default());
         let r = fp.test_run_xdp(&f, 1)?;
         assert_eq!(r.verdict, XDP_PASS);
-        if !xdp_counts_passes(fp, k) {
+        if !xdp_counts_passes(fp, kernel) {
             fp.test_run_tc(&f, 1)?;
         }
         assert_eq!(stats(fp, 2).passed_packets, 2);
@@ -810,9 +810,9 @@ fn tc_is_switched_off_while_nothing_steers() -> Result<()> {
     Ok(())
 }
 
-fn tc_is_switched_off_while_nothing_steers_on(env: &Env, k: &Kernel) -> Result<()> {
+fn tc_is_switched_off_while_nothing_steers_on(env: &Env, kernel: &Kernel) -> Result<()> {
     let pin = env.bpffs.path().join("rb");
-    env.with_kernel(k, |fp, ids| {
+    env.with_kernel(kernel, |fp, ids| {
         let seg: ipnet::IpNet = "203.0.113.0/24".parse()?;
         let f = frames::ipv4(SRC4, Ipv4Addr::new(203, 0, 113, 9), &FrameSpec::default());
         let other = frames::ipv4(SRC4, Ipv4Addr::new(8, 8, 8, 8), &FrameSpec::default());
@@ -842,7 +842,7 @@ fn tc_is_switched_off_while_nothing_steers_on(env: &Env, k: &Kernel) -> Result<(
         // kernel has XDP metadata; else TC examines it again).
         assert_eq!(
             fp.test_run_xdp(&other, 1)?.meta_counted,
-            k.has(Feature::XdpMetadata)
+            kernel.has(Feature::XdpMetadata)
         );
 
         // An Ethernet entry: XDP steers it, but defers what the agent cannot
@@ -873,7 +873,7 @@ fn tc_is_switched_off_while_nothing_steers_on(env: &Env, k: &Kernel) -> Result<(
             pin_path: pin.clone(),
             interfaces: vec![],
             mode: AttachMode::Tc,
-            kernel: k.clone(),
+            kernel: kernel.clone(),
         })?;
         assert!(!again.tc_idle(), "adopted steering keeps TC on");
         again.close(true)?;

@@ -13,6 +13,7 @@ mod reload;
 pub mod lock;
 pub mod notify;
 
+use crate::kernel::Kernel;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -203,6 +204,8 @@ pub struct Daemon {
     /// The config file and the running config (for reloads).
     config: reload::ConfigState,
     watcher: Option<Watcher>,
+    /// What the kernel can do (the watcher's config at a reload needs it).
+    kernel: Kernel,
     /// systemd's READY/STATUS/WATCHDOG (no-op outside a notify unit).
     notify: notify::Notifier,
 }
@@ -379,14 +382,16 @@ impl Daemon {
     }
 }
 
-/// Runs the agent until SIGTERM/SIGINT. `make_sink` builds the action sink
+/// Runs the agent until SIGTERM/SIGINT on `kernel` (the probe's answers,
+/// features forced off already removed). `make_sink` builds the action sink
 /// once the control socket is ours (so a second agent never touches the
 /// fast path) and the watcher is subscribed. `config_path`: where `config`
 /// was read, read again on SIGHUP and `routebackup reload`.
 pub async fn run(
     config: Config,
     config_path: PathBuf,
-    make_sink: impl FnOnce() -> Result<Box<dyn ActionSink>, DataplaneError>,
+    kernel: Kernel,
+    make_sink: impl FnOnce(&Kernel) -> Result<Box<dyn ActionSink>, DataplaneError>,
 ) -> Result<(), DaemonError> {
     let start = Instant::now();
     let started_wall = SystemTime::now();
@@ -408,9 +413,9 @@ pub async fn run(
     let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT")?;
     let mut sighup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
 
-    let watcher =
-        Watcher::spawn(WatcherConfig::from_config(&config), ev_tx).map_err(DaemonError::Watcher)?;
-    let sink = make_sink()?;
+    let watcher = Watcher::spawn(WatcherConfig::from_config(&config, &kernel), ev_tx)
+        .map_err(DaemonError::Watcher)?;
+    let sink = make_sink(&kernel)?;
     let metrics = Arc::new(Metrics::new());
     let mut daemon = Daemon {
         engine: Engine::new(&config),
@@ -429,6 +434,7 @@ pub async fn run(
         observer: Observer::new(&config, metrics.clone(), watcher.stats.clone()),
         config: reload::ConfigState::new(config_path, config.clone()),
         watcher: Some(watcher),
+        kernel,
         notify: notify::Notifier::from_env(),
     };
     let mut watchdog = daemon.notify.watchdog_every().map(tokio::time::interval);

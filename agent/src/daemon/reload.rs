@@ -226,7 +226,7 @@ impl Daemon {
         }
         if self.engine.awaiting_routes() || watched(&self.config.running) != watched(&slotted) {
             match &self.watcher {
-                Some(w) => w.reconfigure(WatcherConfig::from_config(&slotted)),
+                Some(w) => w.reconfigure(WatcherConfig::from_config(&slotted, &self.kernel)),
                 None => warn!("reload: no watcher to give the new segments to"),
             }
         }

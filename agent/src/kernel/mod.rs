@@ -91,9 +91,8 @@ impl Feature {
             Feature::XdpMetadata => "4.15",
             Feature::FibLookupXdp | Feature::FibLookupTc => "4.18",
             Feature::RedirectNeigh => "5.10",
-            Feature::XdpLink => "5.9",
+            Feature::XdpLink | Feature::LinkDetach => "5.9",
             Feature::Tcx => "6.6",
-            Feature::LinkDetach => "5.9",
             Feature::XdpFeatures => "6.3",
             Feature::LiveFrames => "5.18",
             Feature::NexthopObjects => "5.3",
@@ -230,10 +229,11 @@ impl Kernel {
         probe::probe()
     }
 
-    /// A kernel with every feature (unit tests of code that reads it).
+    /// A kernel assumed to have every feature, not probed: unit tests, and
+    /// `--dry-run`, which loads nothing.
     pub fn full() -> Kernel {
         Kernel {
-            release: "test".into(),
+            release: "(not probed)".into(),
             capabilities: Feature::ALL
                 .into_iter()
                 .map(|feature| Capability {
@@ -352,9 +352,24 @@ impl Kernel {
         v
     }
 
+    /// Why nothing could be probed, when every answer is the same unknown
+    /// (no right to load programs).
+    pub fn not_probed(&self) -> Option<&str> {
+        let mut whys = self.capabilities.iter().map(|c| match &c.support {
+            Support::Unknown { why } => Some(why.as_str()),
+            _ => None,
+        });
+        let first = whys.next()??;
+        whys.all(|w| w == Some(first)).then_some(first)
+    }
+
     /// The table `routebackup kernel` prints.
     pub fn table(&self) -> String {
         let mut s = format!("kernel {}\n", self.release);
+        if let Some(why) = self.not_probed() {
+            s.push_str(&format!("nothing could be probed: {why}\n"));
+            return s;
+        }
         let width = Feature::ALL
             .iter()
             .map(|f| f.name().len())
@@ -444,6 +459,20 @@ mod tests {
         assert!(e.contains("invalid func unknown#152"), "{e}");
         assert!(e.contains("Linux 5.10 or later"), "{e}");
         assert!(k.table().contains("the agent cannot run here"));
+    }
+
+    #[test]
+    fn a_kernel_nothing_could_be_probed_on_says_so_once() {
+        let mut k = Kernel::full();
+        for c in &mut k.capabilities {
+            c.support = Support::Unknown {
+                why: "not allowed".into(),
+            };
+        }
+        assert_eq!(k.not_probed(), Some("not allowed"));
+        assert_eq!(k.table().matches("not allowed").count(), 1, "{}", k.table());
+        k.capabilities[0].support = Support::Yes;
+        assert_eq!(k.not_probed(), None);
     }
 
     #[test]

@@ -70,7 +70,7 @@ const LO: u32 = 1;
 fn loads(ty: ProgType, insns: &[Insn]) -> Support {
     match sys::load(ty, insns) {
         Ok(_) => Support::Yes,
-        Err(sys::Refused(said)) => Support::No { kernel_said: said },
+        Err(sys::Refused { said, .. }) => Support::No { kernel_said: said },
     }
 }
 
@@ -86,7 +86,7 @@ fn from_io(r: std::io::Result<()>) -> Support {
 fn live_frames() -> Support {
     let prog = match sys::load(ProgType::Xdp, &XDP_RETURN_DROP) {
         Ok(p) => p,
-        Err(sys::Refused(said)) => {
+        Err(sys::Refused { said, .. }) => {
             return Support::Unknown {
                 why: format!("a trivial XDP program did not load: {said}"),
             }
@@ -147,9 +147,9 @@ fn attachments() -> [(Feature, Support); 3] {
             ));
         }
         let xdp = sys::load(ProgType::Xdp, &XDP_RETURN_PASS)
-            .map_err(|sys::Refused(s)| format!("a trivial XDP program did not load: {s}"))?;
+            .map_err(|r| format!("a trivial XDP program did not load: {}", r.said))?;
         let tc = sys::load(ProgType::SchedCls, &TC_RETURN_OK)
-            .map_err(|sys::Refused(s)| format!("a trivial TC program did not load: {s}"))?;
+            .map_err(|r| format!("a trivial TC program did not load: {}", r.said))?;
         let (xdp_link, detach) = match sys::link_create(xdp.as_fd(), LO, sys::BPF_XDP) {
             Ok(link) => (Support::Yes, from_io(sys::link_detach(link.as_fd()))),
             Err(e) => (
@@ -181,6 +181,29 @@ fn release() -> String {
 }
 
 pub(super) fn probe() -> Kernel {
+    // Without the right to load programs every answer would be a "no" that
+    // says nothing about the kernel (`check` as a user, a unit without
+    // CAP_BPF): say so instead.
+    if let Err(sys::Refused {
+        errno: Some(libc::EPERM),
+        said,
+    }) = sys::load(ProgType::Xdp, &XDP_RETURN_PASS)
+    {
+        let why = format!(
+            "not allowed to load BPF programs ({said}): run as root, or with CAP_BPF, \
+             CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        );
+        return Kernel {
+            release: release(),
+            capabilities: Feature::ALL
+                .into_iter()
+                .map(|feature| Capability {
+                    feature,
+                    support: Support::Unknown { why: why.clone() },
+                })
+                .collect(),
+        };
+    }
     let mut found = vec![
         (Feature::XdpMetadata, loads(ProgType::Xdp, &XDP_META)),
         (

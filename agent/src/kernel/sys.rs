@@ -111,7 +111,11 @@ struct ProgLoad {
 
 /// Why a load failed: the verifier's last words, else the errno.
 #[derive(Debug)]
-pub struct Refused(pub String);
+pub struct Refused {
+    pub said: String,
+    /// The first attempt's errno: EPERM is "not allowed to ask", not "no".
+    pub errno: Option<i32>,
+}
 
 /// Loads `insns` as a program of `ty`. On refusal, loads once more with the
 /// verifier's log on (a log from the first try could itself fail a valid
@@ -134,7 +138,12 @@ pub fn load(ty: ProgType, insns: &[Insn]) -> Result<OwnedFd, Refused> {
         ..ProgLoad::default()
     };
     let first = match bpf(BPF_PROG_LOAD, &mut attr(&mut [])) {
-        Ok(fd) => return owned(fd).map_err(|e| Refused(e.to_string())),
+        Ok(fd) => {
+            return owned(fd).map_err(|e| Refused {
+                said: e.to_string(),
+                errno: None,
+            })
+        }
         Err(e) => e,
     };
     let mut log = vec![0u8; 64 * 1024];
@@ -149,7 +158,10 @@ pub fn load(ty: ProgType, insns: &[Insn]) -> Result<OwnedFd, Refused> {
             !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
         })
         .map_or_else(|| first.to_string(), |l| format!("{l} ({first})"));
-    Err(Refused(said))
+    Err(Refused {
+        said,
+        errno: first.raw_os_error(),
+    })
 }
 
 #[repr(C)]

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use routebackup_common::GroupStats;
 
 use super::*;
+use crate::kernel::Feature;
 
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -39,7 +40,7 @@ fn snapshot_and_event_families_render_in_the_text_format() {
                 ..GroupStats::default()
             },
         }],
-        kernel: Some(crate::kernel::Kernel::full().without(&[crate::kernel::Feature::XdpMetadata])),
+        kernel: Some(Kernel::full().without(&[Feature::XdpMetadata])),
         watcher: Some(watcher),
     });
     m.transition("hq", GroupState::Activating, GroupState::Backup);

@@ -22,6 +22,7 @@ pub mod filter;
 pub mod routes;
 pub mod view;
 
+use crate::kernel::{Feature, Kernel};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,13 +66,17 @@ pub struct WatcherConfig {
     pub filter: SegmentFilter,
     /// Re-dump and reconcile this often (zero: only after overruns).
     pub resync_interval: Duration,
+    /// The kernel has nexthop objects (the probe's answer): only then are
+    /// they subscribed to and dumped.
+    pub nexthops: bool,
 }
 
 impl WatcherConfig {
-    pub fn from_config(config: &Config) -> WatcherConfig {
+    pub fn from_config(config: &Config, kernel: &Kernel) -> WatcherConfig {
         WatcherConfig {
             filter: SegmentFilter::from_config(config),
             resync_interval: config.agent.resync_interval,
+            nexthops: kernel.has(Feature::NexthopObjects),
         }
     }
 }
@@ -109,7 +114,7 @@ impl Watcher {
     /// and starts the watcher thread, which dumps, sends the events, then
     /// `Event::Synced`, and follows the kernel until `tx` is closed.
     pub fn spawn(config: WatcherConfig, tx: mpsc::Sender<Event>) -> Result<Watcher, WatcherError> {
-        let events = subscribe()?;
+        let events = subscribe(config.nexthops)?;
         let stats = Arc::new(WatcherStats::default());
         let st = stats.clone();
         let (reconfigure, reconfigured) = std::sync::mpsc::channel();
@@ -153,7 +158,7 @@ impl Watcher {
 }
 
 /// Opens the event socket subscribed to every group the watcher needs.
-fn subscribe() -> Result<Socket, NetlinkError> {
+fn subscribe(nexthops: bool) -> Result<Socket, NetlinkError> {
     let mut s = socket::open("the watcher's events")?;
     if let Err(e) = socket::set_rcvbuf(&s, EVENT_RCVBUF) {
         warn!("cannot enlarge the netlink receive buffer: {}", Report(&e));
@@ -167,7 +172,9 @@ fn subscribe() -> Result<Socket, NetlinkError> {
     ] {
         socket::join(&mut s, group, name)?;
     }
-    if let Err(e) = socket::join(&mut s, nl::RTNLGRP_NEXTHOP, "RTNLGRP_NEXTHOP") {
+    if !nexthops {
+        // Nothing to follow: such kernels put next hops in the routes.
+    } else if let Err(e) = socket::join(&mut s, nl::RTNLGRP_NEXTHOP, "RTNLGRP_NEXTHOP") {
         warn!(
             "{}; routes using nexthop objects (FRR 8+) are seen only at resync",
             Report(&e)
@@ -238,10 +245,14 @@ impl From<NetlinkError> for DumpError {
 const DUMP_ATTEMPTS: u32 = 5;
 
 /// Dumps links, addresses, nexthops and routes into a fresh view.
-pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView, WatcherError> {
+pub fn dump_all(
+    filter: &SegmentFilter,
+    stats: &WatcherStats,
+    nexthops: bool,
+) -> Result<KernelView, WatcherError> {
     let mut last = None;
     for attempt in 0..DUMP_ATTEMPTS {
-        match dump_once(filter, stats) {
+        match dump_once(filter, stats, nexthops) {
             Ok(v) => return Ok(v),
             Err(DumpError::Interrupted) => {
                 debug!(
@@ -265,7 +276,11 @@ pub fn dump_all(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelVi
     })
 }
 
-fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView, DumpError> {
+fn dump_once(
+    filter: &SegmentFilter,
+    stats: &WatcherStats,
+    nexthops: bool,
+) -> Result<KernelView, DumpError> {
     let s = socket::open("the watcher's dumps")?;
     let mut view = KernelView::default();
     let mut out = Vec::new();
@@ -285,6 +300,9 @@ fn dump_once(filter: &SegmentFilter, stats: &WatcherStats) -> Result<KernelView,
         (nl::RTM_GETROUTE, &rtmsg6, "the IPv6 route dump"),
     ];
     for ((kind, body, what), seq) in requests.into_iter().zip(1u32..) {
+        if kind == nl::RTM_GETNEXTHOP && !nexthops {
+            continue;
+        }
         let dumped = socket::dump(&s, &mut buf, what, kind, seq, body, |msg| {
             apply_message(&mut view, filter, stats, msg, &mut out);
             out.clear();
@@ -422,7 +440,7 @@ impl Worker {
     fn resync(&mut self, check: bool) -> bool {
         let mut attempts = 0;
         loop {
-            match dump_all(&self.config.filter, &self.stats) {
+            match dump_all(&self.config.filter, &self.stats, self.config.nexthops) {
                 Ok(mut fresh) => {
                     if check {
                         attempts += 1;

@@ -1098,6 +1098,7 @@ fn an_overrun_first_sends_what_the_view_already_applied() {
         config: WatcherConfig {
             filter: filter(),
             resync_interval: Duration::ZERO,
+            nexthops: true,
         },
         tx,
         stats: Arc::new(WatcherStats::default()),

@@ -34,7 +34,7 @@ use routebackup::config::AttachMode;
 use routebackup::fastpath::{
     gateway_bytes, Fastpath, FastpathError, FastpathOptions, TestRunOutput,
 };
-use routebackup::kernel::Kernel;
+use routebackup::kernel::{Feature, Kernel};
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID,
 };
@@ -327,6 +327,41 @@ fn main() -> Result<()> {
             r.segments,
             x0 - f0,
             x1 - f1,
+        );
+    }
+    // Where XDP cannot mark (no metadata), rb_tc examines again every
+    // packet XDP passed while a group steers; with the mark it returns after
+    // one read, as it does when switched off. So the fallback's price per
+    // passed packet is TC's "a group steered" figure less its switched-off
+    // one, and the mark's own price is XDP's "a group steered" figure less
+    // its "nothing steered" one (measured where the kernel has metadata).
+    let meta = Kernel::host().has(Feature::XdpMetadata);
+    println!(
+        "\nXDP metadata mark on this kernel ({}): {}. What the mark saves, and the fallback \
+         costs, per packet XDP passes while a group steers:\n",
+        Kernel::host().release,
+        if meta {
+            "yes, XDP marks"
+        } else {
+            "refused, the fallback ran: XDP leaves no mark, TC examines again"
+        }
+    );
+    println!(
+        "| segments | TC returns at once (switched off) | TC examines an unmarked packet | fallback: added per passed packet | XDP's mark: added per packet |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let [f0, x0, t0] = r.idle;
+        let [f1, x1, t1] = r.busy;
+        let mark = if meta {
+            format!("{:.1}", (x1 - f1) - (x0 - f0))
+        } else {
+            "(no mark here)".into()
+        };
+        println!(
+            "| {} | {t0:.1} | {t1:.1} | +{:.1} | {mark} |",
+            r.segments,
+            t1 - t0
         );
     }
     println!(
