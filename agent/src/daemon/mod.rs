@@ -13,7 +13,6 @@ mod reload;
 pub mod lock;
 pub mod notify;
 
-use crate::kernel::Kernel;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -29,6 +28,7 @@ use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherRe
 use crate::dataplane::status::DataplaneStatus;
 use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
+use crate::kernel::Kernel;
 use crate::metrics::Metrics;
 use crate::model::{Action, Event, GroupId, GroupState, Millis, Timer};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};

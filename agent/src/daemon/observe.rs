@@ -3,7 +3,6 @@
 //! and hands it back afterwards; state changes are found by comparing the
 //! engine's cheap per-group and per-link accessors, so the engine stays pure.
 
-use crate::kernel::Kernel;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use crate::config::Config;
 use crate::dataplane::status::GroupCounters;
 use crate::engine::Engine;
 use crate::hooks::{Hooks, Transition};
+use crate::kernel::Kernel;
 use crate::metrics::{FailureReason, GroupSnapshot, LinkSnapshot, Metrics, Snapshot};
 use crate::model::{Event, GroupState, LinkId, LinkState, Timer};
 use crate::watcher::WatcherStats;

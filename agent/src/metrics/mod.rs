@@ -10,7 +10,6 @@
 
 pub mod http;
 
-use crate::kernel::{Kernel, Support};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -26,6 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 use routebackup_common::GroupStats;
 
 use crate::dataplane::status::GroupCounters;
+use crate::kernel::{Kernel, Support};
 use crate::model::{GroupState, LinkState};
 use crate::watcher::WatcherStats;
 

@@ -22,7 +22,6 @@ pub mod filter;
 pub mod routes;
 pub mod view;
 
-use crate::kernel::{Feature, Kernel};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +38,7 @@ pub use view::KernelView;
 
 use crate::config::Config;
 use crate::error::Report;
+use crate::kernel::{Feature, Kernel};
 use crate::model::Event;
 use crate::netlink::codec::{
     self as nl, RawMsg, AF_INET, AF_INET6, IFADDRMSG_LEN, IFINFOMSG_LEN, NHMSG_LEN, RTMSG_LEN,
