@@ -612,7 +612,7 @@ mod tests {
     #[test]
     fn report_with_fastpath_round_trips_through_json() {
         use crate::dataplane::status::{DriverStatus, GroupCounters};
-        use crate::fastpath::Attachment;
+        use crate::fastpath::{Attachment, Via};
         use routebackup_common::GroupStats;
 
         let mut r = StatusReport::from_engine(&status(), 65_000, SystemTime::UNIX_EPOCH);
@@ -629,6 +629,8 @@ mod tests {
                 xdp: XdpAttach::Native,
                 tc: true,
                 adopted: false,
+                xdp_mechanism: Some(Via::Link),
+                tc_mechanism: Some(Via::Tcx),
             }],
             groups: vec![GroupCounters {
                 name: "hq".into(),
@@ -682,6 +684,10 @@ mod tests {
                 &true.into(),
                 &false.into()
             )
+        );
+        assert_eq!(
+            (&a["xdp_mechanism"], &a["tc_mechanism"]),
+            (&"link".into(), &"tcx".into())
         );
         let g = fp["groups"][0].as_object().unwrap();
         let keys: Vec<&str> = g.keys().map(String::as_str).collect();

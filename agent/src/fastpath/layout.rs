@@ -21,7 +21,10 @@ use routebackup_common::{
     MAX_SEGMENTS,
 };
 
-use super::{FastpathError, LINKS_DIR};
+use super::FastpathError;
+
+/// The directory of the kept links inside the layout's directory.
+const LINKS_DIR: &str = "links";
 
 /// The layout version of the pinned maps: the name of the directory under
 /// `pin_path` that holds them. Bump it whenever a map's key, value or size
@@ -45,6 +48,35 @@ const MAP_NAMES: [&str; 4] = [MAP_SEGMENTS_V4, MAP_SEGMENTS_V6, MAP_STATS, MAP_T
 /// The directory of this layout's pins under `pin_path`.
 pub fn layout_dir(pin_path: &Path) -> PathBuf {
     pin_path.join(LAYOUT_VERSION)
+}
+
+/// Where the fast path pins things, named once: operators configure `root`
+/// (`[agent] pin_path`), everything lives in `dir`, the attachments in
+/// `links`. The old directories an earlier release left are `root`'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    /// `[agent] pin_path`, on a bpffs.
+    pub root: PathBuf,
+    /// `<root>/<LAYOUT_VERSION>`: the maps and `links/`.
+    pub dir: PathBuf,
+    /// `<dir>/links`: one pin per attachment a bpf link keeps.
+    pub links: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: &Path) -> PinLayout {
+        let dir = layout_dir(root);
+        PinLayout {
+            root: root.to_path_buf(),
+            links: dir.join(LINKS_DIR),
+            dir,
+        }
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
 }
 
 /// True for a version directory name (`v` and digits).
@@ -76,10 +108,11 @@ fn remove(path: &Path) -> Result<(), FastpathError> {
     }
 }
 
-/// Moves the unversioned layout into `layout_dir(pin_path)` and removes other
-/// versions' directories (see the module doc). `pin_path` exists.
-pub(super) fn settle(pin_path: &Path) -> Result<(), FastpathError> {
-    let dir = layout_dir(pin_path);
+/// Moves the unversioned layout into `layout.dir` and removes other
+/// versions' directories (see the module doc). `root` exists.
+pub(super) fn settle(layout: &PinLayout) -> Result<(), FastpathError> {
+    let pin_path = layout.root.as_path();
+    let dir = &layout.dir;
     let old_maps: Vec<&str> = MAP_NAMES
         .into_iter()
         .filter(|m| pin_path.join(m).exists())
@@ -92,13 +125,13 @@ pub(super) fn settle(pin_path: &Path) -> Result<(), FastpathError> {
             pin_path.display(),
             dir.display()
         );
-        let new_links = dir.join(LINKS_DIR);
-        std::fs::create_dir_all(&new_links).map_err(|source| FastpathError::CreateDir {
+        let new_links = &layout.links;
+        std::fs::create_dir_all(new_links).map_err(|source| FastpathError::CreateDir {
             path: new_links.clone(),
             source,
         })?;
         for m in old_maps {
-            rename(&pin_path.join(m), &dir.join(m))?;
+            rename(&pin_path.join(m), &layout.map(m))?;
         }
         if let Ok(rd) = std::fs::read_dir(&old_links) {
             for e in rd.flatten() {
@@ -136,11 +169,10 @@ pub(super) fn replace_stale_map(path: &Path, why: &str) -> Result<(), FastpathEr
 }
 
 /// After a clean stop without keep: removes the (now empty) directories.
-pub(super) fn remove_empty_dirs(pin_path: &Path) {
-    let dir = layout_dir(pin_path);
-    let _ = std::fs::remove_dir(dir.join(LINKS_DIR));
-    let _ = std::fs::remove_dir(&dir);
-    let _ = std::fs::remove_dir(pin_path);
+pub(super) fn remove_empty_dirs(layout: &PinLayout) {
+    let _ = std::fs::remove_dir(&layout.links);
+    let _ = std::fs::remove_dir(&layout.dir);
+    let _ = std::fs::remove_dir(&layout.root);
 }
 
 #[cfg(test)]

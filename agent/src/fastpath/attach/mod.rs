@@ -1,0 +1,555 @@
+//! How the programs get onto an interface. Each way the kernel offers is a
+//! [`Mechanism`] in its own module, which attaches, adopts what a previous
+//! agent kept, and hands back a [`Held`] attachment that detaches and
+//! describes itself; [`Plan::for_kernel`] is the one place the kernel's
+//! capabilities pick among them. A new way is one more module: implement
+//! `Mechanism` (and `Held`), list it in [`ALL`] (which adoption reads) and
+//! in `Plan::for_kernel` where the kernel should use it.
+//!
+//! What is pinned is kept: a bpf link pinned under `links/` keeps its program
+//! on whatever happens to the agent, and the next agent adopts it by
+//! replacing the program through the link. Netlink attachments cannot be
+//! pinned; a restart attaches them again.
+
+mod link;
+mod tc_netlink;
+mod tcx;
+mod xdp_link;
+mod xdp_netlink;
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use aya::programs::ProgramError;
+use aya::Ebpf;
+
+use super::{FastpathError, PinLayout, Result};
+use crate::config::AttachMode;
+use crate::kernel::{Feature, Kernel, Support};
+
+/// How XDP ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    Native,
+    Generic,
+    None,
+}
+
+impl XdpAttach {
+    fn pin_suffix(self) -> &'static str {
+        match self {
+            XdpAttach::Native => "xdp-native",
+            XdpAttach::Generic => "xdp-generic",
+            XdpAttach::None => "",
+        }
+    }
+}
+
+/// The mechanism an attachment went through, as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// An XDP bpf link (pinned).
+    Link,
+    /// A TCX bpf link (pinned).
+    Tcx,
+    /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (not pinned).
+    Netlink,
+}
+
+impl Via {
+    /// Its attachments are bpf links, pinned, so they stay without the agent.
+    pub fn pinned(self) -> bool {
+        match self {
+            Via::Link | Via::Tcx => true,
+            Via::Netlink => false,
+        }
+    }
+
+    /// How status and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Link => "link",
+            Via::Tcx => "tcx",
+            Via::Netlink => "netlink",
+        }
+    }
+}
+
+/// One interface the programs are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub ifindex: u32,
+    pub xdp: XdpAttach,
+    pub tc: bool,
+    /// The attachment was kept by a previous agent (`close(true)`) and adopted.
+    pub adopted: bool,
+    /// How XDP is attached (`link` or `netlink`); None without XDP, and in
+    /// the status of agents from before it was shown.
+    #[serde(default)]
+    pub xdp_mechanism: Option<Via>,
+    /// How TC is attached (`tcx` or `netlink`); None in the status of agents
+    /// from before it was shown.
+    #[serde(default)]
+    pub tc_mechanism: Option<Via>,
+}
+
+/// The hook a program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Hook {
+    Xdp,
+    Tc,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "XDP",
+            Hook::Tc => "TC",
+        }
+    }
+}
+
+/// Where an attachment goes.
+pub(super) struct Target<'a> {
+    pub(super) ifname: &'a str,
+    pub(super) ifindex: u32,
+    /// XDP only: the driver mode asked for.
+    pub(super) xdp_mode: XdpAttach,
+    /// Where a mechanism that pins keeps the attachment.
+    pub(super) pin: PathBuf,
+}
+
+/// Why an attach did not happen.
+pub(super) enum AttachError {
+    /// The kernel said no to this mechanism or mode: the next may do.
+    Refused(ProgramError),
+    /// Anything else: the attach fails.
+    Failed(FastpathError),
+}
+
+impl From<FastpathError> for AttachError {
+    fn from(e: FastpathError) -> Self {
+        AttachError::Failed(e)
+    }
+}
+
+/// One way of putting a program on an interface's hook.
+pub(super) trait Mechanism: Sync {
+    /// Attaches the hook's program (loaded in `ebpf`) to `at`.
+    fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError>;
+    /// Takes over the attachment a previous agent pinned at `path`, putting
+    /// our program in place of its; None when this mechanism never pins.
+    fn adopt(&self, _ebpf: &mut Ebpf, _path: &Path) -> Option<Result<Box<dyn Held>>> {
+        None
+    }
+    /// The hook it serves, and what status calls its attachments.
+    fn describe(&self) -> (Hook, Via);
+}
+
+/// What detaching needs to know.
+pub(super) struct Detach<'a> {
+    /// The kernel has `BPF_LINK_DETACH`.
+    pub(super) link_detach: bool,
+    pub(super) interface: &'a str,
+}
+
+/// An attachment as the agent holds it. Dropping it leaves a pinned one
+/// attached (that is what survives a crash); `detach` takes it off.
+pub(super) trait Held: Send {
+    fn via(&self) -> Via;
+    /// Takes the program off the interface (and removes its pin).
+    fn detach(self: Box<Self>, how: &Detach<'_>);
+}
+
+/// Every mechanism. A kept pin of a hook is offered to that hook's, in this
+/// order; those that never pin decline it.
+const ALL: [&dyn Mechanism; 4] = [
+    &xdp_link::Link,
+    &xdp_netlink::Netlink,
+    &tcx::Tcx,
+    &tc_netlink::NETLINK,
+];
+
+/// The mechanisms the kernel's capabilities chose for each hook.
+pub(super) struct Plan {
+    xdp: Chain,
+    tc: Chain,
+    /// Why TC may end up on netlink, for the warning that says so.
+    tc_netlink_why: &'static str,
+}
+
+impl Plan {
+    pub(super) fn for_kernel(kernel: &Kernel) -> Plan {
+        Plan {
+            // aya 0.14 offers no XDP attach over netlink but its own fallback
+            // when the kernel refuses an XDP link (EINVAL), so XDP starts with
+            // the link whatever the probe says (also with xdp-link forced
+            // off); `xdp_link` hands over to `xdp_netlink` when aya fell back.
+            xdp: Chain {
+                first: &xdp_link::Link,
+                then: &[],
+            },
+            // TCX said yes to the probe; a failure on a device still gets
+            // the netlink attachment rather than no TC at all.
+            tc: if kernel.has(Feature::Tcx) {
+                Chain {
+                    first: &tcx::Tcx,
+                    then: &[&tc_netlink::NETLINK],
+                }
+            } else {
+                Chain {
+                    first: &tc_netlink::NETLINK,
+                    then: &[],
+                }
+            },
+            tc_netlink_why: match kernel.support(Feature::Tcx) {
+                Support::Forced => "TCX forced off",
+                Support::Yes | Support::Unknown { .. } => "TCX refused on this device",
+                Support::No { .. } => "kernel without TCX",
+            },
+        }
+    }
+}
+
+/// One interface's attachments.
+pub(super) struct IfLinks {
+    pub(super) attachment: Attachment,
+    held: Vec<Box<dyn Held>>,
+}
+
+impl IfLinks {
+    /// Detaches, unpins and closes every attachment: the programs leave the
+    /// interface before this returns.
+    pub(super) fn detach(self, link_detach: bool) {
+        let how = Detach {
+            link_detach,
+            interface: &self.attachment.interface,
+        };
+        for h in self.held {
+            h.detach(&how);
+        }
+    }
+
+    /// Every attachment is pinned, so it stays without the agent.
+    pub(super) fn all_kept(&self) -> bool {
+        self.held.iter().all(|h| h.via().pinned())
+    }
+}
+
+/// A pin file under `links/`: `<kind>_<ifname>`.
+pub(super) struct KeptPin {
+    pub(super) interface: String,
+    pub(super) kind: String,
+    pub(super) path: PathBuf,
+}
+
+impl KeptPin {
+    fn hook(&self) -> Option<Hook> {
+        if self.kind.starts_with("xdp") {
+            Some(Hook::Xdp)
+        } else if self.kind == "tc" {
+            Some(Hook::Tc)
+        } else {
+            None
+        }
+    }
+
+    fn xdp_mode(&self) -> XdpAttach {
+        if self.kind == XdpAttach::Native.pin_suffix() {
+            XdpAttach::Native
+        } else {
+            XdpAttach::Generic
+        }
+    }
+}
+
+/// The pins under `links` (a layout's `links/`).
+pub(super) fn kept_pins(links: &Path) -> Vec<KeptPin> {
+    let Ok(rd) = std::fs::read_dir(links) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((kind, ifname)) = name.split_once('_') {
+            out.push(KeptPin {
+                interface: ifname.replace(':', "."),
+                kind: kind.to_string(),
+                path: entry.path(),
+            });
+        }
+    }
+    out
+}
+
+/// File name of a kept link: `<kind>_<ifname>`. bpffs refuses names with a
+/// dot (EPERM), so dots of VLAN interface names ("eth0.100") become colons,
+/// which interface names cannot contain.
+fn link_pin_name(kind: &str, ifname: &str) -> String {
+    format!("{kind}_{}", ifname.replace('.', ":"))
+}
+
+pub(super) fn xdp_mode_wanted(mode: AttachMode) -> &'static [XdpAttach] {
+    match mode {
+        AttachMode::Auto => &[XdpAttach::Native, XdpAttach::Generic],
+        AttachMode::Xdp => &[XdpAttach::Native],
+        AttachMode::XdpGeneric => &[XdpAttach::Generic],
+        AttachMode::Tc => &[],
+    }
+}
+
+fn ifindex_of(name: &str) -> Result<u32> {
+    let c = CString::new(name).map_err(|_| FastpathError::InterfaceName {
+        interface: name.to_string(),
+    })?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(FastpathError::NoSuchInterface {
+            interface: name.to_string(),
+        });
+    }
+    Ok(idx)
+}
+
+/// Adopts the first of `ifname`'s kept pins of `hook` that `accept` takes
+/// and a mechanism can take over; removes the others (unpinning detaches).
+fn adopt_kept(
+    ebpf: &mut Ebpf,
+    hook: Hook,
+    ifname: &str,
+    kept: &[KeptPin],
+    accept: impl Fn(&KeptPin) -> bool,
+) -> Option<(Box<dyn Held>, XdpAttach)> {
+    let mut adopted = None;
+    for pin in kept
+        .iter()
+        .filter(|p| p.interface == ifname && p.hook() == Some(hook))
+    {
+        if adopted.is_none() && accept(pin) {
+            let mut tried = ALL
+                .iter()
+                .filter(|m| m.describe().0 == hook)
+                .filter_map(|m| m.adopt(ebpf, &pin.path));
+            match tried.next() {
+                Some(Ok(h)) => {
+                    adopted = Some((h, pin.xdp_mode()));
+                    continue;
+                }
+                Some(Err(e)) => tracing::warn!(
+                    "{ifname}: cannot adopt the kept {} link {}: {}; attaching anew",
+                    hook.name(),
+                    pin.path.display(),
+                    crate::error::chain(&e)
+                ),
+                None => {}
+            }
+        }
+        let _ = std::fs::remove_file(&pin.path);
+    }
+    adopted
+}
+
+/// The mechanisms of a hook in the order they are tried.
+pub(super) struct Chain {
+    first: &'static dyn Mechanism,
+    then: &'static [&'static dyn Mechanism],
+}
+
+/// What a chain's attach gives: the attachment, or, when every mechanism
+/// was refused, what the first said (when another followed) and the last.
+type Attempt = std::result::Result<Box<dyn Held>, (Option<String>, ProgramError)>;
+
+impl Chain {
+    fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Attempt> {
+        let mut refused = match self.first.attach(ebpf, at) {
+            Ok(h) => return Ok(Ok(h)),
+            Err(AttachError::Failed(e)) => return Err(e),
+            Err(AttachError::Refused(e)) => e,
+        };
+        let mut first_error = None;
+        let mut tried = self.first;
+        for m in self.then {
+            tracing::debug!(
+                "{}: {} through {} refused ({}); trying {}",
+                at.ifname,
+                tried.describe().0.name(),
+                tried.describe().1.name(),
+                crate::error::chain(&refused),
+                m.describe().1.name()
+            );
+            tried = *m;
+            match m.attach(ebpf, at) {
+                Ok(h) => return Ok(Ok(h)),
+                Err(AttachError::Failed(e)) => return Err(e),
+                Err(AttachError::Refused(e)) => {
+                    first_error.get_or_insert_with(|| crate::error::chain(&refused));
+                    refused = e;
+                }
+            }
+        }
+        Ok(Err((first_error, refused)))
+    }
+}
+
+/// Attaches both programs to `ifname` (adopting what `kept` holds for it)
+/// and pins each attachment that can be pinned at once, so it outlives the
+/// agent.
+pub(super) fn attach_interface(
+    ebpf: &mut Ebpf,
+    plan: &Plan,
+    layout: &PinLayout,
+    ifname: &str,
+    mode: AttachMode,
+    kept: &[KeptPin],
+) -> Result<IfLinks> {
+    let ifindex = ifindex_of(ifname)?;
+    let wanted = xdp_mode_wanted(mode);
+    let mut adopted = false;
+    let mut held = Vec::new();
+    let target = |hook: Hook, xdp_mode: XdpAttach| Target {
+        ifname,
+        ifindex,
+        xdp_mode,
+        pin: layout.links.join(link_pin_name(
+            match hook {
+                Hook::Xdp => xdp_mode.pin_suffix(),
+                Hook::Tc => "tc",
+            },
+            ifname,
+        )),
+    };
+
+    // XDP: adopt a kept link in an acceptable mode, else attach.
+    let mut xdp_mode = XdpAttach::None;
+    let mut xdp_mechanism = None;
+    if let Some((h, m)) = adopt_kept(ebpf, Hook::Xdp, ifname, kept, |p| {
+        wanted.contains(&p.xdp_mode())
+    }) {
+        xdp_mode = m;
+        xdp_mechanism = Some(h.via());
+        held.push(h);
+        adopted = true;
+    } else if !wanted.is_empty() {
+        // The native attempt's error when the generic one follows (mode auto).
+        let mut native_error = None;
+        for (i, m) in wanted.iter().enumerate() {
+            match plan.xdp.attach(ebpf, &target(Hook::Xdp, *m))? {
+                Ok(h) => {
+                    xdp_mode = *m;
+                    xdp_mechanism = Some(h.via());
+                    held.push(h);
+                    break;
+                }
+                Err((_, source)) if i + 1 == wanted.len() => {
+                    return Err(FastpathError::XdpAttach {
+                        interface: ifname.to_string(),
+                        mode,
+                        attempt: *m,
+                        native_error,
+                        source: Box::new(source),
+                    });
+                }
+                Err((_, e)) => native_error = Some(crate::error::chain(&e)),
+            }
+        }
+        if xdp_mode == XdpAttach::Generic && mode == AttachMode::Auto {
+            tracing::info!("{ifname}: the driver has no native XDP; using generic XDP");
+        }
+    }
+
+    // TC ingress: adopt or attach.
+    let tc = if let Some((h, _)) = adopt_kept(ebpf, Hook::Tc, ifname, kept, |_| true) {
+        adopted = true;
+        h
+    } else {
+        let h = plan
+            .tc
+            .attach(ebpf, &target(Hook::Tc, XdpAttach::None))?
+            .map_err(|(first_error, source)| FastpathError::TcAttach {
+                interface: ifname.to_string(),
+                first_error,
+                source: Box::new(source),
+            })?;
+        if !h.via().pinned() {
+            tracing::warn!(
+                "{ifname}: TC attached through netlink ({}): it cannot be pinned, so a \
+                 restart of the agent re-attaches it",
+                plan.tc_netlink_why
+            );
+        }
+        h
+    };
+    let tc_mechanism = Some(tc.via());
+    held.push(tc);
+
+    Ok(IfLinks {
+        attachment: Attachment {
+            interface: ifname.to_string(),
+            ifindex,
+            xdp: xdp_mode,
+            tc: true,
+            adopted,
+            xdp_mechanism,
+            tc_mechanism,
+        },
+        held,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status of an agent from before the mechanisms were shown still
+    /// parses (`routebackup status --json` read by a newer binary).
+    #[test]
+    fn attachment_without_mechanisms_parses() {
+        let a: Attachment = serde_json::from_str(
+            r#"{"interface":"lan0","ifindex":3,"xdp":"native","tc":true,"adopted":false}"#,
+        )
+        .unwrap();
+        assert_eq!((a.xdp_mechanism, a.tc_mechanism), (None, None));
+    }
+
+    #[test]
+    fn pin_names_round_trip() {
+        let name = link_pin_name(XdpAttach::Native.pin_suffix(), "eth0.100");
+        assert_eq!(name, "xdp-native_eth0:100");
+        let (kind, ifname) = name.split_once('_').unwrap();
+        let pin = KeptPin {
+            interface: ifname.replace(':', "."),
+            kind: kind.to_string(),
+            path: PathBuf::new(),
+        };
+        assert_eq!(pin.interface, "eth0.100");
+        assert_eq!(
+            (pin.hook(), pin.xdp_mode()),
+            (Some(Hook::Xdp), XdpAttach::Native)
+        );
+    }
+
+    /// The kernel's TCX answer picks the TC chain; XDP always starts with
+    /// the link (aya falls back to netlink itself).
+    #[test]
+    fn plan_follows_the_kernel() {
+        let full = Plan::for_kernel(&Kernel::full());
+        assert_eq!(full.tc.first.describe().1, Via::Tcx);
+        assert_eq!(
+            full.tc
+                .then
+                .iter()
+                .map(|m| m.describe().1)
+                .collect::<Vec<_>>(),
+            [Via::Netlink]
+        );
+        assert_eq!(full.xdp.first.describe().1, Via::Link);
+        let without = Plan::for_kernel(&Kernel::full().without(&[Feature::Tcx]));
+        assert_eq!(without.tc.first.describe().1, Via::Netlink);
+        assert!(without.tc.then.is_empty());
+        assert_eq!(without.tc_netlink_why, "TCX forced off");
+    }
+}

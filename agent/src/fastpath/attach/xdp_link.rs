@@ -1,0 +1,71 @@
+//! XDP through a bpf link (kernel 5.9+): pinned, so it outlives the agent,
+//! and adopted by the next agent.
+
+use std::path::Path;
+
+use aya::programs::links::FdLink;
+use aya::programs::xdp::XdpLink;
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use routebackup_common::PROG_XDP;
+
+use super::link::{self, take_link};
+use super::{xdp_netlink, AttachError, Held, Hook, Mechanism, Target, Via, XdpAttach};
+use crate::fastpath::{program_mut, FastpathError, Result};
+
+pub(super) struct Link;
+
+/// The driver mode aya attaches in.
+pub(super) fn flags(mode: XdpAttach) -> XdpMode {
+    match mode {
+        XdpAttach::Native => XdpMode::Driver,
+        _ => XdpMode::Skb,
+    }
+}
+
+impl Mechanism for Link {
+    fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError> {
+        let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+        let id = xdp
+            .attach_to_if_index(at.ifindex, flags(at.xdp_mode))
+            .map_err(AttachError::Refused)?;
+        let made = xdp.take_link(id).map_err(take_link(at.ifname, PROG_XDP))?;
+        match FdLink::try_from(made) {
+            Ok(fd) => Ok(link::keep(fd, &at.pin, Via::Link)?),
+            Err(e) => {
+                // aya fell back to netlink (a kernel without XDP links), and
+                // the conversion dropped that attachment: it is made again,
+                // left to the program.
+                tracing::warn!(
+                    "{}: XDP attached through netlink (no bpf link: {}): it cannot be \
+                     pinned, so a restart of the agent re-attaches it",
+                    at.ifname,
+                    crate::error::Report(&e)
+                );
+                xdp_netlink::Netlink.attach(ebpf, at).map_err(|e| match e {
+                    AttachError::Refused(source) => {
+                        AttachError::Failed(FastpathError::XdpReattach {
+                            interface: at.ifname.to_string(),
+                            source: Box::new(source),
+                        })
+                    }
+                    failed @ AttachError::Failed(_) => failed,
+                })
+            }
+        }
+    }
+
+    fn adopt(&self, ebpf: &mut Ebpf, path: &Path) -> Option<Result<Box<dyn Held>>> {
+        let adopt = |prog: &mut Xdp| {
+            link::adopt(path, PROG_XDP, Via::Link, XdpLink::try_from, |kept| {
+                let id = prog.attach_to_link(kept)?;
+                Ok(FdLink::try_from(prog.take_link(id)?))
+            })
+        };
+        Some(program_mut(ebpf, PROG_XDP).and_then(adopt))
+    }
+
+    fn describe(&self) -> (Hook, Via) {
+        (Hook::Xdp, Via::Link)
+    }
+}
