@@ -160,7 +160,9 @@ pub(super) struct Detach<'a> {
 /// attached (that is what survives a crash); `detach` takes it off.
 pub(super) trait Held: Send {
     fn via(&self) -> Via;
-    /// Takes the program off the interface (and removes its pin).
+    /// Takes the program off the interface as far as its mechanism can
+    /// (and removes its pin): an XDP attachment over netlink that aya made
+    /// leaves with the program instead.
     fn detach(self: Box<Self>, how: &Detach<'_>);
 }
 
