@@ -6,6 +6,7 @@
 //! Build the agent first: `cargo build -p routebackup` (or set ROUTEBACKUP_BIN).
 
 use anyhow::{ensure, Context, Result};
+use routebackup::fastpath::Via;
 use routebackup::kernel::{Feature, Kernel, Support};
 use routebackup_tests::agent::Agent;
 use routebackup_tests::{agent_bin, Netns};
@@ -126,6 +127,16 @@ fn lab(name: &str) -> Result<Netns> {
     Ok(ns)
 }
 
+/// How status says TC is attached to lan0.
+fn tc_mechanism(status: &routebackup::control::StatusReport) -> Result<Via> {
+    status
+        .fastpath
+        .as_ref()
+        .and_then(|f| f.attachments.first())
+        .and_then(|a| a.tc_mechanism)
+        .context("status names no TC mechanism")
+}
+
 /// Whether TC ingress of lan0 holds a netlink (clsact) filter.
 fn netlink_tc_filter(ns: &Netns) -> Result<bool> {
     let out = ns.sh("tc filter show dev lan0 ingress 2>/dev/null || true")?;
@@ -158,6 +169,20 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
         !Kernel::host().has(Feature::Tcx),
         "TC is a netlink filter exactly where the kernel has no TCX"
     );
+    let want = if Kernel::host().has(Feature::Tcx) {
+        Via::Tcx
+    } else {
+        Via::Netlink
+    };
+    assert_eq!(
+        tc_mechanism(&status)?,
+        want,
+        "status names the TC mechanism"
+    );
+    assert!(
+        status.render().contains(&format!("tc {}", want.name())),
+        "the human status names the TC mechanism"
+    );
     drop(agent);
 
     // TCX forced off: said at start, shown in status, and TC hangs off clsact.
@@ -176,6 +201,7 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
         .and_then(|f| f.kernel.clone())
         .context("status has no kernel")?;
     assert_eq!(k.support(Feature::Tcx), &Support::Forced);
+    assert_eq!(tc_mechanism(&status)?, Via::Netlink);
     assert!(
         netlink_tc_filter(&ns)?,
         "TCX forced off, yet no netlink TC filter"

@@ -266,12 +266,21 @@ fn render_fastpath(s: &mut String, fp: &DataplaneStatus) {
             XdpAttach::Generic => "generic",
             XdpAttach::None => "none",
         };
+        let via: Vec<String> = [("xdp", a.xdp_mechanism), ("tc", a.tc_mechanism)]
+            .into_iter()
+            .filter_map(|(hook, m)| m.map(|m| format!("{hook} {}", m.name())))
+            .collect();
         s.push_str(&format!(
-            "  {} (ifindex {}): xdp {xdp}, tc {}{}\n",
+            "  {} (ifindex {}): xdp {xdp}, tc {}{}{}\n",
             a.interface,
             a.ifindex,
             if a.tc { "attached" } else { "not attached" },
-            if a.adopted { ", adopted" } else { "" }
+            if a.adopted { ", adopted" } else { "" },
+            if via.is_empty() {
+                String::new()
+            } else {
+                format!(" (via {})", via.join(", "))
+            }
         ));
     }
     if !fp.groups.is_empty() {
@@ -719,7 +728,7 @@ mod tests {
         let human = back.render();
         for needle in [
             "fast path (/sys/fs/bpf/routebackup)",
-            "lan0 (ifindex 3): xdp native, tc attached",
+            "lan0 (ifindex 3): xdp native, tc attached (via xdp link, tc tcx)",
             "STEERED PKTS",
             "driver lte: running (pid 4242)",
             "driver dsl: idle",

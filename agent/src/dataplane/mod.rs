@@ -124,11 +124,17 @@ impl Dataplane {
         .map_err(|e| DataplaneError::Fastpath(Box::new(e)))?;
         for a in fastpath.attachments() {
             info!(
-                "fast path on {} (ifindex {}): xdp {:?}, tc {}{}",
+                "fast path on {} (ifindex {}): xdp {:?}{}, tc {}{}{}",
                 a.interface,
                 a.ifindex,
                 a.xdp,
+                a.xdp_mechanism
+                    .map(|m| format!(" ({})", m.name()))
+                    .unwrap_or_default(),
                 if a.tc { "attached" } else { "not attached" },
+                a.tc_mechanism
+                    .map(|m| format!(" ({})", m.name()))
+                    .unwrap_or_default(),
                 if a.adopted {
                     ", adopted from the previous agent"
                 } else {
