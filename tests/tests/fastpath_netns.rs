@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use routebackup::config::AttachMode;
-use routebackup::fastpath::{gateway_bytes, Attachment, Fastpath, FastpathOptions, XdpAttach};
-use routebackup::kernel::Kernel;
+use routebackup::fastpath::{
+    gateway_bytes, Attachment, Fastpath, FastpathError, FastpathOptions, Via, XdpAttach,
+};
+use routebackup::kernel::{Feature, Kernel};
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE,
 };
@@ -335,6 +337,47 @@ fn ethernet_backup_tc_only() -> Result<()> {
 }
 
 /// Opens tun0 (persistent, created by `ip tuntap`) in the current namespace.
+fn xdp_on(t: &Topo) -> Result<bool> {
+    Ok(t.edge.sh("ip -d link show dev e-lan")?.contains("xdp"))
+}
+
+/// With XDP links forced off, XDP goes on through netlink (IFLA_XDP):
+/// steering works the same, detach takes it off at once, and as nothing can
+/// keep it, `close(true)` says so and takes it off too.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn xdp_over_netlink_when_xdp_links_are_forced_off() -> Result<()> {
+    let t = topo()?;
+    let value = steer_eth(&t)?;
+    let mut o = opts(&t, AttachMode::Xdp);
+    o.kernel = Kernel::host().without(&[Feature::XdpLink]);
+    t.edge.run_in(|| {
+        let mut fp = Fastpath::open(&o)?;
+        let a = fp.attachments().remove(0);
+        assert_eq!(
+            (a.xdp, a.xdp_mechanism),
+            (XdpAttach::Native, Some(Via::Netlink))
+        );
+        assert!(xdp_on(&t)?, "no XDP program on e-lan");
+        fp.set_segment(segment(), value)?;
+        assert_eq!(ping_path(&t)?, Path::Backup, "steered over netlink XDP");
+        let s = fp.group_stats(7)?;
+        assert_eq!((s.steered_packets, s.deferred_packets), (PINGS, 0), "{s:?}");
+
+        assert!(fp.detach("e-lan")?);
+        assert!(!xdp_on(&t)?, "XDP still on e-lan after detach");
+        fp.attach("e-lan", AttachMode::Xdp)?;
+        assert!(xdp_on(&t)?, "no XDP program on e-lan after attach");
+        let kept = fp.close(true);
+        assert!(
+            matches!(&kept, Err(FastpathError::KeepAttachments { interfaces }) if interfaces == &["e-lan"]),
+            "{kept:?}"
+        );
+        assert!(!xdp_on(&t)?, "XDP left on e-lan without the agent");
+        Ok(())
+    })
+}
+
 fn open_tun(name: &str) -> Result<OwnedFd> {
     #[repr(C)]
     struct IfReq {

@@ -206,5 +206,25 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
         netlink_tc_filter(&ns)?,
         "TCX forced off, yet no netlink TC filter"
     );
+    drop(agent);
+
+    // XDP links forced off: XDP goes on over netlink, as status says.
+    let ns = lab("kp3")?;
+    let config = CONFIG.replace(r#"mode = "tc""#, r#"mode = "auto""#);
+    let agent = Agent::start_with(&ns, "ROUTEBACKUP_KERNEL_WITHOUT=xdp-link", "", &config)?;
+    let status = agent.status()?;
+    let a = status
+        .fastpath
+        .as_ref()
+        .and_then(|f| f.attachments.first())
+        .context("status has no attachment")?;
+    assert_eq!(a.xdp_mechanism, Some(Via::Netlink), "{a:?}");
+    assert!(
+        status.render().contains("xdp netlink"),
+        "{}",
+        status.render()
+    );
+    let link = ns.sh("ip -d link show dev lan0")?;
+    assert!(link.contains("xdp"), "no XDP program on lan0: {link}");
     Ok(())
 }

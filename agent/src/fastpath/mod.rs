@@ -337,9 +337,8 @@ impl Fastpath {
         else {
             return Ok(false);
         };
-        // Unpinning and closing its links is what takes the programs off.
-        // (An XDP attachment made through netlink, on kernels before bpf
-        // links, stays until the program is unloaded: there is no link.)
+        // Unpinning and closing its links, or the netlink request that
+        // undoes a netlink attachment, is what takes the programs off.
         let link_detach = self.kernel.has(Feature::LinkDetach);
         self.links.remove(pos).detach(link_detach);
         for pin in attach::kept_pins(&self.layout.links) {

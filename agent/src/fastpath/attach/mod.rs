@@ -160,9 +160,7 @@ pub(super) struct Detach<'a> {
 /// attached (that is what survives a crash); `detach` takes it off.
 pub(super) trait Held: Send {
     fn via(&self) -> Via;
-    /// Takes the program off the interface as far as its mechanism can
-    /// (and removes its pin): an XDP attachment over netlink that aya made
-    /// leaves with the program instead.
+    /// Takes the program off the interface (and removes its pin).
     fn detach(self: Box<Self>, how: &Detach<'_>);
 }
 
@@ -186,12 +184,14 @@ pub(super) struct Plan {
 impl Plan {
     pub(super) fn for_kernel(kernel: &Kernel) -> Plan {
         Plan {
-            // aya 0.14 offers no XDP attach over netlink but its own fallback
-            // when the kernel refuses an XDP link (EINVAL), so XDP starts with
-            // the link whatever the probe says (also with xdp-link forced
-            // off); `xdp_link` hands over to `xdp_netlink` when aya fell back.
+            // A kernel whose probe refused XDP links (or with them forced
+            // off) gets XDP over netlink from the start.
             xdp: Chain {
-                first: &xdp_link::Link,
+                first: if kernel.has(Feature::XdpLink) {
+                    &xdp_link::Link
+                } else {
+                    &xdp_netlink::Netlink
+                },
                 then: &[],
             },
             // TCX said yes to the probe; a failure on a device still gets
@@ -534,8 +534,7 @@ mod tests {
         );
     }
 
-    /// The kernel's TCX answer picks the TC chain; XDP always starts with
-    /// the link (aya falls back to netlink itself).
+    /// The kernel's answers pick the mechanisms.
     #[test]
     fn plan_follows_the_kernel() {
         let full = Plan::for_kernel(&Kernel::full());
@@ -549,7 +548,8 @@ mod tests {
             [Via::Netlink]
         );
         assert_eq!(full.xdp.first.describe().1, Via::Link);
-        let without = Plan::for_kernel(&Kernel::full().without(&[Feature::Tcx]));
+        let without = Plan::for_kernel(&Kernel::full().without(&[Feature::Tcx, Feature::XdpLink]));
+        assert_eq!(without.xdp.first.describe().1, Via::Netlink);
         assert_eq!(without.tc.first.describe().1, Via::Netlink);
         assert!(without.tc.then.is_empty());
         assert_eq!(without.tc_netlink_why, "TCX forced off");

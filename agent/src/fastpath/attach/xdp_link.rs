@@ -33,9 +33,9 @@ impl Mechanism for Link {
         match FdLink::try_from(made) {
             Ok(fd) => Ok(link::keep(fd, &at.pin, Via::Link)?),
             Err(e) => {
-                // aya fell back to netlink (a kernel without XDP links), and
-                // the conversion dropped that attachment: it is made again,
-                // left to the program.
+                // aya fell back to netlink itself (the kernel refused the
+                // link although the probe did not), and the conversion
+                // dropped that attachment: it is made again, ours to detach.
                 tracing::warn!(
                     "{}: XDP attached through netlink (no bpf link: {}): it cannot be \
                      pinned, so a restart of the agent re-attaches it",
