@@ -169,12 +169,6 @@ pub enum FastpathError {
     )]
     KeepAttachments { interfaces: Vec<String> },
 
-    #[error("cannot attach XDP to {interface} again after it turned out not to be a bpf link")]
-    XdpReattach {
-        interface: String,
-        source: Box<ProgramError>,
-    },
-
     #[error("cannot read the kernel's info on program {program}")]
     ProgramInfo {
         program: &'static str,

@@ -11,7 +11,7 @@ use routebackup_common::PROG_XDP;
 
 use super::link::{self, take_link};
 use super::{xdp_netlink, AttachError, Held, Hook, Mechanism, Target, Via, XdpAttach};
-use crate::fastpath::{program_mut, FastpathError, Result};
+use crate::fastpath::{program_mut, Result};
 
 pub(super) struct Link;
 
@@ -34,23 +34,16 @@ impl Mechanism for Link {
             Ok(fd) => Ok(link::keep(fd, &at.pin, Via::Link)?),
             Err(e) => {
                 // aya fell back to netlink itself (the kernel refused the
-                // link although the probe did not), and the conversion
-                // dropped that attachment: it is made again, ours to detach.
+                // link although the probe did not). The conversion let go of
+                // that attachment without taking it off: our program is on
+                // the device, held from now on as a netlink one.
                 tracing::warn!(
                     "{}: XDP attached through netlink (no bpf link: {}): it cannot be \
                      pinned, so a restart of the agent re-attaches it",
                     at.ifname,
                     crate::error::Report(&e)
                 );
-                xdp_netlink::Netlink.attach(ebpf, at).map_err(|e| match e {
-                    AttachError::Refused(source) => {
-                        AttachError::Failed(FastpathError::XdpReattach {
-                            interface: at.ifname.to_string(),
-                            source: Box::new(source),
-                        })
-                    }
-                    failed @ AttachError::Failed(_) => failed,
-                })
+                xdp_netlink::on_device(ebpf, at)
             }
         }
     }

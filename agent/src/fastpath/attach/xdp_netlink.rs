@@ -4,7 +4,9 @@
 //! the agent takes it off itself (on detach, and when it lets go of it).
 //!
 //! aya 0.14 keeps its IFLA_XDP request private, so the agent sends its own
-//! through its netlink sockets.
+//! through its netlink sockets. aya sends its own only when the kernel
+//! refuses an XDP link that the probe said it has; `xdp_link` then hands the
+//! attachment it made here (`on_device`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -95,37 +97,47 @@ impl Held for OnDevice {
     }
 }
 
+/// A descriptor of our program of its own, which outlives a dropped `Ebpf`.
+fn our_program(ebpf: &mut Ebpf) -> Result<ProgramFd, AttachError> {
+    let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
+    let prog = xdp.fd().map_err(AttachError::Refused)?;
+    prog.try_clone().map_err(|io_error| {
+        AttachError::Refused(ProgramError::SyscallError(SyscallError {
+            call: "dup",
+            io_error,
+        }))
+    })
+}
+
+fn held(at: &Target<'_>, prog: ProgramFd) -> Box<dyn Held> {
+    Box::new(OnDevice {
+        ifname: at.ifname.to_string(),
+        ifindex: at.ifindex,
+        mode: mode_flags(at.xdp_mode),
+        prog,
+    })
+}
+
+/// Holds what is on `at` already: our program, put there over netlink.
+pub(super) fn on_device(ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError> {
+    Ok(held(at, our_program(ebpf)?))
+}
+
 impl Mechanism for Netlink {
     fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError> {
-        let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
-        let refused = |io_error| {
+        let prog = our_program(ebpf)?;
+        // Never over someone else's program (as `ip link set xdp` without -force).
+        let flags = mode_flags(at.xdp_mode) | XDP_FLAGS_UPDATE_IF_NOEXIST;
+        set_xdp(at.ifindex, prog.as_fd().as_raw_fd(), flags, None).map_err(|e| {
             AttachError::Refused(ProgramError::SyscallError(SyscallError {
                 call: "RTM_SETLINK IFLA_XDP",
-                io_error,
-            }))
-        };
-        let prog = xdp.fd().map_err(AttachError::Refused)?;
-        let prog = prog.try_clone().map_err(|io_error| {
-            AttachError::Refused(ProgramError::SyscallError(SyscallError {
-                call: "dup",
-                io_error,
+                io_error: match e.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::other(crate::error::chain(&e)),
+                },
             }))
         })?;
-        let mode = mode_flags(at.xdp_mode);
-        let fd = prog.as_fd().as_raw_fd();
-        // Never over someone else's program (as `ip link set xdp` without -force).
-        set_xdp(at.ifindex, fd, mode | XDP_FLAGS_UPDATE_IF_NOEXIST, None).map_err(|e| {
-            refused(match e.raw_os_error() {
-                Some(code) => io::Error::from_raw_os_error(code),
-                None => io::Error::other(crate::error::chain(&e)),
-            })
-        })?;
-        Ok(Box::new(OnDevice {
-            ifname: at.ifname.to_string(),
-            ifindex: at.ifindex,
-            mode,
-            prog,
-        }))
+        Ok(held(at, prog))
     }
 
     fn describe(&self) -> (Hook, Via) {
