@@ -6,7 +6,7 @@
 //! Build the agent first: `cargo build -p routebackup` (or set ROUTEBACKUP_BIN).
 
 use anyhow::{ensure, Context, Result};
-use routebackup::fastpath::Via;
+use routebackup::fastpath::{Attachment, Via};
 use routebackup::kernel::{Feature, Kernel, Support};
 use routebackup_tests::agent::Agent;
 use routebackup_tests::{agent_bin, Netns};
@@ -127,13 +127,19 @@ fn lab(name: &str) -> Result<Netns> {
     Ok(ns)
 }
 
-/// How status says TC is attached to lan0.
-fn tc_mechanism(status: &routebackup::control::StatusReport) -> Result<Via> {
+/// lan0's attachment as status shows it.
+fn lan0(status: &routebackup::control::StatusReport) -> Result<&Attachment> {
     status
         .fastpath
         .as_ref()
         .and_then(|f| f.attachments.first())
-        .and_then(|a| a.tc_mechanism)
+        .context("status has no attachment")
+}
+
+/// How status says TC is attached to lan0.
+fn tc_mechanism(status: &routebackup::control::StatusReport) -> Result<Via> {
+    lan0(status)?
+        .tc_mechanism
         .context("status names no TC mechanism")
 }
 
@@ -213,11 +219,7 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
     let config = CONFIG.replace(r#"mode = "tc""#, r#"mode = "auto""#);
     let agent = Agent::start_with(&ns, "ROUTEBACKUP_KERNEL_WITHOUT=xdp-link", "", &config)?;
     let status = agent.status()?;
-    let a = status
-        .fastpath
-        .as_ref()
-        .and_then(|f| f.attachments.first())
-        .context("status has no attachment")?;
+    let a = lan0(&status)?;
     assert_eq!(a.xdp_mechanism, Some(Via::Netlink), "{a:?}");
     assert!(
         status.render().contains("xdp netlink"),
