@@ -1,7 +1,7 @@
 //! TC ingress through netlink: a filter on the interface's clsact qdisc,
-//! for kernels without TCX (or a device that refused it). There is no bpf
-//! link to pin: a restart of the agent attaches it again, and dropping it
-//! takes the filter off.
+//! for kernels without TCX (or with it forced off, or a device that refused
+//! it). There is no bpf link to pin: a restart of the agent attaches it
+//! again, and dropping it takes the filter off.
 
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcHandle};
 use aya::programs::SchedClassifier;
