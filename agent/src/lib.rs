@@ -6,7 +6,7 @@
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
 //! `kernel` (what the running kernel can do, probed once), `fastpath` (BPF
 //! programs and maps), `dataplane` (carries actions out: fast
-//! path entries, kernel routes, next-hop MACs), `links` (backup link
+//! path entries, kernel routes, next-hop MACs, behind `sink`'s `ActionSink`), `links` (backup link
 //! drivers), `control` (status socket), `daemon` (wires them together).
 //! `error` is how errors reach people, `paths` every runtime path.
 //! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
@@ -29,4 +29,6 @@ pub mod netlink;
 pub mod paths;
 pub mod probe;
 pub mod segments;
+pub mod sink;
+pub mod status;
 pub mod watcher;

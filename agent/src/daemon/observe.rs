@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::dataplane::status::GroupCounters;
 use crate::engine::Engine;
 use crate::hooks::{Hooks, Transition};
 use crate::kernel::Kernel;
 use crate::metrics::{FailureReason, GroupSnapshot, LinkSnapshot, Metrics, Snapshot};
 use crate::model::{Event, GroupState, LinkId, LinkState, Timer};
+use crate::status::GroupCounters;
 use crate::watcher::WatcherStats;
 
 /// The engine's groups and links as they were before an event.

@@ -1,22 +1,20 @@
 //! The data plane's part of `routebackup status` (`fastpath` in the JSON
 //! document): typed on both sides of the control socket, so the daemon
-//! serializes and `routebackup status` deserializes the same struct.
+//! serializes and `routebackup status` deserializes the same struct. The
+//! data plane converts its fast path's and drivers' state into these.
 
 use std::path::PathBuf;
 
 use routebackup_common::GroupStats;
 use serde::{Deserialize, Serialize};
 
-pub use super::xdp_check::TcFallback;
-use crate::fastpath::Attachment;
 use crate::kernel::Kernel;
-use crate::links::DriverState;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataplaneStatus {
     /// The bpffs directory holding the pinned maps (and kept attachments).
     pub pin_path: PathBuf,
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<AttachmentReport>,
     /// Per configured group, in config order.
     pub groups: Vec<GroupCounters>,
     /// Per configured link, in config order.
@@ -49,5 +47,48 @@ pub struct GroupCounters {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriverStatus {
     pub link: String,
-    pub driver: DriverState,
+    pub driver: DriverReport,
+}
+
+/// How XDP ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpReport {
+    Native,
+    Generic,
+    None,
+}
+
+/// One interface the programs are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentReport {
+    pub interface: String,
+    pub ifindex: u32,
+    pub xdp: XdpReport,
+    pub tc: bool,
+    /// The attachment was kept by a previous agent and adopted.
+    pub adopted: bool,
+}
+
+/// A link driver's own state (the link's real state comes from the engine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum DriverReport {
+    /// Nothing running; not brought up (or taken down, or failed).
+    Idle,
+    /// `up` done: interface set up, `up` command exited 0, or always-up.
+    Up,
+    /// A supervised process runs (`up` command or pppd).
+    Running { pid: u32 },
+    /// Taking the link down.
+    Stopping,
+}
+
+/// A backup XDP leaves to TC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcFallback {
+    /// The `[[link]]` steered to it.
+    pub link: String,
+    pub ifindex: u32,
+    pub reason: String,
 }
