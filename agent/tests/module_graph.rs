@@ -75,10 +75,16 @@ fn circle(g: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<Stri
 #[test]
 fn top_level_modules_form_no_circle() {
     let g = graph();
-    assert!(g.contains_key("daemon") && g.contains_key("dataplane"), "{g:?}");
+    assert!(
+        g.contains_key("daemon") && g.contains_key("dataplane"),
+        "{g:?}"
+    );
     for m in g.keys() {
         if let Some(c) = circle(&g, m) {
-            panic!("modules depend on each other in a circle: {}", c.join(" -> "));
+            panic!(
+                "modules depend on each other in a circle: {}",
+                c.join(" -> ")
+            );
         }
     }
 }

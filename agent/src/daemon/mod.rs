@@ -28,7 +28,7 @@ use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherRe
 use crate::engine::Engine;
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
-use crate::model::{Action, Event, GroupState, Millis, Timer};
+use crate::model::{Action, Event, GroupState, Millis, Notice, Subject, Timer};
 pub use crate::sink::{ActionSink, SinkError};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
@@ -197,16 +197,16 @@ impl Daemon {
         for action in actions {
             self.execute(action);
         }
-        let texts: Vec<&str> = notices
-            .iter()
+        let notices: Vec<Notice> = notices
+            .into_iter()
             .filter_map(|n| match n {
-                Action::Notice(text) => Some(text.as_str()),
+                Action::Notice(n) => Some(n),
                 _ => None,
             })
             .collect();
-        self.observer.after(&self.engine, &before, &texts);
-        for text in texts {
-            self.notice(text);
+        self.observer.after(&self.engine, &before, &notices);
+        for n in &notices {
+            self.notice(n);
         }
         if first_sync {
             self.sink.after_sync();
@@ -250,7 +250,7 @@ impl Daemon {
                 debug!("timer {timer:?} cancelled");
                 self.timers.cancel(timer);
             }
-            Action::Notice(text) => self.notice(&text),
+            Action::Notice(n) => self.notice(&n),
             Action::LinkUp { link, .. } => {
                 debug!("action: {action:?}");
                 self.observer.link_attempt(link);
@@ -277,22 +277,19 @@ impl Daemon {
     /// An engine notice as a log line, with the group or link it is about
     /// (and the group's state) as fields: journald keeps them as GROUP,
     /// LINK and STATE.
-    fn notice(&self, text: &str) {
-        let about = |kind: &str| {
-            text.strip_prefix(kind)
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(name, _)| name)
-        };
-        if let Some(group) = about("group ") {
-            let state = self
-                .observer
-                .group_state(&self.engine, group)
-                .map_or("", GroupState::name);
-            info!(group, state, "{text}");
-        } else if let Some(link) = about("link ") {
-            info!(link, "{text}");
-        } else {
-            info!("{text}");
+    /// Logs an engine notice with its subject as a field (journald's
+    /// `GROUP=` and `STATE=`, or `LINK=`).
+    fn notice(&self, n: &Notice) {
+        match &n.about {
+            Subject::Group(group) => {
+                let state = self
+                    .observer
+                    .group_state(&self.engine, group)
+                    .map_or("", GroupState::name);
+                info!(group = group.as_str(), state, "{n}");
+            }
+            Subject::Link(link) => info!(link = link.as_str(), "{n}"),
+            Subject::Agent => info!("{n}"),
         }
     }
 

@@ -153,7 +153,7 @@ pub(super) fn notices(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Notice(n) => Some(n.clone()),
+            Action::Notice(n) => Some(n.to_string()),
             _ => None,
         })
         .collect()
@@ -205,7 +205,10 @@ impl H {
         self.last = self.e.handle(self.now, ev);
         for a in &self.last {
             if let Action::Notice(n) = a {
-                assert!(!n.contains('\n'), "notice must be one line: {n:?}");
+                assert!(
+                    !n.to_string().contains('\n'),
+                    "notice must be one line: {n}"
+                );
             }
         }
         self.last.clone()
