@@ -11,6 +11,10 @@
 //! `error` is how errors reach people, `paths` every runtime path.
 //! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
 //! (journald or stderr).
+//!
+//! Unit tests sit at the end of their module's file in `#[cfg(test)] mod
+//! tests` until they pass 150 lines, then move to `<module>/tests.rs`, which
+//! may split topics off into `<module>/tests/<topic>.rs`.
 
 pub mod config;
 pub mod control;
