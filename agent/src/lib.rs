@@ -5,12 +5,18 @@
 //! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
 //! `kernel` (what the running kernel can do, probed once), `fastpath` (BPF
-//! programs and maps), `dataplane` (carries actions out: fast
-//! path entries, kernel routes, next-hop MACs), `links` (backup link
-//! drivers), `control` (status socket), `daemon` (wires them together).
+//! programs and maps), `dataplane` (carries actions out: fast path entries,
+//! kernel routes, next-hop MACs, behind `sink`'s `ActionSink`), `links`
+//! (backup link drivers), `status` (the status document), `control` (status
+//! socket), `daemon` (wires them together: the one place, with main.rs,
+//! that names both the daemon's side and the data plane).
 //! `error` is how errors reach people, `paths` every runtime path.
 //! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
 //! (journald or stderr).
+//!
+//! Unit tests sit at the end of their module's file in `#[cfg(test)] mod
+//! tests` until they pass 150 lines, then move to `<module>/tests.rs`, which
+//! may split topics off into `<module>/tests/<topic>.rs`.
 
 pub mod config;
 pub mod control;
@@ -29,4 +35,6 @@ pub mod netlink;
 pub mod paths;
 pub mod probe;
 pub mod segments;
+pub mod sink;
+pub mod status;
 pub mod watcher;

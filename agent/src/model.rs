@@ -313,7 +313,68 @@ pub enum Action {
     },
     /// A decision worth a log line, saying what and why, e.g.
     /// "group hq: primary lost (0 of 2 segments have a primary route); bringing up link lte".
-    Notice(String),
+    Notice(Notice),
+}
+
+/// What a notice is about. The daemon gives journald the name as a field
+/// (`GROUP=`, `LINK=`) and hooks the group's notices as the reason of a
+/// transition, without reading it back out of the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Group(String),
+    Link(String),
+    /// The agent itself (no group or link of that name, e.g. a report about
+    /// a slot that no longer exists).
+    Agent,
+}
+
+/// A log line of the engine: its subject and what happened and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub about: Subject,
+    pub text: String,
+}
+
+impl Notice {
+    pub fn group(name: impl AsRef<str>, text: impl Into<String>) -> Notice {
+        Notice {
+            about: Subject::Group(name.as_ref().to_string()),
+            text: text.into(),
+        }
+    }
+
+    pub fn link(name: impl AsRef<str>, text: impl Into<String>) -> Notice {
+        Notice {
+            about: Subject::Link(name.as_ref().to_string()),
+            text: text.into(),
+        }
+    }
+
+    pub fn agent(text: impl Into<String>) -> Notice {
+        Notice {
+            about: Subject::Agent,
+            text: text.into(),
+        }
+    }
+
+    /// The group it is about, if any.
+    pub fn group_name(&self) -> Option<&str> {
+        match &self.about {
+            Subject::Group(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// "group hq: primary lost ...", "link lte: ...", or the bare text.
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.about {
+            Subject::Group(name) => write!(f, "group {name}: {}", self.text),
+            Subject::Link(name) => write!(f, "link {name}: {}", self.text),
+            Subject::Agent => f.write_str(&self.text),
+        }
+    }
 }
 
 /// A group's state (see the README's state diagram). Its lowercase name is
@@ -454,6 +515,19 @@ pub struct EngineStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_read_as_before_and_keep_their_subject_apart() {
+        let n = Notice::group("hq", "primary lost");
+        assert_eq!(n.to_string(), "group hq: primary lost");
+        assert_eq!(n.group_name(), Some("hq"));
+        // A name with ": " in it no longer confuses whoever needs the subject.
+        let n = Notice::link("a: b", "up");
+        assert_eq!(n.to_string(), "link a: b: up");
+        assert_eq!(n.about, Subject::Link("a: b".into()));
+        assert_eq!(n.group_name(), None);
+        assert_eq!(Notice::agent("x").to_string(), "x");
+    }
 
     #[test]
     fn state_names_are_their_serde_names() {

@@ -6,7 +6,7 @@
 //! Build the agent first: `cargo build -p routebackup` (or set ROUTEBACKUP_BIN).
 
 use anyhow::{ensure, Context, Result};
-use routebackup::fastpath::{Attachment, Via};
+use routebackup::status::{AttachmentReport, Via};
 use routebackup::kernel::{Feature, Kernel, Support};
 use routebackup_tests::agent::Agent;
 use routebackup_tests::{agent_bin, Netns};
@@ -128,7 +128,7 @@ fn lab(name: &str) -> Result<Netns> {
 }
 
 /// lan0's attachment as status shows it.
-fn lan0(status: &routebackup::control::StatusReport) -> Result<&Attachment> {
+fn lan0(status: &routebackup::control::StatusReport) -> Result<&AttachmentReport> {
     status
         .fastpath
         .as_ref()

@@ -25,12 +25,11 @@ use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherReport};
-use crate::dataplane::status::DataplaneStatus;
-use crate::dataplane::DataplaneError;
 use crate::engine::Engine;
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
-use crate::model::{Action, Event, GroupId, GroupState, Millis, Timer};
+use crate::model::{Action, Event, GroupState, Millis, Notice, Subject, Timer};
+pub use crate::sink::{ActionSink, SinkError};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 use futures::future::BoxFuture;
 
@@ -53,58 +52,9 @@ pub enum DaemonError {
     #[error("cannot start the route watcher")]
     Watcher(#[source] crate::watcher::WatcherError),
     #[error(transparent)]
-    Dataplane(#[from] DataplaneError),
+    Sink(#[from] SinkError),
     #[error("the netlink watcher stopped unexpectedly (see the log above for why)")]
     WatcherStopped,
-}
-
-/// Carries out the actions that touch the outside world: `LinkUp`,
-/// `LinkDown`, `Steer`, `Unsteer`. (Timers and notices are the daemon's own.)
-///
-/// `execute` and `next_event` run on the engine's task: they must not block.
-/// Long work (pppd, a dial command) is spawned; its outcome comes back as an
-/// `Event` (e.g. `LinkFailed`) from `next_event`. The interface coming up is
-/// seen by the watcher, not reported by the sink.
-pub trait ActionSink: Send {
-    /// `requested_by`: for `LinkUp`, the group that asked for the link.
-    fn execute(&mut self, action: &Action, requested_by: Option<&str>);
-
-    /// At start-up: (group, backup ifindex) pairs the fast path still steers
-    /// (kept by a previous agent), offered to the engine for adoption.
-    fn adoptable(&self) -> Vec<(GroupId, u32)> {
-        Vec::new()
-    }
-
-    /// Called once after the engine took in the initial dump.
-    fn after_sync(&mut self) {}
-
-    /// A reload (see `reload`): called with the new config, laid out on the
-    /// running ids (`engine::slotted`), before the engine's actions for it
-    /// are carried out: new links' drivers, new attach points.
-    fn prepare_reload(&mut self, _config: &Config) {}
-
-    /// A reload, after the engine's actions for it: entries of removed and
-    /// added segments, removed links' drivers, detached interfaces.
-    fn finish_reload(&mut self, _config: &Config) {}
-
-    /// The next event for the engine from the sink's background work. The
-    /// sink may do its own work on the engine's task while this is awaited
-    /// (the fast path applies next-hop changes here, ordered with `Steer` and
-    /// `Unsteer`). Must be cancel-safe: the daemon drops it whenever another
-    /// event comes first. Never ready when the sink has nothing to report.
-    fn next_event(&mut self) -> BoxFuture<'_, Event> {
-        Box::pin(std::future::pending())
-    }
-
-    /// Extra status for `routebackup status` (the fast path's maps and counters).
-    fn status(&self) -> Option<DataplaneStatus> {
-        None
-    }
-
-    /// Called once on SIGTERM/SIGINT before the daemon exits.
-    fn shutdown(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
 }
 
 /// An `ActionSink` that only logs (`run --dry-run`). A `LinkDown` it did
@@ -247,16 +197,16 @@ impl Daemon {
         for action in actions {
             self.execute(action);
         }
-        let texts: Vec<&str> = notices
-            .iter()
+        let notices: Vec<Notice> = notices
+            .into_iter()
             .filter_map(|n| match n {
-                Action::Notice(text) => Some(text.as_str()),
+                Action::Notice(n) => Some(n),
                 _ => None,
             })
             .collect();
-        self.observer.after(&self.engine, &before, &texts);
-        for text in texts {
-            self.notice(text);
+        self.observer.after(&self.engine, &before, &notices);
+        for n in &notices {
+            self.notice(n);
         }
         if first_sync {
             self.sink.after_sync();
@@ -300,7 +250,7 @@ impl Daemon {
                 debug!("timer {timer:?} cancelled");
                 self.timers.cancel(timer);
             }
-            Action::Notice(text) => self.notice(&text),
+            Action::Notice(n) => self.notice(&n),
             Action::LinkUp { link, .. } => {
                 debug!("action: {action:?}");
                 self.observer.link_attempt(link);
@@ -327,22 +277,19 @@ impl Daemon {
     /// An engine notice as a log line, with the group or link it is about
     /// (and the group's state) as fields: journald keeps them as GROUP,
     /// LINK and STATE.
-    fn notice(&self, text: &str) {
-        let about = |kind: &str| {
-            text.strip_prefix(kind)
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(name, _)| name)
-        };
-        if let Some(group) = about("group ") {
-            let state = self
-                .observer
-                .group_state(&self.engine, group)
-                .map_or("", GroupState::name);
-            info!(group, state, "{text}");
-        } else if let Some(link) = about("link ") {
-            info!(link, "{text}");
-        } else {
-            info!("{text}");
+    /// Logs an engine notice with its subject as a field (journald's
+    /// `GROUP=` and `STATE=`, or `LINK=`).
+    fn notice(&self, n: &Notice) {
+        match &n.about {
+            Subject::Group(group) => {
+                let state = self
+                    .observer
+                    .group_state(&self.engine, group)
+                    .map_or("", GroupState::name);
+                info!(group = group.as_str(), state, "{n}");
+            }
+            Subject::Link(link) => info!(link = link.as_str(), "{n}"),
+            Subject::Agent => info!("{n}"),
         }
     }
 
@@ -391,7 +338,7 @@ pub async fn run(
     config: Config,
     config_path: PathBuf,
     kernel: Kernel,
-    make_sink: impl FnOnce(&Kernel) -> Result<Box<dyn ActionSink>, DataplaneError>,
+    make_sink: impl FnOnce(&Kernel) -> Result<Box<dyn ActionSink>, SinkError>,
 ) -> Result<(), DaemonError> {
     let start = Instant::now();
     let started_wall = SystemTime::now();

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::dataplane::status::GroupCounters;
 use crate::engine::Engine;
 use crate::hooks::{Hooks, Transition};
 use crate::kernel::Kernel;
 use crate::metrics::{FailureReason, GroupSnapshot, LinkSnapshot, Metrics, Snapshot};
-use crate::model::{Event, GroupState, LinkId, LinkState, Timer};
+use crate::model::{Event, GroupState, LinkId, LinkState, Notice, Timer};
+use crate::status::GroupCounters;
 use crate::watcher::WatcherStats;
 
 /// The engine's groups and links as they were before an event.
@@ -139,7 +139,7 @@ impl Observer {
     /// Counts what changed since `before`, runs the hooks of groups whose
     /// state changed and publishes a new snapshot if anything did.
     /// `notices`: the engine's log lines for this event.
-    pub fn after(&mut self, engine: &Engine, before: &Before, notices: &[&str]) {
+    pub fn after(&mut self, engine: &Engine, before: &Before, notices: &[Notice]) {
         let now = Instant::now();
         let mut changed = false;
         for (g, was) in before.groups.iter().enumerate() {
@@ -160,11 +160,10 @@ impl Observer {
                 *since = now;
             }
             if self.hooks.wants(g) {
-                let prefix = format!("group {name}: ");
-                let reason: Vec<&str> = notices
+                let reason: Vec<String> = notices
                     .iter()
-                    .copied()
-                    .filter(|n| n.starts_with(&prefix))
+                    .filter(|n| n.group_name() == Some(name.as_str()))
+                    .map(ToString::to_string)
                     .collect();
                 self.hooks.changed(
                     g,

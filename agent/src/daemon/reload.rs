@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::control::{ConfigReport, ReloadReport};
 use crate::engine;
 use crate::error::Report;
-use crate::model::Action;
+use crate::model::{Action, Notice};
 use crate::watcher::WatcherConfig;
 
 use super::Daemon;
@@ -201,10 +201,10 @@ impl Daemon {
             .reconfigure(now, &slotted)
             .into_iter()
             .partition(|a| matches!(a, Action::Notice(_)));
-        let texts: Vec<String> = notices
+        let notices_about: Vec<Notice> = notices
             .iter()
             .filter_map(|n| match n {
-                Action::Notice(text) => Some(text.clone()),
+                Action::Notice(n) => Some(n.clone()),
                 _ => None,
             })
             .collect();
@@ -214,8 +214,7 @@ impl Daemon {
         self.sink.finish_reload(&slotted);
         // Metrics and hooks by the new slots, then the reload's transitions.
         self.observer.reconfigure(&slotted);
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        self.observer.after(&self.engine, &before, &texts);
+        self.observer.after(&self.engine, &before, &notices_about);
         self.observer.publish(&self.engine);
         self.steer_latency_us.resize(slotted.groups.len(), None);
         for (g, slot) in self.steer_latency_us.iter_mut().enumerate() {

@@ -35,7 +35,6 @@ mod next_hops;
 mod reload;
 mod route_jobs;
 mod segments;
-pub mod status;
 pub mod xdp_check;
 
 use std::collections::HashMap;
@@ -49,17 +48,20 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::config::{Config, LinkConfig};
-use crate::daemon::ActionSink;
 use crate::error::Report;
-use crate::fastpath::{Fastpath, FastpathError, FastpathOptions, XdpAttach};
+use crate::fastpath::{Attachment, Fastpath, FastpathError, FastpathOptions, Via, XdpAttach};
 use crate::kernel::{Feature, Kernel};
-use crate::links::{DriverEvent, LinkDrivers};
+use crate::links::{DriverEvent, DriverState, LinkDrivers};
 use crate::model::{Action, Event, GroupId, SteerTarget};
 use crate::probe::Prober;
+use crate::sink::{ActionSink, SinkError};
+use crate::status::{
+    AttachmentReport, DataplaneStatus, DriverReport, DriverStatus, GroupCounters,
+    Via as ViaReport, XdpReport,
+};
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;
 use segments::pass_value;
-use status::{DataplaneStatus, DriverStatus, GroupCounters};
 use xdp_check::XdpCheck;
 
 /// Why the data plane could not start.
@@ -82,6 +84,12 @@ pub enum DataplaneError {
         #[source]
         source: Box<FastpathError>,
     },
+}
+
+impl From<DataplaneError> for SinkError {
+    fn from(e: DataplaneError) -> SinkError {
+        SinkError(Box::new(e))
+    }
 }
 
 pub struct Dataplane {
@@ -437,7 +445,7 @@ impl ActionSink for Dataplane {
                 .filter(|(_, l)| !l.name.is_empty())
                 .map(|(i, l)| DriverStatus {
                     link: l.name.clone(),
-                    driver: d.state(i),
+                    driver: driver_report(d.state(i)),
                 })
                 .collect(),
             None => Vec::new(),
@@ -447,7 +455,7 @@ impl ActionSink for Dataplane {
             tc_fallbacks,
             tc_fallbacks_total,
             pin_path: fp.pin_path().to_path_buf(),
-            attachments: fp.attachments(),
+            attachments: fp.attachments().iter().map(attachment_report).collect(),
             groups,
             drivers,
             kernel_routes: self.routes.installed(),
@@ -473,5 +481,38 @@ impl ActionSink for Dataplane {
                 }
             }
         })
+    }
+}
+
+fn driver_report(s: DriverState) -> DriverReport {
+    match s {
+        DriverState::Idle => DriverReport::Idle,
+        DriverState::Up => DriverReport::Up,
+        DriverState::Running { pid } => DriverReport::Running { pid },
+        DriverState::Stopping => DriverReport::Stopping,
+    }
+}
+
+fn attachment_report(a: &Attachment) -> AttachmentReport {
+    AttachmentReport {
+        interface: a.interface.clone(),
+        ifindex: a.ifindex,
+        xdp: match a.xdp {
+            XdpAttach::Native => XdpReport::Native,
+            XdpAttach::Generic => XdpReport::Generic,
+            XdpAttach::None => XdpReport::None,
+        },
+        tc: a.tc,
+        adopted: a.adopted,
+        xdp_mechanism: a.xdp_mechanism.map(via_report),
+        tc_mechanism: a.tc_mechanism.map(via_report),
+    }
+}
+
+fn via_report(v: Via) -> ViaReport {
+    match v {
+        Via::Link => ViaReport::Link,
+        Via::Tcx => ViaReport::Tcx,
+        Via::Netlink => ViaReport::Netlink,
     }
 }

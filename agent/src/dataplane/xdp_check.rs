@@ -27,7 +27,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::next_hops::Steering;
@@ -37,20 +36,12 @@ use crate::netlink::codec;
 use crate::netlink::genl::{Netdev, NETDEV_XDP_ACT_NDO_XMIT};
 use crate::netlink::socket::Requests;
 use crate::netlink::{decode, LinkTx};
+use crate::status::TcFallback;
 
 /// How often the counters and features of steered backups are compared.
 pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Fewer steered packets in one interval than this prove nothing.
 const MIN_STEERED: u64 = 32;
-
-/// A backup XDP leaves to TC, as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcFallback {
-    /// The `[[link]]` steered to it.
-    pub link: String,
-    pub ifindex: u32,
-    pub reason: String,
-}
 
 /// Why a backup is TC-only.
 #[derive(Clone, Debug, PartialEq, Eq)]

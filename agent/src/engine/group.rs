@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Action, GroupState, LinkId, LinkState, Millis, Timer};
+use crate::model::{Action, GroupState, LinkId, LinkState, Millis, Notice, Timer};
 
 use super::links::steer_action;
 use super::{Engine, MAX_RETRY_BACKOFF};
@@ -64,7 +64,7 @@ impl Engine {
 
     pub(super) fn notice(&self, g: usize, text: impl AsRef<str>, out: &mut Vec<Action>) {
         let name = self.groups.get(g).map_or("?", |gr| gr.name.as_str());
-        out.push(Action::Notice(format!("group {name}: {}", text.as_ref())));
+        out.push(Action::Notice(Notice::group(name, text.as_ref())));
     }
 
     /// "(0 of 2 segments have a primary route)"

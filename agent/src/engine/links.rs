@@ -4,8 +4,8 @@
 use ipnet::IpNet;
 
 use crate::model::{
-    Action, AddressInfo, GroupId, GroupState, LinkId, LinkState, Millis, OperState, SteerTarget,
-    Timer,
+    Action, AddressInfo, GroupId, GroupState, LinkId, LinkState, Millis, Notice, OperState,
+    SteerTarget, Timer,
 };
 
 use super::{gateway, Engine};
@@ -140,10 +140,12 @@ impl Engine {
                 };
                 l.state = LinkState::Connecting;
                 if l.always_up {
-                    out.push(Action::Notice(format!(
-                        "link {}: always-up link is not ready ({why}); waiting up to {}",
-                        l.name,
-                        humantime::format_duration(l.up_timeout)
+                    out.push(Action::Notice(Notice::link(
+                        &l.name,
+                        format!(
+                            "always-up link is not ready ({why}); waiting up to {}",
+                            humantime::format_duration(l.up_timeout)
+                        ),
                     )));
                 } else {
                     l.attempt = attempt;
@@ -231,7 +233,10 @@ impl Engine {
         l.ended = true;
         l.attempts = l.attempts.saturating_add(1);
         l.last_error = Some(why.to_owned());
-        out.push(Action::Notice(format!("link {}: {what}: {why}", l.name)));
+        out.push(Action::Notice(Notice::link(
+            &l.name,
+            format!("{what}: {why}"),
+        )));
         let always_up = l.always_up;
         self.forget_verification(link, out);
         Some(always_up)
@@ -350,9 +355,9 @@ impl Engine {
         if waiting.is_empty() || !self.synced {
             return;
         }
-        out.push(Action::Notice(format!(
-            "link {}: down finished; bringing it up again for the group waiting for it",
-            self.link_name(link)
+        out.push(Action::Notice(Notice::link(
+            self.link_name(link),
+            "down finished; bringing it up again for the group waiting for it",
         )));
         if self.request_link(link, out) {
             for g in waiting {
@@ -370,17 +375,20 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let Some(l) = self.links.get_mut(link) else {
-            out.push(Action::Notice(format!(
+            out.push(Action::Notice(Notice::agent(format!(
                 "driver reported a failure for unknown link #{link}: {error}"
-            )));
+            ))));
             return;
         };
         if attempt != l.attempt {
             // A process of an earlier attempt exiting late (its attempt
             // already timed out or was taken down): not about the current one.
-            out.push(Action::Notice(format!(
-                "link {}: ignoring a report of attempt {attempt} (current: {}): {error}",
-                l.name, l.attempt
+            out.push(Action::Notice(Notice::link(
+                &l.name,
+                format!(
+                    "ignoring a report of attempt {attempt} (current: {}): {error}",
+                    l.attempt
+                ),
             )));
             return;
         }
@@ -392,9 +400,9 @@ impl Engine {
             LinkState::Connecting => self.attempt_failed(now, link, &error, out),
             LinkState::Up => self.link_dropped(now, link, &error, out),
             LinkState::Down | LinkState::Releasing | LinkState::Failed => {
-                out.push(Action::Notice(format!(
-                    "link {}: driver reports: {error}",
-                    l.name
+                out.push(Action::Notice(Notice::link(
+                    &l.name,
+                    format!("driver reports: {error}"),
                 )));
                 l.last_error = Some(error);
             }
@@ -412,10 +420,12 @@ impl Engine {
                 continue;
             };
             if &new != cur {
-                out.push(Action::Notice(format!(
-                    "group {}: steering target on link {} changed; updating",
-                    gr.name,
-                    self.link_name(cur.link)
+                out.push(Action::Notice(Notice::group(
+                    &gr.name,
+                    format!(
+                        "steering target on link {} changed; updating",
+                        self.link_name(cur.link)
+                    ),
                 )));
                 let action = steer_action(g, &gr.segments, &new);
                 out.push(action);

@@ -32,26 +32,14 @@
 
 mod gateway;
 mod group;
-#[cfg(test)]
-mod link_tests;
 mod links;
 mod prearm;
-#[cfg(test)]
-mod prearm_tests;
 mod probe;
-#[cfg(test)]
-mod probe_tests;
-#[cfg(test)]
-mod proptests;
 mod reconfigure;
 mod routes;
 #[cfg(test)]
-mod rule_tests;
-#[cfg(test)]
 mod tests;
 mod verify;
-#[cfg(test)]
-mod verify_tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -36,7 +36,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, RT_TABLE_MAIN};
 use crate::model::{
-    Action, GroupId, GroupState, LinkId, LinkState, SteerTarget, RTPROT_ROUTEBACKUP,
+    Action, GroupId, GroupState, LinkId, LinkState, Notice, SteerTarget, RTPROT_ROUTEBACKUP,
 };
 
 use super::Engine;
@@ -298,7 +298,7 @@ impl Engine {
             .map(|gr| gr.name.as_str())
             .filter(|n| !n.is_empty())
             .map_or_else(|| format!("#{g}"), ToString::to_string);
-        out.push(Action::Notice(format!("group {name}: {text}")));
+        out.push(Action::Notice(Notice::group(&name, text)));
     }
 
     /// Segment → metric of what group `g` has pre-armed (tests, status).

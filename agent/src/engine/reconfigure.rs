@@ -50,7 +50,7 @@
 use std::collections::HashSet;
 
 use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig};
-use crate::model::{Action, GroupState, LinkId, Millis, Timer};
+use crate::model::{Action, GroupState, LinkId, Millis, Notice, Timer};
 
 use super::links::steer_action;
 use super::prearm::prearm_table;
@@ -257,9 +257,9 @@ impl Engine {
                             let mut rt = GroupRt::new(new, config, config.links.len());
                             rt.since = now;
                             rt.awaiting_routes = self.synced;
-                            out.push(Action::Notice(format!(
-                                "group {}: added by the reload",
-                                new.name
+                            out.push(Action::Notice(Notice::group(
+                                &new.name,
+                                "added by the reload",
                             )));
                             rt
                         }
@@ -284,9 +284,7 @@ impl Engine {
         }
         for l in &removed_links {
             if let Some(name) = self.links.get(*l).map(|rt| rt.name.clone()) {
-                out.push(Action::Notice(format!(
-                    "link {name}: removed by the reload"
-                )));
+                out.push(Action::Notice(Notice::link(name, "removed by the reload")));
             }
             let replacement = config
                 .links
@@ -331,9 +329,7 @@ impl Engine {
     fn remove_group(&mut self, g: usize, name: &str, out: &mut Vec<Action>) -> Option<LinkId> {
         let synced = self.synced;
         let gr = self.groups.get_mut(g)?;
-        out.push(Action::Notice(format!(
-            "group {name}: removed by the reload"
-        )));
+        out.push(Action::Notice(Notice::group(name, "removed by the reload")));
         if gr.steer.take().is_some() {
             out.push(Action::Unsteer {
                 group: g,
@@ -407,11 +403,13 @@ impl Engine {
             gr.match_mode = new.match_mode;
             gr.allow_default = new.allow_default;
             gr.awaiting_routes = synced;
-            out.push(Action::Notice(format!(
-                "group {}: segments changed by the reload ({} added, {} removed)",
-                gr.name,
-                added.len(),
-                removed.len()
+            out.push(Action::Notice(Notice::group(
+                &gr.name,
+                format!(
+                    "segments changed by the reload ({} added, {} removed)",
+                    added.len(),
+                    removed.len()
+                ),
             )));
         }
         if let Some(target) = gr.steer.filter(|_| !added.is_empty()) {
@@ -439,7 +437,7 @@ impl Engine {
         };
         gr.active = None;
         let steered = gr.steer.take().is_some();
-        let say = |text: String| Action::Notice(format!("group {}: {text}", gr.name));
+        let say = |text: String| Action::Notice(Notice::group(&gr.name, text));
         match gr.state {
             GroupState::Backup | GroupState::Activating => {
                 let what = if steered { "steering stopped; " } else { "" };

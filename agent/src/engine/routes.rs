@@ -499,7 +499,7 @@ enum RouteVerdict {
 }
 
 #[cfg(test)]
-mod prefix_routes_tests {
+mod tests {
     use super::PrefixRoutes;
     use crate::engine::tests::{nh, route};
 

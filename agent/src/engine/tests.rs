@@ -1,6 +1,14 @@
 //! Scenario tests for the engine: each feeds events and compares the actions
 //! (Notices aside, which are checked separately) with what the rules demand.
 
+// Topics with helpers of their own, on this file's harness (`H`, the events).
+mod link;
+mod prearm;
+mod probe;
+mod proptests;
+mod rule;
+mod verify;
+
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -127,7 +135,7 @@ pub(super) fn brief(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            // Pre-arming has its own tests (prearm_tests).
+            // Pre-arming has its own tests (tests/prearm.rs).
             Action::Notice(_) | Action::Prearm { .. } | Action::Disarm { .. } => None,
             Action::LinkUp { link, .. } => Some(format!("up {link}")),
             Action::LinkDown { link } => Some(format!("down {link}")),
@@ -153,7 +161,7 @@ pub(super) fn notices(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Notice(n) => Some(n.clone()),
+            Action::Notice(n) => Some(n.to_string()),
             _ => None,
         })
         .collect()
@@ -205,7 +213,10 @@ impl H {
         self.last = self.e.handle(self.now, ev);
         for a in &self.last {
             if let Action::Notice(n) = a {
-                assert!(!n.contains('\n'), "notice must be one line: {n:?}");
+                assert!(
+                    !n.to_string().contains('\n'),
+                    "notice must be one line: {n}"
+                );
             }
         }
         self.last.clone()

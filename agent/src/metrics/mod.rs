@@ -24,9 +24,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use routebackup_common::GroupStats;
 
-use crate::dataplane::status::GroupCounters;
 use crate::kernel::{Kernel, Support};
 use crate::model::{GroupState, LinkState};
+use crate::status::GroupCounters;
 use crate::watcher::WatcherStats;
 
 /// Every link state, in the order the metrics list them.

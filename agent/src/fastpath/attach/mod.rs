@@ -506,17 +506,6 @@ pub(super) fn attach_interface(
 mod tests {
     use super::*;
 
-    /// The status of an agent from before the mechanisms were shown still
-    /// parses (`routebackup status --json` read by a newer binary).
-    #[test]
-    fn attachment_without_mechanisms_parses() {
-        let a: Attachment = serde_json::from_str(
-            r#"{"interface":"lan0","ifindex":3,"xdp":"native","tc":true,"adopted":false}"#,
-        )
-        .unwrap();
-        assert_eq!((a.xdp_mechanism, a.tc_mechanism), (None, None));
-    }
-
     #[test]
     fn pin_names_round_trip() {
         let name = link_pin_name(XdpAttach::Native.pin_suffix(), "eth0.100");

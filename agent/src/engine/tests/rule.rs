@@ -1,7 +1,7 @@
 //! Tests of the covering rule (the kernel's longest match per table) and of
 //! the reasons `status` gives per segment.
 
-use super::tests::*;
+use super::*;
 use crate::model::*;
 
 /// Group 1 ("branch"): one covering segment, no delays.

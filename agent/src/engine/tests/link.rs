@@ -1,7 +1,7 @@
 //! Tests of the timers and link bookkeeping around outages: the `pending`
 //! state, the retry backoff per outage, attempt ids, release and readiness.
 
-use super::tests::*;
+use super::*;
 use crate::model::*;
 
 #[test]

@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use ipnet::IpNet;
 use proptest::prelude::*;
 
-use super::tests::{config, BASE, DSL, ETH0, ETH1, ETH2, ETH3, HOT, LTE, PPP0, WG0};
-use super::Engine;
+use super::{config, BASE, DSL, ETH0, ETH1, ETH2, ETH3, HOT, LTE, PPP0, WG0};
 use crate::config::{Config, MatchMode};
+use crate::engine::Engine;
 use crate::model::*;
 
 const PREFIXES: &[&str] = &[

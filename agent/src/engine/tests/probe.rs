@@ -1,7 +1,7 @@
 //! Probing the primary path: rounds, counts, status, with a fake clock.
 
-use super::tests::{brief, config, del, iface, notices, via, BASE, ETH0, ETH1, LTE};
-use super::*;
+use super::{brief, config, del, iface, notices, via, BASE, ETH0, ETH1, LTE};
+use crate::engine::*;
 use crate::model::*;
 
 /// BASE with a probe on group hq (down after 3 failed rounds, up after 2).

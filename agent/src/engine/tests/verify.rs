@@ -1,6 +1,6 @@
 //! Verifying a backup link before steering (`verify`), with a fake clock.
 
-use super::tests::{brief, notices, BASE, DSL, H, LTE, PPP0};
+use super::{brief, notices, BASE, DSL, H, LTE, PPP0};
 use crate::model::*;
 
 fn verified_lte() -> H {
@@ -93,7 +93,7 @@ fn a_new_session_is_verified_again() {
     h.b(result(1, true));
     // ppp0 drops: the group moves on to dsl, which does not come up; the
     // round wraps around to lte, whose new session must pass a new probe.
-    let a = h.b(super::tests::iface(PPP0, "ppp0", false));
+    let a = h.b(super::iface(PPP0, "ppp0", false));
     assert_eq!(
         a,
         vec![
@@ -121,7 +121,7 @@ fn a_new_session_is_verified_again() {
 fn primary_back_while_verifying_releases_the_link_and_voids_the_probe() {
     let mut h = verified_lte();
     up_and_verifying(&mut h);
-    let a = h.b(super::tests::via("10.20.0.0/16", super::tests::ETH0));
+    let a = h.b(super::via("10.20.0.0/16", super::ETH0));
     assert!(a.contains(&"cancel Verify(0)".to_string()), "{a:?}");
     assert!(a.contains(&format!("down {LTE}")), "{a:?}");
     assert_eq!(h.group(0).state, GroupState::Primary);

@@ -2,8 +2,8 @@
 //! via the backup while the primary is up, at which metric, and when the
 //! routes go.
 
-use super::prearm::PREARM_METRIC_FLOOR as FLOOR;
-use super::tests::{del, iface, net, nh, route, via, BASE, ETH0, ETH3, H, PPP0};
+use super::{del, iface, net, nh, route, via, BASE, ETH0, ETH3, H, PPP0};
+use crate::engine::prearm::PREARM_METRIC_FLOOR as FLOOR;
 use crate::model::*;
 
 /// `hq` on the always-up link `hot` (eth3, gateway 10.99.0.1), pre-arming
@@ -32,7 +32,7 @@ fn changes(acts: &[Action]) -> (Vec<(String, u32)>, Vec<String>) {
     for a in acts {
         match a {
             Action::Prearm { target, routes, .. } => {
-                assert_eq!(target.link, super::tests::HOT);
+                assert_eq!(target.link, super::HOT);
                 ins.extend(routes.iter().map(|(p, m)| (p.to_string(), *m)));
             }
             Action::Disarm { segments, .. } => rem.extend(segments.iter().map(ToString::to_string)),
@@ -166,9 +166,9 @@ fn a_reload_that_removes_the_group_disarms_it() {
     let text = hot("", "");
     let mut h = H::standard(&text);
     assert_eq!(h.e.prearmed(0), armed(FLOOR));
-    let running = super::tests::config(&text);
+    let running = super::config(&text);
     let without = text.replace("[[group]]\nname = \"hq\"", "[[group]]\nname = \"other\"");
-    let new = super::slotted(&running, &super::tests::config(&without));
+    let new = crate::engine::slotted(&running, &super::config(&without));
     let acts = h.e.reconfigure(h.now + 100, &new);
     assert!(
         acts.contains(&Action::Disarm {
