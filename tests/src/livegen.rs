@@ -22,17 +22,21 @@
 //!     Why this one: it needs nothing the hardened kernel refuses (TC and
 //!     `bpf_clone_redirect` are the agent's own requirements), no package
 //!     and no ring setup, and a clone costs far less than a system call:
-//!     a plain AF_PACKET loop (one send per frame, which is also what
-//!     trafgen's TX ring comes down to per frame) offered about a fifth of
-//!     its rate here (see `AMP_COPIES`). AF_XDP on a veth is copy mode,
-//!     one skb per frame, the same cost as a send without the amplifier.
+//!     a plain AF_PACKET loop (one send per frame) offered about a quarter
+//!     of its rate here (see `AMP_COPIES`). AF_XDP on a veth is copy mode,
+//!     one skb per frame built by a system call, as that loop. trafgen
+//!     (netsniff-ng 0.6.8, TX ring, with or without `--qdisc-path`)
+//!     stalled after a few thousand frames into a veth whose peer runs
+//!     threaded NAPI, as the edge's does, so it was no candidate.
 //!     Unlike live frames its frames arrive at the edge as skbs (the edge's
 //!     XDP copies each into a page first), so a steering configuration
 //!     costs the edge more per frame than with live frames: the bench says
 //!     which generator ran.
 //!
 //!   `ROUTEBACKUP_LIVEGEN=clone|live` forces one; by default `live` where
-//!   `Kernel::host()` has live frames, else `clone`.
+//!   `Kernel::host()` has live frames, else `clone`. Both the XDP and the
+//!   TC generator program are loaded either way (both load on this
+//!   kernel; only running live frames is refused).
 //! - The edge forwards 198.51.100.0/24 to `s_p` by its kernel route, or the
 //!   fast path steers it to `bk0`. Its ingress uses threaded NAPI, so its
 //!   forwarding work is a kernel thread the bench pins to a CPU.
@@ -84,10 +88,11 @@ const PROG_GEN: &str = "rb_bench_gen";
 const PROG_SINK: &str = "rb_bench_sink";
 const PROG_REDIRECT: &str = "rb_bench_redirect";
 const PROG_AMP: &str = "rb_bench_amp";
-/// Frames `rb_bench_amp` makes of each send. Offered rate on this 2-core
-/// VM (one generator thread, kernel forwarding at the edge): 1 copy (a
-/// plain AF_PACKET loop) ≈ AMP_RATE_1, 64 ≈ AMP_RATE_64; beyond 64 the
-/// send's share is already small.
+/// Frames `rb_bench_amp` makes of each send (`ROUTEBACKUP_LIVEGEN_COPIES`
+/// overrides it). Offered by one generator thread on this 2-core VM
+/// (2026-12, kernel forwarding at the edge, two 1.5 s windows each):
+/// 1 copy, a plain AF_PACKET loop, 0.51-0.54 Mpps; 8: 1.48-1.53; 64:
+/// 1.85-1.95; 256: 1.81-2.06. Past 64 the send's share is already small.
 const AMP_COPIES: u32 = 64;
 /// Frames per `XDP_TX` batch of the live-frames loop (the kernel's
 /// maximum is 256; its default, NAPI's 64, is what a driver does).
@@ -205,7 +210,9 @@ impl BenchProgs {
         }
         let amp: &mut SchedClassifier = ebpf
             .program_mut(PROG_AMP)
-            .with_context(|| format!("the BPF object has no program {PROG_AMP} (rebuild the agent)"))?
+            .with_context(|| {
+                format!("the BPF object has no program {PROG_AMP} (rebuild the agent)")
+            })?
             .try_into()?;
         amp.load()
             .with_context(|| format!("the kernel rejected {PROG_AMP}"))?;
@@ -741,7 +748,20 @@ impl LiveLab {
 /// into the queue of its CPU (as live frames do): without it every copy of
 /// the one flow hashes to the same queue.
 fn amplify(gen: &Netns, progs: &mut BenchProgs, queues: u32) -> Result<()> {
-    progs.amp.set(0, AMP_COPIES, 0)?;
+    let copies = match std::env::var("ROUTEBACKUP_LIVEGEN_COPIES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("ROUTEBACKUP_LIVEGEN_COPIES={v}: expected a number"))?,
+        Err(_) => AMP_COPIES,
+    };
+    progs.amp.set(0, copies, 0)?;
+    // A veth hands an skb to its peer's NAPI ring only while the sender
+    // has no TSO (or the skb is a GRO candidate, which these clones are
+    // not); otherwise it goes through netif_rx into the backlog of the
+    // generator's own CPU, where the edge's forwarding would then run. An
+    // XDP program on the ingress turns the peer's TSO off by itself, so
+    // without this the configurations without XDP ran on the wrong CPU.
+    gen.sh("ethtool -K g0 tso off >/dev/null")?;
     let tcx = Kernel::host().has(Feature::Tcx);
     let amp: &mut SchedClassifier = progs
         .ebpf

@@ -175,11 +175,7 @@ impl Ratio {
                 .iter()
                 .map(|(x, y)| delivered(x) / delivered(y).max(1.0))
                 .collect();
-            (
-                median(&per_round),
-                best(a) / best(b).max(1.0),
-                pairs.len(),
-            )
+            (median(&per_round), best(a) / best(b).max(1.0), pairs.len())
         });
         Ratio {
             value,
@@ -204,7 +200,11 @@ impl Ratio {
                 } else {
                     "missed"
                 };
-                (format!("{med:.digits$}{used}"), format!("{best:.digits$}"), v)
+                (
+                    format!("{med:.digits$}{used}"),
+                    format!("{best:.digits$}"),
+                    v,
+                )
             }
         }
     }
