@@ -287,9 +287,10 @@ pub struct Sample {
     /// Frames the generator offered.
     pub offered: u64,
     /// Frames dropped at the edge's ingress because its ring was full when
-    /// the generator transmitted: rx dropped of the ingress veth (where
-    /// `XDP_TX` frames are counted) plus tx dropped of `g0` (where a veth
-    /// counts the skbs it could not queue to its peer).
+    /// the generator transmitted. Live frames (`XDP_TX`): rx dropped of the
+    /// ingress veth. Clone generator (skbs): tx dropped of `g0`, where a
+    /// veth counts the skbs it could not queue to its peer. (A veth reports
+    /// a refused `XDP_TX` frame in both, so the two are never added.)
     pub ingress_drops: u64,
     /// Per CPU: (busy, total) jiffies from /proc/stat.
     pub cpus: Vec<(u64, u64)>,
@@ -320,7 +321,7 @@ impl Window {
     /// time. Neither: the generator offered no more than the edge forwards,
     /// and the forwarded rate is the generator's.
     pub fn saturated(&self, napi_cpu: Option<usize>) -> bool {
-        self.drops_pps >= 0.01 * self.offered_pps && self.drops_pps > 0.0
+        (self.drops_pps > 0.0 && self.drops_pps >= 0.01 * self.offered_pps)
             || napi_cpu
                 .and_then(|c| self.busy.get(c))
                 .is_some_and(|&b| b >= 0.98)
@@ -649,7 +650,10 @@ impl LiveLab {
                 .as_u64()
                 .with_context(|| format!("no {dir} dropped in `{out}`"))
         };
-        Ok(stat(&self.edge, &self.ingress, "rx")? + stat(&self.gen, "g0", "tx")?)
+        match self.generator {
+            Generator::Live => stat(&self.edge, &self.ingress, "rx"),
+            Generator::Clone => stat(&self.gen, "g0", "tx"),
+        }
     }
 
     fn queue_packets(&self) -> Result<Vec<u64>> {
@@ -856,7 +860,12 @@ fn generate(prog: &Xdp, frame: &[u8], g0: u32, stop: &AtomicBool) -> Result<()> 
         match prog.test_run(opts) {
             Ok(_) => {}
             Err(e) if is_eintr(&e) => {}
-            Err(e) => return Err(e).context("BPF_PROG_TEST_RUN with live frames"),
+            Err(e) => {
+                return Err(e).context(
+                    "BPF_PROG_TEST_RUN with live frames (a kernel that refuses them says EPERM: \
+                     use ROUTEBACKUP_LIVEGEN=clone or leave it unset)",
+                )
+            }
         }
     }
     Ok(())

@@ -252,7 +252,7 @@ fn main() -> Result<()> {
         len.as_secs_f64()
     );
     println!("Generator: {}.\n", generator.describe());
-    println!("Each window: forwarded = frames counted at the sink (XDP program, per interface); offered = frames the generator transmitted; ingress drops = frames the edge's ingress veth had no room for (rx dropped of the ingress plus tx dropped of g0: the edge is the bottleneck); CPU {FWD_CPU} busy from /proc/stat. Saturated: ingress drops ≥ 1 % of offered or CPU {FWD_CPU} busy ≥ 98 %; otherwise the window measured the generator (generator-bound).\n");
+    println!("Each window: forwarded = frames counted at the sink (XDP program, per interface); offered = frames the generator transmitted; ingress drops = frames the edge's ingress veth had no room for (rx dropped of the ingress for live frames, tx dropped of g0 for the clone generator's skbs: the edge is the bottleneck); CPU {FWD_CPU} busy from /proc/stat. Saturated: ingress drops ≥ 1 % of offered or CPU {FWD_CPU} busy ≥ 98 %; otherwise the window measured the generator (generator-bound).\n");
     println!("| round | configuration | forwarded Mpps | offered Mpps | ingress drops Mpps | CPU {FWD_CPU} busy | saturated |");
     println!("|---:|---|---:|---:|---:|---:|---|");
     let napi = Some(FWD_CPU);
