@@ -286,6 +286,9 @@ pub struct Sample {
     pub backup: u64,
     /// Frames the generator offered.
     pub offered: u64,
+    /// Of those, frames `rb_bench_amp` saw the veth refuse (0 with live
+    /// frames): what `ingress_drops` must count for the clone generator.
+    pub refused: u64,
     /// Frames dropped at the edge's ingress because its ring was full when
     /// the generator transmitted. Live frames (`XDP_TX`): rx dropped of the
     /// ingress veth. Clone generator (skbs): tx dropped of `g0`, where a
@@ -675,6 +678,7 @@ impl LiveLab {
             primary: self.progs.sink_count(self.s_p)?,
             backup: self.progs.sink_count(self.s_b)?,
             offered: self.progs.sent(0)?,
+            refused: self.progs.sent(1)?,
             ingress_drops: self.ingress_drops()?,
             cpus: cpu_times()?,
             queues: self.queue_packets()?,
@@ -901,6 +905,7 @@ mod tests {
             primary: 0,
             backup: 10,
             offered: 0,
+            refused: 0,
             ingress_drops: 5,
             cpus: vec![(10, 100), (0, 100)],
             queues: vec![0],
@@ -910,6 +915,7 @@ mod tests {
             primary: 2_000,
             backup: 10,
             offered: 4_000,
+            refused: 1_000,
             ingress_drops: 1_005,
             cpus: vec![(110, 200), (50, 200)],
             queues: vec![600],

@@ -60,6 +60,15 @@ fn follows(generator: Generator) -> Result<()> {
         primary <= offered,
         "more delivered ({primary}) than offered ({offered})"
     );
+    // The bench's proof of saturation is the ingress drops: for the clone
+    // generator they must be exactly the frames the veth refused it.
+    if generator == Generator::Clone {
+        let (drops, refused) = (b.ingress_drops - a.ingress_drops, b.refused - a.refused);
+        ensure!(
+            drops == refused,
+            "ingress drops {drops} but rb_bench_amp saw {refused} frames refused"
+        );
+    }
 
     // rb_xdp steering the segment to the backup, as the agent attaches it.
     let mut fp = lab.fastpath(AttachMode::Auto)?;
