@@ -157,8 +157,9 @@ impl Generator {
                                 rb_bench_gen transmitting XDP_TX out of g0"
                 .to_string(),
             Generator::Clone => format!(
-                "clone: an AF_PACKET send loop on g0, each frame made {AMP_COPIES} frames by \
-                 rb_bench_amp (TC egress, bpf_clone_redirect to g0)"
+                "clone: an AF_PACKET send loop on g0, each frame made {} frames by \
+                 rb_bench_amp (TC egress, bpf_clone_redirect to g0)",
+                amp_copies().unwrap_or(AMP_COPIES)
             ),
         }
     }
@@ -751,18 +752,22 @@ impl LiveLab {
     }
 }
 
+/// `ROUTEBACKUP_LIVEGEN_COPIES`, else `AMP_COPIES`.
+fn amp_copies() -> Result<u32> {
+    match std::env::var("ROUTEBACKUP_LIVEGEN_COPIES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("ROUTEBACKUP_LIVEGEN_COPIES={v}: expected a number")),
+        Err(_) => Ok(AMP_COPIES),
+    }
+}
+
 /// Sets the clone generator up on `g0`: `rb_bench_amp` on its TC egress
 /// and, with several queues, XPS so that each generator thread transmits
 /// into the queue of its CPU (as live frames do): without it every copy of
 /// the one flow hashes to the same queue.
 fn amplify(gen: &Netns, progs: &mut BenchProgs, queues: u32) -> Result<()> {
-    let copies = match std::env::var("ROUTEBACKUP_LIVEGEN_COPIES") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("ROUTEBACKUP_LIVEGEN_COPIES={v}: expected a number"))?,
-        Err(_) => AMP_COPIES,
-    };
-    progs.amp.set(0, copies, 0)?;
+    progs.amp.set(0, amp_copies()?, 0)?;
     // A veth hands an skb to its peer's NAPI ring only while the sender
     // has no TSO (or the skb is a GRO candidate, which these clones are
     // not); otherwise it goes through netif_rx into the backlog of the
@@ -927,5 +932,30 @@ mod tests {
         assert!((w.drops_pps - 500.0).abs() < 1e-6);
         assert!((w.queue_pps[0] - 300.0).abs() < 1e-6);
         assert!((w.busy[0] - 1.0).abs() < 1e-9 && (w.busy[1] - 0.5).abs() < 1e-9);
+    }
+
+    fn window(offered: f64, drops: f64, napi_busy: f64) -> Window {
+        Window {
+            secs: 1.0,
+            primary_pps: offered - drops,
+            backup_pps: 0.0,
+            offered_pps: offered,
+            drops_pps: drops,
+            busy: vec![1.0, napi_busy],
+            queue_pps: vec![offered - drops],
+        }
+    }
+
+    #[test]
+    fn saturated_by_drops_or_a_busy_napi_cpu_else_generator_bound() {
+        // Ring full: the edge limited the window, whatever its CPU shows.
+        assert!(window(2e6, 1e6, 0.5).saturated(Some(1)));
+        assert!(window(2e6, 1e6, 0.5).saturated(None));
+        // Everything offered was taken and the NAPI CPU idled: generator-bound.
+        assert!(!window(1e6, 0.0, 0.6).saturated(Some(1)));
+        assert!(!window(1e6, 1e3, 0.6).saturated(Some(1)));
+        // A NAPI CPU busy all the time counts only where it has the CPU alone.
+        assert!(window(1e6, 0.0, 0.99).saturated(Some(1)));
+        assert!(!window(1e6, 0.0, 0.99).saturated(None));
     }
 }
