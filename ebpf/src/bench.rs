@@ -7,6 +7,15 @@
 //!   was forwarded comes back with the next hop's MACs and TTL - 1: the
 //!   program writes the Ethernet, IPv4 and UDP headers from `bench_gen_hdr`
 //!   on every repetition.
+//! - `rb_bench_amp`: the generator where live frames are refused (TC
+//!   egress of the generator's veth): each frame a user thread sends
+//!   leaves as `bench_amp` copies (`bpf_clone_redirect` to the same
+//!   device's egress), so one system call becomes many frames. The copies
+//!   pass this hook again; `AMP_MARK` in `skb->mark` lets them leave instead
+//!   of multiplying without end (the mark does not cross into the edge's
+//!   namespace: the veth scrubs it). The copies share the sender's data, and
+//!   whoever changes a shared frame (the edge's forwarding, XDP on an skb)
+//!   copies it first, so the headers stay as the user thread wrote them.
 //! - `rb_bench_sink`: at the sinks; counts each IPv4 UDP frame per CPU
 //!   under its ingress ifindex and drops every frame (an XDP program also makes a veth a native
 //!   XDP redirect target).
@@ -14,11 +23,11 @@
 //!   redirects to the backup, with nothing else (no parsing, no lookup).
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
     btf_maps::{Array, PerCpuArray, PerCpuHashMap},
-    helpers::generated::bpf_redirect,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    helpers::generated::{bpf_clone_redirect, bpf_redirect},
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 
 use crate::packet::ptr_at;
@@ -30,9 +39,22 @@ pub const GEN_HDR_LEN: usize = 42;
 #[btf_map(name = "bench_gen_hdr")]
 static GEN_HDR: Array<[u8; 48], 1> = Array::new();
 
-/// Frames the generator offered, per CPU (slot 0).
+/// Frames the generator offered, per CPU (slot 0); slot 1: those of them
+/// the veth refused at once (`rb_bench_amp` only: its receive ring was
+/// full).
 #[btf_map(name = "bench_gen_sent")]
-static GEN_SENT: PerCpuArray<u64, 1> = PerCpuArray::new();
+static GEN_SENT: PerCpuArray<u64, 2> = PerCpuArray::new();
+
+/// Copies `rb_bench_amp` makes of each frame (slot 0).
+#[btf_map(name = "bench_amp")]
+static AMP: Array<u32, 1> = Array::new();
+
+/// Most copies per frame: bounds the loop for the verifier.
+const AMP_MAX: u32 = 1024;
+
+/// `skb->mark` of the amplifier's copies (any value the generator's own
+/// namespace does not use).
+const AMP_MARK: u32 = 0x7262_6170;
 
 /// Frames that reached a sink, per CPU, by the ifindex of the interface
 /// they arrived on; the bench inserts a zero for each sink interface
@@ -75,6 +97,53 @@ pub fn rb_bench_gen(ctx: XdpContext) -> u32 {
     }
     bump(GEN_SENT.get_ptr_mut(0));
     xdp_action::XDP_TX
+}
+
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "#[classifier] generates the caller, which passes the context by value"
+)]
+pub fn rb_bench_amp(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: context field reads, rewritten by the verifier to skb accesses.
+    let (mark, ifindex) = unsafe { ((*skb).mark, (*skb).ifindex) };
+    if mark == AMP_MARK {
+        return TC_ACT_OK;
+    }
+    let copies = match AMP.get(0) {
+        Some(&n) if n < AMP_MAX => n,
+        Some(_) => AMP_MAX,
+        None => 0,
+    };
+    // SAFETY: context field write; the clones inherit it.
+    unsafe { (*skb).mark = AMP_MARK };
+    let mut sent = 0u64;
+    let mut refused = 0u64;
+    let mut i = 0;
+    while i < copies {
+        // SAFETY: plain helper call on our skb; flags 0: the device's egress.
+        let rc = unsafe { bpf_clone_redirect(skb, ifindex, 0) };
+        sent += 1;
+        if rc != 0 {
+            refused += 1;
+        }
+        i += 1;
+    }
+    add(GEN_SENT.get_ptr_mut(0), sent);
+    add(GEN_SENT.get_ptr_mut(1), refused);
+    // The copies carry the frame; the original would be one more, uncounted.
+    // SHOT, not STOLEN: TCX reads any code it does not know (STOLEN among
+    // them) as "next", which passes the frame. The sender sees ENOBUFS.
+    TC_ACT_SHOT
+}
+
+#[inline(always)]
+fn add(slot: Option<*mut u64>, n: u64) {
+    if let Some(c) = slot {
+        // SAFETY: this CPU's slot; programs are not preempted on one CPU mid-run.
+        unsafe { *c += n };
+    }
 }
 
 #[xdp]

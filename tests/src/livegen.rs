@@ -5,15 +5,38 @@
 //!  [gen] g0 ──── <ingress> [edge] wan0 ──── s_p ┐
 //!                                  bk0  ──── s_b ┴ [sink]
 //! ```
-//! - The generator is `rb_bench_gen` (ebpf/src/bench.rs) run by
-//!   `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` (aya's
-//!   `TestRunAttrs::xdp_live_frames`) from a thread in `gen` pinned to one
-//!   CPU: every repetition really transmits (`XDP_TX` out of `g0`, so into
-//!   the edge's ingress ring). One call with a huge repeat count per window,
-//!   ended by SIGUSR1 (the kernel's loop checks for a pending signal and
-//!   returns EINTR): each call swaps the kernel's XDP dispatcher and waits
-//!   for RCU, so many short calls would make a generator that mostly sleeps
-//!   and sends bursts.
+//! - Two generators ([`Generator`]), each a thread in `gen` pinned to one
+//!   CPU per entry of the run's CPU list:
+//!   - `live`: `rb_bench_gen` (ebpf/src/bench.rs) run by `BPF_PROG_TEST_RUN`
+//!     with `BPF_F_TEST_XDP_LIVE_FRAMES` (aya's
+//!     `TestRunAttrs::xdp_live_frames`): every repetition really transmits
+//!     (`XDP_TX` out of `g0`, so into the edge's ingress ring). One call
+//!     with a huge repeat count per window, ended by SIGUSR1 (the kernel's
+//!     loop checks for a pending signal and returns EINTR): each call swaps
+//!     the kernel's XDP dispatcher and waits for RCU, so many short calls
+//!     would make a generator that mostly sleeps and sends bursts.
+//!   - `clone`: where the kernel refuses live frames (EPERM on hardened
+//!     6.18 builds), an AF_PACKET socket on `g0` sends the frame in a loop
+//!     and `rb_bench_amp`, on `g0`'s TC egress, turns each send into
+//!     `AMP_COPIES` frames with `bpf_clone_redirect` back to `g0`'s egress.
+//!     Why this one: it needs nothing the hardened kernel refuses (TC and
+//!     `bpf_clone_redirect` are the agent's own requirements), no package
+//!     and no ring setup, and a clone costs far less than a system call:
+//!     a plain AF_PACKET loop (one send per frame) offered about a quarter
+//!     of its rate here (see `AMP_COPIES`). AF_XDP on a veth is copy mode,
+//!     one skb per frame built by a system call, as that loop. trafgen
+//!     (netsniff-ng 0.6.8, TX ring, with or without `--qdisc-path`)
+//!     stalled after a few thousand frames into a veth whose peer runs
+//!     threaded NAPI, as the edge's does, so it was no candidate.
+//!     Unlike live frames its frames arrive at the edge as skbs (the edge's
+//!     XDP copies each into a page first), so a steering configuration
+//!     costs the edge more per frame than with live frames: the bench says
+//!     which generator ran.
+//!
+//!   `ROUTEBACKUP_LIVEGEN=clone|live` forces one; by default `live` where
+//!   `Kernel::host()` has live frames, else `clone`. Both the XDP and the
+//!   TC generator program are loaded either way (both load on this
+//!   kernel; only running live frames is refused).
 //! - The edge forwards 198.51.100.0/24 to `s_p` by its kernel route, or the
 //!   fast path steers it to `bk0`. Its ingress uses threaded NAPI, so its
 //!   forwarding work is a kernel thread the bench pins to a CPU.
@@ -21,6 +44,9 @@
 //!   delivered frames, per interface. The XDP program also makes `s_p` and
 //!   `s_b` native XDP redirect targets.
 //! - Next hops are permanent neighbours: the sinks drop ARP too.
+//! - Saturation: a window whose generator did not offer more than the edge
+//!   took (no drops at its ingress, its NAPI CPU not busy) measured the
+//!   generator, not the edge: [`Window::saturated`] tells which.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,11 +55,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::{NlOptions, TcAttachOptions, TcAttachType};
+use aya::programs::{
+    ProgramError, SchedClassifier, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
+};
 use aya::{Ebpf, EbpfLoader};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::{gateway_bytes, Fastpath, FastpathOptions};
-use routebackup::kernel::Kernel;
+use routebackup::kernel::{Feature, Kernel};
 use routebackup_common::{
     SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_MACS_VALID,
 };
@@ -57,6 +87,13 @@ const SINK_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x02];
 const PROG_GEN: &str = "rb_bench_gen";
 const PROG_SINK: &str = "rb_bench_sink";
 const PROG_REDIRECT: &str = "rb_bench_redirect";
+const PROG_AMP: &str = "rb_bench_amp";
+/// Frames `rb_bench_amp` makes of each send (`ROUTEBACKUP_LIVEGEN_COPIES`
+/// overrides it). Offered by one generator thread on this 2-core VM
+/// (2026-12, kernel forwarding at the edge, two 1.5 s windows each):
+/// 1 copy, a plain AF_PACKET loop, 0.51-0.54 Mpps; 8: 1.48-1.53; 64:
+/// 1.85-1.95; 256: 1.81-2.06. Past 64 the send's share is already small.
+const AMP_COPIES: u32 = 64;
 /// Frames per `XDP_TX` batch of the live-frames loop (the kernel's
 /// maximum is 256; its default, NAPI's 64, is what a driver does).
 const GEN_BATCH: u32 = 64;
@@ -66,6 +103,66 @@ fn mac_text(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// How the lab makes its traffic (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generator {
+    /// `BPF_PROG_TEST_RUN` with live frames, `rb_bench_gen` transmitting.
+    Live,
+    /// An AF_PACKET send loop amplified by `rb_bench_amp` (TC egress,
+    /// `bpf_clone_redirect`).
+    Clone,
+}
+
+impl Generator {
+    /// `ROUTEBACKUP_LIVEGEN` (`live` or `clone`), else `live` where the host
+    /// kernel runs live frames and `clone` where it does not.
+    pub fn choose() -> Result<Generator> {
+        match std::env::var("ROUTEBACKUP_LIVEGEN") {
+            Ok(v) if v.is_empty() => Ok(Generator::for_host()),
+            Ok(v) => Generator::from_name(&v)
+                .with_context(|| format!("ROUTEBACKUP_LIVEGEN={v}: expected live or clone")),
+            Err(_) => Ok(Generator::for_host()),
+        }
+    }
+
+    pub fn for_host() -> Generator {
+        if Kernel::host().has(Feature::LiveFrames) {
+            Generator::Live
+        } else {
+            Generator::Clone
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Generator> {
+        match name.trim() {
+            "live" => Some(Generator::Live),
+            "clone" => Some(Generator::Clone),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Generator::Live => "live",
+            Generator::Clone => "clone",
+        }
+    }
+
+    /// One line for a bench's header.
+    pub fn describe(self) -> String {
+        match self {
+            Generator::Live => "live: BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, \
+                                rb_bench_gen transmitting XDP_TX out of g0"
+                .to_string(),
+            Generator::Clone => format!(
+                "clone: an AF_PACKET send loop on g0, each frame made {} frames by \
+                 rb_bench_amp (TC egress, bpf_clone_redirect to g0)",
+                amp_copies().unwrap_or(AMP_COPIES)
+            ),
+        }
+    }
 }
 
 /// The generator's frame: IPv4/UDP from the generator to `DEST`, TTL 64,
@@ -98,6 +195,7 @@ pub struct BenchProgs {
     sent: PerCpuArray<MapData, u64>,
     gen_hdr: Array<MapData, [u8; 48]>,
     redirect: Array<MapData, [u8; 16]>,
+    amp: Array<MapData, u32>,
 }
 
 impl BenchProgs {
@@ -111,6 +209,14 @@ impl BenchProgs {
                 .load()
                 .with_context(|| format!("the kernel rejected {name}"))?;
         }
+        let amp: &mut SchedClassifier = ebpf
+            .program_mut(PROG_AMP)
+            .with_context(|| {
+                format!("the BPF object has no program {PROG_AMP} (rebuild the agent)")
+            })?
+            .try_into()?;
+        amp.load()
+            .with_context(|| format!("the kernel rejected {PROG_AMP}"))?;
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("the BPF object has no map {name}"))
@@ -119,19 +225,22 @@ impl BenchProgs {
         let sent = PerCpuArray::try_from(take("bench_gen_sent")?)?;
         let gen_hdr = Array::try_from(take("bench_gen_hdr")?)?;
         let redirect = Array::try_from(take("bench_redirect")?)?;
+        let amp = Array::try_from(take("bench_amp")?)?;
         Ok(BenchProgs {
             ebpf,
             sink,
             sent,
             gen_hdr,
             redirect,
+            amp,
         })
     }
 
-    fn sent(&self) -> Result<u64> {
+    /// Slot 0: frames offered; slot 1: frames the veth refused at once.
+    fn sent(&self, slot: u32) -> Result<u64> {
         Ok(self
             .sent
-            .get(&0, 0)?
+            .get(&slot, 0)?
             .iter()
             .copied()
             .fold(0, u64::wrapping_add))
@@ -178,8 +287,14 @@ pub struct Sample {
     pub backup: u64,
     /// Frames the generator offered.
     pub offered: u64,
-    /// Frames dropped at the edge's ingress (rx dropped of its veth: a full
-    /// ring when the generator's transmit found no room).
+    /// Of those, frames `rb_bench_amp` saw the veth refuse (0 with live
+    /// frames): what `ingress_drops` must count for the clone generator.
+    pub refused: u64,
+    /// Frames dropped at the edge's ingress because its ring was full when
+    /// the generator transmitted. Live frames (`XDP_TX`): rx dropped of the
+    /// ingress veth. Clone generator (skbs): tx dropped of `g0`, where a
+    /// veth counts the skbs it could not queue to its peer. (A veth reports
+    /// a refused `XDP_TX` frame in both, so the two are never added.)
     pub ingress_drops: u64,
     /// Per CPU: (busy, total) jiffies from /proc/stat.
     pub cpus: Vec<(u64, u64)>,
@@ -203,6 +318,19 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether the edge, not the generator, limited this window: its
+    /// ingress dropped at least 1 % of what was offered (the generator
+    /// found its ring full), or `napi_cpu` (the CPU of the ingress's NAPI
+    /// thread, when it has one to itself) was busy at least 98 % of the
+    /// time. Neither: the generator offered no more than the edge forwards,
+    /// and the forwarded rate is the generator's.
+    pub fn saturated(&self, napi_cpu: Option<usize>) -> bool {
+        (self.drops_pps > 0.0 && self.drops_pps >= 0.01 * self.offered_pps)
+            || napi_cpu
+                .and_then(|c| self.busy.get(c))
+                .is_some_and(|&b| b >= 0.98)
+    }
+
     pub fn between(a: &Sample, b: &Sample) -> Window {
         let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
         let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
@@ -310,6 +438,7 @@ pub struct LiveLab {
     pub ingress: String,
     pub queues: u32,
     pub bk0: u32,
+    pub generator: Generator,
     g0: u32,
     s_p: u32,
     s_b: u32,
@@ -330,7 +459,12 @@ fn end<'a>(ns: &'a Netns, name: &'a str, mac: [u8; 6], addr: &'a str) -> VethEnd
 }
 
 impl LiveLab {
+    /// A lab with the generator [`Generator::choose`] picks.
     pub fn new(queues: u32) -> Result<LiveLab> {
+        LiveLab::with_generator(queues, Generator::choose()?)
+    }
+
+    pub fn with_generator(queues: u32, generator: Generator) -> Result<LiveLab> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let ingress = format!("li{}{}", std::process::id() % 100_000, seq % 10);
@@ -404,7 +538,11 @@ impl LiveLab {
         conf[4..10].copy_from_slice(&SINK_B_MAC);
         conf[10..16].copy_from_slice(&BK_MAC);
         progs.redirect.set(0, conf, 0)?;
+        if generator == Generator::Clone {
+            amplify(&gen, &mut progs, queues)?;
+        }
         Ok(LiveLab {
+            generator,
             g0: gen.ifindex("g0")?,
             gen,
             edge,
@@ -509,13 +647,17 @@ impl LiveLab {
     }
 
     fn ingress_drops(&self) -> Result<u64> {
-        let out = self
-            .edge
-            .sh(&format!("ip -j -s link show dev {}", self.ingress))?;
-        let v: serde_json::Value = serde_json::from_str(&out)?;
-        v[0]["stats64"]["rx"]["dropped"]
-            .as_u64()
-            .with_context(|| format!("no rx dropped in `{out}`"))
+        let stat = |ns: &Netns, dev: &str, dir: &str| -> Result<u64> {
+            let out = ns.sh(&format!("ip -j -s link show dev {dev}"))?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            v[0]["stats64"][dir]["dropped"]
+                .as_u64()
+                .with_context(|| format!("no {dir} dropped in `{out}`"))
+        };
+        match self.generator {
+            Generator::Live => stat(&self.edge, &self.ingress, "rx"),
+            Generator::Clone => stat(&self.gen, "g0", "tx"),
+        }
     }
 
     fn queue_packets(&self) -> Result<Vec<u64>> {
@@ -536,15 +678,16 @@ impl LiveLab {
             at: Instant::now(),
             primary: self.progs.sink_count(self.s_p)?,
             backup: self.progs.sink_count(self.s_b)?,
-            offered: self.progs.sent()?,
+            offered: self.progs.sent(0)?,
+            refused: self.progs.sent(1)?,
             ingress_drops: self.ingress_drops()?,
             cpus: cpu_times()?,
             queues: self.queue_packets()?,
         })
     }
 
-    /// Runs one generator per CPU of `gen_cpus` (each one test-run call),
-    /// waits `settle`, measures `window`, then stops them.
+    /// Runs one generator thread per CPU of `gen_cpus`, waits `settle`,
+    /// measures `window`, then stops them.
     pub fn run(&self, gen_cpus: &[usize], settle: Duration, window: Duration) -> Result<Window> {
         install_sigusr1();
         let frame = gen_frame();
@@ -552,6 +695,7 @@ impl LiveLab {
         let stop = AtomicBool::new(false);
         let gen_path = self.gen.path();
         let g0 = self.g0;
+        let generator = self.generator;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel();
             let mut handles = Vec::new();
@@ -561,7 +705,10 @@ impl LiveLab {
                     crate::traffic::enter_netns(gen_path)?;
                     pin(0, &[cpu])?;
                     let _ = tx.send(gettid());
-                    generate(prog, frame, g0, stop)
+                    match generator {
+                        Generator::Live => generate(prog, frame, g0, stop),
+                        Generator::Clone => send_loop(frame, g0, stop),
+                    }
                 }));
             }
             drop(tx);
@@ -605,6 +752,105 @@ impl LiveLab {
     }
 }
 
+/// `ROUTEBACKUP_LIVEGEN_COPIES`, else `AMP_COPIES`.
+fn amp_copies() -> Result<u32> {
+    match std::env::var("ROUTEBACKUP_LIVEGEN_COPIES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("ROUTEBACKUP_LIVEGEN_COPIES={v}: expected a number")),
+        Err(_) => Ok(AMP_COPIES),
+    }
+}
+
+/// Sets the clone generator up on `g0`: `rb_bench_amp` on its TC egress
+/// and, with several queues, XPS so that each generator thread transmits
+/// into the queue of its CPU (as live frames do): without it every copy of
+/// the one flow hashes to the same queue.
+fn amplify(gen: &Netns, progs: &mut BenchProgs, queues: u32) -> Result<()> {
+    progs.amp.set(0, amp_copies()?, 0)?;
+    // A veth hands an skb to its peer's NAPI ring only while the sender
+    // has no TSO (or the skb is a GRO candidate, which these clones are
+    // not); otherwise it goes through netif_rx into the backlog of the
+    // generator's own CPU, where the edge's forwarding would then run. An
+    // XDP program on the ingress turns the peer's TSO off by itself, so
+    // without this the configurations without XDP ran on the wrong CPU.
+    gen.sh("ethtool -K g0 tso off >/dev/null")?;
+    let tcx = Kernel::host().has(Feature::Tcx);
+    let amp: &mut SchedClassifier = progs
+        .ebpf
+        .program_mut(PROG_AMP)
+        .context("the BPF object has no rb_bench_amp")?
+        .try_into()?;
+    gen.run_in(|| {
+        let options = if tcx {
+            TcAttachOptions::TcxOrder(LinkOrder::default())
+        } else {
+            // Adding the clsact qdisc that is there already fails harmlessly.
+            let _ = aya::programs::tc::qdisc_add_clsact("g0");
+            TcAttachOptions::Netlink(NlOptions::default())
+        };
+        // Held by the program for the lab's lifetime.
+        amp.attach_with_options("g0", TcAttachType::Egress, options)
+            .context("attach rb_bench_amp to g0's TC egress")?;
+        Ok(())
+    })?;
+    if queues > 1 {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut script = String::new();
+        for q in 0..queues as usize {
+            let mask = 1u64 << (q % cpus.min(64));
+            script.push_str(&format!(
+                "echo {mask:x} > /sys/class/net/g0/queues/tx-{q}/xps_cpus; "
+            ));
+        }
+        sh(&format!("ip netns exec {} sh -c '{script}'", gen.name))?;
+    }
+    Ok(())
+}
+
+/// The clone generator's loop: the whole frame (headers as the edge must
+/// see them) sent on `g0` until `stop`; `rb_bench_amp` multiplies it.
+fn send_loop(frame: &[u8], g0: u32, stop: &AtomicBool) -> Result<()> {
+    // SAFETY: plain socket call; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = u16::try_from(libc::AF_PACKET)?;
+    to.sll_protocol = u16::try_from(libc::ETH_P_IP)?.to_be();
+    to.sll_ifindex = i32::try_from(g0)?;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    let to_len = u32::try_from(size_of::<libc::sockaddr_ll>())?;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: frame and `to` are valid for the lengths passed.
+        let rc = unsafe {
+            libc::sendto(
+                raw,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                to_len,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            // EINTR: the stop signal; ENOBUFS: a transmit queue was full,
+            // which the counters already show.
+            if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOBUFS)) {
+                return Err(e).context("send on g0");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The generator's loop: one long live-frames test run after another
 /// (each `u32::MAX` repetitions, minutes) until `stop`.
 fn generate(prog: &Xdp, frame: &[u8], g0: u32, stop: &AtomicBool) -> Result<()> {
@@ -623,7 +869,12 @@ fn generate(prog: &Xdp, frame: &[u8], g0: u32, stop: &AtomicBool) -> Result<()> 
         match prog.test_run(opts) {
             Ok(_) => {}
             Err(e) if is_eintr(&e) => {}
-            Err(e) => return Err(e).context("BPF_PROG_TEST_RUN with live frames"),
+            Err(e) => {
+                return Err(e).context(
+                    "BPF_PROG_TEST_RUN with live frames (a kernel that refuses them says EPERM: \
+                     use ROUTEBACKUP_LIVEGEN=clone or leave it unset)",
+                )
+            }
         }
     }
     Ok(())
@@ -659,6 +910,7 @@ mod tests {
             primary: 0,
             backup: 10,
             offered: 0,
+            refused: 0,
             ingress_drops: 5,
             cpus: vec![(10, 100), (0, 100)],
             queues: vec![0],
@@ -668,6 +920,7 @@ mod tests {
             primary: 2_000,
             backup: 10,
             offered: 4_000,
+            refused: 1_000,
             ingress_drops: 1_005,
             cpus: vec![(110, 200), (50, 200)],
             queues: vec![600],
@@ -679,5 +932,30 @@ mod tests {
         assert!((w.drops_pps - 500.0).abs() < 1e-6);
         assert!((w.queue_pps[0] - 300.0).abs() < 1e-6);
         assert!((w.busy[0] - 1.0).abs() < 1e-9 && (w.busy[1] - 0.5).abs() < 1e-9);
+    }
+
+    fn window(offered: f64, drops: f64, napi_busy: f64) -> Window {
+        Window {
+            secs: 1.0,
+            primary_pps: offered - drops,
+            backup_pps: 0.0,
+            offered_pps: offered,
+            drops_pps: drops,
+            busy: vec![1.0, napi_busy],
+            queue_pps: vec![offered - drops],
+        }
+    }
+
+    #[test]
+    fn saturated_by_drops_or_a_busy_napi_cpu_else_generator_bound() {
+        // Ring full: the edge limited the window, whatever its CPU shows.
+        assert!(window(2e6, 1e6, 0.5).saturated(Some(1)));
+        assert!(window(2e6, 1e6, 0.5).saturated(None));
+        // Everything offered was taken and the NAPI CPU idled: generator-bound.
+        assert!(!window(1e6, 0.0, 0.6).saturated(Some(1)));
+        assert!(!window(1e6, 1e3, 0.6).saturated(Some(1)));
+        // A NAPI CPU busy all the time counts only where it has the CPU alone.
+        assert!(window(1e6, 0.0, 0.99).saturated(Some(1)));
+        assert!(!window(1e6, 0.0, 0.99).saturated(None));
     }
 }

@@ -1,14 +1,16 @@
 //! The live-traffic bench's lab and generator, briefly (tests/src/livegen.rs):
 //! the generated frames really are forwarded by the edge's kernel route to
 //! the primary sink, and with rb_xdp steering they reach the backup sink
-//! and not the primary. Counts at the sinks, not rates.
+//! and not the primary. Counts at the sinks, not rates. Every generator
+//! the host can run: `clone` always, `live` where the kernel allows live
+//! frames; `ROUTEBACKUP_LIVEGEN` narrows it to one.
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use routebackup::config::AttachMode;
 use routebackup::fastpath::XdpAttach;
-use routebackup_tests::livegen::{LiveLab, Sample, SEGMENT};
+use routebackup_tests::livegen::{Generator, LiveLab, Sample, SEGMENT};
 
 /// Frames each phase must deliver at least: far below what the generator
 /// sends in half a second even on a loaded machine (hundreds of thousands).
@@ -25,7 +27,22 @@ fn delta(a: &Sample, b: &Sample) -> (u64, u64, u64) {
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn live_generator_follows_the_kernel_route_then_xdp_steering() -> Result<()> {
-    let mut lab = LiveLab::new(1)?;
+    let generators = if std::env::var_os("ROUTEBACKUP_LIVEGEN").is_some() {
+        vec![Generator::choose()?]
+    } else if Generator::for_host() == Generator::Live {
+        vec![Generator::Live, Generator::Clone]
+    } else {
+        vec![Generator::Clone]
+    };
+    for g in generators {
+        eprintln!("live_traffic: generator {}", g.describe());
+        follows(g).with_context(|| format!("generator {}", g.name()))?;
+    }
+    Ok(())
+}
+
+fn follows(generator: Generator) -> Result<()> {
+    let mut lab = LiveLab::with_generator(1, generator)?;
     let settle = Duration::from_millis(50);
     let window = Duration::from_millis(400);
 
@@ -43,6 +60,15 @@ fn live_generator_follows_the_kernel_route_then_xdp_steering() -> Result<()> {
         primary <= offered,
         "more delivered ({primary}) than offered ({offered})"
     );
+    // The bench's proof of saturation is the ingress drops: for the clone
+    // generator they must be exactly the frames the veth refused it.
+    if generator == Generator::Clone {
+        let (drops, refused) = (b.ingress_drops - a.ingress_drops, b.refused - a.refused);
+        ensure!(
+            drops == refused,
+            "ingress drops {drops} but rb_bench_amp saw {refused} frames refused"
+        );
+    }
 
     // rb_xdp steering the segment to the backup, as the agent attaches it.
     let mut fp = lab.fastpath(AttachMode::Auto)?;
