@@ -6,8 +6,8 @@
 //! Build the agent first: `cargo build -p routebackup` (or set ROUTEBACKUP_BIN).
 
 use anyhow::{ensure, Context, Result};
-use routebackup::status::{AttachmentReport, Via};
 use routebackup::kernel::{Feature, Kernel, Support};
+use routebackup::status::{AttachmentReport, Via};
 use routebackup_tests::agent::Agent;
 use routebackup_tests::{agent_bin, Netns};
 

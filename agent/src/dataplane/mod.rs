@@ -56,8 +56,8 @@ use crate::model::{Action, Event, GroupId, SteerTarget};
 use crate::probe::Prober;
 use crate::sink::{ActionSink, SinkError};
 use crate::status::{
-    AttachmentReport, DataplaneStatus, DriverReport, DriverStatus, GroupCounters,
-    Via as ViaReport, XdpReport,
+    AttachmentReport, DataplaneStatus, DriverReport, DriverStatus, GroupCounters, Via as ViaReport,
+    XdpReport,
 };
 use next_hops::{NextHops, Steering};
 use route_jobs::RouteQueue;

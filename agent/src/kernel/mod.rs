@@ -104,11 +104,12 @@ impl Feature {
         match self {
             Feature::XdpMetadata => {
                 "rb_tc examines again every packet XDP passed while anything steers \
-                 (about 20 ns a packet; no mark to skip it)"
+                 (19-23 ns a packet measured on a 2-core VM; no mark to skip it)"
             }
             Feature::FibLookupXdp => {
                 "XDP leaves steered packets whose next hop's MACs are not cached to TC \
-                 (bpf_redirect_neigh), about 3x slower per packet"
+                 (bpf_redirect_neigh): in live traffic on a 2-core VM TC steering forwarded \
+                 0.7x what XDP steering did"
             }
             Feature::FibLookupTc => "nothing today: rb_tc uses bpf_redirect_neigh",
             Feature::RedirectNeigh => {
