@@ -64,7 +64,8 @@ enum Command {
         #[arg(long, env = WITHOUT_ENV, value_delimiter = ',')]
         without: Vec<String>,
     },
-    /// Validate a config file and print its normalised form.
+    /// Validate a config file and print its normalised form; on stderr, what
+    /// the kernel offers the agent (exit 1 if it could not run here).
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.normalised());
-                ExitCode::SUCCESS
+                check_kernel()
             }
             Err(e) => {
                 eprintln!("{}", Report(&e));
@@ -201,6 +202,40 @@ fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<Pa
 fn probed_kernel(without: &[String]) -> Result<Kernel, UnknownFeature> {
     let off = parse_features(&without.join(","))?;
     Ok(Kernel::host().without(&off))
+}
+
+/// `check`'s word on the kernel, on stderr (stdout is the normalised config):
+/// what the agent would find here at start, and a refusal when it could not
+/// run at all. Without the right to probe it says so and leaves it there.
+fn check_kernel() -> ExitCode {
+    let kernel = match Kernel::host().without_from_env() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("routebackup: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(why) = kernel.not_probed() {
+        eprintln!("routebackup: the kernel was not checked: {why}");
+        return ExitCode::SUCCESS;
+    }
+    let choices = kernel.choices();
+    eprintln!(
+        "routebackup: {}{}",
+        kernel.summary(),
+        if choices.is_empty() {
+            String::new()
+        } else {
+            format!("; so: {}", choices.join("; "))
+        }
+    );
+    match kernel.check_essential() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("routebackup: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn kernel(json: bool, without: &[String]) -> ExitCode {

@@ -92,6 +92,30 @@ fn routebackup_kernel_reports_what_the_probe_found_and_what_was_forced() -> Resu
         "{err}"
     );
 
+    // `check` says the same on stderr after the normalised config, and
+    // refuses a kernel the agent cannot run on.
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("rb.toml");
+    std::fs::write(&cfg, CONFIG)?;
+    let check = |env: &[(&str, &str)]| -> Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(agent_bin());
+        cmd.arg("check").arg("--config").arg(&cfg);
+        cmd.env_remove("ROUTEBACKUP_KERNEL_WITHOUT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.output()?)
+    };
+    let out = check(&[])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("kernel {}:", host.release)), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[[group]]"));
+    let out = check(&[("ROUTEBACKUP_KERNEL_WITHOUT", "redirect-neigh")])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Linux 5.10 or later"), "{err}");
+
     // Without an essential feature the answer is no, with the oldest Linux.
     let out = kernel_cli(&["--without", "redirect-neigh"], &[])?;
     let table = String::from_utf8(out.stdout)?;
