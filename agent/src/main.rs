@@ -204,6 +204,20 @@ fn probed_kernel(without: &[String]) -> Result<Kernel, UnknownFeature> {
     Ok(Kernel::host().without(&off))
 }
 
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), ExitCode> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("routebackup: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `check`'s word on the kernel, on stderr (stdout is the normalised config):
 /// what the agent would find here at start, and a refusal when it could not
 /// run at all. Without the right to probe it says so and leaves it there.
@@ -219,16 +233,7 @@ fn check_kernel() -> ExitCode {
         eprintln!("routebackup: the kernel was not checked: {why}");
         return ExitCode::SUCCESS;
     }
-    let choices = kernel.choices();
-    eprintln!(
-        "routebackup: {}{}",
-        kernel.summary(),
-        if choices.is_empty() {
-            String::new()
-        } else {
-            format!("; so: {}", choices.join("; "))
-        }
-    );
+    eprintln!("routebackup: {}", kernel.start_line());
     match kernel.check_essential() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -247,12 +252,8 @@ fn kernel(json: bool, without: &[String]) -> ExitCode {
         }
     };
     if json {
-        match serde_json::to_string_pretty(&kernel) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("routebackup: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(code) = print_json(&kernel) {
+            return code;
         }
     } else {
         print!("{}", kernel.table());
@@ -327,16 +328,7 @@ fn run(
                 return ExitCode::FAILURE;
             }
         };
-        let choices = kernel.choices();
-        tracing::info!(
-            "{}{}",
-            kernel.summary(),
-            if choices.is_empty() {
-                String::new()
-            } else {
-                format!("; so: {}", choices.join("; "))
-            }
-        );
+        tracing::info!("{}", kernel.start_line());
         if let Err(e) = kernel.check_essential() {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
@@ -398,12 +390,8 @@ fn status(
     match control::request_status(&socket) {
         Ok(report) => {
             if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("routebackup: {e}");
-                        return ExitCode::FAILURE;
-                    }
+                if let Err(code) = print_json(&report) {
+                    return code;
                 }
             } else {
                 print!("{}", report.render());

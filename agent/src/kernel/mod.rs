@@ -364,6 +364,17 @@ impl Kernel {
         whys.all(|w| w == Some(first)).then_some(first)
     }
 
+    /// The start-up line (and `check`'s): the answers and what was chosen
+    /// because of them.
+    pub fn start_line(&self) -> String {
+        let choices = self.choices();
+        if choices.is_empty() {
+            self.summary()
+        } else {
+            format!("{}; so: {}", self.summary(), choices.join("; "))
+        }
+    }
+
     /// The table `routebackup kernel` prints.
     pub fn table(&self) -> String {
         let mut s = format!("kernel {}\n", self.release);
