@@ -3,6 +3,7 @@
 //! the journal, else to stderr in the usual text format (the journal's
 //! GROUP and STATE fields left out: the text names the group).
 
+use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,6 +35,72 @@ fn stderr_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
     })
 }
 
+/// The level names `--log-level` and `RUST_LOG` take: tracing's, and the
+/// syslog names operators know from journald and rsyslog (`warning`, `err`,
+/// `notice`, ...), which tracing alone would read as a module name and so
+/// silence every line, fatal errors included.
+fn level(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "emerg" | "alert" | "crit" | "err" | "error" => "error",
+        "warning" | "warn" => "warn",
+        "notice" | "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        "off" => "off",
+        _ => return None,
+    })
+}
+
+/// Why a log filter was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{spec:?}: {what:?} is no log level (use error, warn, info, debug or trace, or syslog's \
+     emerg, alert, crit, err, warning, notice; per module: routebackup=debug,info)"
+)]
+pub struct FilterError {
+    spec: String,
+    what: String,
+}
+
+/// The filter for a `--log-level` or `RUST_LOG` value: comma-separated
+/// directives, each a level or `target=level`, levels by any name `level`
+/// knows. A bare word that is no level is refused, never taken as a target.
+pub fn filter(spec: &str) -> Result<EnvFilter, FilterError> {
+    let refuse = |what: &str| FilterError {
+        spec: spec.to_string(),
+        what: what.to_string(),
+    };
+    let mut directives = Vec::new();
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.rsplit_once('=') {
+            Some((target, lvl)) => {
+                let l = level(lvl).ok_or_else(|| refuse(lvl))?;
+                directives.push(format!("{target}={l}"));
+            }
+            None => directives.push(level(d).ok_or_else(|| refuse(d))?.to_string()),
+        }
+    }
+    EnvFilter::try_new(directives.join(",")).map_err(|_| refuse(spec))
+}
+
+/// stderr for log lines, whatever became of it: a log line that cannot be
+/// written (a closed pipe, `| tee` restarted, a full disk behind a redirect)
+/// is dropped, never an error and never a panic, so logging cannot end the
+/// agent or leave its programs attached.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Installs the global subscriber (once, at the start of `run`).
 pub fn init(filter: EnvFilter) {
     if stderr_is_journal() {
@@ -49,15 +116,43 @@ pub fn init(filter: EnvFilter) {
                     .init();
                 return;
             }
-            Err(e) => eprintln!(
-                "routebackup: cannot reach journald ({e}); logging to stderr without priorities"
-            ),
+            Err(e) => {
+                let _ = writeln!(
+                    Stderr,
+                    "routebackup: cannot reach journald ({e}); logging to stderr without priorities"
+                );
+            }
         }
     }
     tracing_subscriber::fmt()
         .fmt_fields(stderr_fields())
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_names_are_levels_and_other_words_are_refused() {
+        for (spec, want) in [
+            ("warning", "warn"),
+            ("err", "error"),
+            ("notice", "info"),
+            ("crit", "error"),
+            ("DEBUG", "debug"),
+            ("routebackup=warning,info", "routebackup=warn,info"),
+        ] {
+            assert_eq!(filter(spec).unwrap().to_string(), want, "{spec}");
+        }
+        let e = filter("warnings").unwrap_err().to_string();
+        assert!(
+            e.contains("\"warnings\" is no log level") && e.contains("warning"),
+            "{e}"
+        );
+        assert!(filter("routebackup=loud").is_err());
+    }
 }

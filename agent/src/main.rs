@@ -1,5 +1,6 @@
 //! The `routebackup` command line: `run`, `check`, `status`, `reload`, `completions`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,7 +31,8 @@ enum Command {
     Run {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// error, warn, info, debug, trace (RUST_LOG overrides).
+        /// error, warn, info, debug, trace, or syslog's names (warning, err,
+        /// notice, ...); per module: `routebackup=debug,info` (RUST_LOG overrides).
         #[arg(long, default_value = "info")]
         log_level: String,
         /// On stop, leave the programs attached, the maps pinned, the links and
@@ -273,12 +275,15 @@ fn run(
     dry_run: bool,
     kernel_without: &[String],
 ) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
-    let filter = match filter {
+    // RUST_LOG wins, as everywhere in Rust; both take syslog's level names.
+    let (source, spec) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => ("RUST_LOG", v),
+        _ => ("--log-level", log_level.to_string()),
+    };
+    let filter = match routebackup::logging::filter(&spec) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("routebackup: bad --log-level {log_level:?}: {e} (use error, warn, info, debug or trace)");
+            let _ = writeln!(std::io::stderr(), "routebackup: bad {source} {e}");
             return ExitCode::FAILURE;
         }
     };

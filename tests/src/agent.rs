@@ -11,6 +11,16 @@ use routebackup::control::{request_status, StatusReport};
 
 use crate::{agent_bin, wait_until, BpfFs, Netns};
 
+/// A config body with one group (`hq`, 10.20.0.0/16) backed up by the
+/// always-up link `backup` on bk0, the fast path on lan0 in `mode`.
+pub fn one_group_config(mode: &str) -> String {
+    format!(
+        "[fastpath]\ninterfaces = [\"lan0\"]\nmode = \"{mode}\"\n\n\
+         [[link]]\nname = \"backup\"\ninterface = \"bk0\"\ndriver = \"always-up\"\n\n\
+         [[group]]\nname = \"hq\"\nsegments = [\"10.20.0.0/16\"]\nlinks = [\"backup\"]\n"
+    )
+}
+
 /// A running agent; killed when dropped.
 pub struct Agent {
     pub child: Child,

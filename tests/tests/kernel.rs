@@ -8,7 +8,7 @@
 use anyhow::{ensure, Context, Result};
 use routebackup::kernel::{Feature, Kernel, Support};
 use routebackup::status::{AttachmentReport, Via};
-use routebackup_tests::agent::Agent;
+use routebackup_tests::agent::{one_group_config, Agent};
 use routebackup_tests::{agent_bin, Netns};
 
 fn kernel_cli(args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
@@ -96,7 +96,7 @@ fn routebackup_kernel_reports_what_the_probe_found_and_what_was_forced() -> Resu
     // refuses a kernel the agent cannot run on.
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("rb.toml");
-    std::fs::write(&cfg, CONFIG)?;
+    std::fs::write(&cfg, one_group_config("tc"))?;
     let check = |env: &[(&str, &str)]| -> Result<std::process::Output> {
         let mut cmd = std::process::Command::new(agent_bin());
         cmd.arg("check").arg("--config").arg(&cfg);
@@ -124,22 +124,6 @@ fn routebackup_kernel_reports_what_the_probe_found_and_what_was_forced() -> Resu
     assert!(table.contains("Linux 5.10 or later"), "{table}");
     Ok(())
 }
-
-const CONFIG: &str = r#"
-[fastpath]
-interfaces = ["lan0"]
-mode = "tc"
-
-[[link]]
-name = "backup"
-interface = "bk0"
-driver = "always-up"
-
-[[group]]
-name = "hq"
-segments = ["10.20.0.0/16"]
-links = ["backup"]
-"#;
 
 fn lab(name: &str) -> Result<Netns> {
     let ns = Netns::new(name)?;
@@ -178,7 +162,7 @@ fn netlink_tc_filter(ns: &Netns) -> Result<bool> {
 fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Result<()> {
     // As probed: TCX where the kernel has it (no netlink filter).
     let ns = lab("kp1")?;
-    let agent = Agent::start(&ns, "", CONFIG)?;
+    let agent = Agent::start(&ns, "", &one_group_config("tc"))?;
     let log = agent.log();
     let line = log
         .lines()
@@ -217,7 +201,12 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
 
     // TCX forced off: said at start, shown in status, and TC hangs off clsact.
     let ns = lab("kp2")?;
-    let agent = Agent::start_with(&ns, "ROUTEBACKUP_KERNEL_WITHOUT=tcx", "", CONFIG)?;
+    let agent = Agent::start_with(
+        &ns,
+        "ROUTEBACKUP_KERNEL_WITHOUT=tcx",
+        "",
+        &one_group_config("tc"),
+    )?;
     let log = agent.log();
     assert!(log.contains("tcx (forced off)"), "{log}");
     assert!(
@@ -240,7 +229,7 @@ fn the_agent_logs_and_reports_the_kernel_and_honours_a_forced_fallback() -> Resu
 
     // XDP links forced off: XDP goes on over netlink, as status says.
     let ns = lab("kp3")?;
-    let config = CONFIG.replace(r#"mode = "tc""#, r#"mode = "auto""#);
+    let config = one_group_config("auto");
     let agent = Agent::start_with(&ns, "ROUTEBACKUP_KERNEL_WITHOUT=xdp-link", "", &config)?;
     let status = agent.status()?;
     let a = lan0(&status)?;
