@@ -274,9 +274,13 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
     if seg.action != ACTION_STEER || p.hop <= 1 {
         // Without the mark, TC cannot tell this packet was counted: while
         // TC runs, it counts the packet instead (`rb_tc` examines it again).
-        if xdp_meta() || tc_idle() {
+        // One switch lookup for both questions (counted here? marked?).
+        let idle = tc_idle();
+        if xdp_meta() || idle {
             count(group, Counter::Passed, bytes);
-            done(ctx);
+            if xdp_meta() && !idle {
+                mark_counted(ctx);
+            }
         }
         return Some(xdp_action::XDP_PASS);
     }
