@@ -10,6 +10,7 @@ pub mod frames;
 pub mod lab;
 pub mod livegen;
 pub mod metrics;
+pub mod needs;
 pub mod traffic;
 
 use std::path::PathBuf;
@@ -229,8 +230,28 @@ impl Drop for BpfFs {
     }
 }
 
-/// Polls `f` every 10 ms until it returns Ok(true) or `timeout` passes.
+/// How many times slower than on this machine's own kernel the tests run:
+/// `ROUTEBACKUP_TEST_TIME_SCALE`, which `cargo xtask vmtest` sets when it
+/// boots a kernel under emulation (TCG runs everything 10-40 times slower),
+/// else 1. Every deadline a test waits for goes through [`scaled`], so no test
+/// fails for being slow; what a test measures (loss, order) is unchanged.
+pub fn time_scale() -> u32 {
+    std::env::var("ROUTEBACKUP_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    d * time_scale()
+}
+
+/// Polls `f` every 10 ms until it returns Ok(true) or `timeout` (stretched
+/// by [`time_scale`]) passes.
 pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let timeout = scaled(timeout);
     let start = std::time::Instant::now();
     let mut last_err = None;
     while start.elapsed() < timeout {

@@ -1,7 +1,7 @@
-//! `cargo xtask`: setup, build, test, soak, bench, demo, lint, dist, a module
+//! `cargo xtask`: setup, build, test, vmtest, soak, bench, demo, lint, dist, a module
 //! each; this file is the command line.
 //!
-//! `test`, `bench`, `demo`, `soak` and `dist` run `setup` first, so each works
+//! `test`, `vmtest`, `bench`, `demo`, `soak` and `dist` run `setup` first, so each works
 //! alone on a fresh Debian 12 machine as root; `build` and `lint` only check
 //! that setup has run and never install anything or stop host services.
 
@@ -13,6 +13,7 @@ mod exec;
 mod lint;
 mod setup;
 mod test;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,16 @@ enum Task {
     },
     /// Run every test: unit tests and the privileged network-namespace tests (needs root).
     Test {
+        /// Extra arguments for the test binaries (e.g. a name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The kernel matrix: the kernel-dependent privileged tests on Debian's
+    /// 5.10, 6.1 and 6.12 kernels (booted with qemu) and on the host's (needs root).
+    Vmtest {
+        /// 5.10, 6.1, 6.12, host or all (the default); may be repeated.
+        #[arg(long = "kernel", value_delimiter = ',')]
+        kernels: Vec<String>,
         /// Extra arguments for the test binaries (e.g. a name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -78,6 +89,9 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Build { release } => setup::ready().and_then(|()| build_task::build(release)),
         Task::Test { args } => setup::setup().and_then(|()| test::test(&args)),
+        Task::Vmtest { kernels, args } => {
+            setup::setup().and_then(|()| vmtest::vmtest(&kernels, &args))
+        }
         Task::Bench { only } => setup::setup().and_then(|()| bench::bench(&only)),
         Task::Demo { keep } => setup::setup().and_then(|()| demo::demo(keep)),
         Task::Soak { steps, seed } => setup::setup().and_then(|()| test::soak(steps, seed)),

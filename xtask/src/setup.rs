@@ -59,21 +59,12 @@ fn deb_installed(pkg: &str) -> bool {
 /// Installs what is missing; quick when everything is there.
 pub fn setup() -> Result<()> {
     let llvm = llvm_packages();
-    let missing: Vec<&str> = DEB_PACKAGES
+    let wanted: Vec<&str> = DEB_PACKAGES
         .iter()
         .copied()
         .chain(llvm.iter().map(String::as_str))
-        .filter(|p| !deb_installed(p))
         .collect();
-    if !missing.is_empty() {
-        require_root("installing Debian packages")?;
-        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
+    install_debs(&wanted)?;
     keep_host_services_off()?;
 
     setup_pinned_nightly()?;
@@ -96,6 +87,26 @@ pub fn setup() -> Result<()> {
                 ])
                 .env("LLVM_PREFIX", format!("/usr/lib/llvm-{PINNED_LLVM_MAJOR}")),
         )?;
+    }
+    Ok(())
+}
+
+/// Installs those of `packages` that are missing (from the host's own
+/// sources); quick when none is.
+pub fn install_debs(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        require_root("installing Debian packages")?;
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     Ok(())
 }
