@@ -281,7 +281,8 @@ impl Lab {
         };
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(child.id().cast_signed(), signal) };
-        for _ in 0..500 {
+        let deadline = std::time::Instant::now() + crate::scaled(Duration::from_secs(5));
+        while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
