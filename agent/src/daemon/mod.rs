@@ -175,13 +175,17 @@ impl Daemon {
         if first_sync {
             self.synced_logged = true;
             let s = &self.watcher_stats;
+            // The dump's own time (the watcher's clock) and the time since
+            // start-up began, apart: on a slow machine the kernel probe and
+            // loading the programs come first and take most of it.
             info!(
-                "initial sync: {} routes seen, {} relevant in {} ms",
+                "initial sync: {} routes seen, {} relevant in {} ms, done {} ms after start \
+                 (the kernel probe and the fast path come first)",
                 s.initial_routes.load(Ordering::Relaxed),
                 s.routes_watched.load(Ordering::Relaxed),
+                s.initial_sync_ms.load(Ordering::Relaxed),
                 now
             );
-            s.initial_sync_ms.store(now, Ordering::Relaxed);
         } else {
             debug!("event: {event:?}");
         }

@@ -166,9 +166,10 @@ fn main() -> Result<()> {
     });
     let wall_ms = start.elapsed().as_millis();
     r.with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    // "... done N ms after start ...": the agent's own clock from start-up.
     let agent_ms: u64 = sync_line
-        .rsplit_once(" in ")
-        .and_then(|(_, r)| r.trim().trim_end_matches("ms").trim().parse().ok())
+        .split_once(" done ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     std::thread::sleep(Duration::from_millis(200));
     let hwm_sync = mem_kib(pid, "VmHWM:")?;
