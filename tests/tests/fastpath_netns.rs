@@ -214,14 +214,14 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
 
         fp.remove_segment(segment())?;
         assert_eq!(ping_path(t)?, Path::Primary);
-        // Someone else holds the kept links (a child forked by another
+        // Someone else holds the kept bpf links (a child forked by another
         // thread that has not exec'd yet, a tool that opened the pins):
         // closing them must still take the programs off.
-        let held = hold_links(&o.pin_path)?;
+        let held = hold_bpf_links(&o.pin_path)?;
         let expected = 1 + usize::from(expect_xdp != XdpAttach::None);
-        assert_eq!(held.len(), expected, "kept links (TC, XDP)");
+        assert_eq!(held.len(), expected, "kept bpf links (TC, XDP)");
         for fd in &held {
-            assert_ne!(link_ifindex(fd)?, 0, "attached before close");
+            assert_ne!(bpf_link_ifindex(fd)?, 0, "attached before close");
         }
         fp.close(false)?;
         // Detached at once: the edge's interface carries no program any more
@@ -229,7 +229,11 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
         let link = t.edge.sh("ip -d link show dev e-lan")?;
         assert!(!link.contains("xdp"), "{link}");
         for fd in &held {
-            assert_eq!(link_ifindex(fd)?, 0, "{mode:?}: a held link still attached");
+            assert_eq!(
+                bpf_link_ifindex(fd)?,
+                0,
+                "{mode:?}: a held bpf link still attached"
+            );
         }
         Ok(())
     })
@@ -238,7 +242,7 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
 /// The interface a bpf link is attached to (BPF_OBJ_GET_INFO_BY_FD; XDP and
 /// TCX links both report it first in their part of `bpf_link_info`), 0 once
 /// detached.
-fn link_ifindex(fd: &OwnedFd) -> Result<u32> {
+fn bpf_link_ifindex(fd: &OwnedFd) -> Result<u32> {
     #[repr(C)]
     struct InfoByFd {
         bpf_fd: u32,
@@ -272,7 +276,7 @@ fn link_ifindex(fd: &OwnedFd) -> Result<u32> {
 }
 
 /// Opens every kept link under `pin_path` (BPF_OBJ_GET), as a second holder.
-fn hold_links(pin_path: &std::path::Path) -> Result<Vec<OwnedFd>> {
+fn hold_bpf_links(pin_path: &std::path::Path) -> Result<Vec<OwnedFd>> {
     #[repr(C)]
     struct ObjGet {
         pathname: u64,
@@ -581,7 +585,7 @@ fn restart_keeps_steering() -> Result<()> {
         assert!(links.join("xdp-native_e-lan").exists() && links.join("tc_e-lan").exists());
         Ok(())
     })?;
-    // No agent running: the kept links keep steering.
+    // No agent running: the kept bpf links keep steering.
     assert_eq!(
         ping_path(&t)?,
         Path::Backup,
@@ -597,7 +601,7 @@ fn restart_keeps_steering() -> Result<()> {
         );
         assert!(
             links.join("xdp-native_e-lan").exists() && links.join("tc_e-lan").exists(),
-            "adopted links stay pinned (they must outlive this agent too)"
+            "adopted bpf links stay pinned (they must outlive this agent too)"
         );
         assert_eq!(fp.segments()?, vec![(segment(), value)]);
         assert_eq!(ping_path(&t)?, Path::Backup);
@@ -619,7 +623,7 @@ fn restart_keeps_steering() -> Result<()> {
         assert_eq!(
             (ours(xdp_id), ours(tc_id)),
             (1, 1),
-            "the kept links now run the new programs: {links}"
+            "the kept bpf links now run the new programs: {links}"
         );
         Ok(fp.close(false)?)
     })?;

@@ -511,7 +511,7 @@ fn attachment_report(a: &Attachment) -> AttachmentReport {
 
 fn via_report(v: Via) -> ViaReport {
     match v {
-        Via::Link => ViaReport::Link,
+        Via::BpfLink => ViaReport::BpfLink,
         Via::Tcx => ViaReport::Tcx,
         Via::Netlink => ViaReport::Netlink,
     }

@@ -128,25 +128,25 @@ pub enum FastpathError {
         source: Box<ProgramError>,
     },
 
-    #[error("cannot open the kept link {}", .path.display())]
-    KeptLinkOpen { path: PathBuf, source: AyaLinkError },
+    #[error("cannot open the kept bpf link {}", .path.display())]
+    KeptBpfLinkOpen { path: PathBuf, source: AyaLinkError },
 
-    #[error("the kept link {} is not a link of program {program}", .path.display())]
-    KeptLinkKind {
+    #[error("the kept bpf link {} is not a bpf link of program {program}", .path.display())]
+    KeptBpfLinkKind {
         path: PathBuf,
         program: &'static str,
         source: AyaLinkError,
     },
 
-    #[error("program {program} cannot take over the kept link {}", .path.display())]
-    KeptLinkAdopt {
+    #[error("program {program} cannot take over the kept bpf link {}", .path.display())]
+    KeptBpfLinkAdopt {
         path: PathBuf,
         program: &'static str,
         source: Box<ProgramError>,
     },
 
     #[error("program {program} no longer holds its attachment to {interface}")]
-    TakeLink {
+    TakeAttachment {
         interface: String,
         program: &'static str,
         source: Box<ProgramError>,
@@ -160,7 +160,7 @@ pub enum FastpathError {
     },
 
     #[error("cannot pin the attachment at {}", .path.display())]
-    PinLink { path: PathBuf, source: PinError },
+    PinBpfLink { path: PathBuf, source: PinError },
 
     #[error(
         "the attachments to {} are netlink ones (kernel without XDP links or TCX), which cannot \

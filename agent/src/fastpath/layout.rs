@@ -23,8 +23,8 @@ use routebackup_common::{
 
 use super::FastpathError;
 
-/// The directory of the kept links inside the layout's directory.
-const LINKS_DIR: &str = "links";
+/// The directory of the kept bpf links inside the layout's directory.
+const BPF_LINKS_DIR: &str = "links";
 
 /// The layout version of the pinned maps: the name of the directory under
 /// `pin_path` that holds them. Bump it whenever a map's key, value or size
@@ -52,7 +52,8 @@ pub fn layout_dir(pin_path: &Path) -> PathBuf {
 
 /// Where the fast path pins things, named once: operators configure `root`
 /// (`[agent] pin_path`), everything lives in `dir`, the attachments in
-/// `links`. The old directories an earlier release left are `root`'s.
+/// `bpf_links` (`links/` on disk). The old directories an earlier release
+/// left are `root`'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinLayout {
     /// `[agent] pin_path`, on a bpffs.
@@ -60,7 +61,7 @@ pub struct PinLayout {
     /// `<root>/<LAYOUT_VERSION>`: the maps and `links/`.
     pub dir: PathBuf,
     /// `<dir>/links`: one pin per attachment a bpf link keeps.
-    pub links: PathBuf,
+    pub bpf_links: PathBuf,
 }
 
 impl PinLayout {
@@ -68,7 +69,7 @@ impl PinLayout {
         let dir = layout_dir(root);
         PinLayout {
             root: root.to_path_buf(),
-            links: dir.join(LINKS_DIR),
+            bpf_links: dir.join(BPF_LINKS_DIR),
             dir,
         }
     }
@@ -117,28 +118,28 @@ pub(super) fn settle(layout: &PinLayout) -> Result<(), FastpathError> {
         .into_iter()
         .filter(|m| pin_path.join(m).exists())
         .collect();
-    let old_links = pin_path.join(LINKS_DIR);
-    if !old_maps.is_empty() || old_links.is_dir() {
+    let old_bpf_links = pin_path.join(BPF_LINKS_DIR);
+    if !old_maps.is_empty() || old_bpf_links.is_dir() {
         tracing::info!(
             "moving the fast path pinned by an earlier release directly under {} into the \
              versioned directory {} (steering goes on; this agent adopts it)",
             pin_path.display(),
             dir.display()
         );
-        let new_links = &layout.links;
-        std::fs::create_dir_all(new_links).map_err(|source| FastpathError::CreateDir {
-            path: new_links.clone(),
+        let new_bpf_links = &layout.bpf_links;
+        std::fs::create_dir_all(new_bpf_links).map_err(|source| FastpathError::CreateDir {
+            path: new_bpf_links.clone(),
             source,
         })?;
         for m in old_maps {
             rename(&pin_path.join(m), &layout.map(m))?;
         }
-        if let Ok(rd) = std::fs::read_dir(&old_links) {
+        if let Ok(rd) = std::fs::read_dir(&old_bpf_links) {
             for e in rd.flatten() {
-                rename(&e.path(), &new_links.join(e.file_name()))?;
+                rename(&e.path(), &new_bpf_links.join(e.file_name()))?;
             }
         }
-        let _ = std::fs::remove_dir(&old_links);
+        let _ = std::fs::remove_dir(&old_bpf_links);
     }
     let Ok(rd) = std::fs::read_dir(pin_path) else {
         return Ok(());
@@ -170,7 +171,7 @@ pub(super) fn replace_stale_map(path: &Path, why: &str) -> Result<(), FastpathEr
 
 /// After a clean stop without keep: removes the (now empty) directories.
 pub(super) fn remove_empty_dirs(layout: &PinLayout) {
-    let _ = std::fs::remove_dir(&layout.links);
+    let _ = std::fs::remove_dir(&layout.bpf_links);
     let _ = std::fs::remove_dir(&layout.dir);
     let _ = std::fs::remove_dir(&layout.root);
 }

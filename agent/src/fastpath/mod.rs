@@ -12,8 +12,8 @@
 //!
 //! Lifetime: the pins, not the agent, keep the programs attached. Whatever
 //! ends the process (SIGKILL, a panic, an OOM kill) leaves steering exactly as
-//! last written; the next `open` adopts the pinned links (atomic program
-//! replacement through the link, no window without steering). `close(false)`
+//! last written; the next `open` adopts the pinned bpf links (atomic program
+//! replacement through the bpf link, no window without steering). `close(false)`
 //! (a clean stop) unpins and so detaches everything and removes the maps;
 //! `close(true)` leaves all of it in place.
 //!
@@ -49,7 +49,7 @@ pub use error::{FastpathError, MapShape};
 pub use layout::{layout_dir, PinLayout, LAYOUT_VERSION};
 pub use test_run::TestRunOutput;
 
-use attach::{IfLinks, Plan};
+use attach::{IfAttachments, Plan};
 use maps::{Maps, MAP_LAYOUTS};
 
 type Result<T, E = FastpathError> = std::result::Result<T, E>;
@@ -73,13 +73,14 @@ const GLOBAL_TC_FIB: &str = "RB_TC_FIB";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FastpathOptions {
-    /// Directory on a bpffs for the maps and kept links.
+    /// Directory on a bpffs for the maps and kept bpf links.
     pub pin_path: PathBuf,
     /// LAN-facing interfaces whose ingress traffic is steered.
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
     /// What the kernel can do: which program switches are set at load
-    /// (`RB_XDP_META`, `RB_XDP_FIB`, `RB_TC_NEXTHOP`, `RB_TC_FIB`), how TC attaches, how links detach.
+    /// (`RB_XDP_META`, `RB_XDP_FIB`, `RB_TC_NEXTHOP`, `RB_TC_FIB`), how TC
+    /// attaches, how bpf links detach.
     pub kernel: Kernel,
 }
 
@@ -96,7 +97,8 @@ pub struct Fastpath {
     steering: HashSet<IpNet>,
     /// What the switch was last set to (None before the first write).
     tc_idle_written: Option<bool>,
-    links: Vec<IfLinks>,
+    /// What is attached, per interface.
+    attached: Vec<IfAttachments>,
     forwarding_warned: HashSet<u32>,
     kernel: Kernel,
     /// The attach mechanisms `kernel` chose.
@@ -105,7 +107,7 @@ pub struct Fastpath {
 
 impl Fastpath {
     /// Loads the programs, pins (or reuses) the maps under `opts.pin_path`,
-    /// adopts links a previous agent kept and attaches to every interface.
+    /// adopts bpf links a previous agent kept and attaches to every interface.
     pub fn open(opts: &FastpathOptions) -> Result<Fastpath> {
         if OBJECT.is_empty() {
             return Err(FastpathError::BuiltWithoutPrograms);
@@ -113,8 +115,8 @@ impl Fastpath {
         let layout = PinLayout::new(&opts.pin_path);
         bpffs::prepare_pin_dir(&layout.root)?;
         layout::settle(&layout)?;
-        std::fs::create_dir_all(&layout.links).map_err(|source| FastpathError::CreateDir {
-            path: layout.links.clone(),
+        std::fs::create_dir_all(&layout.bpf_links).map_err(|source| FastpathError::CreateDir {
+            path: layout.bpf_links.clone(),
             source,
         })?;
         for l in &MAP_LAYOUTS {
@@ -170,13 +172,13 @@ impl Fastpath {
             maps,
             steering: HashSet::new(),
             tc_idle_written: None,
-            links: Vec::new(),
+            attached: Vec::new(),
             forwarding_warned: HashSet::new(),
             kernel: opts.kernel.clone(),
             plan: Plan::for_kernel(&opts.kernel),
         };
         // Kept maps may hold steering (a restart): TC is needed for it from
-        // the moment our programs take over the kept links below. Without
+        // the moment our programs take over the kept bpf links below. Without
         // XDP in the wanted modes, TC does all the work.
         fp.steering = fp
             .segments()?
@@ -186,8 +188,8 @@ impl Fastpath {
             .collect();
         fp.write_tc_idle(fp.steering.is_empty() && !attach::xdp_mode_wanted(opts.mode).is_empty())?;
 
-        let kept = attach::kept_pins(&fp.layout.links);
-        // Links kept for interfaces we no longer serve: unpinning detaches them.
+        let kept = attach::kept_pins(&fp.layout.bpf_links);
+        // Bpf links kept for interfaces we no longer serve: unpinning detaches them.
         for pin in &kept {
             if !opts.interfaces.contains(&pin.interface) {
                 tracing::info!(
@@ -207,7 +209,7 @@ impl Fastpath {
                 opts.mode,
                 &kept,
             )?;
-            fp.links.push(l);
+            fp.attached.push(l);
         }
         fp.sync_tc_switch()?;
         Ok(fp)
@@ -218,7 +220,7 @@ impl Fastpath {
     fn tc_idle_wanted(&self) -> bool {
         self.steering.is_empty()
             && self
-                .links
+                .attached
                 .iter()
                 .all(|l| l.attachment.xdp != XdpAttach::None)
     }
@@ -247,7 +249,7 @@ impl Fastpath {
     /// Per interface: index, XDP mode actually used, TC attached, adopted,
     /// and the mechanism of each.
     pub fn attachments(&self) -> Vec<Attachment> {
-        self.links.iter().map(|l| l.attachment.clone()).collect()
+        self.attached.iter().map(|l| l.attachment.clone()).collect()
     }
 
     /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
@@ -321,13 +323,17 @@ impl Fastpath {
     /// Attaches the programs to one more interface (a reload added it to
     /// `fastpath.interfaces`). Nothing happens if it is attached already.
     pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<Attachment> {
-        if let Some(l) = self.links.iter().find(|l| l.attachment.interface == ifname) {
+        if let Some(l) = self
+            .attached
+            .iter()
+            .find(|l| l.attachment.interface == ifname)
+        {
             return Ok(l.attachment.clone());
         }
         let l =
             attach::attach_interface(&mut self.ebpf, &self.plan, &self.layout, ifname, mode, &[])?;
         let attachment = l.attachment.clone();
-        self.links.push(l);
+        self.attached.push(l);
         self.sync_tc_switch()?;
         Ok(attachment)
     }
@@ -337,17 +343,17 @@ impl Fastpath {
     /// Returns whether it was attached.
     pub fn detach(&mut self, ifname: &str) -> Result<bool> {
         let Some(pos) = self
-            .links
+            .attached
             .iter()
             .position(|l| l.attachment.interface == ifname)
         else {
             return Ok(false);
         };
-        // Unpinning and closing its links, or the netlink request that
+        // Unpinning and closing its bpf links, or the netlink request that
         // undoes a netlink attachment, is what takes the programs off.
-        let link_detach = self.kernel.has(Feature::LinkDetach);
-        self.links.remove(pos).detach(link_detach);
-        for pin in attach::kept_pins(&self.layout.links) {
+        let bpf_link_detach = self.kernel.has(Feature::LinkDetach);
+        self.attached.remove(pos).detach(bpf_link_detach);
+        for pin in attach::kept_pins(&self.layout.bpf_links) {
             if pin.interface == ifname {
                 let _ = std::fs::remove_file(pin.path);
             }
@@ -374,14 +380,14 @@ impl Fastpath {
     }
 
     /// Stops the fast path. `keep = false`: detach every program and remove
-    /// the pins (maps and links). `keep = true`: leave the pinned attachments
+    /// the pins (maps and bpf links). `keep = true`: leave the pinned attachments
     /// and maps in place so steering continues without the agent; the next
     /// `open` adopts them. (Dropping a `Fastpath` without `close`, as a
     /// crash does, is the same as `keep = true`.)
     pub fn close(mut self, keep: bool) -> Result<()> {
-        let links = std::mem::take(&mut self.links);
+        let attached = std::mem::take(&mut self.attached);
         if keep {
-            let lost: Vec<String> = links
+            let lost: Vec<String> = attached
                 .iter()
                 .filter(|l| !l.all_kept())
                 .map(|l| l.attachment.interface.clone())
@@ -391,8 +397,8 @@ impl Fastpath {
             }
             return Ok(());
         }
-        for l in links {
-            l.detach(self.kernel.has(Feature::LinkDetach));
+        for a in attached {
+            a.detach(self.kernel.has(Feature::LinkDetach));
         }
         drop(self.ebpf);
         drop(self.maps);
@@ -404,7 +410,7 @@ impl Fastpath {
             }
         }
         // Pins of interfaces that were never attached (an open that failed half-way).
-        for pin in attach::kept_pins(&self.layout.links) {
+        for pin in attach::kept_pins(&self.layout.bpf_links) {
             let _ = std::fs::remove_file(pin.path);
         }
         layout::remove_empty_dirs(&self.layout);

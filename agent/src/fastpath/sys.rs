@@ -47,9 +47,9 @@ fn bpf(cmd: libc::c_long, attr: &Attr) -> io::Result<libc::c_long> {
 
 /// Detaches `link`'s program from its hook now (kernel 5.9+ for XDP links;
 /// TCX links always). The caller still closes its own descriptor.
-pub fn detach_link(link: &FdLink) -> io::Result<()> {
+pub fn detach_bpf_link(bpf_link: &FdLink) -> io::Result<()> {
     // aya keeps the link's descriptor private; its id reaches the same link.
-    let id = link.info().map_err(io::Error::other)?.id();
+    let id = bpf_link.info().map_err(io::Error::other)?.id();
     let fd = bpf(
         BPF_LINK_GET_FD_BY_ID,
         &Attr {

@@ -200,8 +200,8 @@ fn attachments() -> [(Feature, Support); 3] {
             .map_err(|r| format!("a trivial XDP program did not load: {}", r.said))?;
         let tc = sys::load(ProgType::SchedCls, &TC_RETURN_OK)
             .map_err(|r| format!("a trivial TC program did not load: {}", r.said))?;
-        let (xdp_link, detach) = match sys::link_create(xdp.as_fd(), LO, sys::BPF_XDP) {
-            Ok(link) => (Support::Yes, from_io(sys::link_detach(link.as_fd()))),
+        let (xdp_link, detach) = match sys::bpf_link_create(xdp.as_fd(), LO, sys::BPF_XDP) {
+            Ok(link) => (Support::Yes, from_io(sys::bpf_link_detach(link.as_fd()))),
             Err(e) => (
                 Support::No {
                     kernel_said: e.to_string(),
@@ -211,7 +211,7 @@ fn attachments() -> [(Feature, Support); 3] {
                 },
             ),
         };
-        let tcx = from_io(sys::link_create(tc.as_fd(), LO, sys::BPF_TCX_INGRESS).map(drop));
+        let tcx = from_io(sys::bpf_link_create(tc.as_fd(), LO, sys::BPF_TCX_INGRESS).map(drop));
         Ok([
             (Feature::XdpLink, xdp_link),
             (Feature::LinkDetach, detach),

@@ -210,7 +210,11 @@ struct LinkCreate {
 }
 
 /// Attaches `prog` to `ifindex` as a bpf link of `attach_type`.
-pub fn link_create(prog: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
+pub fn bpf_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
     let mut attr = LinkCreate {
         prog_fd: raw(prog)?,
         target_ifindex: ifindex,
@@ -227,7 +231,7 @@ struct LinkDetach {
 }
 
 /// Takes the link's program off its hook now.
-pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+pub fn bpf_link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = LinkDetach {
         link_fd: raw(link)?,
     };

@@ -82,8 +82,9 @@ pub struct AttachmentReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
-    /// An XDP bpf link (pinned).
-    Link,
+    /// An XDP bpf link (pinned). `link` in the JSON, as before.
+    #[serde(rename = "link")]
+    BpfLink,
     /// A TCX bpf link (pinned).
     Tcx,
     /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (not pinned).
@@ -94,7 +95,7 @@ impl Via {
     /// How status and logs name it.
     pub fn name(self) -> &'static str {
         match self {
-            Via::Link => "link",
+            Via::BpfLink => "link",
             Via::Tcx => "tcx",
             Via::Netlink => "netlink",
         }
@@ -137,5 +138,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((a.xdp_mechanism, a.tc_mechanism), (None, None));
+    }
+
+    /// The JSON keeps the names it had before the variants were renamed.
+    #[test]
+    fn mechanisms_keep_their_json_names() {
+        for v in [Via::BpfLink, Via::Tcx, Via::Netlink] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+        }
+        assert_eq!(Via::BpfLink.name(), "link");
     }
 }

@@ -100,7 +100,7 @@ fn report_with_fastpath_round_trips_through_json() {
             xdp: XdpReport::Native,
             tc: true,
             adopted: false,
-            xdp_mechanism: Some(Via::Link),
+            xdp_mechanism: Some(Via::BpfLink),
             tc_mechanism: Some(Via::Tcx),
         }],
         groups: vec![GroupCounters {

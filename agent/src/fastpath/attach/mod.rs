@@ -8,13 +8,13 @@
 //!
 //! What is pinned is kept: a bpf link pinned under `links/` keeps its program
 //! on whatever happens to the agent, and the next agent adopts it by
-//! replacing the program through the link. Netlink attachments cannot be
+//! replacing the program through the bpf link. Netlink attachments cannot be
 //! pinned; a restart attaches them again.
 
-mod link;
+mod bpf_link;
 mod tc_netlink;
 mod tcx;
-mod xdp_link;
+mod xdp_bpf_link;
 mod xdp_netlink;
 
 use std::ffi::CString;
@@ -50,8 +50,9 @@ impl XdpAttach {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
-    /// An XDP bpf link (pinned).
-    Link,
+    /// An XDP bpf link (pinned). `link` in status, as before.
+    #[serde(rename = "link")]
+    BpfLink,
     /// A TCX bpf link (pinned).
     Tcx,
     /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (not pinned).
@@ -62,7 +63,7 @@ impl Via {
     /// Its attachments are bpf links, pinned, so they stay without the agent.
     pub fn pinned(self) -> bool {
         match self {
-            Via::Link | Via::Tcx => true,
+            Via::BpfLink | Via::Tcx => true,
             Via::Netlink => false,
         }
     }
@@ -70,7 +71,7 @@ impl Via {
     /// How status and logs name it.
     pub fn name(self) -> &'static str {
         match self {
-            Via::Link => "link",
+            Via::BpfLink => "link",
             Via::Tcx => "tcx",
             Via::Netlink => "netlink",
         }
@@ -152,7 +153,7 @@ pub(super) trait Mechanism: Sync {
 /// What detaching needs to know.
 pub(super) struct Detach<'a> {
     /// The kernel has `BPF_LINK_DETACH`.
-    pub(super) link_detach: bool,
+    pub(super) bpf_link_detach: bool,
     pub(super) interface: &'a str,
 }
 
@@ -167,7 +168,7 @@ pub(super) trait Held: Send {
 /// Every mechanism. A kept pin of a hook is offered to that hook's, in this
 /// order; those that never pin decline it.
 const ALL: [&dyn Mechanism; 4] = [
-    &xdp_link::Link,
+    &xdp_bpf_link::BpfLink,
     &xdp_netlink::Netlink,
     &tcx::Tcx,
     &tc_netlink::NETLINK,
@@ -188,7 +189,7 @@ impl Plan {
             // off) gets XDP over netlink from the start.
             xdp: Chain {
                 first: if kernel.has(Feature::XdpLink) {
-                    &xdp_link::Link
+                    &xdp_bpf_link::BpfLink
                 } else {
                     &xdp_netlink::Netlink
                 },
@@ -216,18 +217,18 @@ impl Plan {
     }
 }
 
-/// One interface's attachments.
-pub(super) struct IfLinks {
+/// One interface's attachments (bpf links or netlink ones).
+pub(super) struct IfAttachments {
     pub(super) attachment: Attachment,
     held: Vec<Box<dyn Held>>,
 }
 
-impl IfLinks {
+impl IfAttachments {
     /// Detaches, unpins and closes every attachment: the programs leave the
     /// interface before this returns.
-    pub(super) fn detach(self, link_detach: bool) {
+    pub(super) fn detach(self, bpf_link_detach: bool) {
         let how = Detach {
-            link_detach,
+            bpf_link_detach,
             interface: &self.attachment.interface,
         };
         for h in self.held {
@@ -268,9 +269,9 @@ impl KeptPin {
     }
 }
 
-/// The pins under `links` (a layout's `links/`).
-pub(super) fn kept_pins(links: &Path) -> Vec<KeptPin> {
-    let Ok(rd) = std::fs::read_dir(links) else {
+/// The pins under `dir` (a layout's `links/`).
+pub(super) fn kept_pins(dir: &Path) -> Vec<KeptPin> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -287,10 +288,10 @@ pub(super) fn kept_pins(links: &Path) -> Vec<KeptPin> {
     out
 }
 
-/// File name of a kept link: `<kind>_<ifname>`. bpffs refuses names with a
+/// File name of a kept bpf link: `<kind>_<ifname>`. bpffs refuses names with a
 /// dot (EPERM), so dots of VLAN interface names ("eth0.100") become colons,
 /// which interface names cannot contain.
-fn link_pin_name(kind: &str, ifname: &str) -> String {
+fn pin_name(kind: &str, ifname: &str) -> String {
     format!("{kind}_{}", ifname.replace('.', ":"))
 }
 
@@ -342,7 +343,7 @@ fn adopt_kept(
                     continue;
                 }
                 Some(Err(e)) => tracing::warn!(
-                    "{ifname}: cannot adopt the kept {} link {}: {}; attaching anew",
+                    "{ifname}: cannot adopt the kept {} bpf link {}: {}; attaching anew",
                     hook.name(),
                     pin.path.display(),
                     crate::error::chain(&e)
@@ -407,7 +408,7 @@ pub(super) fn attach_interface(
     ifname: &str,
     mode: AttachMode,
     kept: &[KeptPin],
-) -> Result<IfLinks> {
+) -> Result<IfAttachments> {
     let ifindex = ifindex_of(ifname)?;
     let wanted = xdp_mode_wanted(mode);
     let mut adopted = false;
@@ -416,7 +417,7 @@ pub(super) fn attach_interface(
         ifname,
         ifindex,
         xdp_mode,
-        pin: layout.links.join(link_pin_name(
+        pin: layout.bpf_links.join(pin_name(
             match hook {
                 Hook::Xdp => xdp_mode.pin_suffix(),
                 Hook::Tc => "tc",
@@ -425,7 +426,7 @@ pub(super) fn attach_interface(
         )),
     };
 
-    // XDP: adopt a kept link in an acceptable mode, else attach.
+    // XDP: adopt a kept bpf link in an acceptable mode, else attach.
     let mut xdp_mode = XdpAttach::None;
     let mut xdp_mechanism = None;
     if let Some((h, m)) = adopt_kept(ebpf, Hook::Xdp, ifname, kept, |p| {
@@ -488,7 +489,7 @@ pub(super) fn attach_interface(
     let tc_mechanism = Some(tc.via());
     held.push(tc);
 
-    Ok(IfLinks {
+    Ok(IfAttachments {
         attachment: Attachment {
             interface: ifname.to_string(),
             ifindex,
@@ -508,7 +509,7 @@ mod tests {
 
     #[test]
     fn pin_names_round_trip() {
-        let name = link_pin_name(XdpAttach::Native.pin_suffix(), "eth0.100");
+        let name = pin_name(XdpAttach::Native.pin_suffix(), "eth0.100");
         assert_eq!(name, "xdp-native_eth0:100");
         let (kind, ifname) = name.split_once('_').unwrap();
         let pin = KeptPin {
@@ -536,7 +537,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [Via::Netlink]
         );
-        assert_eq!(full.xdp.first.describe().1, Via::Link);
+        assert_eq!(full.xdp.first.describe().1, Via::BpfLink);
         let without = Plan::for_kernel(&Kernel::full().without(&[Feature::Tcx, Feature::XdpLink]));
         assert_eq!(without.xdp.first.describe().1, Via::Netlink);
         assert_eq!(without.tc.first.describe().1, Via::Netlink);

@@ -8,7 +8,7 @@ use aya::programs::SchedClassifier;
 use aya::Ebpf;
 use routebackup_common::PROG_TC;
 
-use super::link::take_link;
+use super::bpf_link::take_attachment;
 use super::{AttachError, Detach, Held, Hook, Mechanism, Target, Via};
 use crate::fastpath::program_mut;
 
@@ -56,7 +56,9 @@ impl Mechanism for Netlink {
                 }),
             )
             .map_err(AttachError::Refused)?;
-        let filter = prog.take_link(id).map_err(take_link(at.ifname, PROG_TC))?;
+        let filter = prog
+            .take_link(id)
+            .map_err(take_attachment(at.ifname, PROG_TC))?;
         Ok(Box::new(Filter(filter)))
     }
 

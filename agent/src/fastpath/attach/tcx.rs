@@ -9,7 +9,7 @@ use aya::programs::{LinkOrder, SchedClassifier};
 use aya::Ebpf;
 use routebackup_common::PROG_TC;
 
-use super::link::{self, take_link};
+use super::bpf_link::{self, take_attachment};
 use super::{AttachError, Held, Hook, Mechanism, Target, Via};
 use crate::fastpath::{program_mut, FastpathError, Result};
 
@@ -25,17 +25,19 @@ impl Mechanism for Tcx {
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
             .map_err(AttachError::Refused)?;
-        let made = prog.take_link(id).map_err(take_link(at.ifname, PROG_TC))?;
+        let made = prog
+            .take_link(id)
+            .map_err(take_attachment(at.ifname, PROG_TC))?;
         let fd = FdLink::try_from(made).map_err(|source| FastpathError::NoBpfLink {
             why: "the TCX attachment",
             source,
         })?;
-        Ok(link::keep(fd, &at.pin, Via::Tcx)?)
+        Ok(bpf_link::keep(fd, &at.pin, Via::Tcx)?)
     }
 
     fn adopt(&self, ebpf: &mut Ebpf, path: &Path) -> Option<Result<Box<dyn Held>>> {
         let adopt = |prog: &mut SchedClassifier| {
-            link::adopt(
+            bpf_link::adopt(
                 path,
                 PROG_TC,
                 Via::Tcx,

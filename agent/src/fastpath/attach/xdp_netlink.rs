@@ -5,8 +5,8 @@
 //!
 //! aya 0.14 keeps its IFLA_XDP request private, so the agent sends its own
 //! through its netlink sockets. aya sends its own only when the kernel
-//! refuses an XDP link that the probe said it has; `xdp_link` then hands the
-//! attachment it made here (`on_device`).
+//! refuses an XDP link that the probe said it has; `xdp_bpf_link` then hands
+//! the attachment it made here (`on_device`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

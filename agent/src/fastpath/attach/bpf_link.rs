@@ -1,4 +1,4 @@
-//! What the bpf-link mechanisms (XDP link, TCX) share: a link pinned under
+//! What the bpf-link mechanisms (XDP link, TCX) share: a bpf link pinned under
 //! `links/`, which keeps the program attached without the agent, and the
 //! adoption of such a pin by the next agent.
 
@@ -12,13 +12,13 @@ use crate::fastpath::{sys, FastpathError, Result};
 
 /// A bpf link pinned at `path`: the pin keeps it attached whatever happens
 /// to the agent; `detach` removes the pin, then closes the fd.
-pub(super) struct KeptLink {
-    link: FdLink,
+pub(super) struct KeptBpfLink {
+    bpf_link: FdLink,
     path: PathBuf,
     via: Via,
 }
 
-impl Held for KeptLink {
+impl Held for KeptBpfLink {
     fn via(&self) -> Via {
         self.via
     }
@@ -26,9 +26,9 @@ impl Held for KeptLink {
     fn detach(self: Box<Self>, how: &Detach<'_>) {
         // Closing alone leaves the program on while anyone else still holds
         // the link (see sys.rs); then the close is what is left.
-        if !how.link_detach {
+        if !how.bpf_link_detach {
             // The kernel has no BPF_LINK_DETACH: closing is all there is.
-        } else if let Err(e) = sys::detach_link(&self.link) {
+        } else if let Err(e) = sys::detach_bpf_link(&self.bpf_link) {
             tracing::warn!(
                 "cannot detach the program from {} at once (it leaves when the last \
                  holder of its link closes it): {}",
@@ -45,22 +45,22 @@ impl Held for KeptLink {
                 );
             }
         }
-        drop(self.link);
+        drop(self.bpf_link);
     }
 }
 
 /// Pins a fresh link at `path`, replacing a pin left there.
 pub(super) fn keep(fd: FdLink, path: &Path, via: Via) -> Result<Box<dyn Held>> {
     let _ = std::fs::remove_file(path);
-    let link = fd
+    let bpf_link = fd
         .pin(path)
         .map(FdLink::from)
-        .map_err(|source| FastpathError::PinLink {
+        .map_err(|source| FastpathError::PinBpfLink {
             path: path.to_path_buf(),
             source,
         })?;
-    Ok(Box::new(KeptLink {
-        link,
+    Ok(Box::new(KeptBpfLink {
+        bpf_link,
         path: path.to_path_buf(),
         via,
     }))
@@ -77,37 +77,37 @@ pub(super) fn adopt<L>(
     into: impl FnOnce(FdLink) -> Result<L, LinkError>,
     take_over: impl FnOnce(L) -> Result<Result<FdLink, LinkError>, ProgramError>,
 ) -> Result<Box<dyn Held>> {
-    let kind = |source| FastpathError::KeptLinkKind {
+    let kind = |source| FastpathError::KeptBpfLinkKind {
         path: path.to_path_buf(),
         program,
         source,
     };
     let fd = PinnedLink::from_pin(path)
         .map(FdLink::from)
-        .map_err(|source| FastpathError::KeptLinkOpen {
+        .map_err(|source| FastpathError::KeptBpfLinkOpen {
             path: path.to_path_buf(),
             source,
         })?;
-    let link = take_over(into(fd).map_err(kind)?)
-        .map_err(|source| FastpathError::KeptLinkAdopt {
+    let bpf_link = take_over(into(fd).map_err(kind)?)
+        .map_err(|source| FastpathError::KeptBpfLinkAdopt {
             path: path.to_path_buf(),
             program,
             source: Box::new(source),
         })?
         .map_err(kind)?;
-    Ok(Box::new(KeptLink {
-        link,
+    Ok(Box::new(KeptBpfLink {
+        bpf_link,
         path: path.to_path_buf(),
         via,
     }))
 }
 
 /// The error of a program that no longer holds the attachment it just made.
-pub(super) fn take_link<'a>(
+pub(super) fn take_attachment<'a>(
     interface: &'a str,
     program: &'static str,
 ) -> impl FnOnce(ProgramError) -> FastpathError + 'a {
-    move |source| FastpathError::TakeLink {
+    move |source| FastpathError::TakeAttachment {
         interface: interface.to_string(),
         program,
         source: Box::new(source),

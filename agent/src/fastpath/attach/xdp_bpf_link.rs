@@ -9,11 +9,11 @@ use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 use routebackup_common::PROG_XDP;
 
-use super::link::{self, take_link};
+use super::bpf_link::{self, take_attachment};
 use super::{xdp_netlink, AttachError, Held, Hook, Mechanism, Target, Via, XdpAttach};
 use crate::fastpath::{program_mut, Result};
 
-pub(super) struct Link;
+pub(super) struct BpfLink;
 
 /// The driver mode aya attaches in.
 pub(super) fn flags(mode: XdpAttach) -> XdpMode {
@@ -23,17 +23,19 @@ pub(super) fn flags(mode: XdpAttach) -> XdpMode {
     }
 }
 
-impl Mechanism for Link {
+impl Mechanism for BpfLink {
     fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError> {
         let xdp: &mut Xdp = program_mut(ebpf, PROG_XDP)?;
         let id = xdp
             .attach_to_if_index(at.ifindex, flags(at.xdp_mode))
             .map_err(AttachError::Refused)?;
-        let made = xdp.take_link(id).map_err(take_link(at.ifname, PROG_XDP))?;
+        let made = xdp
+            .take_link(id)
+            .map_err(take_attachment(at.ifname, PROG_XDP))?;
         match FdLink::try_from(made) {
-            Ok(fd) => Ok(link::keep(fd, &at.pin, Via::Link)?),
+            Ok(fd) => Ok(bpf_link::keep(fd, &at.pin, Via::BpfLink)?),
             Err(e) => {
-                // aya fell back to netlink itself (the kernel refused the
+                // aya fell back to netlink itself (the kernel refused the bpf
                 // link although the probe did not). The conversion let go of
                 // that attachment without taking it off: our program is on
                 // the device, held from now on as a netlink one.
@@ -50,7 +52,7 @@ impl Mechanism for Link {
 
     fn adopt(&self, ebpf: &mut Ebpf, path: &Path) -> Option<Result<Box<dyn Held>>> {
         let adopt = |prog: &mut Xdp| {
-            link::adopt(path, PROG_XDP, Via::Link, XdpLink::try_from, |kept| {
+            bpf_link::adopt(path, PROG_XDP, Via::BpfLink, XdpLink::try_from, |kept| {
                 let id = prog.attach_to_link(kept)?;
                 Ok(FdLink::try_from(prog.take_link(id)?))
             })
@@ -59,6 +61,6 @@ impl Mechanism for Link {
     }
 
     fn describe(&self) -> (Hook, Via) {
-        (Hook::Xdp, Via::Link)
+        (Hook::Xdp, Via::BpfLink)
     }
 }
