@@ -2,24 +2,27 @@
 //! steers to, so `rb_xdp` can rewrite MACs from the segment entry instead of
 //! calling `bpf_fib_lookup` per packet.
 //!
-//! The dataplane tells this task which (backup ifindex, gateway) pairs it
-//! needs (`NextHopWatch::set`, the whole set each time). The task answers
+//! The neighbour executor (`Neighbours`) takes in `Steer`/`Unsteer` and
+//! tells this task which (backup ifindex, gateway) pairs the steered groups
+//! use (`NextHopWatch::set`, the whole set each time). The task answers
 //! every pair newly in the set with a lookup (RTM_GETNEIGH for the gateway,
 //! RTM_GETLINK for the backup's MAC and MTU) and then follows RTNLGRP_NEIGH
 //! and RTNLGRP_LINK, reporting a `NextHopState` whenever a watched pair's
 //! state may have changed. Reports are complete states, not deltas, in the
 //! order the kernel sent them, so the last one received is the current one.
 //!
-//! The task never writes a map: it only reports. The dataplane applies a
-//! report on the daemon's task, and only to groups that are steered to that
-//! very pair at that moment (see `next_hops::NextHops::apply`, reached through
-//! `Dataplane::next_event`), so a late
-//! report can never turn an unsteered entry back into a steer entry.
+//! The task never writes a map: it only reports, on the executor's stream.
+//! The dataplane hands a report to the fast path's executor on the daemon's
+//! task, which applies it only to groups that are steered to that very pair
+//! at that moment (see `next_hops::NextHops::apply`, reached through
+//! `Dataplane::next_event`), so a late report can never turn an unsteered
+//! entry back into a steer entry.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use netlink_packet_core::Emitable;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::neighbour::{
@@ -31,7 +34,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::steering::{self, FollowsSteering, Steering};
+use super::Executor;
 use crate::error::Report;
+use crate::model::{Action, GroupId, SteerTarget};
 use crate::netlink::codec::{self, RawMsg, NUD_PERMANENT};
 use crate::netlink::socket::{self, Requests};
 use crate::netlink::{decode, LinkL2, NeighbourInfo, NetlinkError};
@@ -58,7 +64,7 @@ pub struct NextHopState {
     pub l2: Option<NextHopL2>,
 }
 
-/// The dataplane's handle on the task.
+/// The neighbour executor's handle on the task.
 pub struct NextHopWatch {
     set_tx: mpsc::UnboundedSender<HashSet<NextHopKey>>,
 }
@@ -87,6 +93,77 @@ impl NextHopWatch {
     /// The pairs to follow from now on (replaces the previous set).
     pub fn set(&self, keys: HashSet<NextHopKey>) {
         let _ = self.set_tx.send(keys);
+    }
+}
+
+/// The neighbour executor: follows the next hops of the steered groups
+/// (its own copy of the steering) and reports their states on its stream.
+/// Without the task the fast path still works, resolving next hops per
+/// packet.
+pub(super) struct Neighbours {
+    steering: Steering,
+    /// None when neighbour entries cannot be followed.
+    watch: Option<NextHopWatch>,
+    reports: Option<mpsc::UnboundedReceiver<NextHopState>>,
+}
+
+impl Neighbours {
+    /// Starts following neighbour entries (inside the tokio runtime).
+    pub fn start() -> Neighbours {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (watch, reports) = match NextHopWatch::spawn(tx) {
+            Ok(watch) => (Some(watch), Some(rx)),
+            Err(e) => {
+                warn!("cannot follow neighbour entries ({}); XDP resolves every steered packet with bpf_fib_lookup", Report(&e));
+                (None, None)
+            }
+        };
+        Neighbours {
+            steering: Steering::new(),
+            watch,
+            reports,
+        }
+    }
+
+    /// Tells the task the next hops the steering uses now.
+    fn follow(&self) {
+        if let Some(w) = self.watch.as_ref() {
+            w.set(steering::next_hops(&self.steering));
+        }
+    }
+}
+
+impl FollowsSteering for Neighbours {
+    fn steer(&mut self, group: GroupId, to: &SteerTarget, segments: &[IpNet]) {
+        steering::steer(&mut self.steering, group, to, segments);
+        self.follow();
+    }
+
+    fn unsteer(&mut self, group: GroupId, segments: &[IpNet]) {
+        if steering::unsteer(&mut self.steering, group, segments) {
+            self.follow();
+        }
+    }
+}
+
+impl Executor for Neighbours {
+    type Event = NextHopState;
+
+    fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
+        steering::dispatch(self, action);
+    }
+
+    /// The next report of the task; never ready if there is none
+    /// (cancel-safe: a report is only taken when this completes).
+    async fn next_event(&mut self) -> NextHopState {
+        if let Some(rx) = self.reports.as_mut() {
+            if let Some(state) = rx.recv().await {
+                return state;
+            }
+            // The task ended (its error is logged there): nothing more comes.
+            self.reports = None;
+        }
+        std::future::pending().await
     }
 }
 

@@ -1,90 +1,42 @@
-//! The next-hop MAC cache of steered Ethernet backups.
+//! The next-hop MAC cache of steered Ethernet backups, kept by the fast
+//! path's executor (`entries`).
 //!
-//! `neighbours` follows the kernel's neighbour entries of the next hops the
-//! steered groups use and reports changes; this side keeps the last usable
-//! state per next hop and works out which steer entries a report rewrites.
-//! Reports are applied on the daemon's task (the dataplane's `next_event`),
-//! only to groups steered to that (ifindex, gateway) at that moment, which
-//! orders them with `Steer`/`Unsteer` without locks.
+//! The neighbour executor (`neighbours::Neighbours`) follows the kernel's
+//! neighbour entries of the next hops the steered groups use and reports
+//! changes; this side keeps the last usable state per next hop and works out
+//! which steer entries a report rewrites. Reports are applied on the
+//! daemon's task (the dataplane's `next_event` hands them over), only to
+//! groups steered to that (ifindex, gateway) at that moment, which orders
+//! them with `Steer`/`Unsteer` without locks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ipnet::IpNet;
 use routebackup_common::SegmentValue;
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::neighbours::{NextHopKey, NextHopL2, NextHopState, NextHopWatch};
+use super::neighbours::{NextHopKey, NextHopL2, NextHopState};
 use super::segments::{steer_entry, SteerEntry};
-use crate::error::Report;
+use super::steering::{next_hops, Steering};
 use crate::model::{GroupId, SteerTarget};
 
-/// What each steered group is steered to, and its segments.
-pub(super) type Steering = HashMap<GroupId, (SteerTarget, Vec<IpNet>)>;
-
+#[derive(Default)]
 pub(super) struct NextHops {
     /// Last usable L2 state of each watched next hop.
     cache: HashMap<NextHopKey, NextHopL2>,
-    /// None when neighbour entries cannot be followed (no cache then).
-    watch: Option<NextHopWatch>,
-    reports: Option<mpsc::UnboundedReceiver<NextHopState>>,
 }
 
 impl NextHops {
-    /// Starts following neighbour entries (inside the tokio runtime). Without
-    /// it the fast path still works, resolving next hops per packet.
-    pub fn start() -> NextHops {
-        let (tx, rx) = mpsc::unbounded_channel();
-        match NextHopWatch::spawn(tx) {
-            Ok(watch) => NextHops {
-                cache: HashMap::new(),
-                watch: Some(watch),
-                reports: Some(rx),
-            },
-            Err(e) => {
-                warn!("cannot follow neighbour entries ({}); XDP resolves every steered packet with bpf_fib_lookup", Report(&e));
-                NextHops {
-                    cache: HashMap::new(),
-                    watch: None,
-                    reports: None,
-                }
-            }
-        }
-    }
-
     /// The steer entry of one segment, with the cached MACs when known.
     pub fn entry(&self, group: GroupId, to: &SteerTarget, prefix: &IpNet) -> SteerEntry {
         steer_entry(group, to, prefix, |key| self.cache.get(&key).copied())
     }
 
-    /// Follows the next hops `steering` uses from now on and forgets the
-    /// cached state of the others.
-    pub fn follow(&mut self, steering: &Steering) {
-        let mut keys = HashSet::new();
-        for (g, (to, segments)) in steering {
-            for prefix in segments {
-                if let Some(key) = self.entry(*g, to, prefix).next_hop {
-                    keys.insert(key);
-                }
-            }
-        }
+    /// Forgets the cached state of the next hops `steering` does not use
+    /// any more (the next outage learns them anew).
+    pub fn forget_unused(&mut self, steering: &Steering) {
+        let keys = next_hops(steering);
         self.cache.retain(|k, _| keys.contains(k));
-        if let Some(w) = self.watch.as_ref() {
-            w.set(keys);
-        }
-    }
-
-    /// The next report of the neighbour task; never ready if there is none
-    /// (cancel-safe: a report is only taken when this completes).
-    pub async fn next_report(&mut self) -> NextHopState {
-        if let Some(rx) = self.reports.as_mut() {
-            if let Some(state) = rx.recv().await {
-                return state;
-            }
-            // The task ended (its error is logged there): nothing more comes.
-            self.reports = None;
-        }
-        std::future::pending().await
     }
 
     /// Takes in a report: returns the entries to rewrite, those of every
@@ -175,11 +127,7 @@ mod tests {
             smac: [2, 0, 0, 0, 0, 2],
             mtu: 1500,
         };
-        let mut nh = NextHops {
-            cache: HashMap::new(),
-            watch: None,
-            reports: None,
-        };
+        let mut nh = NextHops::default();
         let learned = NextHopState { key, l2: Some(l2) };
         // Nobody steered to it: a late report changes nothing.
         assert!(nh.apply(learned, &Steering::new()).is_empty());
@@ -198,7 +146,7 @@ mod tests {
         assert_eq!(writes[0].1.flags & FLAG_MACS_VALID, 0);
         // Unsteered: the cache forgets it.
         nh.apply(learned, &steering);
-        nh.follow(&Steering::new());
+        nh.forget_unused(&Steering::new());
         assert!(nh.cache.is_empty());
     }
 }

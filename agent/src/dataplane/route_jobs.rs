@@ -159,6 +159,11 @@ impl RouteQueue {
         self.send(RouteJob::Sweep { keep });
     }
 
+    /// The segments with a route queued for install.
+    pub fn routed(&self) -> Vec<IpNet> {
+        self.installed.keys().copied().collect()
+    }
+
     /// The segments with a route, sorted as text (for `status`).
     pub fn installed(&self) -> Vec<String> {
         let mut routes: Vec<String> = self.installed.keys().map(ToString::to_string).collect();
@@ -170,8 +175,7 @@ impl RouteQueue {
     /// most `FLUSH_TIMEOUT`) for the queue to drain.
     pub async fn finish(&mut self, keep: bool) {
         if !keep {
-            let prefixes: Vec<IpNet> = self.installed.keys().copied().collect();
-            for prefix in prefixes {
+            for prefix in self.routed() {
                 self.remove(prefix);
             }
             let prefixes: Vec<IpNet> = self.armed.keys().copied().collect();

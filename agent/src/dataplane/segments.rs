@@ -30,8 +30,6 @@ pub(super) fn pass_value(group: GroupId) -> SegmentValue {
 /// A steered segment's entry and what it depends on.
 pub(super) struct SteerEntry {
     pub value: SegmentValue,
-    /// The backup's gateway for the neighbour lookup (any family).
-    pub gateway: Option<IpAddr>,
     /// The next hop whose MACs the entry can carry: only an Ethernet backup
     /// with a gateway has one.
     pub next_hop: Option<NextHopKey>,
@@ -70,7 +68,6 @@ pub(super) fn steer_entry(
         _ => {
             return SteerEntry {
                 value,
-                gateway,
                 next_hop: None,
             }
         }
@@ -90,7 +87,6 @@ pub(super) fn steer_entry(
     }
     SteerEntry {
         value,
-        gateway,
         next_hop: Some(key),
     }
 }
@@ -193,12 +189,11 @@ mod tests {
         assert_eq!((e.value.dmac, e.value.mtu), (l2.dmac, 1500));
         // An IPv6 segment borrows the IPv4 gateway for the neighbour lookup.
         let e = steer_entry(3, &target(false), &v6, |_| None);
-        assert_eq!(e.gateway, Some(gw));
+        assert_eq!(e.next_hop, Some((9, gw)));
         // L3 device: no MAC header, so no next hop to follow.
         let e = steer_entry(3, &target(true), &v4, |_| Some(l2));
         assert_eq!(e.next_hop, None);
         assert_eq!(e.value.flags, FLAG_L3_DEVICE);
-        assert_eq!(e.gateway, Some(gw));
         assert_eq!(pass_value(3).action, ACTION_PASS);
     }
 }

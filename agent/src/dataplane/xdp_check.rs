@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::next_hops::Steering;
+use super::steering::Steering;
 use crate::error::Report;
 use crate::model::GroupId;
 use crate::netlink::codec;
