@@ -9,8 +9,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use routebackup::config::{Config, DEFAULT_CONTROL_SOCKET};
 use routebackup::control;
 use routebackup::daemon::lock::AgentLocks;
-use routebackup::daemon::{self, ActionSink, LogSink};
-use routebackup::dataplane::Dataplane;
+use routebackup::daemon::{self, ActionSink};
+use routebackup::dataplane::{Dataplane, Mode};
 use routebackup::error::Report;
 use routebackup::kernel::{parse_features, Kernel, UnknownFeature, WITHOUT_ENV};
 
@@ -343,21 +343,24 @@ fn run(
     let sink_config = config.clone();
     // --dry-run touches no fast path: it neither probes nor refuses a kernel.
     let kernel = kernel.unwrap_or_else(Kernel::full);
+    let mode = if dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Live {
+            keep: keep_fastpath,
+        }
+    };
     let result = rt.block_on(daemon::run(
         config,
         config_path.to_path_buf(),
         kernel,
         move |kernel| {
-            if dry_run {
+            if mode == Mode::DryRun {
                 tracing::warn!(
                     "--dry-run: nothing is steered and no link is touched; actions are only logged"
                 );
-                return Ok(Box::new(LogSink::default()) as Box<dyn ActionSink>);
             }
-            Ok(
-                Box::new(Dataplane::open(&sink_config, keep_fastpath, kernel)?)
-                    as Box<dyn ActionSink>,
-            )
+            Ok(Box::new(Dataplane::open(&sink_config, mode, kernel)?) as Box<dyn ActionSink>)
         },
     ));
     match result {

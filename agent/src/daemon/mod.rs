@@ -31,7 +31,6 @@ use crate::metrics::Metrics;
 use crate::model::{Action, Event, GroupState, Millis, Notice, Subject, Timer};
 pub use crate::sink::{ActionSink, SinkError};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
-use futures::future::BoxFuture;
 
 mod observe;
 use observe::Observer;
@@ -55,47 +54,6 @@ pub enum DaemonError {
     Sink(#[from] SinkError),
     #[error("the netlink watcher stopped unexpectedly (see the log above for why)")]
     WatcherStopped,
-}
-
-/// An `ActionSink` that only logs (`run --dry-run`). A `LinkDown` it did
-/// not carry out is reported finished at once, as the engine waits for that.
-/// Probes are sent: they change nothing, and without their answers the dry
-/// run would see every probed path fail.
-#[derive(Debug, Default)]
-pub struct LogSink {
-    released: std::collections::VecDeque<crate::model::LinkId>,
-    prober: crate::probe::Prober,
-}
-
-impl ActionSink for LogSink {
-    fn execute(&mut self, action: &Action, _requested_by: Option<&str>) {
-        if let Action::Probe {
-            group,
-            target,
-            ifindex,
-            seq,
-            timeout,
-            ..
-        } = action
-        {
-            debug!("action: {action:?}");
-            self.prober.send(*group, *target, *ifindex, *seq, *timeout);
-            return;
-        }
-        info!("action (not carried out by the log-only sink): {action:?}");
-        if let Action::LinkDown { link } = action {
-            self.released.push_back(*link);
-        }
-    }
-
-    fn next_event(&mut self) -> BoxFuture<'_, Event> {
-        Box::pin(async move {
-            match self.released.pop_front() {
-                Some(link) => Event::LinkReleased { link },
-                None => self.prober.next_result().await,
-            }
-        })
-    }
 }
 
 /// One pending instance per `Timer` value; arming again replaces it.

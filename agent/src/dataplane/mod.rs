@@ -33,7 +33,11 @@
 //! - Stop: by default remove the kernel routes, take the links down, detach
 //!   the programs and remove the pins; with `--keep-fastpath` leave all of
 //!   it in place for the next agent to adopt.
+//! - `run --dry-run` (`Mode::DryRun`): the same composition without the
+//!   executors that have effects; a log-only stand-in (`dry_run`) logs
+//!   their actions instead, and probes are still sent.
 
+mod dry_run;
 mod entries;
 pub mod kernel_routes;
 mod links;
@@ -59,6 +63,7 @@ use crate::model::{Action, Event, GroupId};
 use crate::probe::Prober;
 use crate::sink::{ActionSink, SinkError};
 use crate::status::DataplaneStatus;
+use dry_run::LogOnly;
 use entries::Entries;
 use links::Links;
 use neighbours::Neighbours;
@@ -117,8 +122,8 @@ trait Executor {
     fn finish_reload(&mut self, _config: &Config) {}
 }
 
-/// An executor that may not run (a stopped one is gone): it then takes
-/// nothing in and reports nothing.
+/// An executor that may not run (a dry run starts none with effects; a
+/// stopped one is gone): it then takes nothing in and reports nothing.
 impl<E: Executor + Send> Executor for Option<E> {
     type Event = E::Event;
 
@@ -171,28 +176,53 @@ impl Executor for Prober {
     }
 }
 
+/// Whether the actions are carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Carry them out. `keep`: leave everything in place at stop
+    /// (`--keep-fastpath`).
+    Live { keep: bool },
+    /// `run --dry-run`: only log them (probes are still sent).
+    DryRun,
+}
+
 /// The executors and the routing between them. An executor that is `None`
-/// does not run: after stop, the ones that were shut down.
+/// does not run: in a dry run, those with effects; after stop, the ones
+/// that were shut down.
 pub struct Dataplane {
     fastpath: Option<Entries>,
     links: Option<Links>,
     routes: Option<Routes>,
     neighbours: Option<Neighbours>,
     probes: Prober,
+    /// In a dry run, the stand-in for the four above.
+    log_only: Option<LogOnly>,
     keep: bool,
 }
 
 impl Dataplane {
-    /// Opens the fast path and starts the other executors. Must run inside
-    /// the tokio runtime. `keep`: leave everything in place at stop
-    /// (`--keep-fastpath`).
-    pub fn open(config: &Config, keep: bool, kernel: &Kernel) -> Result<Dataplane, DataplaneError> {
+    /// Opens the fast path and starts the other executors (in a dry run,
+    /// only the probes and the log-only stand-in). Must run inside the tokio
+    /// runtime.
+    pub fn open(config: &Config, mode: Mode, kernel: &Kernel) -> Result<Dataplane, DataplaneError> {
+        let Mode::Live { keep } = mode else {
+            return Ok(Dataplane {
+                fastpath: None,
+                links: None,
+                routes: None,
+                neighbours: None,
+                probes: Prober::new(),
+                log_only: Some(LogOnly::default()),
+                keep: false,
+            });
+        };
         Ok(Dataplane {
             fastpath: Some(Entries::open(config, kernel)?),
             links: Some(Links::start(config)),
             routes: Some(Routes::start(config)),
             neighbours: Some(Neighbours::start()),
             probes: Prober::new(),
+            log_only: None,
             keep,
         })
     }
@@ -200,6 +230,7 @@ impl Dataplane {
 
 impl ActionSink for Dataplane {
     fn execute(&mut self, action: &Action, requested_by: Option<&str>) {
+        self.log_only.execute(action, requested_by);
         match action {
             // The entries first: steering starts and stops with them.
             Action::Steer { .. } | Action::Unsteer { .. } => {
@@ -214,7 +245,8 @@ impl ActionSink for Dataplane {
                 self.links.execute(action, requested_by);
             }
             Action::Probe { .. } => self.probes.execute(action, requested_by),
-            other => debug!("dataplane ignores {other:?}"),
+            other if self.log_only.is_none() => debug!("dataplane ignores {other:?}"),
+            _ => {}
         }
     }
 
@@ -233,6 +265,7 @@ impl ActionSink for Dataplane {
                     () = self.fastpath.next_event() => {}
                     ev = self.probes.next_event() => return ev,
                     ev = self.links.next_event() => return ev,
+                    ev = self.log_only.next_event() => return ev,
                 }
             }
         })
