@@ -5,11 +5,13 @@
 //! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
 //! `kernel` (what the running kernel can do, probed once), `fastpath` (BPF
-//! programs and maps), `dataplane` (carries actions out: fast path entries,
-//! kernel routes, next-hop MACs, behind `sink`'s `ActionSink`), `links`
-//! (backup link drivers), `status` (the status document), `control` (status
-//! socket), `daemon` (wires them together: the one place, with main.rs,
-//! that names both the daemon's side and the data plane).
+//! programs and maps), `dataplane` (carries actions out, one executor per
+//! concern: fast path entries and next-hop MACs, links, kernel routes,
+//! neighbours, probes; log-only in a dry run; behind `sink`'s
+//! `ActionSink`), `links` (backup link drivers), `status` (the status
+//! document), `control` (status socket), `daemon` (wires them together
+//! around the `ActionSink`; main.rs is the one place that names both the
+//! daemon and the data plane).
 //! `error` is how errors reach people, `paths` every runtime path.
 //! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
 //! (journald or stderr).
