@@ -21,15 +21,17 @@
 //! the daemon on the engine's task). Neighbour reports are handed to the
 //! fast path there, so next-hop changes are applied ordered with
 //! `Steer`/`Unsteer` without locks; only link and probe reports reach the
-//! engine.
+//! engine. The executors whose work follows the steering (fast path, kernel
+//! routes, neighbours) each keep their own copy of it (`steering`).
 //!
 //! - Start-up: loads and attaches the programs (reusing pinned maps and kept
 //!   attachments), reconciles the segment maps with the config (`segments`)
 //!   and offers the still-steered groups to the engine for adoption
 //!   (`Event::AdoptSteering`).
 //! - Reload: each executor prepares its part before the engine's actions
-//!   and finishes it after them (new drivers and attach points first; then
-//!   removed links' drivers, detached interfaces, stale entries and routes).
+//!   and finishes it after them (new drivers, routes moved to a link's new
+//!   settings and new attach points first; then removed links' drivers,
+//!   detached interfaces, stale entries and routes).
 //! - Stop: by default remove the kernel routes, take the links down, detach
 //!   the programs and remove the pins; with `--keep-fastpath` leave all of
 //!   it in place for the next agent to adopt.
