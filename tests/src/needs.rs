@@ -68,7 +68,12 @@ pub fn skip_without(test: &str, features: &[&str]) -> bool {
     if missing.is_empty() {
         return false;
     }
-    let why = format!("the kernel lacks {}", missing.join(", "));
+    skipped(test, &format!("the kernel lacks {}", missing.join(", ")));
+    true
+}
+
+/// Records that `test` (or a part of it, named so) was skipped, and why.
+pub fn skipped(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
     if let Some(path) = std::env::var_os("ROUTEBACKUP_SKIP_LOG") {
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -79,5 +84,4 @@ pub fn skip_without(test: &str, features: &[&str]) -> bool {
             let _ = writeln!(f, "{test}\t{why}");
         }
     }
-    true
 }

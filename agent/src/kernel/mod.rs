@@ -13,6 +13,8 @@
 mod probe;
 mod sys;
 
+pub use probe::xdp_test_runs_return_metadata;
+
 use std::fmt;
 use std::sync::OnceLock;
 

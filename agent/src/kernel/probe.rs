@@ -146,6 +146,21 @@ fn neigh_nexthop() -> Support {
     }
 }
 
+/// Whether an XDP test run hands back the metadata area in front of the
+/// frame (5.10's do not: they return the frame from `data`). Not a feature
+/// of the agent, which never reads the area back: the tests of the mark
+/// need it to see the mark.
+pub fn xdp_test_runs_return_metadata() -> bool {
+    let Ok(prog) = sys::load(ProgType::Xdp, &XDP_META) else {
+        return false;
+    };
+    let frame = [0u8; 64];
+    matches!(
+        sys::test_run_sized(prog.as_fd(), &frame, 0),
+        Ok((_, size)) if size as usize == frame.len() + 4
+    )
+}
+
 fn nexthop_objects() -> Support {
     let requests = match Requests::open("the nexthop probe") {
         Ok(r) => r,

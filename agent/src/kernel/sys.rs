@@ -187,6 +187,12 @@ struct TestRun {
 
 /// Runs `prog` once over `data` with `flags`; returns its return value.
 pub fn test_run(prog: BorrowedFd<'_>, data: &[u8], flags: u32) -> io::Result<u32> {
+    test_run_sized(prog, data, flags).map(|(retval, _)| retval)
+}
+
+/// The same, with the size of what the run hands back (the kernel reports it
+/// even without an output buffer).
+pub fn test_run_sized(prog: BorrowedFd<'_>, data: &[u8], flags: u32) -> io::Result<(u32, u32)> {
     let mut attr = TestRun {
         prog_fd: raw(prog)?,
         data_size_in: u32::try_from(data.len()).map_err(io::Error::other)?,
@@ -196,7 +202,7 @@ pub fn test_run(prog: BorrowedFd<'_>, data: &[u8], flags: u32) -> io::Result<u32
         ..TestRun::default()
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-    Ok(attr.retval)
+    Ok((attr.retval, attr.data_size_out))
 }
 
 #[repr(C)]
