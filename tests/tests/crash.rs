@@ -324,7 +324,11 @@ impl Flapper {
 fn twenty_sigkills_while_the_primary_flaps_converge_without_leftovers() -> Result<()> {
     // Under emulation (the kernel matrix) each start takes seconds: five
     // kills there, at the same random moments, keep the matrix within CI's time.
-    let cycles: usize = if routebackup_tests::time_scale() > 1 { 5 } else { 20 };
+    let cycles: usize = if routebackup_tests::time_scale() > 1 {
+        5
+    } else {
+        20
+    };
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
     // The steering routes only: pre-arming (its own route behind the

@@ -217,9 +217,40 @@ fn check_ethernet_backup(t: &Topo, mode: AttachMode, expect_xdp: XdpAttach) -> R
         // Someone else holds the kept bpf links (a child forked by another
         // thread that has not exec'd yet, a tool that opened the pins):
         // closing them must still take the programs off.
+        // Only bpf links are pinned: TC over netlink (no TCX before 6.6)
+        // and XDP over netlink have none.
+        let k = &o.kernel;
+        let want_tc = if k.has(Feature::Tcx) {
+            Via::Tcx
+        } else {
+            Via::Netlink
+        };
+        let want_xdp = if k.has(Feature::XdpLink) {
+            Via::BpfLink
+        } else {
+            Via::Netlink
+        };
+        assert_eq!(
+            att[0].tc_mechanism,
+            Some(want_tc),
+            "TC as the kernel allows"
+        );
+        if expect_xdp != XdpAttach::None {
+            assert_eq!(
+                att[0].xdp_mechanism,
+                Some(want_xdp),
+                "XDP as the kernel allows"
+            );
+        }
         let held = hold_bpf_links(&o.pin_path)?;
-        let expected = 1 + usize::from(expect_xdp != XdpAttach::None);
-        assert_eq!(held.len(), expected, "kept bpf links (TC, XDP)");
+        let pinned = |via: Option<Via>| usize::from(via.is_some_and(Via::pinned));
+        let expected = pinned(att[0].tc_mechanism) + pinned(att[0].xdp_mechanism);
+        assert_eq!(
+            held.len(),
+            expected,
+            "kept bpf links (TC, XDP): {:?}",
+            att[0]
+        );
         for fd in &held {
             assert_ne!(bpf_link_ifindex(fd)?, 0, "attached before close");
         }
