@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::ids::{GroupId, LinkId, Slots};
+
 pub use crate::paths::{DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH};
 /// The main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
@@ -18,8 +20,10 @@ pub const RT_TABLE_MAIN: u32 = 254;
 pub struct Config {
     pub agent: AgentConfig,
     pub fastpath: FastpathConfig,
-    pub links: Vec<LinkConfig>,
-    pub groups: Vec<GroupConfig>,
+    /// As loaded, every slot is occupied; a reload's slotted config
+    /// (`engine::slotted`) may leave some vacant.
+    pub links: Slots<LinkId, LinkConfig>,
+    pub groups: Slots<GroupId, GroupConfig>,
     /// `[metrics]`: the Prometheus endpoint; None when the table is absent.
     pub metrics: Option<MetricsConfig>,
 }
@@ -124,8 +128,8 @@ pub enum MatchMode {
 pub struct GroupConfig {
     pub name: String,
     pub segments: Vec<IpNet>,
-    /// Indices into `Config::links`, in the order they are tried.
-    pub links: Vec<usize>,
+    /// Slots of `Config::links`, in the order they are tried.
+    pub links: Vec<LinkId>,
     pub match_mode: MatchMode,
     pub allow_default: bool,
     pub activate_delay: Duration,
@@ -199,7 +203,7 @@ impl Config {
     /// Every backup-enabled interface name: the links' interfaces plus
     /// `[agent] backup_interfaces`.
     pub fn backup_interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.links.iter().map(|l| l.interface.clone()).collect();
+        let mut names: Vec<String> = self.links.values().map(|l| l.interface.clone()).collect();
         names.extend(self.agent.backup_interfaces.iter().cloned());
         names.sort();
         names.dedup();
@@ -208,7 +212,7 @@ impl Config {
 
     /// The `on_change` hook argv of group `g`: its own, else `[agent]`'s;
     /// None when it has none.
-    pub fn hook_for(&self, g: usize) -> Option<&[String]> {
+    pub fn hook_for(&self, g: GroupId) -> Option<&[String]> {
         let own = self.groups.get(g).and_then(|g| g.on_change.as_deref());
         let argv = own.unwrap_or(&self.agent.on_change);
         (!argv.is_empty()).then_some(argv)

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::Report;
+use crate::ids::Slots;
 use crate::links::process::signal_group;
 use crate::metrics::{HookResult, Metrics};
 use crate::model::{GroupId, GroupState};
@@ -99,9 +100,9 @@ impl Drop for GroupHook {
     }
 }
 
-/// The hooks of every group (None for groups without one).
+/// The hooks of every group (vacant for groups without one).
 pub struct Hooks {
-    groups: Vec<Option<GroupHook>>,
+    groups: Slots<GroupId, GroupHook>,
     metrics: Arc<Metrics>,
 }
 
@@ -109,23 +110,25 @@ impl Hooks {
     /// Starts one worker per group with a hook (needs a tokio runtime).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Hooks {
         let mut hooks = Hooks {
-            groups: Vec::new(),
+            groups: Slots::default(),
             metrics,
         };
         hooks.reconfigure(config);
         hooks
     }
 
-    /// Follows a new config (a reload; groups by index, as the engine has
-    /// them; unnamed slots have none). A group whose name, argv and timeout
+    /// Follows a new config (a reload; groups by slot, as the engine has
+    /// them; vacant slots have none). A group whose name, argv and timeout
     /// are unchanged keeps its worker and queue; other workers are stopped.
     pub fn reconfigure(&mut self, config: &Config) {
         let timeout = config.agent.hook_timeout;
-        let mut old: Vec<GroupHook> = self.groups.drain(..).flatten().collect();
-        self.groups = (0..config.groups.len())
+        let mut old: Vec<GroupHook> = std::mem::take(&mut self.groups).into_values().collect();
+        self.groups = config
+            .groups
+            .all_ids()
             .map(|g| {
-                let name = &config.groups[g].name;
-                let argv = config.hook_for(g).filter(|_| !name.is_empty())?;
+                let name = &config.groups.get(g)?.name;
+                let argv = config.hook_for(g)?;
                 let kept = old
                     .iter()
                     .position(|h| h.name == *name && *h.argv == *argv && h.timeout == timeout);
@@ -140,12 +143,12 @@ impl Hooks {
     /// Whether group `g` has a hook (so the daemon can skip building a
     /// `Transition` for groups without one).
     pub fn wants(&self, g: GroupId) -> bool {
-        matches!(self.groups.get(g), Some(Some(_)))
+        self.groups.get(g).is_some()
     }
 
     /// Queues a transition for group `g`'s hook; never waits.
     pub fn changed(&self, g: GroupId, transition: Transition) {
-        let Some(Some(hook)) = self.groups.get(g) else {
+        let Some(hook) = self.groups.get(g) else {
             return;
         };
         let dropped = {

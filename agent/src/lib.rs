@@ -1,8 +1,9 @@
 //! routebackup: dynamic route backup for Linux edge boxes.
 //!
-//! Layout: `model` (the shared vocabulary), `config`, `segments` (which
-//! route prefixes match a monitored segment), `engine` (pure decision
-//! logic), and the edges: `netlink` (rtnetlink wire format, sockets and
+//! Layout: `model` (the shared vocabulary), `ids` (typed group and link
+//! ids and the slots they index), `config`, `segments` (which route
+//! prefixes match a monitored segment), `engine` (pure decision logic), and
+//! the edges: `netlink` (rtnetlink wire format, sockets and
 //! decoders), `watcher` (the kernel's routes, links and addresses as events),
 //! `kernel` (what the running kernel can do, probed once), `fastpath` (BPF
 //! programs and maps), `dataplane` (carries actions out, one executor per
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod fastpath;
 pub mod hooks;
+pub mod ids;
 pub mod kernel;
 pub mod links;
 pub mod logging;

@@ -299,7 +299,7 @@ fn run(
         // Beside a live agent: its own socket, no hooks, no metrics port.
         config.agent.control_socket = dry_run_socket(&config.agent.control_socket);
         config.agent.on_change.clear();
-        for g in &mut config.groups {
+        for g in config.groups.values_mut() {
             g.on_change = None;
         }
         config.metrics = None;

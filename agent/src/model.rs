@@ -14,10 +14,7 @@ use serde::{Deserialize, Serialize};
 /// pre-armed routes): `ip route` shows `proto 252`.
 pub const RTPROT_ROUTEBACKUP: u8 = 252;
 
-/// Index of a `[[group]]` in the config (also its slot in the `stats` map).
-pub type GroupId = usize;
-/// Index of a `[[link]]` in the config.
-pub type LinkId = usize;
+pub use crate::ids::{GroupId, LinkId};
 /// Milliseconds on a monotonic clock, supplied by the caller of the engine.
 pub type Millis = u64;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use routebackup::config::{DriverConfig, LinkConfig};
 use routebackup::dataplane::kernel_routes::{KernelRoutes, RTPROT_ROUTEBACKUP};
+use routebackup::ids::LinkId;
 use routebackup::links::{DriverEvent, DriverState, LinkDrivers, Timeouts};
 use routebackup_tests::Netns;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -70,7 +71,7 @@ fn quick() -> Timeouts {
 fn drivers(links: &[LinkConfig], pid_dir: &Path) -> (LinkDrivers, UnboundedReceiver<DriverEvent>) {
     let (tx, rx) = unbounded_channel();
     (
-        LinkDrivers::with_options(links, tx, quick(), pid_dir.to_path_buf()),
+        LinkDrivers::with_options(&links.to_vec().into(), tx, quick(), pid_dir.to_path_buf()),
         rx,
     )
 }
@@ -91,7 +92,7 @@ async fn next_failure_of(rx: &mut UnboundedReceiver<DriverEvent>) -> Result<(usi
                 link,
                 attempt,
                 error,
-            })) => return Ok((link, attempt, error)),
+            })) => return Ok((link.index(), attempt, error)),
             Ok(Some(DriverEvent::Released { .. })) => {}
             Ok(None) => bail!("report channel closed"),
             Err(_) => bail!("no failure reported within 10 s"),
@@ -169,7 +170,7 @@ fn reaped(pid: u32) -> bool {
 }
 
 fn running_pid(d: &LinkDrivers, link: usize) -> Option<u32> {
-    match d.state(link) {
+    match d.state(LinkId(link)) {
         DriverState::Running { pid } => Some(pid),
         _ => None,
     }
@@ -190,33 +191,33 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
         ];
         let (d, mut rx) = drivers(&links, &dir);
         assert_eq!(if_flags("wan1"), Some(0), "wan1 starts down");
-        d.up(0, 1, "hq");
-        d.settle(0).await;
+        d.up(LinkId(0), 1, "hq");
+        d.settle(LinkId(0)).await;
         assert_eq!(
             if_flags("wan1"),
             Some(1),
             "up sets wan1 administratively up"
         );
-        assert_eq!(d.state(0), DriverState::Up);
+        assert_eq!(d.state(LinkId(0)), DriverState::Up);
 
         // always-up never takes its interface down.
-        d.up(2, 1, "hq");
-        d.down(2);
-        d.settle(2).await;
+        d.up(LinkId(2), 1, "hq");
+        d.down(LinkId(2));
+        d.settle(LinkId(2)).await;
         assert_eq!(if_flags("wan1"), Some(1), "always-up leaves wan1 up");
-        assert_eq!(d.state(2), DriverState::Up);
+        assert_eq!(d.state(LinkId(2)), DriverState::Up);
 
-        d.down(0);
-        d.settle(0).await;
+        d.down(LinkId(0));
+        d.settle(LinkId(0)).await;
         assert_eq!(
             if_flags("wan1"),
             Some(0),
             "down sets wan1 administratively down"
         );
-        assert_eq!(d.state(0), DriverState::Idle);
+        assert_eq!(d.state(LinkId(0)), DriverState::Idle);
         no_report(&mut rx, Duration::from_millis(100)).await?;
 
-        d.up(1, 1, "hq");
+        d.up(LinkId(1), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert_eq!(error, "interface wwan0 does not exist");
@@ -244,15 +245,18 @@ fn command_driver_runs_up_and_down_with_environment() -> Result<()> {
             command(&["/bin/sh", "-c", &up], &["ip", "link", "del", "dial0"]),
         )];
         let (d, mut rx) = drivers(&links, &dir);
-        d.up(0, 1, "hq");
-        wait_for("the up command to finish", || d.state(0) == DriverState::Up).await?;
+        d.up(LinkId(0), 1, "hq");
+        wait_for("the up command to finish", || {
+            d.state(LinkId(0)) == DriverState::Up
+        })
+        .await?;
         assert!(if_exists("dial0"), "up created dial0");
         assert_eq!(std::fs::read_to_string(&env_file)?.trim(), "dial hq dial0");
-        d.down(0);
-        d.settle(0).await;
+        d.down(LinkId(0));
+        d.settle(LinkId(0)).await;
         assert!(!if_exists("dial0"), "down deleted dial0");
         assert!(!if_exists("dialp"));
-        assert_eq!(d.state(0), DriverState::Idle);
+        assert_eq!(d.state(LinkId(0)), DriverState::Idle);
         no_report(&mut rx, Duration::from_millis(200)).await?;
         d.shutdown(false).await;
         Ok(())
@@ -293,29 +297,29 @@ fn command_failures_are_reported_clearly() -> Result<()> {
         ];
         let (d, mut rx) = drivers(&links, &dir);
 
-        d.up(0, 1, "hq");
+        d.up(LinkId(0), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 0);
         assert!(error.contains("exited with status 3"), "{error}");
         assert!(error.contains("dialing | modem not found"), "{error}");
-        assert_eq!(d.state(0), DriverState::Idle);
+        assert_eq!(d.state(LinkId(0)), DriverState::Idle);
 
-        d.up(1, 1, "hq");
+        d.up(LinkId(1), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert!(error.contains("/nonexistent/dialer"), "{error}");
         assert!(error.contains("No such file or directory"), "{error}");
 
         // Supervised: running first, then its exit is a failure.
-        d.up(2, 1, "hq");
-        d.settle(2).await;
+        d.up(LinkId(2), 1, "hq");
+        d.settle(LinkId(2)).await;
         let pid = running_pid(&d, 2).context("the up command should be supervised")?;
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 2);
         assert!(error.contains("exited with status 7"), "{error}");
         assert!(reaped(pid), "the exited up command was reaped");
 
-        d.up(3, 1, "hq");
+        d.up(LinkId(3), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 3);
         assert!(error.contains("killed by signal 9 (SIGKILL)"), "{error}");
@@ -350,7 +354,7 @@ fn down_kills_a_hanging_up_without_reporting_it() -> Result<()> {
             link("b", "b0", command(&["/bin/sh", "-c", &up_b], &[])),
         ];
         let (d, mut rx) = drivers(&links, &dir);
-        for id in 0..2 {
+        for id in (0..2).map(LinkId) {
             d.up(id, 1, "hq");
             d.settle(id).await;
         }
@@ -361,7 +365,7 @@ fn down_kills_a_hanging_up_without_reporting_it() -> Result<()> {
         let gc: u32 = std::fs::read_to_string(&grandchild)?.trim().parse()?;
         assert!(!dead(gc));
 
-        for (id, pid) in [(0, pid_a), (1, pid_b)] {
+        for (id, pid) in [(LinkId(0), pid_a), (LinkId(1), pid_b)] {
             let start = Instant::now();
             d.down(id);
             d.settle(id).await;
@@ -446,7 +450,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         let (d, mut rx) = drivers(&links, &dir);
 
         // Up: the interface appears with the name and address, pid file written.
-        d.up(0, 1, "hq");
+        d.up(LinkId(0), 1, "hq");
         wait_for("ppp-lte with its address", || {
             ptp_address("ppp-lte").is_some()
         })
@@ -464,15 +468,15 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
             Some(pid.to_string().as_str())
         );
         // Down: SIGTERM, the interface goes, no failure reported.
-        d.down(0);
-        d.settle(0).await;
+        d.down(LinkId(0));
+        d.settle(LinkId(0)).await;
         assert!(!if_exists("ppp-lte"));
         assert!(!pidfile.exists());
         assert!(reaped(pid));
         no_report(&mut rx, Duration::from_millis(200)).await?;
 
         // pppd dying on its own is a failure with pppd's meaning of the status.
-        d.up(1, 1, "hq");
+        d.up(LinkId(1), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 1);
         assert!(error.contains("exited with status 16"), "{error}");
@@ -480,7 +484,7 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         wait_for("ppp-flaky to vanish", || !if_exists("ppp-flaky")).await?;
 
         // An options error.
-        d.up(2, 1, "hq");
+        d.up(LinkId(2), 1, "hq");
         let (link, error) = next_failure(&mut rx).await?;
         assert_eq!(link, 2);
         assert!(
@@ -493,11 +497,11 @@ fn pppd_driver_against_the_stand_in() -> Result<()> {
         );
 
         // A pppd ignoring SIGTERM is killed after the grace period.
-        d.up(3, 1, "hq");
+        d.up(LinkId(3), 1, "hq");
         wait_for("ppp-stub", || if_exists("ppp-stub")).await?;
         let pid = running_pid(&d, 3).context("stub runs")?;
-        d.down(3);
-        d.settle(3).await;
+        d.down(LinkId(3));
+        d.settle(LinkId(3)).await;
         assert!(reaped(pid));
         assert!(!if_exists("ppp-stub"));
         no_report(&mut rx, Duration::from_millis(200)).await?;
@@ -517,7 +521,7 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
         std::fs::write(dir.join("isp"), format!("fake-piddir {}\n", dir.display()))?;
         let links = [pppd_link("lte", "ppp-keep", "isp", &pppd)];
         let (first, mut rx1) = drivers(&links, &dir);
-        first.up(0, 1, "hq");
+        first.up(LinkId(0), 1, "hq");
         wait_for("ppp-keep", || ptp_address("ppp-keep").is_some()).await?;
         wait_for("the pid file", || dir.join("ppp-lte.pid").exists()).await?;
         let pid = running_pid(&first, 0).context("pppd runs")?;
@@ -530,15 +534,15 @@ fn kept_pppd_is_stopped_by_the_next_agent() -> Result<()> {
 
         // The restarted agent does not dial again, and takes it down through the pid file.
         let (second, mut rx2) = drivers(&links, &dir);
-        second.up(0, 1, "hq");
-        second.settle(0).await;
+        second.up(LinkId(0), 1, "hq");
+        second.settle(LinkId(0)).await;
         assert_eq!(
-            second.state(0),
+            second.state(LinkId(0)),
             DriverState::Up,
             "the running pppd is adopted"
         );
-        second.down(0);
-        second.settle(0).await;
+        second.down(LinkId(0));
+        second.settle(LinkId(0)).await;
         wait_for("the kept pppd to stop", || {
             dead(pid) && !if_exists("ppp-keep")
         })
@@ -650,15 +654,15 @@ fn reports_carry_the_attempt_id_and_every_down_is_answered() -> Result<()> {
             command(&["/bin/sh", "-c", "sleep 0.2; exit 3"], &["true"]),
         )];
         let (d, mut rx) = drivers(&links, &dir);
-        d.up(0, 7, "hq");
+        d.up(LinkId(0), 7, "hq");
         let (link, attempt, _) = next_failure_of(&mut rx).await?;
         assert_eq!((link, attempt), (0, 7), "the exit ends attempt 7");
-        d.up(0, 8, "hq");
+        d.up(LinkId(0), 8, "hq");
         let (_, attempt, _) = next_failure_of(&mut rx).await?;
         assert_eq!(attempt, 8);
-        d.down(0);
+        d.down(LinkId(0));
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(DriverEvent::Released { link: 0 })) => {}
+            Ok(Some(DriverEvent::Released { link: LinkId(0) })) => {}
             other => bail!("expected the down to be reported finished, got {other:?}"),
         }
         d.shutdown(false).await;

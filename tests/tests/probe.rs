@@ -231,7 +231,7 @@ fn probe_verify_fails_on_a_dead_far_side_and_the_next_link_is_used() -> Result<(
 /// both families, and a missing answer is reported as a failure.
 #[test]
 fn probe_echo_leaves_through_the_interface_it_is_bound_to() -> Result<()> {
-    use routebackup::model::Event;
+    use routebackup::model::{Event, GroupId};
     use routebackup::probe::Prober;
 
     let _serial = serial();
@@ -266,7 +266,7 @@ fn probe_echo_leaves_through_the_interface_it_is_bound_to() -> Result<()> {
             let mut prober = Prober::new();
             let mut out = Vec::new();
             for (seq, (target, ifindex, _)) in (1u64..).zip(cases) {
-                prober.send(7, target, ifindex, seq, Duration::from_secs(1));
+                prober.send(GroupId(7), target, ifindex, seq, Duration::from_secs(1));
                 let ev = tokio::time::timeout(Duration::from_secs(5), prober.next_result())
                     .await
                     .context("no probe result within 5 s")?;
@@ -277,7 +277,7 @@ fn probe_echo_leaves_through_the_interface_it_is_bound_to() -> Result<()> {
     })?;
     for ((seq, (target, ifindex, ok)), got) in (1u64..).zip(cases).zip(results) {
         let want = Event::ProbeResult {
-            group: 7,
+            group: GroupId(7),
             ifindex,
             target,
             seq,

@@ -86,7 +86,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         AttachMode::Tc => "tc",
     };
     writeln!(o, "mode = {}", q(mode))?;
-    for l in &c.links {
+    for l in c.links.values() {
         writeln!(o)?;
         writeln!(o, "[[link]]")?;
         writeln!(o, "name = {}", q(&l.name))?;
@@ -126,7 +126,7 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         }
         writeln!(o, "prearm = {}", l.prearm)?;
     }
-    for g in &c.groups {
+    for g in c.groups.values() {
         writeln!(o)?;
         writeln!(o, "[[group]]")?;
         writeln!(o, "name = {}", q(&g.name))?;

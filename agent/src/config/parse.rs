@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::ids::LinkId;
+
 use super::tables::TableNames;
 use super::{
     AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
@@ -203,8 +205,8 @@ pub fn parse(text: &str, origin: &str, tables: &TableNames) -> Result<Config, Co
         Ok(Config {
             agent,
             fastpath,
-            links,
-            groups,
+            links: links.into(),
+            groups: groups.into(),
             metrics,
         })
     } else {
@@ -821,7 +823,7 @@ fn group_configs(
             ),
             Some(list) => {
                 for l in list.get_ref() {
-                    match link_names.iter().position(|n| n == l.get_ref()) {
+                    match link_names.iter().position(|n| n == l.get_ref()).map(LinkId) {
                         Some(i) if links.contains(&i) => rep.error(
                             l.span(),
                             format!("group \"{name}\" names link \"{}\" twice", l.get_ref()),

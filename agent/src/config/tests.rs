@@ -44,9 +44,9 @@ fn err(text: &str) -> String {
 fn always_up_links_are_prearmed_unless_turned_off() {
     let hot = "[[link]]\nname = \"hot\"\ninterface = \"eth3\"\ndriver = \"always-up\"\n";
     let on = parse(&format!("{BASE}\n{hot}")).expect("parses");
-    assert!(on.links[2].prearm);
+    assert!(on.links[LinkId(2)].prearm);
     let off = parse(&format!("{BASE}\n{hot}prearm = false\n")).expect("parses");
-    assert!(!off.links[2].prearm);
+    assert!(!off.links[LinkId(2)].prearm);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn defaults_are_filled_in() {
     assert_eq!(c.fastpath.mode, AttachMode::Auto);
     assert_eq!(c.fastpath.interfaces, vec!["lan0".to_string()]);
 
-    let lte = &c.links[0];
+    let lte = &c.links[LinkId(0)];
     assert_eq!(
         lte.driver,
         DriverConfig::Pppd {
@@ -78,14 +78,14 @@ fn defaults_are_filled_in() {
     assert_eq!(lte.route_metric, 1024);
     assert_eq!(lte.gateway_v4, None);
     assert!(!lte.prearm, "dialled links are pre-armed only when asked");
-    assert!(!c.links[1].prearm);
+    assert!(!c.links[LinkId(1)].prearm);
     assert!(
-        !c.links[1].require_address,
+        !c.links[LinkId(1)].require_address,
         "non-pppd links do not need an address by default"
     );
 
-    let g = &c.groups[0];
-    assert_eq!(g.links, vec![0, 1]);
+    let g = &c.groups[GroupId(0)];
+    assert_eq!(g.links, vec![LinkId(0), LinkId(1)]);
     assert_eq!(g.match_mode, MatchMode::Exact);
     assert!(!g.allow_default);
     assert_eq!(g.activate_delay, Duration::ZERO);
@@ -144,21 +144,33 @@ deactivate_delay = "0s"
     assert_eq!(c.agent.resync_interval, Duration::from_mins(1));
     assert_eq!(c.fastpath.mode, AttachMode::XdpGeneric);
     assert_eq!(
-        c.links[0].driver,
+        c.links[LinkId(0)].driver,
         DriverConfig::Command {
             up: vec!["/usr/local/bin/up".into(), "--fast".into()],
             down: vec![]
         }
     );
-    assert_eq!(c.links[0].gateway_v4, Some("10.0.3.2".parse().unwrap()));
-    assert_eq!(c.links[0].gateway_v6, Some("fe80::1".parse().unwrap()));
-    assert_eq!(c.links[0].route_metric, 50);
-    assert!(c.links[0].kernel_routes);
-    assert_eq!(c.links[1].gateway_v6, Some("2001:db8::1".parse().unwrap()));
-    assert_eq!(c.groups[0].links, vec![1, 0]);
-    assert_eq!(c.groups[0].match_mode, MatchMode::Covering);
-    assert_eq!(c.groups[0].activate_delay, Duration::from_millis(500));
-    assert_eq!(c.groups[0].deactivate_delay, Duration::ZERO);
+    assert_eq!(
+        c.links[LinkId(0)].gateway_v4,
+        Some("10.0.3.2".parse().unwrap())
+    );
+    assert_eq!(
+        c.links[LinkId(0)].gateway_v6,
+        Some("fe80::1".parse().unwrap())
+    );
+    assert_eq!(c.links[LinkId(0)].route_metric, 50);
+    assert!(c.links[LinkId(0)].kernel_routes);
+    assert_eq!(
+        c.links[LinkId(1)].gateway_v6,
+        Some("2001:db8::1".parse().unwrap())
+    );
+    assert_eq!(c.groups[GroupId(0)].links, vec![LinkId(1), LinkId(0)]);
+    assert_eq!(c.groups[GroupId(0)].match_mode, MatchMode::Covering);
+    assert_eq!(
+        c.groups[GroupId(0)].activate_delay,
+        Duration::from_millis(500)
+    );
+    assert_eq!(c.groups[GroupId(0)].deactivate_delay, Duration::ZERO);
     assert_eq!(c.backup_interfaces(), vec!["eth3", "tun0", "wg0"]);
 }
 
@@ -482,7 +494,7 @@ fn probe_parses_with_defaults_and_round_trips() {
         "links = [\"lte\", \"dsl\"]\nprobe = { targets = [\"198.51.100.1\", \"2001:db8::1\"] }",
     );
     let c = parse(&text).expect("parses");
-    let p = c.groups[0].probe.as_ref().expect("probe");
+    let p = c.groups[GroupId(0)].probe.as_ref().expect("probe");
     assert_eq!(
         p.targets,
         vec![
@@ -509,14 +521,14 @@ fn probe_parses_with_defaults_and_round_trips() {
         "links = [\"lte\", \"dsl\"]",
         "links = [\"lte\", \"dsl\"]\nprobe = { targets = [\"192.0.2.9\"], interval = \"2s\", timeout = \"500ms\", down_after = 1, up_after = 2 }",
     );
-    let p = parse(&text).expect("parses").groups[0]
+    let p = parse(&text).expect("parses").groups[GroupId(0)]
         .probe
         .clone()
         .unwrap();
     assert_eq!(p.interval, Duration::from_secs(2));
     assert_eq!(p.timeout, Duration::from_millis(500));
     assert_eq!((p.down_after, p.up_after), (1, 2));
-    assert!(parse(BASE).unwrap().groups[0].probe.is_none());
+    assert!(parse(BASE).unwrap().groups[GroupId(0)].probe.is_none());
 }
 
 #[test]
@@ -578,10 +590,10 @@ fn verify_parses_round_trips_and_is_validated() {
         "driver = \"interface\"\nverify = { target = \"192.0.2.7\" }",
     );
     let c = parse(&text).expect("parses");
-    let v = c.links[1].verify.expect("verify");
+    let v = c.links[LinkId(1)].verify.expect("verify");
     assert_eq!(v.target, "192.0.2.7".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(v.timeout, DEFAULT_VERIFY_TIMEOUT);
-    assert!(c.links[0].verify.is_none());
+    assert!(c.links[LinkId(0)].verify.is_none());
     let normal = c.normalised();
     assert!(
         normal.contains("verify = { target = \"192.0.2.7\", timeout = \"3s\" }"),

@@ -28,7 +28,7 @@ use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherRe
 use crate::engine::Engine;
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
-use crate::model::{Action, Event, GroupState, Millis, Notice, Subject, Timer};
+use crate::model::{Action, Event, GroupId, GroupState, Millis, Notice, Subject, Timer};
 pub use crate::sink::{ActionSink, SinkError};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 
@@ -106,7 +106,7 @@ pub struct Daemon {
     /// When the event being handled arrived.
     event_at: Instant,
     /// Per group: the last route event → steering entry written, in µs.
-    steer_latency_us: Vec<Option<u64>>,
+    steer_latency_us: HashMap<GroupId, u64>,
     /// Metrics and on_change hooks.
     observer: Observer,
     /// The config file and the running config (for reloads).
@@ -181,15 +181,12 @@ impl Daemon {
     /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
     /// engine, before it sees the initial dump as complete.
     fn adopt(&mut self, now: Millis) {
-        let status = self.engine.status();
         for (group, ifindex) in self.sink.adoptable() {
-            let link = status.links.iter().position(|l| l.ifindex == Some(ifindex));
-            match link {
-                Some(link) => {
+            match self.engine.link_on(ifindex) {
+                Some((link, link_name)) => {
                     info!(
-                        "fast path still steers group {} to {} (ifindex {ifindex}): offering it for adoption",
-                        status.groups.get(group).map_or("?", |g| g.name.as_str()),
-                        status.links[link].name
+                        "fast path still steers group {} to {link_name} (ifindex {ifindex}): offering it for adoption",
+                        self.engine.group_name(group).unwrap_or("?"),
                     );
                     for action in self.engine.handle(now, Event::AdoptSteering { group, link }) {
                         self.execute(action);
@@ -222,9 +219,7 @@ impl Daemon {
             Action::Steer { group, .. } => {
                 self.sink.execute(&action, None);
                 let us = u64::try_from(self.event_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if let Some(slot) = self.steer_latency_us.get_mut(group) {
-                    *slot = Some(us);
-                }
+                self.steer_latency_us.insert(group, us);
                 self.observer.metrics().steer_latency(us as f64 / 1e6);
                 let name = self.engine.group_name(group).unwrap_or("?");
                 info!(group = name, "group {name}: steering entries written {us} µs after the event that called for them");
@@ -283,9 +278,9 @@ impl Daemon {
         // By name: the status leaves out slots a reload left vacant.
         let groups = &self.config.running.groups;
         for g in &mut r.groups {
-            let slot = groups.iter().position(|c| c.name == g.name);
+            let slot = groups.iter().find(|(_, c)| c.name == g.name);
             g.last_steer_latency_us =
-                slot.and_then(|i| self.steer_latency_us.get(i).copied().flatten());
+                slot.and_then(|(id, _)| self.steer_latency_us.get(&id).copied());
         }
         r
     }
@@ -339,7 +334,7 @@ pub async fn run(
         watcher_stats: watcher.stats.clone(),
         synced_logged: false,
         event_at: Instant::now(),
-        steer_latency_us: vec![None; config.groups.len()],
+        steer_latency_us: HashMap::new(),
         observer: Observer::new(&config, metrics.clone(), watcher.stats.clone()),
         config: reload::ConfigState::new(config_path, config.clone()),
         watcher: Some(watcher),
@@ -363,11 +358,11 @@ pub async fn run(
     info!(
         "routebackup {} started: {} groups, {} links, {} segments; control socket {}",
         env!("CARGO_PKG_VERSION"),
-        config.groups.len(),
-        config.links.len(),
+        config.groups.values().count(),
+        config.links.values().count(),
         config
             .groups
-            .iter()
+            .values()
             .map(|g| g.segments.len())
             .sum::<usize>(),
         socket_path.display()

@@ -9,16 +9,17 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::hooks::{Hooks, Transition};
+use crate::ids::Slots;
 use crate::kernel::Kernel;
 use crate::metrics::{FailureReason, GroupSnapshot, LinkSnapshot, Metrics, Snapshot};
-use crate::model::{Event, GroupState, LinkId, LinkState, Notice, Timer};
+use crate::model::{Event, GroupId, GroupState, LinkId, LinkState, Notice, Timer};
 use crate::status::GroupCounters;
 use crate::watcher::WatcherStats;
 
 /// The engine's groups and links as they were before an event.
 pub struct Before {
-    groups: Vec<Option<(GroupState, Option<LinkId>)>>,
-    links: Vec<Option<(LinkState, u32)>>,
+    groups: Slots<GroupId, (GroupState, Option<LinkId>)>,
+    links: Slots<LinkId, (LinkState, u32)>,
     /// What the event was, for the failure reason of a link it failed.
     cause: Cause,
 }
@@ -30,27 +31,28 @@ enum Cause {
     Other,
 }
 
-/// Each group's segments, space-separated (`ROUTEBACKUP_SEGMENTS`).
-fn segment_lists(config: &Config) -> Vec<String> {
-    config
-        .groups
-        .iter()
-        .map(|g| {
-            let s: Vec<String> = g.segments.iter().map(ToString::to_string).collect();
-            s.join(" ")
-        })
-        .collect()
+/// A group as the observer follows it.
+struct GroupSeen {
+    name: String,
+    /// Its segments, space-separated (`ROUTEBACKUP_SEGMENTS`).
+    segments: String,
+    /// When it entered its current state.
+    since: Instant,
+}
+
+/// A link as the observer follows it.
+struct LinkSeen {
+    name: String,
+    interface: String,
+    /// When it came up, while it is up (None: up before any change seen).
+    up_since: Option<Instant>,
 }
 
 pub struct Observer {
     metrics: Arc<Metrics>,
     hooks: Hooks,
-    group_names: Vec<String>,
-    group_segments: Vec<String>,
-    link_names: Vec<String>,
-    link_interfaces: Vec<String>,
-    group_since: Vec<Instant>,
-    link_up_since: Vec<Option<Instant>>,
+    groups: Slots<GroupId, GroupSeen>,
+    links: Slots<LinkId, LinkSeen>,
     fastpath: Vec<GroupCounters>,
     /// What the kernel can do (None without a fast path, e.g. `--dry-run`).
     kernel: Option<Kernel>,
@@ -63,12 +65,8 @@ impl Observer {
         let mut observer = Observer {
             hooks: Hooks::new(config, metrics.clone()),
             metrics,
-            group_names: Vec::new(),
-            group_segments: Vec::new(),
-            link_names: Vec::new(),
-            link_interfaces: Vec::new(),
-            group_since: Vec::new(),
-            link_up_since: Vec::new(),
+            groups: Slots::default(),
+            links: Slots::default(),
             fastpath: Vec::new(),
             kernel: None,
             watcher,
@@ -79,39 +77,45 @@ impl Observer {
     }
 
     /// Follows a config (at start, and on a reload, laid out on the
-    /// engine's ids): names, segments and hooks by index; the time in state
+    /// engine's ids): names, segments and hooks by slot; the time in state
     /// and up time of groups and links whose slot keeps its name carry over.
     /// `publish` afterwards makes scrapes see it.
     pub fn reconfigure(&mut self, config: &Config) {
         let now = Instant::now();
-        let carried = |old_names: &[String], name: &str, i: usize| {
-            old_names.get(i).is_some_and(|n| n == name)
-        };
-        self.group_since = config
+        self.groups = config
             .groups
-            .iter()
-            .enumerate()
-            .map(|(g, gc)| match self.group_since.get(g) {
-                Some(since) if carried(&self.group_names, &gc.name, g) => *since,
-                _ => now,
+            .all_ids()
+            .map(|g| {
+                let gc = config.groups.get(g)?;
+                let since = self
+                    .groups
+                    .get(g)
+                    .filter(|old| old.name == gc.name)
+                    .map_or(now, |old| old.since);
+                let segments: Vec<String> = gc.segments.iter().map(ToString::to_string).collect();
+                Some(GroupSeen {
+                    name: gc.name.clone(),
+                    segments: segments.join(" "),
+                    since,
+                })
             })
             .collect();
-        self.link_up_since = config
+        self.links = config
             .links
-            .iter()
-            .enumerate()
-            .map(|(l, lc)| {
-                if carried(&self.link_names, &lc.name, l) {
-                    self.link_up_since.get(l).copied().flatten()
-                } else {
-                    None
-                }
+            .all_ids()
+            .map(|l| {
+                let lc = config.links.get(l)?;
+                Some(LinkSeen {
+                    name: lc.name.clone(),
+                    interface: lc.interface.clone(),
+                    up_since: self
+                        .links
+                        .get(l)
+                        .filter(|old| old.name == lc.name)
+                        .and_then(|old| old.up_since),
+                })
             })
             .collect();
-        self.group_names = config.groups.iter().map(|g| g.name.clone()).collect();
-        self.group_segments = segment_lists(config);
-        self.link_names = config.links.iter().map(|l| l.name.clone()).collect();
-        self.link_interfaces = config.links.iter().map(|l| l.interface.clone()).collect();
         self.hooks.reconfigure(config);
     }
 
@@ -122,12 +126,12 @@ impl Observer {
     /// Takes the engine's states before `event` is handled (None: a reload).
     pub fn before(&self, engine: &Engine, event: Option<&Event>) -> Before {
         Before {
-            groups: (0..self.group_names.len())
+            groups: self
+                .groups
+                .all_ids()
                 .map(|g| engine.group_state(g))
                 .collect(),
-            links: (0..self.link_names.len())
-                .map(|l| engine.link_state(l))
-                .collect(),
+            links: self.links.all_ids().map(|l| engine.link_state(l)).collect(),
             cause: match event {
                 Some(Event::TimerFired(Timer::UpTimeout(_))) => Cause::UpTimeout,
                 Some(Event::LinkFailed { .. }) => Cause::DriverReport,
@@ -142,23 +146,22 @@ impl Observer {
     pub fn after(&mut self, engine: &Engine, before: &Before, notices: &[Notice]) {
         let now = Instant::now();
         let mut changed = false;
-        for (g, was) in before.groups.iter().enumerate() {
-            let (Some((from, from_link)), Some((to, link))) = (*was, engine.group_state(g)) else {
+        for (g, &(from, from_link)) in before.groups.iter() {
+            let Some((to, link)) = engine.group_state(g) else {
                 continue;
             };
             changed |= from_link != link;
-            // (A slot a reload left vacant has no name: nothing to report.)
-            let Some(name) = self.group_names.get(g).filter(|n| !n.is_empty()) else {
+            // (A slot a reload left vacant: nothing to report.)
+            let Some(seen) = self.groups.get_mut(g) else {
                 continue;
             };
             if from == to {
                 continue;
             }
             changed = true;
-            self.metrics.transition(name, from, to);
-            if let Some(since) = self.group_since.get_mut(g) {
-                *since = now;
-            }
+            self.metrics.transition(&seen.name, from, to);
+            seen.since = now;
+            let name = &seen.name;
             if self.hooks.wants(g) {
                 let reason: Vec<String> = notices
                     .iter()
@@ -172,24 +175,24 @@ impl Observer {
                         previous: from,
                         state: to,
                         link: link
-                            .and_then(|l| self.link_names.get(l).cloned())
+                            .and_then(|l| self.links.get(l))
+                            .map(|l| l.name.clone())
                             .unwrap_or_default(),
                         interface: link
-                            .and_then(|l| self.link_interfaces.get(l).cloned())
+                            .and_then(|l| self.links.get(l))
+                            .map(|l| l.interface.clone())
                             .unwrap_or_default(),
                         reason: reason.join("; "),
-                        segments: self.group_segments.get(g).cloned().unwrap_or_default(),
+                        segments: seen.segments.clone(),
                     },
                 );
             }
         }
-        for (l, was) in before.links.iter().enumerate() {
-            let (Some((from, failures_before)), Some((to, failures))) =
-                (*was, engine.link_state(l))
-            else {
+        for (l, &(from, failures_before)) in before.links.iter() {
+            let Some((to, failures)) = engine.link_state(l) else {
                 continue;
             };
-            let name = self.link_names.get(l).filter(|n| !n.is_empty());
+            let name = self.links.get(l).map(|l| &l.name);
             if let Some(name) = name.filter(|_| failures > failures_before) {
                 let reason = match before.cause {
                     _ if from == LinkState::Up => FailureReason::Dropped,
@@ -201,8 +204,8 @@ impl Observer {
             }
             if from != to {
                 changed = true;
-                if let Some(since) = self.link_up_since.get_mut(l) {
-                    *since = (to == LinkState::Up).then_some(now);
+                if let Some(seen) = self.links.get_mut(l) {
+                    seen.up_since = (to == LinkState::Up).then_some(now);
                 }
             }
         }
@@ -213,14 +216,14 @@ impl Observer {
 
     /// The state of the group called `name`.
     pub fn group_state(&self, engine: &Engine, name: &str) -> Option<GroupState> {
-        let g = self.group_names.iter().position(|n| n == name)?;
+        let (g, _) = self.groups.iter().find(|(_, g)| g.name == name)?;
         engine.group_state(g).map(|(s, _)| s)
     }
 
     /// A `LinkUp` is being carried out.
     pub fn link_attempt(&self, link: LinkId) {
-        if let Some(name) = self.link_names.get(link) {
-            self.metrics.link_attempt(name);
+        if let Some(l) = self.links.get(link) {
+            self.metrics.link_attempt(&l.name);
         }
     }
 
@@ -239,33 +242,28 @@ impl Observer {
     /// Replaces what scrapes read (call once at start too).
     pub fn publish(&self, engine: &Engine) {
         let groups = self
-            .group_names
+            .groups
             .iter()
-            .zip(&self.group_since)
-            .enumerate()
-            .filter(|(_, (name, _))| !name.is_empty())
-            .filter_map(|(g, (name, since))| {
+            .filter_map(|(g, seen)| {
                 let (state, _) = engine.group_state(g)?;
                 Some(GroupSnapshot {
-                    name: name.clone(),
+                    name: seen.name.clone(),
                     state,
-                    since: *since,
+                    since: seen.since,
                 })
             })
             .collect();
         let links = self
-            .link_names
+            .links
             .iter()
-            .zip(&self.link_up_since)
-            .enumerate()
-            .filter(|(_, (name, _))| !name.is_empty())
-            .filter_map(|(l, (name, up_since))| {
+            .filter_map(|(l, seen)| {
                 let (state, _) = engine.link_state(l)?;
                 Some(LinkSnapshot {
-                    name: name.clone(),
+                    name: seen.name.clone(),
                     state,
                     // A link seen up before any change was up from the start.
-                    up_since: (state == LinkState::Up).then(|| up_since.unwrap_or(self.started)),
+                    up_since: (state == LinkState::Up)
+                        .then(|| seen.up_since.unwrap_or(self.started)),
                 })
             })
             .collect();

@@ -108,7 +108,7 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
 fn watched(c: &Config) -> impl PartialEq {
     let mut segments: Vec<_> = c
         .groups
-        .iter()
+        .values()
         .flat_map(|g| {
             g.segments
                 .iter()
@@ -123,21 +123,17 @@ fn watched(c: &Config) -> impl PartialEq {
 
 /// "2 groups (1 added, 1 removed), 3 links": what a reload changed.
 fn summary(old: &Config, new: &Config) -> String {
-    let names = |v: Vec<&String>| -> Vec<String> {
-        v.into_iter().filter(|n| !n.is_empty()).cloned().collect()
-    };
-    let og = names(old.groups.iter().map(|g| &g.name).collect());
-    let ng = names(new.groups.iter().map(|g| &g.name).collect());
-    let ol = names(old.links.iter().map(|l| &l.name).collect());
-    let nl = names(new.links.iter().map(|l| &l.name).collect());
-    let diff = |a: &[String], b: &[String]| b.iter().filter(|n| !a.contains(n)).count();
+    let og: Vec<&String> = old.groups.values().map(|g| &g.name).collect();
+    let ng: Vec<&String> = new.groups.values().map(|g| &g.name).collect();
+    let ol: Vec<&String> = old.links.values().map(|l| &l.name).collect();
+    let nl: Vec<&String> = new.links.values().map(|l| &l.name).collect();
+    let diff = |a: &[&String], b: &[&String]| b.iter().filter(|n| !a.contains(n)).count();
     let changed_groups = new
         .groups
-        .iter()
-        .filter(|g| !g.name.is_empty())
+        .values()
         .filter(|g| {
             old.groups
-                .iter()
+                .values()
                 .find(|o| o.name == g.name)
                 .is_some_and(|o| o != *g)
         })
@@ -216,13 +212,11 @@ impl Daemon {
         self.observer.reconfigure(&slotted);
         self.observer.after(&self.engine, &before, &notices_about);
         self.observer.publish(&self.engine);
-        self.steer_latency_us.resize(slotted.groups.len(), None);
-        for (g, slot) in self.steer_latency_us.iter_mut().enumerate() {
-            let old = self.config.running.groups.get(g).map(|c| &c.name);
-            if old != slotted.groups.get(g).map(|c| &c.name) {
-                *slot = None;
-            }
-        }
+        // A slot now held by another group (or vacant) starts afresh.
+        let running = &self.config.running.groups;
+        self.steer_latency_us.retain(|g, _| {
+            running.get(*g).map(|c| &c.name) == slotted.groups.get(*g).map(|c| &c.name)
+        });
         if self.engine.awaiting_routes() || watched(&self.config.running) != watched(&slotted) {
             match &self.watcher {
                 Some(w) => w.reconfigure(WatcherConfig::from_config(&slotted, &self.kernel)),
@@ -258,6 +252,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::config::TableNames;
+    use crate::ids::GroupId;
 
     fn config(extra: &str) -> Config {
         let text = format!(
@@ -282,7 +277,9 @@ mod tests {
     fn summary_counts_changes() {
         let a = config("");
         let mut b = a.clone();
-        b.groups[0].segments.push("10.21.0.0/16".parse().unwrap());
+        b.groups[GroupId(0)]
+            .segments
+            .push("10.21.0.0/16".parse().unwrap());
         assert_eq!(
             summary(&a, &b),
             "1 groups (0 added, 0 removed, 1 changed), 1 links (0 added, 0 removed)"

@@ -34,8 +34,9 @@ use super::{DataplaneError, Executor};
 use crate::config::{Config, LinkConfig};
 use crate::error::Report;
 use crate::fastpath::{Attachment, Fastpath, FastpathOptions, Via, XdpAttach};
+use crate::ids::Slots;
 use crate::kernel::{Feature, Kernel};
-use crate::model::{Action, GroupId, SteerTarget};
+use crate::model::{Action, GroupId, LinkId, SteerTarget};
 use crate::status::{
     AttachmentReport, DataplaneStatus, GroupCounters, Via as ViaReport, XdpReport,
 };
@@ -43,8 +44,8 @@ use crate::status::{
 pub(super) struct Entries {
     fastpath: Fastpath,
     /// The `[[link]]`s, for the names in the TC-only verdicts' lines.
-    links: Vec<LinkConfig>,
-    group_names: Vec<String>,
+    links: Slots<LinkId, LinkConfig>,
+    group_names: Slots<GroupId, String>,
     /// Steered entries found at start-up: (group, ifindex).
     adoptable: Vec<(GroupId, u32)>,
     steering: Steering,
@@ -114,7 +115,7 @@ impl Entries {
         Ok(Entries {
             fastpath,
             links: config.links.clone(),
-            group_names: config.groups.iter().map(|g| g.name.clone()).collect(),
+            group_names: config.groups.map(|g| g.name.clone()),
             adoptable,
             steering: Steering::new(),
             next_hops: NextHops::default(),
@@ -150,7 +151,7 @@ impl Entries {
     }
 
     /// The `[[link]]`'s name and interface.
-    fn link_names(&self, link: usize) -> (String, String) {
+    fn link_names(&self, link: LinkId) -> (String, String) {
         self.links
             .get(link)
             .map(|l| (l.name.clone(), l.interface.clone()))
@@ -214,8 +215,6 @@ impl Entries {
         let groups = self
             .group_names
             .iter()
-            .enumerate()
-            .filter(|(_, name)| !name.is_empty())
             .map(|(g, name)| GroupCounters {
                 name: name.clone(),
                 stats: fp

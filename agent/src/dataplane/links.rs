@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Executor;
 use crate::config::{Config, LinkConfig};
+use crate::ids::Slots;
 use crate::links::{DriverEvent, DriverState, LinkDrivers};
 use crate::model::{Action, Event, LinkId};
 use crate::status::{DriverReport, DriverStatus};
@@ -18,7 +19,7 @@ use crate::status::{DriverReport, DriverStatus};
 pub(super) struct Links {
     drivers: LinkDrivers,
     reports: mpsc::UnboundedReceiver<DriverEvent>,
-    configs: Vec<LinkConfig>,
+    configs: Slots<LinkId, LinkConfig>,
     /// Links a reload removed: their drivers end in `finish_reload`.
     retire: Vec<LinkId>,
 }
@@ -39,8 +40,6 @@ impl Links {
     pub fn status(&self) -> Vec<DriverStatus> {
         self.configs
             .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.name.is_empty())
             .map(|(i, l)| DriverStatus {
                 link: l.name.clone(),
                 driver: driver_report(self.drivers.state(i)),
@@ -86,19 +85,14 @@ impl Executor for Links {
 
     fn prepare_reload(&mut self, config: &Config) {
         let old_links = std::mem::replace(&mut self.configs, config.links.clone());
-        let vacant = |l: Option<&LinkConfig>| l.is_none_or(|l| l.name.is_empty());
-        for (i, l) in config.links.iter().enumerate() {
-            if !l.name.is_empty() && vacant(old_links.get(i)) {
+        for (i, l) in config.links.iter() {
+            if old_links.is_vacant(i) {
                 self.drivers.add(i, l);
             }
         }
         self.retire = old_links
             .iter()
-            .enumerate()
-            .filter(|(i, old)| {
-                let same = config.links.get(*i).is_some_and(|n| n.name == old.name);
-                !old.name.is_empty() && !same
-            })
+            .filter(|(i, old)| config.links.get(*i).is_none_or(|n| n.name != old.name))
             .map(|(i, _)| i)
             .collect();
     }

@@ -107,6 +107,7 @@ fn fmt_mac(m: [u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LinkId;
     use routebackup_common::FLAG_MACS_VALID;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -115,7 +116,7 @@ mod tests {
         let gw = Ipv4Addr::new(192, 0, 2, 1);
         let key = (9, IpAddr::V4(gw));
         let to = SteerTarget {
-            link: 0,
+            link: LinkId(0),
             ifindex: 9,
             l3: false,
             gateway_v4: Some(gw),
@@ -133,7 +134,7 @@ mod tests {
         assert!(nh.apply(learned, &Steering::new()).is_empty());
         assert!(nh.cache.is_empty());
 
-        let steering = Steering::from([(4, (to, vec![prefix]))]);
+        let steering = Steering::from([(GroupId(4), (to, vec![prefix]))]);
         let writes = nh.apply(learned, &steering);
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0].0, prefix);

@@ -19,11 +19,12 @@ use super::route_jobs::RouteQueue;
 use super::steering::{self, FollowsSteering, Steering};
 use super::Executor;
 use crate::config::{Config, LinkConfig};
-use crate::model::{Action, GroupId, SteerTarget};
+use crate::ids::Slots;
+use crate::model::{Action, GroupId, LinkId, SteerTarget};
 
 pub(super) struct Routes {
     queue: RouteQueue,
-    links: Vec<LinkConfig>,
+    links: Slots<LinkId, LinkConfig>,
     /// The first watched table: where `kernel_routes` go.
     table: u32,
     /// What each group is steered to (routes follow a link's settings).
@@ -102,7 +103,7 @@ impl Routes {
     /// a previous agent left that nothing steers or pre-arms now. Only
     /// where a link installs them: the sweep dumps the routing table.
     pub fn after_sync(&self) {
-        if self.links.iter().any(|l| l.kernel_routes || l.prearm) {
+        if self.links.values().any(|l| l.kernel_routes || l.prearm) {
             self.queue.sweep_others();
         }
     }
@@ -180,7 +181,7 @@ impl Executor for Routes {
     fn finish_reload(&mut self, config: &Config) {
         let monitored: HashSet<IpNet> = config
             .groups
-            .iter()
+            .values()
             .flat_map(|g| g.segments.iter().copied())
             .collect();
         for prefix in self.queue.routed() {

@@ -100,7 +100,7 @@ pub(super) fn reconcile(
     config: &Config,
 ) -> Result<Vec<(GroupId, u32)>, DataplaneError> {
     let mut owner: HashMap<IpNet, GroupId> = HashMap::new();
-    for (g, group) in config.groups.iter().enumerate() {
+    for (g, group) in config.groups.iter() {
         for s in &group.segments {
             owner.insert(*s, g);
         }
@@ -115,7 +115,7 @@ pub(super) fn reconcile(
     let mut present: HashMap<IpNet, SegmentValue> = HashMap::new();
     for (prefix, value) in existing {
         match owner.get(&prefix) {
-            Some(&g) if value.group_id as usize == g => {
+            Some(&g) if value.group_id == map_group_id(g) => {
                 if value.action == ACTION_STEER && !adoptable.contains(&(g, value.backup_ifindex)) {
                     adoptable.push((g, value.backup_ifindex));
                 }
@@ -149,17 +149,18 @@ pub(super) fn reconcile(
 /// that did not fit would become `u32::MAX`, which the fast path refuses to
 /// write rather than aliasing another group.
 pub(super) fn map_group_id(group: GroupId) -> u32 {
-    u32::try_from(group).unwrap_or(u32::MAX)
+    u32::try_from(group.index()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LinkId;
     use std::net::Ipv4Addr;
 
     fn target(l3: bool) -> SteerTarget {
         SteerTarget {
-            link: 0,
+            link: LinkId(0),
             ifindex: 9,
             l3,
             gateway_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
@@ -179,21 +180,23 @@ mod tests {
         };
 
         // Ethernet backup, MACs not known yet: the fib lookup does the work.
-        let e = steer_entry(3, &target(false), &v4, |_| None);
+        let e = steer_entry(GroupId(3), &target(false), &v4, |_| None);
         assert_eq!(e.next_hop, Some((9, gw)));
         assert_eq!(e.value.flags, FLAG_GATEWAY_V4);
         assert_eq!((e.value.action, e.value.group_id), (ACTION_STEER, 3));
         // MACs known for that next hop.
-        let e = steer_entry(3, &target(false), &v4, |k| (k == (9, gw)).then_some(l2));
+        let e = steer_entry(GroupId(3), &target(false), &v4, |k| {
+            (k == (9, gw)).then_some(l2)
+        });
         assert_eq!(e.value.flags, FLAG_GATEWAY_V4 | FLAG_MACS_VALID);
         assert_eq!((e.value.dmac, e.value.mtu), (l2.dmac, 1500));
         // An IPv6 segment borrows the IPv4 gateway for the neighbour lookup.
-        let e = steer_entry(3, &target(false), &v6, |_| None);
+        let e = steer_entry(GroupId(3), &target(false), &v6, |_| None);
         assert_eq!(e.next_hop, Some((9, gw)));
         // L3 device: no MAC header, so no next hop to follow.
-        let e = steer_entry(3, &target(true), &v4, |_| Some(l2));
+        let e = steer_entry(GroupId(3), &target(true), &v4, |_| Some(l2));
         assert_eq!(e.next_hop, None);
         assert_eq!(e.value.flags, FLAG_L3_DEVICE);
-        assert_eq!(pass_value(3).action, ACTION_PASS);
+        assert_eq!(pass_value(GroupId(3)).action, ACTION_PASS);
     }
 }

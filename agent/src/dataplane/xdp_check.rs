@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::steering::Steering;
 use crate::error::Report;
-use crate::model::GroupId;
+use crate::model::{GroupId, LinkId};
 use crate::netlink::codec;
 use crate::netlink::genl::{Netdev, NETDEV_XDP_ACT_NDO_XMIT};
 use crate::netlink::socket::Requests;
@@ -293,7 +293,7 @@ impl XdpCheck {
         &mut self,
         steering: &Steering,
         steered: impl Fn(GroupId) -> Option<u64>,
-        names: impl Fn(usize) -> (String, String),
+        names: impl Fn(LinkId) -> (String, String),
     ) -> Vec<u32> {
         self.verdicts.retain(steering);
         self.shown
@@ -350,13 +350,13 @@ mod tests {
 
     fn steering(ifindex: u32) -> Steering {
         let to = SteerTarget {
-            link: 0,
+            link: LinkId(0),
             ifindex,
             l3: false,
             gateway_v4: None,
             gateway_v6: None,
         };
-        HashMap::from([(0, (to, vec!["10.0.0.0/8".parse().unwrap()]))])
+        HashMap::from([(GroupId(0), (to, vec!["10.0.0.0/8".parse().unwrap()]))])
     }
 
     #[test]
@@ -381,14 +381,23 @@ mod tests {
     fn steered_but_not_transmitted_falls_back() {
         let mut v = Verdicts::default();
         // First sample: nothing to compare with.
-        assert_eq!(v.counters(0, 9, 1_000, Some(tx(50, 0))), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 9, 1_000, Some(tx(50, 0))),
+            Change::None
+        );
         // 1,000 steered, 990 transmitted (other traffic may add more): fine.
-        assert_eq!(v.counters(0, 9, 2_000, Some(tx(1_040, 0))), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 9, 2_000, Some(tx(1_040, 0))),
+            Change::None
+        );
         // Too few packets to judge.
-        assert_eq!(v.counters(0, 9, 2_020, Some(tx(1_040, 20))), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 9, 2_020, Some(tx(1_040, 20))),
+            Change::None
+        );
         // 1,000 steered, 10 transmitted, 990 dropped: fall back.
         assert_eq!(
-            v.counters(0, 9, 3_020, Some(tx(1_050, 1_010))),
+            v.counters(GroupId(0), 9, 3_020, Some(tx(1_050, 1_010))),
             Change::ToTc(Reason::NotTransmitted {
                 steered: 1_000,
                 transmitted: 10,
@@ -397,7 +406,7 @@ mod tests {
         );
         // Once TC-only, counters do not decide again; features never undo it.
         assert_eq!(
-            v.counters(0, 9, 9_000, Some(tx(1_050, 9_000))),
+            v.counters(GroupId(0), 9, 9_000, Some(tx(1_050, 9_000))),
             Change::None
         );
         assert_eq!(v.features(9, Some(0x7)), Change::None);
@@ -410,15 +419,24 @@ mod tests {
     #[test]
     fn a_switch_of_backup_or_unknown_counters_restart_the_comparison() {
         let mut v = Verdicts::default();
-        assert_eq!(v.counters(0, 9, 1_000, Some(tx(0, 0))), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 9, 1_000, Some(tx(0, 0))),
+            Change::None
+        );
         // Same group, another backup: the old sample does not compare.
-        assert_eq!(v.counters(0, 7, 5_000, Some(tx(0, 0))), Change::None);
-        assert_eq!(v.counters(0, 7, 5_100, None), Change::None);
-        assert_eq!(v.counters(0, 7, 9_000, Some(tx(0, 0))), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 7, 5_000, Some(tx(0, 0))),
+            Change::None
+        );
+        assert_eq!(v.counters(GroupId(0), 7, 5_100, None), Change::None);
+        assert_eq!(
+            v.counters(GroupId(0), 7, 9_000, Some(tx(0, 0))),
+            Change::None
+        );
         assert!(v.tc_only.is_empty());
         // Kept while steered.
         v.retain(&steering(7));
-        assert!(v.samples.contains_key(&0));
+        assert!(v.samples.contains_key(&GroupId(0)));
     }
 
     #[test]

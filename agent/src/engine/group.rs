@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Action, GroupState, LinkId, LinkState, Millis, Notice, Timer};
+use crate::model::{Action, GroupId, GroupState, LinkId, LinkState, Millis, Notice, Timer};
 
 use super::links::steer_action;
 use super::{Engine, MAX_RETRY_BACKOFF};
@@ -49,7 +49,7 @@ fn dur(d: Duration) -> String {
 }
 
 impl Engine {
-    fn set_state(&mut self, now: Millis, g: usize, state: GroupState) {
+    fn set_state(&mut self, now: Millis, g: GroupId, state: GroupState) {
         if let Some(gr) = self.groups.get_mut(g) {
             if gr.state != state {
                 gr.state = state;
@@ -62,13 +62,13 @@ impl Engine {
         }
     }
 
-    pub(super) fn notice(&self, g: usize, text: impl AsRef<str>, out: &mut Vec<Action>) {
+    pub(super) fn notice(&self, g: GroupId, text: impl AsRef<str>, out: &mut Vec<Action>) {
         let name = self.groups.get(g).map_or("?", |gr| gr.name.as_str());
         out.push(Action::Notice(Notice::group(name, text.as_ref())));
     }
 
     /// "(0 of 2 segments have a primary route)"
-    fn lost_summary(&self, g: usize) -> String {
+    fn lost_summary(&self, g: GroupId) -> String {
         let Some(gr) = self.groups.get(g) else {
             return String::new();
         };
@@ -82,7 +82,7 @@ impl Engine {
     }
 
     /// "(10.20.0.0/16 via eth0, proto bgp)"
-    fn back_summary(&self, g: usize) -> String {
+    fn back_summary(&self, g: GroupId) -> String {
         let Some(gr) = self.groups.get(g) else {
             return String::new();
         };
@@ -117,7 +117,7 @@ impl Engine {
     }
 
     /// Brings the group's state in line with its segments' primary-up state.
-    pub(super) fn evaluate_group(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    pub(super) fn evaluate_group(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         if !self.synced {
             return;
         }
@@ -139,7 +139,7 @@ impl Engine {
         }
     }
 
-    fn primary_lost(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn primary_lost(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let Some(gr) = self.groups.get(g) else { return };
         let summary = self.lost_summary(g);
         let delay = gr.activate_delay;
@@ -184,7 +184,7 @@ impl Engine {
     pub(super) fn start_round(
         &mut self,
         now: Millis,
-        g: usize,
+        g: GroupId,
         start: usize,
         out: &mut Vec<Action>,
     ) {
@@ -197,7 +197,7 @@ impl Engine {
         self.try_current(now, g, out);
     }
 
-    fn try_current(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn try_current(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let Some(gr) = self.groups.get(g) else { return };
         let n = gr.links.len();
         if n == 0 {
@@ -233,7 +233,7 @@ impl Engine {
     }
 
     /// The active link is ready: steer.
-    pub(super) fn enter_backup(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    pub(super) fn enter_backup(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let Some(link) = self.groups.get(g).and_then(|gr| gr.active) else {
             return;
         };
@@ -273,7 +273,7 @@ impl Engine {
 
     /// The current link of the round failed: try the next one, or give up
     /// this round.
-    pub(super) fn advance_round(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    pub(super) fn advance_round(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let Some(gr) = self.groups.get_mut(g) else {
             return;
         };
@@ -286,7 +286,7 @@ impl Engine {
         }
     }
 
-    fn round_failed(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn round_failed(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         self.set_state(now, g, GroupState::Failed);
         let Some(gr) = self.groups.get_mut(g) else {
             return;
@@ -312,7 +312,7 @@ impl Engine {
         });
     }
 
-    fn primary_back(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn primary_back(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let Some(gr) = self.groups.get(g) else { return };
         let summary = self.back_summary(g);
         let state = gr.state;
@@ -412,7 +412,7 @@ impl Engine {
         }
     }
 
-    fn lost_while_holding(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn lost_while_holding(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let summary = self.lost_summary(g);
         out.push(Action::CancelTimer {
             timer: Timer::Deactivate(g),
@@ -447,7 +447,7 @@ impl Engine {
     pub(super) fn restart_after_drop(
         &mut self,
         now: Millis,
-        g: usize,
+        g: GroupId,
         link: LinkId,
         out: &mut Vec<Action>,
     ) {
@@ -481,7 +481,7 @@ impl Engine {
     }
 
     /// The held link went away during the hold: the hold is over.
-    pub(super) fn holding_link_gone(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    pub(super) fn holding_link_gone(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         out.push(Action::CancelTimer {
             timer: Timer::Deactivate(g),
         });
@@ -559,7 +559,7 @@ impl Engine {
             self.links_changed(now, out);
             return;
         }
-        for g in 0..self.groups.len() {
+        for g in self.groups.all_ids() {
             if let Some(gr) = self.groups.get_mut(g) {
                 gr.since = now;
             }
@@ -571,7 +571,7 @@ impl Engine {
         }
     }
 
-    fn adopt(&mut self, now: Millis, g: usize, link: LinkId, out: &mut Vec<Action>) {
+    fn adopt(&mut self, now: Millis, g: GroupId, link: LinkId, out: &mut Vec<Action>) {
         let Some(gr) = self.groups.get(g) else { return };
         let lost = gr.lost();
         let pos = gr.links.iter().position(|l| *l == link);

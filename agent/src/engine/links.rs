@@ -74,7 +74,7 @@ impl Engine {
     /// Groups that hold `link`: trying it, steering to it or holding it.
     pub(super) fn link_users(&self, link: LinkId) -> usize {
         self.groups
-            .iter()
+            .values()
             .filter(|g| {
                 g.active == Some(link)
                     && matches!(
@@ -167,7 +167,7 @@ impl Engine {
         if !self.synced {
             return;
         }
-        for link in 0..self.links.len() {
+        for link in self.links.all_ids() {
             let state = self.links.get(link).map(|l| l.state);
             let stale = self.links.get(link).is_some_and(|l| l.stale_ready);
             match (state, self.readiness(link)) {
@@ -212,7 +212,6 @@ impl Engine {
     pub(super) fn groups_activating(&self, link: LinkId) -> Vec<GroupId> {
         self.groups
             .iter()
-            .enumerate()
             .filter(|(_, gr)| gr.state == GroupState::Activating && gr.active == Some(link))
             .map(|(g, _)| g)
             .collect()
@@ -285,7 +284,7 @@ impl Engine {
         if !always_up {
             self.link_down(link, out);
         }
-        for g in 0..self.groups.len() {
+        for g in self.groups.all_ids() {
             let Some(gr) = self.groups.get(g) else {
                 continue;
             };
@@ -411,7 +410,7 @@ impl Engine {
 
     /// Re-sends `Steer` for groups whose target changed (new gateway, new ifindex).
     fn refresh_steering(&mut self, out: &mut Vec<Action>) {
-        for g in 0..self.groups.len() {
+        for g in self.groups.all_ids() {
             let Some(gr) = self.groups.get(g) else {
                 continue;
             };
@@ -437,7 +436,7 @@ impl Engine {
     }
 }
 
-pub(super) fn steer_action(group: usize, segments: &[IpNet], t: &SteerTarget) -> Action {
+pub(super) fn steer_action(group: GroupId, segments: &[IpNet], t: &SteerTarget) -> Action {
     Action::Steer {
         group,
         target: *t,

@@ -48,6 +48,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode, VerifyConfig};
+use crate::ids::Slots;
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
     LinkStatus, Millis, SegmentStatus, SteerTarget,
@@ -95,8 +96,7 @@ struct GroupRt {
 }
 
 impl GroupRt {
-    /// A vacant slot (a group removed by a reload) has no segments and is
-    /// never lost.
+    /// A group without segments (the config refuses one) is never lost.
     fn lost(&self) -> bool {
         self.up_count == 0 && !self.segments.is_empty()
     }
@@ -159,7 +159,7 @@ fn link_families(config: &Config, id: LinkId) -> Families {
     }
     let segments = config
         .groups
-        .iter()
+        .values()
         .filter(|g| g.links.contains(&id))
         .flat_map(|g| g.segments.iter());
     let (mut v4, mut v6) = (false, false);
@@ -213,9 +213,15 @@ impl LinkRt {
 }
 
 impl GroupRt {
-    /// A group as configured, in `primary` (`n_links`: links in the config).
+    /// A group as configured, in `primary` (`n_links`: link slots in the
+    /// config).
     fn new(g: &GroupConfig, config: &Config, n_links: usize) -> GroupRt {
-        let links: Vec<LinkId> = g.links.iter().copied().filter(|l| *l < n_links).collect();
+        let links: Vec<LinkId> = g
+            .links
+            .iter()
+            .copied()
+            .filter(|l| l.index() < n_links)
+            .collect();
         let retry_base = links
             .first()
             .and_then(|l| config.links.get(*l))
@@ -246,14 +252,6 @@ impl GroupRt {
     }
 }
 
-/// The interfaces whose next hops never count as primary (vacant link
-/// slots, which have no interface, left out).
-fn backup_names(config: &Config) -> Vec<String> {
-    let mut names = config.backup_interfaces();
-    names.retain(|n| !n.is_empty());
-    names
-}
-
 /// Where a segment lives: (group, index in the group's segment list).
 type SegRef = (GroupId, usize);
 
@@ -264,8 +262,9 @@ pub struct Engine {
     net: routes::Net,
     /// Segments by prefix, to re-evaluate only those a route can affect.
     index: SegmentIndex<SegRef>,
-    groups: Vec<GroupRt>,
-    links: Vec<LinkRt>,
+    /// Vacant where the slotted config is (see `reconfigure`).
+    groups: Slots<GroupId, GroupRt>,
+    links: Slots<LinkId, LinkRt>,
     /// The last attempt id handed out (`Action::LinkUp`).
     last_attempt: u64,
     /// The last seq of a link's verification probe.
@@ -278,16 +277,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &Config) -> Engine {
-        let links: Vec<LinkRt> = config.links.iter().map(LinkRt::new).collect();
+        let links = config.links.map(LinkRt::new);
         let groups = config
             .groups
-            .iter()
-            .map(|g| GroupRt::new(g, config, links.len()))
-            .collect();
+            .map(|g| GroupRt::new(g, config, links.slot_count()));
         let mut engine = Engine {
             synced: false,
             tables: config.agent.tables.iter().copied().collect(),
-            net: routes::Net::new(backup_names(config)),
+            net: routes::Net::new(config.backup_interfaces()),
             index: SegmentIndex::new(std::iter::empty()),
             groups,
             links,
@@ -304,14 +301,14 @@ impl Engine {
     /// Recomputes the address families each link carries (they depend on
     /// its gateways and on the segments of the groups that use it).
     fn refresh_families(&mut self, config: &Config) {
-        for (id, l) in self.links.iter_mut().enumerate() {
+        for (id, l) in self.links.iter_mut() {
             l.families = link_families(config, id);
         }
     }
 
     /// Indexes every group's segments by prefix.
     fn rebuild_index(&mut self) {
-        self.index = SegmentIndex::new(self.groups.iter().enumerate().flat_map(|(gid, g)| {
+        self.index = SegmentIndex::new(self.groups.iter().flat_map(|(gid, g)| {
             let rule = MatchRule::new(g.match_mode, g.allow_default);
             g.segments
                 .iter()
@@ -384,7 +381,7 @@ impl Engine {
                 self.links_changed(now, out);
             }
             Event::Synced => {
-                for g in &mut self.groups {
+                for g in self.groups.values_mut() {
                     g.awaiting_routes = false;
                 }
                 self.on_synced(now, out);
@@ -426,8 +423,7 @@ impl Engine {
     pub fn status(&self) -> EngineStatus {
         let groups = self
             .groups
-            .iter()
-            .filter(|g| !g.name.is_empty())
+            .values()
             .map(|g| GroupStatus {
                 name: g.name.clone(),
                 state: g.state,
@@ -476,8 +472,6 @@ impl Engine {
         let links = self
             .links
             .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.name.is_empty())
             .map(|(i, l)| LinkStatus {
                 name: l.name.clone(),
                 interface: l.interface.clone(),
@@ -513,9 +507,17 @@ impl Engine {
     /// The group whose current attempt uses `link` (the one a `LinkUp` is for).
     pub fn group_using(&self, link: LinkId) -> Option<&str> {
         self.groups
-            .iter()
+            .values()
             .find(|g| g.active == Some(link))
             .map(|g| g.name.as_str())
+    }
+
+    /// The link whose interface has `ifindex` now, with its name.
+    pub fn link_on(&self, ifindex: u32) -> Option<(LinkId, &str)> {
+        self.links
+            .iter()
+            .find(|(_, l)| self.net.ifindex_of(&l.interface) == Some(ifindex))
+            .map(|(id, l)| (id, l.name.as_str()))
     }
 
     /// A group's state and active link, without its segments (cheaper than
@@ -547,7 +549,7 @@ impl Engine {
         for p in prefixes {
             refs.extend(self.index.matching(p));
         }
-        let mut touched: Vec<usize> = Vec::new();
+        let mut touched: Vec<GroupId> = Vec::new();
         for (g, i) in refs {
             if self.update_segment(g, i) {
                 touched.push(g);
@@ -562,7 +564,7 @@ impl Engine {
     }
 
     fn reevaluate_all(&mut self, now: Millis, out: &mut Vec<Action>) {
-        for g in 0..self.groups.len() {
+        for g in self.groups.all_ids() {
             let n = self.groups.get(g).map_or(0, |g| g.segments.len());
             for i in 0..n {
                 self.update_segment(g, i);
@@ -574,7 +576,7 @@ impl Engine {
     }
 
     /// Recomputes one segment; returns true when its primary-up flag changed.
-    fn update_segment(&mut self, g: usize, i: usize) -> bool {
+    fn update_segment(&mut self, g: GroupId, i: usize) -> bool {
         let Some(group) = self.groups.get(g) else {
             return false;
         };

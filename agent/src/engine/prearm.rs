@@ -96,10 +96,7 @@ impl Engine {
         let Some(l) = self.links.get(link) else {
             return false;
         };
-        l.prearm
-            && !l.name.is_empty()
-            && (l.always_up || (held && l.state == LinkState::Up))
-            && self.link_ready(link)
+        l.prearm && (l.always_up || (held && l.state == LinkState::Up)) && self.link_ready(link)
     }
 
     /// The link group `g` pre-arms over now, if any (see the module doc).
@@ -108,7 +105,7 @@ impl Engine {
             return None;
         }
         let gr = self.groups.get(g)?;
-        if gr.name.is_empty() || gr.awaiting_routes {
+        if gr.awaiting_routes {
             return None;
         }
         if matches!(gr.state, GroupState::Backup | GroupState::Holding) {
@@ -164,8 +161,11 @@ impl Engine {
 
     /// Brings every group's pre-arming up to date.
     pub(super) fn prearm_all(&mut self, out: &mut Vec<Action>) {
-        let mut groups: Vec<GroupId> = (0..self.groups.len()).collect();
-        groups.extend(self.armed.keys().filter(|g| **g >= self.groups.len()));
+        // Vacant slots and slots past the end included: a group removed by
+        // a reload loses its routes here.
+        let mut groups: Vec<GroupId> = self.groups.all_ids().collect();
+        let end = self.groups.slot_count();
+        groups.extend(self.armed.keys().filter(|g| g.index() >= end));
         for g in groups {
             self.prearm_group(g, out);
         }
@@ -295,9 +295,7 @@ impl Engine {
         let name = self
             .groups
             .get(g)
-            .map(|gr| gr.name.as_str())
-            .filter(|n| !n.is_empty())
-            .map_or_else(|| format!("#{g}"), ToString::to_string);
+            .map_or_else(|| format!("#{g}"), |gr| gr.name.clone());
         out.push(Action::Notice(Notice::group(&name, text)));
     }
 

@@ -134,7 +134,7 @@ impl Engine {
         if !self.synced {
             return;
         }
-        for g in 0..self.groups.len() {
+        for g in self.groups.all_ids() {
             let idle = self.groups.get(g).is_some_and(|gr| {
                 !gr.awaiting_routes && gr.probe.as_ref().is_some_and(|p| !p.ticking)
             });

@@ -2,19 +2,20 @@
 //!
 //! # Ids stay stable: slots
 //!
-//! `GroupId` and `LinkId` are indexes, and much outside the engine is keyed
-//! by them: the fast path's entries carry the group id and count into that
-//! group's `stats` slot, the daemon's pending timers are `Timer(id)`, the
-//! data plane keeps per-group steering and per-link drivers (a running pppd
-//! belongs to a link id). Renumbering on reload would mean rewriting entries
-//! and moving counters, timers and processes of groups the reload did not
-//! touch. So ids do not move: [`slotted`] lays the new config out so that
-//! every group and link keeps the id it had (matched by name), a removed one
-//! leaves its slot *vacant* (an entry with an empty name, no segments, no
-//! links, which nothing steers, evaluates or shows in `status`), and a new
-//! one takes the lowest vacant slot or is appended. The engine, the data
-//! plane and the daemon all see that slotted config, so id `n` means the
-//! same thing to each of them before and after the reload.
+//! `GroupId` and `LinkId` are slot positions, and much outside the engine is
+//! keyed by them: the fast path's entries carry the group id and count into
+//! that group's `stats` slot, the daemon's pending timers are `Timer(id)`,
+//! the data plane keeps per-group steering and per-link drivers (a running
+//! pppd belongs to a link id). Renumbering on reload would mean rewriting
+//! entries and moving counters, timers and processes of groups the reload
+//! did not touch. So ids do not move: [`slotted`] lays the new config out so
+//! that every group and link keeps the id it had (matched by name), a
+//! removed one leaves its slot *vacant* (`None` in the config's and the
+//! engine's [`Slots`](crate::ids::Slots), which nothing steers, evaluates or
+//! shows in `status`), and a new one takes the lowest vacant slot or is
+//! appended. The engine, the data plane and the daemon all see that slotted
+//! config, so id `n` means the same thing to each of them before and after
+//! the reload.
 //!
 //! - A group slot may be vacated and taken by a new group in one reload
 //!   (group slots are bounded by the size of the `stats` map): the engine
@@ -50,50 +51,11 @@
 use std::collections::HashSet;
 
 use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig};
-use crate::model::{Action, GroupState, LinkId, Millis, Notice, Timer};
+use crate::model::{Action, GroupId, GroupState, LinkId, Millis, Notice, Timer};
 
 use super::links::steer_action;
 use super::prearm::prearm_table;
-use super::{backup_names, Engine, GroupRt, LinkRt};
-
-/// The slot of a group removed by a reload.
-fn vacant_group() -> GroupConfig {
-    GroupConfig {
-        name: String::new(),
-        segments: Vec::new(),
-        links: Vec::new(),
-        match_mode: crate::config::MatchMode::Exact,
-        allow_default: false,
-        activate_delay: std::time::Duration::ZERO,
-        deactivate_delay: std::time::Duration::ZERO,
-        on_change: None,
-        probe: None,
-    }
-}
-
-/// The slot of a link removed by a reload: always-up, so nothing ever runs a
-/// driver for it.
-fn vacant_link() -> LinkConfig {
-    LinkConfig {
-        name: String::new(),
-        interface: String::new(),
-        driver: DriverConfig::AlwaysUp,
-        gateway_v4: None,
-        gateway_v6: None,
-        require_address: false,
-        up_timeout: std::time::Duration::ZERO,
-        retry_interval: std::time::Duration::ZERO,
-        kernel_routes: false,
-        route_metric: 0,
-        verify: None,
-        prearm: false,
-    }
-}
-
-/// Whether a slot is vacant (its entry was removed by a reload).
-pub fn is_vacant_link(l: &LinkConfig) -> bool {
-    l.name.is_empty()
-}
+use super::{Engine, GroupRt, LinkRt};
 
 fn same_link(a: &LinkConfig, b: &LinkConfig) -> bool {
     a.name == b.name && a.interface == b.interface && a.driver == b.driver
@@ -104,51 +66,45 @@ fn same_link(a: &LinkConfig, b: &LinkConfig) -> bool {
 pub fn slotted(current: &Config, new: &Config) -> Config {
     // Links: kept ones keep their slot; new ones take a slot that was
     // already vacant before this reload, else go at the end.
-    let mut links: Vec<Option<LinkConfig>> = vec![None; current.links.len()];
-    let mut link_slot = vec![0; new.links.len()];
-    let mut placed = vec![false; new.links.len()];
-    for (i, l) in new.links.iter().enumerate() {
-        if let Some(s) = current.links.iter().position(|c| same_link(c, l)) {
-            link_slot[i] = s;
-            placed[i] = true;
-            links[s] = Some(l.clone());
+    let mut links: Vec<Option<LinkConfig>> = vec![None; current.links.slot_count()];
+    let mut link_slot = vec![LinkId(0); new.links.slot_count()];
+    let mut placed = vec![false; new.links.slot_count()];
+    for (i, l) in new.links.iter() {
+        if let Some((s, _)) = current.links.iter().find(|(_, c)| same_link(c, l)) {
+            link_slot[i.index()] = s;
+            placed[i.index()] = true;
+            links[s.index()] = Some(l.clone());
         }
     }
     let mut free_links = current
         .links
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| is_vacant_link(c))
-        .map(|(s, _)| s);
-    for (i, l) in new.links.iter().enumerate() {
-        if placed[i] {
+        .all_ids()
+        .filter(|s| current.links.is_vacant(*s));
+    for (i, l) in new.links.iter() {
+        if placed[i.index()] {
             continue;
         }
         let s = free_links.next().unwrap_or_else(|| {
             links.push(None);
-            links.len() - 1
+            LinkId(links.len() - 1)
         });
-        link_slot[i] = s;
-        links[s] = Some(l.clone());
+        link_slot[i.index()] = s;
+        links[s.index()] = Some(l.clone());
     }
 
     // Groups: kept by name; new ones take the lowest slot free after the
     // removals (including one vacated now), else go at the end.
-    let mut groups: Vec<Option<GroupConfig>> = vec![None; current.groups.len()];
+    let mut groups: Vec<Option<GroupConfig>> = vec![None; current.groups.slot_count()];
     let mut pending = Vec::new();
-    for g in &new.groups {
+    for g in new.groups.values() {
         let mut g = g.clone();
         g.links = g
             .links
             .iter()
-            .filter_map(|l| link_slot.get(*l).copied())
+            .filter_map(|l| link_slot.get(l.index()).copied())
             .collect();
-        match current
-            .groups
-            .iter()
-            .position(|c| !c.name.is_empty() && c.name == g.name)
-        {
-            Some(s) => groups[s] = Some(g),
+        match current.groups.iter().find(|(_, c)| c.name == g.name) {
+            Some((s, _)) => groups[s.index()] = Some(g),
             None => pending.push(g),
         }
     }
@@ -160,29 +116,18 @@ pub fn slotted(current: &Config, new: &Config) -> Config {
     }
 
     let mut out = new.clone();
-    out.links = links
-        .into_iter()
-        .map(|l| l.unwrap_or_else(vacant_link))
-        .collect();
-    out.groups = groups
-        .into_iter()
-        .map(|g| g.unwrap_or_else(vacant_group))
-        .collect();
+    out.links = links.into_iter().collect();
+    out.groups = groups.into_iter().collect();
     // Trailing vacant slots serve no one.
-    while out.links.last().is_some_and(is_vacant_link) {
-        out.links.pop();
-    }
-    while out.groups.last().is_some_and(|g| g.name.is_empty()) {
-        out.groups.pop();
-    }
+    out.links.trim();
+    out.groups.trim();
     out
 }
 
 /// Whether the engine keeps link slot `i` as the same link.
 fn keeps_link(old: &LinkRt, new: Option<&LinkConfig>) -> bool {
     new.is_some_and(|n| {
-        !old.name.is_empty()
-            && n.name == old.name
+        n.name == old.name
             && n.interface == old.interface
             && matches!(n.driver, DriverConfig::AlwaysUp) == old.always_up
     })
@@ -198,22 +143,16 @@ impl Engine {
         let removed_links: Vec<LinkId> = self
             .links
             .iter()
-            .enumerate()
-            .filter(|(i, l)| !l.name.is_empty() && !keeps_link(l, config.links.get(*i)))
+            .filter(|(i, l)| !keeps_link(l, config.links.get(*i)))
             .map(|(i, _)| i)
             .collect();
 
         // New links take their (vacant or appended) slots now, so that
         // groups moving on can ask for them; removed ones stay until their
         // groups moved on.
-        for (i, l) in config.links.iter().enumerate() {
-            if is_vacant_link(l) {
-                continue;
-            }
-            while self.links.len() <= i {
-                self.links.push(LinkRt::new(&vacant_link()));
-            }
+        for (i, l) in config.links.iter() {
             let Some(rt) = self.links.get_mut(i) else {
+                self.links.set(i, Some(LinkRt::new(l)));
                 continue;
             };
             if keeps_link(rt, Some(l)) {
@@ -228,18 +167,16 @@ impl Engine {
                 }
                 rt.prearm = l.prearm;
                 rt.route_metric = l.route_metric;
-            } else if rt.name.is_empty() {
-                *rt = LinkRt::new(l);
             }
         }
 
         let mut held: Vec<LinkId> = Vec::new();
         let mut moving_on = Vec::new();
-        let old_groups = self.groups.len();
-        for g in 0..old_groups.max(config.groups.len()) {
-            let new = config.groups.get(g).filter(|n| !n.name.is_empty());
+        let slots = self.groups.slot_count().max(config.groups.slot_count());
+        for g in (0..slots).map(GroupId) {
+            let new = config.groups.get(g);
             let old_name = self.groups.get(g).map(|gr| gr.name.clone());
-            match (old_name.filter(|n| !n.is_empty()), new) {
+            match (old_name, new) {
                 (Some(old), Some(new)) if old == new.name => {
                     if self.change_group(g, new, config, &removed_links, &mut out) {
                         moving_on.push(g);
@@ -252,26 +189,17 @@ impl Engine {
                             held.push(l);
                         }
                     }
-                    let rt = match new {
-                        Some(new) => {
-                            let mut rt = GroupRt::new(new, config, config.links.len());
-                            rt.since = now;
-                            rt.awaiting_routes = self.synced;
-                            out.push(Action::Notice(Notice::group(
-                                &new.name,
-                                "added by the reload",
-                            )));
-                            rt
-                        }
-                        None => GroupRt::new(&vacant_group(), config, 0),
-                    };
-                    if g < self.groups.len() {
-                        if let Some(slot) = self.groups.get_mut(g) {
-                            *slot = rt;
-                        }
-                    } else {
-                        self.groups.push(rt);
-                    }
+                    let rt = new.map(|new| {
+                        let mut rt = GroupRt::new(new, config, config.links.slot_count());
+                        rt.since = now;
+                        rt.awaiting_routes = self.synced;
+                        out.push(Action::Notice(Notice::group(
+                            &new.name,
+                            "added by the reload",
+                        )));
+                        rt
+                    });
+                    self.groups.set(g, rt);
                 }
             }
         }
@@ -286,22 +214,16 @@ impl Engine {
             if let Some(name) = self.links.get(*l).map(|rt| rt.name.clone()) {
                 out.push(Action::Notice(Notice::link(name, "removed by the reload")));
             }
-            let replacement = config
-                .links
-                .get(*l)
-                .map_or_else(|| LinkRt::new(&vacant_link()), LinkRt::new);
-            if let Some(slot) = self.links.get_mut(*l) {
-                *slot = replacement;
-            }
+            self.links.set(*l, config.links.get(*l).map(LinkRt::new));
         }
-        self.groups.truncate(config.groups.len());
-        self.links.truncate(config.links.len());
+        self.groups.truncate(config.groups.slot_count());
+        self.links.truncate(config.links.slot_count());
 
         let tables: HashSet<u32> = config.agent.tables.iter().copied().collect();
-        if tables != self.tables || self.net.set_backup_names(backup_names(config)) {
+        if tables != self.tables || self.net.set_backup_names(config.backup_interfaces()) {
             // Which routes count changed: every group waits for the re-dump.
             self.tables = tables;
-            for gr in &mut self.groups {
+            for gr in self.groups.values_mut() {
                 gr.awaiting_routes = self.synced;
             }
         }
@@ -321,12 +243,12 @@ impl Engine {
 
     /// Whether a group waits for the watcher's re-dump after a reload.
     pub fn awaiting_routes(&self) -> bool {
-        self.groups.iter().any(|g| g.awaiting_routes)
+        self.groups.values().any(|g| g.awaiting_routes)
     }
 
     /// A removed group: stop its steering and timers. Returns the link it
     /// held, to release once every group is updated.
-    fn remove_group(&mut self, g: usize, name: &str, out: &mut Vec<Action>) -> Option<LinkId> {
+    fn remove_group(&mut self, g: GroupId, name: &str, out: &mut Vec<Action>) -> Option<LinkId> {
         let synced = self.synced;
         let gr = self.groups.get_mut(g)?;
         out.push(Action::Notice(Notice::group(name, "removed by the reload")));
@@ -354,7 +276,7 @@ impl Engine {
     /// link is no longer one of its links (it must move on).
     fn change_group(
         &mut self,
-        g: usize,
+        g: GroupId,
         new: &GroupConfig,
         config: &Config,
         removed_links: &[LinkId],
@@ -417,7 +339,7 @@ impl Engine {
         }
         gr.activate_delay = new.activate_delay;
         gr.deactivate_delay = new.deactivate_delay;
-        let fresh = GroupRt::new(new, config, config.links.len());
+        let fresh = GroupRt::new(new, config, config.links.slot_count());
         gr.retry_base = fresh.retry_base;
         gr.links = fresh.links;
         gr.active
@@ -426,7 +348,7 @@ impl Engine {
 
     /// A group whose active link left its list: drop what it had on that
     /// link and go on with its new list.
-    fn move_on(&mut self, now: Millis, g: usize, out: &mut Vec<Action>) {
+    fn move_on(&mut self, now: Millis, g: GroupId, out: &mut Vec<Action>) {
         let link_name = |e: &Engine, l| e.link_name(l);
         let Some(link) = self.groups.get(g).and_then(|gr| gr.active) else {
             return;

@@ -25,9 +25,9 @@ pub(super) const ETH2: u32 = 11;
 pub(super) const ETH3: u32 = 12;
 pub(super) const WG0: u32 = 13;
 
-pub(super) const LTE: LinkId = 0;
-pub(super) const DSL: LinkId = 1;
-pub(super) const HOT: LinkId = 2;
+pub(super) const LTE: LinkId = LinkId(0);
+pub(super) const DSL: LinkId = LinkId(1);
+pub(super) const HOT: LinkId = LinkId(2);
 
 pub(super) const BASE: &str = r#"
 [agent]
@@ -231,8 +231,10 @@ impl H {
         self.e.status().groups[g].clone()
     }
 
-    pub fn link(&self, l: usize) -> LinkStatus {
-        self.e.status().links[l].clone()
+    /// Link `l`'s status row (rows are in slot order; no slot is vacant
+    /// here).
+    pub fn link(&self, l: LinkId) -> LinkStatus {
+        self.e.status().links[l.index()].clone()
     }
 
     pub fn up(&self, g: usize) -> Vec<bool> {
@@ -276,14 +278,14 @@ fn no_actions_before_synced() {
         iface(PPP0, "ppp0", true),
         Event::AddressAdd(addr(PPP0, "10.64.0.1/32", None)),
         Event::TimerFired(Timer::UpTimeout(LTE)),
-        Event::TimerFired(Timer::Activate(0)),
+        Event::TimerFired(Timer::Activate(GroupId(0))),
         Event::LinkFailed {
             link: LTE,
             attempt: h.e.current_attempt(LTE),
             error: "boom".into(),
         },
         Event::AdoptSteering {
-            group: 0,
+            group: GroupId(0),
             link: DSL,
         },
         Event::InterfaceDelete(PPP0),
@@ -629,7 +631,10 @@ fn full_cycle_with_hold() {
     assert!(h.group(0).segments.iter().all(|s| !s.steered));
     // A stale timer of another kind does nothing.
     assert!(h.b(Event::TimerFired(Timer::UpTimeout(LTE))).is_empty());
-    assert_eq!(h.b(Event::TimerFired(Timer::Deactivate(0))), v(&["down 0"]));
+    assert_eq!(
+        h.b(Event::TimerFired(Timer::Deactivate(GroupId(0)))),
+        v(&["down 0"])
+    );
     assert_eq!(h.group(0).state, GroupState::Primary);
     assert_eq!(h.group(0).active_link, None);
     // Down once its driver says the `down` finished.
@@ -637,7 +642,8 @@ fn full_cycle_with_hold() {
     assert!(h.b(Event::LinkReleased { link: LTE }).is_empty());
     assert_eq!(h.link(LTE).state, LinkState::Down);
     assert!(
-        h.b(Event::TimerFired(Timer::Deactivate(0))).is_empty(),
+        h.b(Event::TimerFired(Timer::Deactivate(GroupId(0))))
+            .is_empty(),
         "stale fire ignored"
     );
 }
@@ -689,12 +695,13 @@ fn activate_delay_filters_a_flap() {
     assert_eq!(h.b(via("10.22.0.0/16", ETH0)), v(&["cancel Activate(0)"]));
     assert_eq!(h.group(0).state, GroupState::Primary);
     assert!(
-        h.b(Event::TimerFired(Timer::Activate(0))).is_empty(),
+        h.b(Event::TimerFired(Timer::Activate(GroupId(0))))
+            .is_empty(),
         "late fire of a cancelled timer"
     );
     assert_eq!(h.b(del("10.22.0.0/16")), v(&["arm Activate(0) 10s"]));
     assert_eq!(
-        h.b(Event::TimerFired(Timer::Activate(0))),
+        h.b(Event::TimerFired(Timer::Activate(GroupId(0)))),
         v(&["up 0", "arm UpTimeout(0) 30s"])
     );
     assert_eq!(h.group(0).state, GroupState::Activating);
@@ -755,7 +762,7 @@ fn up_timeout_then_next_link_then_failed_with_backoff() {
     let mut waits = Vec::new();
     for _ in 0..8 {
         assert_eq!(
-            h.b(Event::TimerFired(Timer::Retry(0))),
+            h.b(Event::TimerFired(Timer::Retry(GroupId(0)))),
             v(&["up 0", "arm UpTimeout(0) 30s"])
         );
         h.ev(Event::LinkFailed {
@@ -766,7 +773,7 @@ fn up_timeout_then_next_link_then_failed_with_backoff() {
         let out = h.ev(Event::TimerFired(Timer::UpTimeout(DSL)));
         match out.last() {
             Some(Action::ArmTimer {
-                timer: Timer::Retry(0),
+                timer: Timer::Retry(GroupId(0)),
                 after,
             }) => waits.push(after.as_secs()),
             other => panic!("{other:?}"),
@@ -777,7 +784,7 @@ fn up_timeout_then_next_link_then_failed_with_backoff() {
     // Primary back while failed: stop retrying.
     assert_eq!(h.b(via("10.20.0.0/16", ETH0)), v(&["cancel Retry(0)"]));
     assert_eq!(h.group(0).state, GroupState::Primary);
-    assert!(h.b(Event::TimerFired(Timer::Retry(0))).is_empty());
+    assert!(h.b(Event::TimerFired(Timer::Retry(GroupId(0)))).is_empty());
 }
 
 #[test]
@@ -786,13 +793,13 @@ fn success_resets_backoff() {
     h.lose_all();
     h.ev(Event::TimerFired(Timer::UpTimeout(LTE)));
     h.ev(Event::TimerFired(Timer::UpTimeout(DSL)));
-    h.ev(Event::TimerFired(Timer::Retry(0)));
+    h.ev(Event::TimerFired(Timer::Retry(GroupId(0))));
     h.ev(Event::TimerFired(Timer::UpTimeout(LTE)));
     assert_eq!(
         h.b(Event::TimerFired(Timer::UpTimeout(DSL))),
         v(&["cancel UpTimeout(1)", "down 1", "arm Retry(0) 10s"])
     );
-    h.ev(Event::TimerFired(Timer::Retry(0)));
+    h.ev(Event::TimerFired(Timer::Retry(GroupId(0))));
     assert_eq!(h.ppp_up(), v(&["cancel UpTimeout(0)", "steer g0 l0 if10"]));
     h.ev(Event::LinkFailed {
         link: LTE,
@@ -1002,7 +1009,7 @@ fn gateway_changes_resteer() {
 fn adoption_after_restart() {
     let boot = |h: &mut H, primary: bool, ppp: bool| {
         h.ev(Event::AdoptSteering {
-            group: 0,
+            group: GroupId(0),
             link: LTE,
         });
         h.ev(iface(ETH0, "eth0", true));
@@ -1052,7 +1059,7 @@ fn adoption_after_restart() {
     let mut h = H::standard(BASE);
     assert!(h
         .b(Event::AdoptSteering {
-            group: 0,
+            group: GroupId(0),
             link: LTE
         })
         .is_empty());
@@ -1075,10 +1082,10 @@ fn status_reports_groups_and_links() {
     assert_eq!(st.groups[0].name, "hq");
     assert_eq!(st.groups[0].segments[0].prefix, net("10.20.0.0/16"));
     assert_eq!(st.links.len(), 3);
-    assert_eq!(st.links[LTE].interface, "ppp0");
-    assert_eq!(st.links[LTE].ifindex, None);
-    assert_eq!(st.links[DSL].ifindex, Some(ETH2));
-    assert_eq!(st.links[DSL].state, LinkState::Down);
+    assert_eq!(st.links[LTE.index()].interface, "ppp0");
+    assert_eq!(st.links[LTE.index()].ifindex, None);
+    assert_eq!(st.links[DSL.index()].ifindex, Some(ETH2));
+    assert_eq!(st.links[DSL.index()].state, LinkState::Down);
     h.lose_all();
     let st = h.e.status();
     assert_eq!(st.groups[0].since_ms, h.now);

@@ -74,7 +74,8 @@ impl Engine {
         let Some(link) = self
             .links
             .iter()
-            .position(|l| l.verifying == Some((seq, ifindex)))
+            .find(|(_, l)| l.verifying == Some((seq, ifindex)))
+            .map(|(link, _)| link)
         else {
             return false;
         };

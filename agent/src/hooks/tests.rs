@@ -72,9 +72,9 @@ async fn hook_sees_every_transition_in_order_with_its_environment() {
     );
     let metrics = Arc::new(Metrics::new());
     let hooks = Hooks::new(&config(&hook, "5s"), metrics.clone());
-    assert!(hooks.wants(0) && hooks.wants(1));
+    assert!(hooks.wants(GroupId(0)) && hooks.wants(GroupId(1)));
     for n in 0..5 {
-        hooks.changed(0, transition(n));
+        hooks.changed(GroupId(0), transition(n));
     }
     let lines = wait_for_lines(&out, 5).await;
     let want: Vec<String> = (0..5)
@@ -97,8 +97,8 @@ async fn a_hanging_hook_is_killed_and_the_next_one_runs() {
     let metrics = Arc::new(Metrics::new());
     let hooks = Hooks::new(&config(&hook, "300ms"), metrics.clone());
     let start = Instant::now();
-    hooks.changed(0, transition(0));
-    hooks.changed(0, transition(1));
+    hooks.changed(GroupId(0), transition(0));
+    hooks.changed(GroupId(0), transition(1));
     let lines = wait_for_lines(&out, 1).await;
     assert_eq!(lines, ["reason 1"]);
     let took = start.elapsed();
@@ -134,12 +134,10 @@ async fn more_than_sixteen_waiting_drops_the_oldest() {
     );
     let metrics = Arc::new(Metrics::new());
     let hooks = Hooks::new(&config(&hook, "20s"), metrics.clone());
-    hooks.changed(0, transition(0));
+    hooks.changed(GroupId(0), transition(0));
     // Let the worker take the first one off the queue.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !hooks.groups[0]
-        .as_ref()
-        .unwrap()
+    while !hooks.groups[GroupId(0)]
         .queue
         .waiting
         .lock()
@@ -150,7 +148,7 @@ async fn more_than_sixteen_waiting_drops_the_oldest() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for n in 1..20 {
-        hooks.changed(0, transition(n));
+        hooks.changed(GroupId(0), transition(n));
     }
     std::fs::write(&go, "").unwrap();
     let lines = wait_for_lines(&out, 17).await;
@@ -171,7 +169,7 @@ async fn a_missing_program_is_counted_not_fatal() {
     c.agent.on_change = vec!["/nonexistent/hook".into()];
     let metrics = Arc::new(Metrics::new());
     let hooks = Hooks::new(&c, metrics.clone());
-    hooks.changed(0, transition(0));
+    hooks.changed(GroupId(0), transition(0));
     let deadline = Instant::now() + Duration::from_secs(5);
     while runs(&metrics, "spawn_error") != "1" {
         assert!(Instant::now() < deadline, "{}", metrics.render());
@@ -189,16 +187,16 @@ async fn reconfigure_keeps_unchanged_hooks_and_follows_changed_ones() {
     // Group 0's argv changes; group 1 keeps its own; a vacant slot (a
     // removed group, as a reload lays it out) has no hook.
     let mut c = config(&hook("new"), "5s");
-    c.groups[1].name.clear();
+    c.groups.set(GroupId(1), None);
     hooks.reconfigure(&c);
-    assert!(!hooks.wants(1));
-    hooks.changed(0, transition(0));
+    assert!(!hooks.wants(GroupId(1)));
+    hooks.changed(GroupId(0), transition(0));
     assert_eq!(wait_for_lines(&out, 1).await, ["new"]);
 
     let mut hooks = Hooks::new(&config(&hook("x"), "5s"), metrics);
-    let before = Arc::clone(&hooks.groups[1].as_ref().unwrap().queue);
+    let before = Arc::clone(&hooks.groups[GroupId(1)].queue);
     hooks.reconfigure(&config(&hook("y"), "5s"));
-    let after = &hooks.groups[1].as_ref().unwrap().queue;
+    let after = &hooks.groups[GroupId(1)].queue;
     assert!(
         Arc::ptr_eq(&before, after),
         "an unchanged group's worker was replaced"

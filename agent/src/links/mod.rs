@@ -42,6 +42,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{DriverConfig, LinkConfig};
+use crate::ids::Slots;
 use crate::model::LinkId;
 pub use error::LinkError;
 use process::{Role, Spawned};
@@ -113,21 +114,10 @@ struct Slot {
     state: Arc<Mutex<DriverState>>,
 }
 
-impl Slot {
-    /// No driver (a link slot left vacant by a reload).
-    fn none() -> Slot {
-        let (tx, _) = mpsc::unbounded_channel();
-        Slot {
-            name: String::new(),
-            tx,
-            state: Arc::new(Mutex::new(DriverState::Idle)),
-        }
-    }
-}
-
-/// The drivers of every configured link (one per daemon).
+/// The drivers of every configured link (one per daemon); a link slot left
+/// vacant by a reload has none.
 pub struct LinkDrivers {
-    slots: Vec<Slot>,
+    slots: Slots<LinkId, Slot>,
     reports: mpsc::UnboundedSender<DriverEvent>,
     timeouts: Timeouts,
     pppd_pid_dir: PathBuf,
@@ -136,8 +126,11 @@ pub struct LinkDrivers {
 impl LinkDrivers {
     /// Starts one task per link on the current tokio runtime (processes and
     /// netlink sockets are created in the calling thread's network namespace
-    /// when the runtime is a current-thread one). `links` is indexed by `LinkId`.
-    pub fn new(links: &[LinkConfig], reports: mpsc::UnboundedSender<DriverEvent>) -> LinkDrivers {
+    /// when the runtime is a current-thread one).
+    pub fn new(
+        links: &Slots<LinkId, LinkConfig>,
+        reports: mpsc::UnboundedSender<DriverEvent>,
+    ) -> LinkDrivers {
         Self::with_options(
             links,
             reports,
@@ -148,18 +141,18 @@ impl LinkDrivers {
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
     pub fn with_options(
-        links: &[LinkConfig],
+        links: &Slots<LinkId, LinkConfig>,
         reports: mpsc::UnboundedSender<DriverEvent>,
         timeouts: Timeouts,
         pppd_pid_dir: PathBuf,
     ) -> LinkDrivers {
         let mut drivers = LinkDrivers {
-            slots: Vec::new(),
+            slots: Slots::default(),
             reports,
             timeouts,
             pppd_pid_dir,
         };
-        for (id, cfg) in links.iter().enumerate() {
+        for (id, cfg) in links.iter() {
             drivers.add(id, cfg);
         }
         drivers
@@ -168,9 +161,6 @@ impl LinkDrivers {
     /// Starts the driver of `link` (a reload added it), replacing whatever
     /// the slot held (slots in between stay without a driver).
     pub fn add(&mut self, link: LinkId, cfg: &LinkConfig) {
-        while self.slots.len() <= link {
-            self.slots.push(Slot::none());
-        }
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(DriverState::Idle));
         let driver = Driver {
@@ -186,22 +176,21 @@ impl LinkDrivers {
             netlink: None,
         };
         tokio::spawn(driver.run(rx));
-        if let Some(slot) = self.slots.get_mut(link) {
-            *slot = Slot {
+        self.slots.set(
+            link,
+            Some(Slot {
                 name: cfg.name.clone(),
                 tx,
                 state,
-            };
-        }
+            }),
+        );
     }
 
     /// Ends the driver of `link` (a reload removed it) once the requests
     /// queued for it (its `down`) were carried out.
     pub fn retire(&mut self, link: LinkId) {
-        if let Some(slot) = self.slots.get_mut(link) {
-            // Dropping the sender ends the task after its queue.
-            *slot = Slot::none();
-        }
+        // Dropping the sender ends the task after its queue.
+        self.slots.set(link, None);
     }
 
     /// Queues bringing `link` up for `group` (named in the command's
@@ -235,7 +224,7 @@ impl LinkDrivers {
     /// (except always-up ones). Returns when all links are done.
     pub async fn shutdown(self, keep: bool) {
         let mut waits = Vec::new();
-        for slot in &self.slots {
+        for slot in self.slots.values() {
             let (done, rx) = oneshot::channel();
             if slot.tx.send(Request::Shutdown { keep, done }).is_ok() {
                 waits.push(rx);

@@ -21,7 +21,7 @@ pub struct SegmentFilter {
 
 impl SegmentFilter {
     pub fn from_config(config: &Config) -> SegmentFilter {
-        let segments = config.groups.iter().flat_map(|group| {
+        let segments = config.groups.values().flat_map(|group| {
             let rule = MatchRule::new(group.match_mode, group.allow_default);
             group.segments.iter().map(move |seg| (*seg, rule, ()))
         });

@@ -62,6 +62,7 @@ pub(super) fn hook_argv(rep: &mut Reporter, argv: &S<Vec<String>>, owner: &str) 
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, TableNames};
+    use crate::ids::GroupId;
 
     const BASE: &str = r#"
 [fastpath]
@@ -87,7 +88,7 @@ links = ["lte"]
     fn absent_keys_mean_no_metrics_and_no_hooks() {
         let c = parse(BASE).unwrap();
         assert_eq!(c.metrics, None);
-        assert_eq!(c.hook_for(0), None);
+        assert_eq!(c.hook_for(GroupId(0)), None);
         assert_eq!(c.agent.hook_timeout, super::DEFAULT_HOOK_TIMEOUT);
     }
 
@@ -98,10 +99,10 @@ links = ["lte"]
         );
         let c = parse(&text).unwrap();
         assert_eq!(
-            c.hook_for(0),
+            c.hook_for(GroupId(0)),
             Some(&["/bin/global".to_string(), "x".to_string()][..])
         );
-        assert_eq!(c.hook_for(1), Some(&["/bin/own".to_string()][..]));
+        assert_eq!(c.hook_for(GroupId(1)), Some(&["/bin/own".to_string()][..]));
         assert_eq!(c.agent.hook_timeout, std::time::Duration::from_secs(3));
         assert_eq!(c.metrics.as_ref().unwrap().listen.to_string(), "[::1]:9469");
         let normalised = c.normalised();

@@ -72,12 +72,10 @@ impl Entries {
         }
 
         // Group slots that changed hands start from zero.
-        let names: Vec<String> = config.groups.iter().map(|g| g.name.clone()).collect();
-        let slots = names.len().max(self.group_names.len());
-        for g in 0..slots {
-            let old = self.group_names.get(g).map_or("", String::as_str);
-            let new = names.get(g).map_or("", String::as_str);
-            if old == new {
+        let names = config.groups.map(|g| g.name.clone());
+        let slots = names.slot_count().max(self.group_names.slot_count());
+        for g in (0..slots).map(GroupId) {
+            if self.group_names.get(g) == names.get(g) {
                 continue;
             }
             if let Err(e) = self.fastpath.reset_group_stats(map_group_id(g)) {
@@ -88,7 +86,7 @@ impl Entries {
 
         // Entries: one per monitored segment, with its group's slot.
         let mut owner: HashMap<IpNet, GroupId> = HashMap::new();
-        for (g, group) in config.groups.iter().enumerate() {
+        for (g, group) in config.groups.iter() {
             for s in &group.segments {
                 owner.insert(*s, g);
             }

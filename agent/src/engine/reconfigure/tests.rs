@@ -1,9 +1,9 @@
 //! Reload scenarios on the fake clock: each reload must do only what the
 //! difference between the configs calls for.
 
-use super::super::tests::{brief, config, iface, net, via, BASE, ETH0, ETH3, H, LTE};
+use super::super::tests::{brief, config, iface, net, via, BASE, DSL, ETH0, ETH3, H, LTE};
 use super::*;
-use crate::model::{Event, GroupState, LinkState};
+use crate::model::{Event, GroupId, GroupState, LinkState};
 
 /// `hq` on the hot-standby link `hot` (eth3, Ethernet, gateway .1), and a
 /// second group `branch` on `lte`.
@@ -57,8 +57,8 @@ fn added_group_waits_for_the_redump_then_acts() {
         "{text}\n[[group]]\nname = \"lab\"\nsegments = [\"10.40.0.0/16\"]\nlinks = [\"lte\"]\n"
     );
     let (new, actions) = reload(&mut h, &running, &added);
-    assert_eq!(new.groups.len(), 3);
-    assert_eq!(new.groups[2].name, "lab");
+    assert_eq!(new.groups.slot_count(), 3);
+    assert_eq!(new.groups[GroupId(2)].name, "lab");
     assert_eq!(brief(&actions), Vec::<String>::new(), "{actions:?}");
     assert!(h.e.awaiting_routes());
     // Its route arrives with the watcher's re-dump: nothing starts before
@@ -97,11 +97,11 @@ fn removed_steered_group_is_unsteered_and_its_link_released() {
         "[[group]]\nname = \"hq\"\nsegments = [\"10.20.0.0/16\", \"10.21.0.0/16\", \"10.22.0.0/16\"]\nlinks = [\"lte\", \"dsl\"]\n",
         "",
     );
-    assert_eq!(config(&without).groups.len(), 1);
+    assert_eq!(config(&without).groups.slot_count(), 1);
     let (new, actions) = reload(&mut h, &running, &without);
-    assert_eq!(new.groups.len(), 2);
-    assert!(new.groups[0].name.is_empty(), "slot 0 is vacant");
-    assert_eq!(new.groups[1].name, "branch");
+    assert_eq!(new.groups.slot_count(), 2);
+    assert!(new.groups.is_vacant(GroupId(0)), "slot 0 is vacant");
+    assert_eq!(new.groups[GroupId(1)].name, "branch");
     assert_eq!(
         brief(&actions),
         vec![
@@ -124,8 +124,8 @@ fn removed_steered_group_is_unsteered_and_its_link_released() {
         "{without}\n[[group]]\nname = \"lab\"\nsegments = [\"10.40.0.0/16\"]\nlinks = [\"lte\"]\n"
     );
     let (newer, _) = reload(&mut h, &new, &again);
-    assert_eq!(newer.groups[0].name, "lab");
-    assert_eq!(newer.groups[1].name, "branch");
+    assert_eq!(newer.groups[GroupId(0)].name, "lab");
+    assert_eq!(newer.groups[GroupId(1)].name, "branch");
 }
 
 #[test]
@@ -196,9 +196,9 @@ fn removed_link_in_use_goes_down_after_its_group_moved_on() {
         )
         .replace("links = [\"lte\", \"dsl\"]", "links = [\"dsl\"]");
     let (new, actions) = reload(&mut h, &running, &text);
-    assert!(new.links[LTE].name.is_empty(), "lte's slot is vacant");
-    assert_eq!(new.links[1].name, "dsl");
-    assert_eq!(new.groups[0].links, vec![1]);
+    assert!(new.links.is_vacant(LTE), "lte's slot is vacant");
+    assert_eq!(new.links[DSL].name, "dsl");
+    assert_eq!(new.groups[GroupId(0)].links, vec![DSL]);
     assert_eq!(
         brief(&actions),
         vec![
@@ -217,14 +217,14 @@ fn changed_driver_replaces_the_link_in_a_new_slot() {
     let running = config(BASE);
     let text = BASE.replace("driver = \"interface\"", "driver = \"always-up\"");
     let new = slotted(&running, &config(&text));
-    assert!(new.links[1].name.is_empty(), "the old dsl's slot is vacant");
-    assert_eq!(new.links[3].name, "dsl");
-    assert_eq!(new.groups[0].links, vec![LTE, 3]);
+    assert!(new.links.is_vacant(DSL), "the old dsl's slot is vacant");
+    assert_eq!(new.links[LinkId(3)].name, "dsl");
+    assert_eq!(new.groups[GroupId(0)].links, vec![LTE, LinkId(3)]);
     // The slot it left is reused by a link added in a later reload.
     let more =
         format!("{text}\n[[link]]\nname = \"wg\"\ninterface = \"wg0\"\ndriver = \"always-up\"\n");
     let newer = slotted(&new, &config(&more));
-    assert_eq!(newer.links[1].name, "wg");
+    assert_eq!(newer.links[DSL].name, "wg");
     let mut h = H::standard(BASE);
     assert!(h.b(iface(ETH3, "eth3", true)).is_empty());
     let actions = h.e.reconfigure(h.now, &new);

@@ -11,7 +11,7 @@ fn backoff_restarts_for_every_new_outage() {
     h.ev(Event::TimerFired(Timer::UpTimeout(LTE)));
     let out = h.b(Event::TimerFired(Timer::UpTimeout(DSL)));
     assert_eq!(out.last().map(String::as_str), Some("arm Retry(0) 5s"));
-    h.ev(Event::TimerFired(Timer::Retry(0)));
+    h.ev(Event::TimerFired(Timer::Retry(GroupId(0))));
     h.ev(Event::TimerFired(Timer::UpTimeout(LTE)));
     let out = h.b(Event::TimerFired(Timer::UpTimeout(DSL)));
     assert_eq!(out.last().map(String::as_str), Some("arm Retry(0) 10s"));
@@ -42,7 +42,7 @@ fn a_new_outage_after_activating_gave_up_also_starts_fresh() {
     h.lose_all();
     step(&mut h, Event::TimerFired(Timer::UpTimeout(LTE)));
     step(&mut h, Event::TimerFired(Timer::UpTimeout(DSL)));
-    step(&mut h, Event::TimerFired(Timer::Retry(0)));
+    step(&mut h, Event::TimerFired(Timer::Retry(GroupId(0))));
     // Primary back while the second round is still trying lte.
     step(&mut h, via("10.20.0.0/16", ETH0));
     assert_eq!(h.group(0).state, GroupState::Primary);
@@ -64,7 +64,7 @@ fn a_late_failure_report_of_an_earlier_attempt_is_ignored() {
     step(&mut h, Event::TimerFired(Timer::UpTimeout(LTE)));
     step(&mut h, Event::TimerFired(Timer::UpTimeout(DSL)));
     assert_eq!(
-        step(&mut h, Event::TimerFired(Timer::Retry(0))),
+        step(&mut h, Event::TimerFired(Timer::Retry(GroupId(0)))),
         ["up 0", "arm UpTimeout(0) 30s"]
     );
     let second = h.e.current_attempt(LTE);

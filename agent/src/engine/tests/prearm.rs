@@ -51,19 +51,19 @@ fn bgp(prefix: &str, metric: u32) -> Event {
 #[test]
 fn an_always_up_link_is_prearmed_behind_the_primary_and_stays_through_the_outage() {
     let mut h = H::standard(&hot("", ""));
-    assert_eq!(h.e.prearmed(0), armed(FLOOR));
+    assert_eq!(h.e.prearmed(GroupId(0)), armed(FLOOR));
     // Losing the primary keeps the routes: the kernel forwards over them.
     for s in SEGS {
         let (ins, rem) = changes(&h.ev(del(s)));
         assert!(ins.is_empty() && rem.is_empty(), "{s}: {ins:?} {rem:?}");
     }
     assert_eq!(h.group(0).state, GroupState::Backup);
-    assert_eq!(h.e.prearmed(0), armed(FLOOR));
+    assert_eq!(h.e.prearmed(GroupId(0)), armed(FLOOR));
     // And the way back.
     let (ins, rem) = changes(&h.ev(via(SEGS[0], ETH0)));
     assert!(ins.is_empty() && rem.is_empty());
     assert_eq!(h.group(0).state, GroupState::Holding);
-    assert_eq!(h.e.prearmed(0), armed(FLOOR));
+    assert_eq!(h.e.prearmed(GroupId(0)), armed(FLOOR));
 }
 
 #[test]
@@ -95,16 +95,16 @@ fn the_link_going_down_disarms_and_coming_back_rearms() {
     let (ins, rem) = changes(&h.ev(iface(ETH3, "eth3", false)));
     assert!(ins.is_empty());
     assert_eq!(rem, SEGS.to_vec());
-    assert!(h.e.prearmed(0).is_empty());
+    assert!(h.e.prearmed(GroupId(0)).is_empty());
     let (ins, _) = changes(&h.ev(iface(ETH3, "eth3", true)));
     assert_eq!(ins.len(), 3);
-    assert_eq!(h.e.prearmed(0), armed(FLOOR));
+    assert_eq!(h.e.prearmed(GroupId(0)), armed(FLOOR));
 }
 
 #[test]
 fn prearm_false_turns_it_off() {
     let mut h = H::standard(&hot("prearm = false", ""));
-    assert!(h.e.prearmed(0).is_empty());
+    assert!(h.e.prearmed(GroupId(0)).is_empty());
     assert!(changes(&h.ev(bgp(SEGS[0], 7))).0.is_empty());
 }
 
@@ -118,7 +118,7 @@ fn a_segment_held_by_a_covering_route_is_not_prearmed() {
     assert!(ins.is_empty());
     assert_eq!(rem, vec![SEGS[0].to_string()]);
     assert_eq!(h.up(0), vec![true, true, true]);
-    assert_eq!(h.e.prearmed(0).len(), 2);
+    assert_eq!(h.e.prearmed(GroupId(0)).len(), 2);
 }
 
 #[test]
@@ -135,13 +135,13 @@ fn a_dial_link_is_prearmed_only_while_held() {
     let text = BASE.replace("name = \"lte\"\n", "name = \"lte\"\nprearm = true\n");
     assert_ne!(text, BASE);
     let mut h = H::standard(&text);
-    assert!(h.e.prearmed(0).is_empty(), "lte is not up");
+    assert!(h.e.prearmed(GroupId(0)).is_empty(), "lte is not up");
     h.lose_all();
     h.ppp_up();
     assert_eq!(h.group(0).state, GroupState::Backup);
     // Every segment was lost before the link came: none has a primary to
     // stand behind, so nothing is armed until one returns.
-    assert!(h.e.prearmed(0).is_empty());
+    assert!(h.e.prearmed(GroupId(0)).is_empty());
     let acts = h.ev(via(SEGS[0], ETH0));
     assert_eq!(h.group(0).state, GroupState::Holding);
     let arm: Vec<_> = acts
@@ -153,26 +153,26 @@ fn a_dial_link_is_prearmed_only_while_held() {
         .collect();
     assert_eq!(arm, vec![(PPP0, vec![(net(SEGS[0]), FLOOR)])]);
     // Hold over: the link goes down, the route with it.
-    let acts = h.ev(Event::TimerFired(Timer::Deactivate(0)));
+    let acts = h.ev(Event::TimerFired(Timer::Deactivate(GroupId(0))));
     assert!(acts.contains(&Action::Disarm {
-        group: 0,
+        group: GroupId(0),
         segments: vec![net(SEGS[0])]
     }));
-    assert!(h.e.prearmed(0).is_empty());
+    assert!(h.e.prearmed(GroupId(0)).is_empty());
 }
 
 #[test]
 fn a_reload_that_removes_the_group_disarms_it() {
     let text = hot("", "");
     let mut h = H::standard(&text);
-    assert_eq!(h.e.prearmed(0), armed(FLOOR));
+    assert_eq!(h.e.prearmed(GroupId(0)), armed(FLOOR));
     let running = super::config(&text);
     let without = text.replace("[[group]]\nname = \"hq\"", "[[group]]\nname = \"other\"");
     let new = crate::engine::slotted(&running, &super::config(&without));
     let acts = h.e.reconfigure(h.now + 100, &new);
     assert!(
         acts.contains(&Action::Disarm {
-            group: 0,
+            group: GroupId(0),
             segments: SEGS.iter().map(|s| net(s)).collect()
         }),
         "{acts:?}"

@@ -50,7 +50,7 @@ impl P {
 
     fn result(&mut self, target: &str, seq: u64, ok: bool) -> Vec<Action> {
         self.ev(Event::ProbeResult {
-            group: 0,
+            group: GroupId(0),
             ifindex: ETH0,
             target: target.parse().unwrap(),
             seq,
@@ -64,7 +64,7 @@ impl P {
         brief(
             &self
                 .e
-                .handle(self.now, Event::TimerFired(Timer::ProbeRound(0))),
+                .handle(self.now, Event::TimerFired(Timer::ProbeRound(GroupId(0)))),
         )
     }
 

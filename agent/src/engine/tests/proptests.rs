@@ -166,10 +166,10 @@ fn event() -> impl Strategy<Value = Event> {
             }
         });
     let timer = prop_oneof![
-        (0usize..2).prop_map(Timer::Activate),
-        (0usize..2).prop_map(Timer::Deactivate),
-        (0usize..3).prop_map(Timer::UpTimeout),
-        (0usize..2).prop_map(Timer::Retry),
+        (0usize..2).prop_map(|g| Timer::Activate(GroupId(g))),
+        (0usize..2).prop_map(|g| Timer::Deactivate(GroupId(g))),
+        (0usize..3).prop_map(|l| Timer::UpTimeout(LinkId(l))),
+        (0usize..2).prop_map(|g| Timer::Retry(GroupId(g))),
     ]
     .prop_map(Event::TimerFired);
     prop_oneof![
@@ -185,9 +185,9 @@ fn event() -> impl Strategy<Value = Event> {
         5 => timer,
         // attempt: how many attempts old the report is (0: the current
         // one); `run` turns it into an id.
-        2 => (0usize..3, prop_oneof![3 => Just(0u64), 1 => Just(1u64)]).prop_map(|(link, attempt)| Event::LinkFailed { link, attempt, error: "driver says no".into() }),
-        3 => (0usize..3).prop_map(|link| Event::LinkReleased { link }),
-        1 => (0usize..2, 0usize..3).prop_map(|(group, link)| Event::AdoptSteering { group, link }),
+        2 => (0usize..3, prop_oneof![3 => Just(0u64), 1 => Just(1u64)]).prop_map(|(link, attempt)| Event::LinkFailed { link: LinkId(link), attempt, error: "driver says no".into() }),
+        3 => (0usize..3).prop_map(|link| Event::LinkReleased { link: LinkId(link) }),
+        1 => (0usize..2, 0usize..3).prop_map(|(group, link)| Event::AdoptSteering { group: GroupId(group), link: LinkId(link) }),
     ]
 }
 
@@ -340,7 +340,7 @@ impl Reference {
                 fams.push(false);
             }
         } else {
-            for g in c.groups.iter().filter(|g| g.links.contains(&link)) {
+            for g in c.groups.values().filter(|g| g.links.contains(&link)) {
                 for s in &g.segments {
                     fams.push(matches!(s, IpNet::V4(_)));
                 }
@@ -367,11 +367,9 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
     let mut reference = Reference::default();
     let mut steered: HashMap<GroupId, (LinkId, u32)> = HashMap::new();
     let mut synced = false;
-    let always_up: Vec<bool> = cfg
+    let always_up = cfg
         .links
-        .iter()
-        .map(|l| matches!(l.driver, crate::config::DriverConfig::AlwaysUp))
-        .collect();
+        .map(|l| matches!(l.driver, crate::config::DriverConfig::AlwaysUp));
     // The kernel keeps interface names unique: free a name before reusing it.
     let mut expanded = Vec::new();
     let mut live: HashMap<u32, String> = HashMap::new();
@@ -460,7 +458,7 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
             backup_steps += 1;
         }
         prop_assert_eq!(st.synced, synced);
-        for (g, (gs, gc)) in st.groups.iter().zip(&cfg.groups).enumerate() {
+        for (gs, (g, gc)) in st.groups.iter().zip(cfg.groups.iter()) {
             let mut lost = true;
             for (s, seg) in gs.segments.iter().zip(&gc.segments) {
                 let want = reference.primary_up(seg, gc.match_mode, gc.allow_default);
@@ -515,7 +513,7 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
                 );
                 prop_assert!(gc.links.contains(link));
                 prop_assert!(
-                    !matches!(st.links[*link].state, LinkState::Releasing),
+                    !matches!(st.links[link.index()].state, LinkState::Releasing),
                     "step {step}: {ev:?}: group {g} steered to link {link} still being released"
                 );
             }

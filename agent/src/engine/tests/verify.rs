@@ -12,7 +12,7 @@ fn verified_lte() -> H {
 
 fn result(seq: u64, ok: bool) -> Event {
     Event::ProbeResult {
-        group: 0,
+        group: GroupId(0),
         ifindex: PPP0,
         target: "192.0.2.1".parse().unwrap(),
         seq,
