@@ -89,19 +89,38 @@ fn pins(lab: &Lab) -> BTreeSet<String> {
     out
 }
 
-/// What a running agent on lan0 pins: three maps and two links.
-fn expected_pins() -> BTreeSet<String> {
-    [
-        "v1/segments_v4",
-        "v1/segments_v6",
-        "v1/stats",
-        "v1/tc_idle",
-        "v1/links/xdp-native_lan0",
-        "v1/links/tc_lan0",
+/// What a running agent on lan0 pins: four maps, and each attachment's bpf
+/// link under `links/` or, made over netlink, its record under `netlink/`
+/// (as status names the mechanisms).
+fn expected_pins(lab: &Lab) -> Result<BTreeSet<String>> {
+    let s = lab.status()?;
+    let a = &s["fastpath"]["attachments"][0];
+    let dir = |mechanism: &serde_json::Value| {
+        if mechanism == "netlink" {
+            "netlink"
+        } else {
+            "links"
+        }
+    };
+    Ok([
+        "v1/segments_v4".to_string(),
+        "v1/segments_v6".to_string(),
+        "v1/stats".to_string(),
+        "v1/tc_idle".to_string(),
+        format!("v1/{}/xdp-native_lan0", dir(&a["xdp_mechanism"])),
+        format!("v1/{}/tc_lan0", dir(&a["tc_mechanism"])),
     ]
     .into_iter()
-    .map(str::to_string)
-    .collect()
+    .collect())
+}
+
+/// Our TC filters on lan0's clsact ingress (TC over netlink), as `tc
+/// filter show` lists them: one line per filter names the program.
+fn lan0_tc_filters(lab: &Lab) -> Result<usize> {
+    let out = lab
+        .edge
+        .sh("tc filter show dev lan0 ingress 2>/dev/null || true")?;
+    Ok(out.lines().filter(|l| l.contains("rb_tc")).count())
 }
 
 /// XDP programs attached to lan0, as `bpftool net` lists them (this
@@ -115,16 +134,18 @@ fn lan0_xdp_programs(lab: &Lab) -> Result<usize> {
         .map_or(0, |a| a.iter().filter(|e| e["devname"] == "lan0").count()))
 }
 
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
+/// The agent SIGKILLed while steering, with its attachments made as `args`
+/// (`run` options) choose: the kept ones steer alone while it is dead, the
+/// next agent adopts them without losing a packet and leaves no second
+/// program behind, and a clean stop then removes all of it.
+fn sigkill_while_steering(args: &[&str]) -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::Dialed)?;
     let dials = count_dials(&lab)?;
     // No kernel routes: the pinned fast path alone carries the traffic while
     // the agent is dead.
     let cfg = lab.config("0s", "auto", "");
-    lab.start_agent(&cfg, &[])?;
+    lab.start_agent(&cfg, args)?;
     let (_, via_backup) = lab.dest_ifindexes()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
     let tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
@@ -141,7 +162,7 @@ fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
     ensure!(lab.bk0_exists(), "the backup link went with the agent");
     std::thread::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed()));
 
-    lab.start_agent(&cfg, &[])?;
+    lab.start_agent(&cfg, args)?;
     converges(&lab, "backup", true, Duration::from_secs(2))?;
     ensure!(
         group(&lab)?.1 == link_before,
@@ -154,6 +175,24 @@ fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
         "the attachments were not adopted: {s}"
     );
     ensure!(lines(&dials) == 1, "redialed: {} dials", lines(&dials));
+    ensure!(
+        !lab.log().contains("cannot adopt"),
+        "an attachment was attached anew, not adopted:\n{}",
+        lab.log()
+    );
+    // Replaced, not added: one program per hook.
+    let tc_over_netlink = s["fastpath"]["attachments"][0]["tc_mechanism"] == "netlink";
+    ensure!(
+        lan0_tc_filters(&lab)? == usize::from(tc_over_netlink),
+        "lan0's TC filters after the restart:\n{}",
+        lab.edge.sh("tc filter show dev lan0 ingress")?
+    );
+    ensure!(
+        lan0_xdp_programs(&lab)? == 1,
+        "lan0 has {} XDP programs attached",
+        lan0_xdp_programs(&lab)?
+    );
+    ensure!(pins(&lab) == expected_pins(&lab)?, "pins: {:?}", pins(&lab));
 
     let sent = tx.stop();
     std::thread::sleep(Duration::from_millis(200));
@@ -169,7 +208,30 @@ fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
         lost.len(),
         &lost[..lost.len().min(10)]
     );
+
+    // A clean stop takes everything off, adopted or not.
+    lab.stop_agent(libc::SIGTERM)?;
+    ensure!(pins(&lab).is_empty(), "left pinned: {:?}", pins(&lab));
+    ensure!(
+        (lan0_tc_filters(&lab)?, lan0_xdp_programs(&lab)?) == (0, 0),
+        "programs left on lan0 after a clean stop"
+    );
     Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn sigkill_while_steering_loses_nothing_and_redials_nothing() -> Result<()> {
+    sigkill_while_steering(&[])
+}
+
+/// The same with XDP and TC attached over netlink, as on kernels before 5.9
+/// and 6.6: the device keeps them, and their records lead the next agent to
+/// them.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn sigkill_while_steering_over_netlink_loses_nothing() -> Result<()> {
+    sigkill_while_steering(&["--kernel-without", "xdp-link,tcx"])
 }
 
 #[test]
@@ -368,7 +430,7 @@ fn twenty_sigkills_while_the_primary_flaps_converge_without_leftovers() -> Resul
             })?;
             worst = worst.max(up_at.elapsed());
             ensure!(
-                pins(&lab) == expected_pins(),
+                pins(&lab) == expected_pins(&lab)?,
                 "cycle {cycle}: pins {:?}",
                 pins(&lab)
             );
@@ -447,7 +509,7 @@ fn a_second_agent_on_the_same_pin_path_refuses_to_start() -> Result<()> {
     );
     // The first one is untouched.
     ensure!(lab.status().is_ok(), "first agent no longer answers");
-    ensure!(pins(&lab) == expected_pins(), "pins: {:?}", pins(&lab));
+    ensure!(pins(&lab) == expected_pins(&lab)?, "pins: {:?}", pins(&lab));
     Ok(())
 }
 

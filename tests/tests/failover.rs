@@ -487,14 +487,16 @@ fn supervised_link_dying_in_use_moves_to_the_next_link() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
+/// A `--keep-fastpath` stop and restart while steering, with the
+/// attachments made as `args` (more `run` options) choose: not a packet
+/// lost, the link not redialed, the attachments adopted.
+fn restart_with_keep_fastpath(args: &[&str]) -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::Dialed)?;
     count_dials(&lab)?;
     let cfg = lab.config("0s", "auto", "");
-    lab.start_agent(&cfg, &["--keep-fastpath"])?;
+    let args = [&["--keep-fastpath"], args].concat();
+    lab.start_agent(&cfg, &args)?;
     let (_, via_backup) = lab.dest_ifindexes()?;
     let rx = Receiver::start(&lab.dest.path(), "0.0.0.0:9000".parse()?)?;
     let tx = Sender::start(&lab.lan.path(), dest(), 2_000)?;
@@ -517,13 +519,19 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
         "link taken down by a --keep-fastpath stop"
     );
 
-    lab.start_agent(&cfg, &["--keep-fastpath"])?;
+    lab.start_agent(&cfg, &args)?;
     wait_state(&lab, "backup", Duration::from_secs(5))?;
     flows_via(&rx, via_backup, 1_000, "the backup after the restart")?;
     ensure!(
         dial_count(&lab) == 1,
         "link redialed on restart: {} dials",
         dial_count(&lab)
+    );
+    let s = lab.status()?;
+    ensure!(
+        s["fastpath"]["attachments"][0]["adopted"] == true && !lab.log().contains("cannot adopt"),
+        "the kept attachments were not adopted: {s}; log:\n{}",
+        lab.log()
     );
 
     let sent = tx.stop();
@@ -550,6 +558,20 @@ fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
         &lost_after[..lost_after.len().min(10)]
     );
     Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn restart_with_keep_fastpath_keeps_traffic_and_link() -> Result<()> {
+    restart_with_keep_fastpath(&[])
+}
+
+/// The same with XDP and TC attached over netlink (kernels before 5.9 and
+/// 6.6): a `--keep-fastpath` stop keeps them too.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn restart_with_keep_fastpath_over_netlink_keeps_traffic_and_link() -> Result<()> {
+    restart_with_keep_fastpath(&["--kernel-without", "xdp-link,tcx"])
 }
 
 #[test]

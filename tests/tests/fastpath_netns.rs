@@ -11,6 +11,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -448,8 +449,8 @@ fn xdp_on(t: &Topo) -> Result<bool> {
 }
 
 /// With XDP links forced off, XDP goes on through netlink (IFLA_XDP):
-/// steering works the same, detach takes it off at once, and as nothing can
-/// keep it, `close(true)` says so and takes it off too.
+/// steering works the same, detach takes it off at once, and `close(true)`
+/// leaves it on, recorded, for the next `open` to adopt.
 #[test]
 #[ignore = "needs root: run with cargo xtask test"]
 fn xdp_over_netlink_when_xdp_links_are_forced_off() -> Result<()> {
@@ -474,12 +475,14 @@ fn xdp_over_netlink_when_xdp_links_are_forced_off() -> Result<()> {
         assert!(!xdp_on(&t)?, "XDP still on e-lan after detach");
         fp.attach("e-lan", AttachMode::Xdp)?;
         assert!(xdp_on(&t)?, "no XDP program on e-lan after attach");
-        let kept = fp.close(true);
-        assert!(
-            matches!(&kept, Err(FastpathError::KeepAttachments { interfaces }) if interfaces == &["e-lan"]),
-            "{kept:?}"
-        );
-        assert!(!xdp_on(&t)?, "XDP left on e-lan without the agent");
+        fp.close(true)?;
+        assert!(xdp_on(&t)?, "XDP not kept on e-lan without the agent");
+        assert!(is_kept(&kept_at(&o, Some(Via::Netlink), "xdp-native")));
+        let fp = Fastpath::open(&o)?;
+        let a = fp.attachments().remove(0);
+        assert_eq!((a.adopted, a.xdp_mechanism), (true, Some(Via::Netlink)));
+        fp.close(false)?;
+        assert!(!xdp_on(&t)?, "XDP left on e-lan after close(false)");
         Ok(())
     })
 }
@@ -601,64 +604,252 @@ fn l3_backup_tun_tc_only() -> Result<()> {
     check_l3_backup(&topo()?, AttachMode::Tc)
 }
 
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn restart_keeps_steering() -> Result<()> {
+/// Where the agent keeps e-lan's attachment of `kind` (`xdp-native`, `tc`)
+/// made through `via`: a bpf link's pin under `links/`, a netlink
+/// attachment's record under `netlink/`.
+fn kept_at(o: &FastpathOptions, via: Option<Via>, kind: &str) -> PathBuf {
+    let dir = if via.is_some_and(Via::pinned) {
+        "links"
+    } else {
+        "netlink"
+    };
+    routebackup::fastpath::layout_dir(&o.pin_path)
+        .join(dir)
+        .join(format!("{kind}_e-lan"))
+}
+
+/// A pin, or a record (a symlink to nowhere: `exists` would follow it).
+fn is_kept(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// bpftool's view of e-lan: the ids of the programs on its XDP hook and in
+/// its netlink (clsact) TC filters. (This bpftool predates TCX, whose
+/// links `bpftool link` shows.)
+fn hooked(t: &Topo) -> Result<(Vec<u64>, Vec<u64>)> {
+    let v: serde_json::Value = serde_json::from_str(&t.edge.sh("bpftool -j net show dev e-lan")?)?;
+    let ids = |hook: &str| {
+        v[0][hook]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_u64())
+            .collect()
+    };
+    Ok((ids("xdp"), ids("tc")))
+}
+
+/// How many bpf links run program `id`.
+fn bpf_links_running(t: &Topo, id: u32) -> Result<usize> {
+    let links: serde_json::Value = serde_json::from_str(&t.edge.sh("bpftool -j link show")?)?;
+    Ok(links.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|l| l["prog_id"].as_u64() == Some(u64::from(id)))
+            .count()
+    }))
+}
+
+/// "N packets transmitted, M received" of ping's summary.
+fn ping_summary(out: &str) -> Result<(u64, u64)> {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary in {out:?}"))?;
+    let mut numbers = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(str::parse::<u64>);
+    Ok((
+        numbers.next().context("transmitted")??,
+        numbers.next().context("received")??,
+    ))
+}
+
+/// Steering with the attachments `kernel` makes: kept by `close(true)`,
+/// steering alone while no agent runs, and adopted by the next `open`
+/// under a continuous ping, which the kept programs and then the adopted
+/// ones steer whole: not one echo request takes the kernel's route.
+fn check_restart_keeps_steering(kernel: &Kernel) -> Result<()> {
     let t = topo()?;
     let value = steer_eth(&t)?;
-    let o = opts(&t, AttachMode::Auto);
-    let links = routebackup::fastpath::layout_dir(&o.pin_path).join("links");
-    t.edge.run_in(|| {
+    let mut o = opts(&t, AttachMode::Auto);
+    o.kernel = kernel.clone();
+    let first = t.edge.run_in(|| {
         let mut fp = Fastpath::open(&o)?;
         fp.set_segment(segment(), value)?;
         assert_eq!(ping_path(&t)?, Path::Backup);
+        let a = fp.attachments().remove(0);
         fp.close(true)?;
-        assert!(links.join("xdp-native_e-lan").exists() && links.join("tc_e-lan").exists());
-        Ok(())
+        Ok(a)
     })?;
-    // No agent running: the kept bpf links keep steering.
+    let xdp_kept = kept_at(&o, first.xdp_mechanism, "xdp-native");
+    let tc_kept = kept_at(&o, first.tc_mechanism, "tc");
+    assert!(
+        is_kept(&xdp_kept) && is_kept(&tc_kept),
+        "close(true) keeps both attachments: {first:?}"
+    );
+    // No agent running: the kept attachments keep steering.
     assert_eq!(
         ping_path(&t)?,
         Path::Backup,
         "steering continues without the agent"
     );
 
-    t.edge.run_in(|| {
+    // A ping runs across the adoption (stopped once it is done).
+    let pinger = t
+        .lan
+        .command("exec ping -i 0.005 -W 1 -q 198.51.100.7")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let result = t.edge.run_in(|| {
         let fp = Fastpath::open(&o)?;
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(pinger.id().cast_signed(), libc::SIGINT) };
+        let out = pinger.wait_with_output()?;
+        let (sent, received) = ping_summary(&String::from_utf8_lossy(&out.stdout))?;
+        // The last request may still have been on its way back.
+        assert!(
+            received + 1 >= sent,
+            "{received} of {sent} echoes came back"
+        );
         let att = fp.attachments();
         assert!(
             att[0].adopted && att[0].xdp == XdpAttach::Native && att[0].tc,
             "{att:?}"
         );
+        assert_eq!(
+            (att[0].xdp_mechanism, att[0].tc_mechanism),
+            (first.xdp_mechanism, first.tc_mechanism),
+            "adopted through the mechanisms that kept them"
+        );
         assert!(
-            links.join("xdp-native_e-lan").exists() && links.join("tc_e-lan").exists(),
-            "adopted bpf links stay pinned (they must outlive this agent too)"
+            is_kept(&xdp_kept) && is_kept(&tc_kept),
+            "adopted attachments stay kept (they must outlive this agent too)"
         );
         assert_eq!(fp.segments()?, vec![(segment(), value)]);
-        assert_eq!(ping_path(&t)?, Path::Backup);
+        // Every echo request of the continuous ping was steered: none went
+        // by while the programs changed hands.
         assert_eq!(
             fp.group_stats(7)?.steered_packets,
-            3 * PINGS,
-            "counters survive too"
+            2 * PINGS + sent,
+            "counters survive, and count every request of the continuous ping"
         );
+        assert_eq!(ping_path(&t)?, Path::Backup);
         // Only one program per hook: the adoption replaced, not added.
         let (xdp_id, tc_id) = fp.program_ids()?;
-        let links: serde_json::Value = serde_json::from_str(&t.edge.sh("bpftool -j link show")?)?;
-        let ours = |id: u32| {
-            links.as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|l| l["prog_id"].as_u64() == Some(u64::from(id)))
-                    .count()
-            })
-        };
-        assert_eq!(
-            (ours(xdp_id), ours(tc_id)),
-            (1, 1),
-            "the kept bpf links now run the new programs: {links}"
-        );
+        let (xdp_ids, tc_filters) = hooked(&t)?;
+        assert_eq!(xdp_ids, [u64::from(xdp_id)], "e-lan's XDP program");
+        if att[0].xdp_mechanism == Some(Via::BpfLink) {
+            assert_eq!(bpf_links_running(&t, xdp_id)?, 1);
+        }
+        if att[0].tc_mechanism == Some(Via::Netlink) {
+            assert_eq!(tc_filters, [u64::from(tc_id)], "e-lan's TC filters");
+        } else {
+            assert!(
+                tc_filters.is_empty(),
+                "a TC filter beside TCX: {tc_filters:?}"
+            );
+            assert_eq!(bpf_links_running(&t, tc_id)?, 1, "TCX links of rb_tc");
+        }
         Ok(fp.close(false)?)
-    })?;
+    });
+    result?;
     assert_eq!(ping_path(&t)?, Path::Primary, "close(false) stops steering");
-    assert!(!links.exists(), "close(false) removes the pins");
+    assert_eq!(
+        hooked(&t)?,
+        (vec![], vec![]),
+        "close(false) takes the programs off"
+    );
+    assert!(
+        !routebackup::fastpath::layout_dir(&o.pin_path).exists(),
+        "close(false) removes the pins and records"
+    );
     Ok(())
+}
+
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn restart_keeps_steering() -> Result<()> {
+    check_restart_keeps_steering(Kernel::host())
+}
+
+/// The same with XDP and TC attached over netlink, as kernels before 5.9
+/// and 6.6 do: the records under netlink/ lead the next agent to them.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn restart_keeps_steering_over_netlink() -> Result<()> {
+    check_restart_keeps_steering(&Kernel::host().without(&[Feature::XdpLink, Feature::Tcx]))
+}
+
+/// e-lan's netlink TC filters as `tc filter show` lists them.
+fn tc_filters(t: &Topo) -> Result<String> {
+    t.edge.sh("tc filter show dev e-lan ingress")
+}
+
+/// The records lead only to our own programs: where someone else's took
+/// the recorded place, the next agent leaves it alone and attaches anew
+/// (XDP then cannot, and says so), never removing theirs.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn netlink_records_never_lead_to_someone_elses_program() -> Result<()> {
+    let t = topo()?;
+    let mut o = opts(&t, AttachMode::Xdp);
+    o.kernel = Kernel::host().without(&[Feature::XdpLink, Feature::Tcx]);
+    t.edge.run_in(|| {
+        Fastpath::open(&o)?.close(true)?;
+        let ours = tc_filters(&t)?;
+        let pref = ours
+            .split_whitespace()
+            .skip_while(|w| *w != "pref")
+            .nth(1)
+            .with_context(|| format!("no pref in {ours}"))?
+            .to_string();
+        // Someone else's programs where the records point: XDP (the
+        // object's trivial rb_floor, loaded by this process), and a classic
+        // BPF filter (no match) at the recorded TC priority and handle.
+        t.edge.sh(&format!(
+            "ip link set dev e-lan xdp off && tc filter del dev e-lan ingress pref {pref} && \
+             tc filter add dev e-lan ingress pref {pref} handle 1 protocol all \
+             bpf bytecode '1,6 0 0 0,'"
+        ))?;
+        let mut other = aya::EbpfLoader::new().load(routebackup::fastpath::object())?;
+        let floor: &mut aya::programs::Xdp = other
+            .program_mut(routebackup_common::PROG_FLOOR)
+            .context("no rb_floor")?
+            .try_into()?;
+        floor.load()?;
+        let floor_id = u64::from(floor.info()?.id());
+        floor.attach("e-lan", aya::programs::XdpMode::Driver)?;
+
+        let refused = Fastpath::open(&o).map(|fp| fp.attachments());
+        assert!(
+            matches!(refused, Err(FastpathError::XdpAttach { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(hooked(&t)?.0, [floor_id], "their XDP program stays");
+
+        // Theirs gone from XDP: ours goes on anew, and TC beside theirs.
+        drop(other);
+        let fp = Fastpath::open(&o)?;
+        let a = fp.attachments().remove(0);
+        assert!(!a.adopted, "adopted someone else's: {a:?}");
+        let (xdp_id, tc_id) = fp.program_ids()?;
+        assert_eq!(
+            hooked(&t)?,
+            (vec![u64::from(xdp_id)], vec![u64::from(tc_id)])
+        );
+        let filters = tc_filters(&t)?;
+        assert!(filters.contains("bytecode"), "their filter went: {filters}");
+        fp.close(false)?;
+        let filters = tc_filters(&t)?;
+        assert!(
+            filters.contains("bytecode") && !filters.contains("rb_tc"),
+            "close(false) takes ours off, and only ours: {filters}"
+        );
+        Ok(())
+    })
 }

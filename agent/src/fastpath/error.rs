@@ -163,11 +163,32 @@ pub enum FastpathError {
     PinBpfLink { path: PathBuf, source: PinError },
 
     #[error(
-        "the attachments to {} are netlink ones (kernel without XDP links or TCX), which cannot \
-         be pinned: they are detached now",
-        .interfaces.join(", ")
+        "cannot record the netlink attachment at {} (the next agent would not find it): \
+         check that the pin directory is writable",
+        .path.display()
     )]
-    KeepAttachments { interfaces: Vec<String> },
+    RecordWrite { path: PathBuf, source: io::Error },
+
+    #[error("{} is no record of a netlink attachment ({why}): it is removed", .path.display())]
+    RecordRead { path: PathBuf, why: String },
+
+    /// `why` says what differs (the interface, the program).
+    #[error("the netlink attachment recorded at {} is no longer there: {why}", .path.display())]
+    RecordStale { path: PathBuf, why: String },
+
+    #[error("program {program} cannot take the place of the one recorded at {}", .path.display())]
+    RecordAdopt {
+        path: PathBuf,
+        program: &'static str,
+        source: Box<ProgramError>,
+    },
+
+    #[error("cannot read {what} of {interface} from the kernel")]
+    NetlinkQuery {
+        interface: String,
+        what: &'static str,
+        source: crate::netlink::NetlinkError,
+    },
 
     #[error("cannot read the kernel's info on program {program}")]
     ProgramInfo {

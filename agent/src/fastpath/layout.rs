@@ -1,5 +1,6 @@
-//! The versioned pin directory: `<pin_path>/<LAYOUT_VERSION>/` holds the maps
-//! and `links/`, so an agent never reuses maps whose layout it does not know.
+//! The versioned pin directory: `<pin_path>/<LAYOUT_VERSION>/` holds the maps,
+//! `links/` and `netlink/`, so an agent never reuses maps whose layout it
+//! does not know.
 //!
 //! At start, what other layouts left under `<pin_path>` is settled before the
 //! maps are loaded, each with a log line:
@@ -9,8 +10,10 @@
 //!   bpffs keeps the objects, so the steering they hold goes on and is
 //!   adopted like a kept one.
 //! - another version's directory (`v2/`, ...) has maps this agent cannot
-//!   read: it is removed, which detaches its programs; the agent attaches its
-//!   own and decides the steering anew from the kernel's routes.
+//!   read: it is removed, which detaches the programs its bpf links keep; the
+//!   agent attaches its own and decides the steering anew from the kernel's
+//!   routes. (Netlink attachments it recorded stay on their devices: the
+//!   kernel, not the pin, holds them.)
 //! - a map in the versioned directory whose shape differs from this agent's
 //!   (made by hand, or a layout change without a version bump) is replaced.
 
@@ -25,6 +28,8 @@ use super::FastpathError;
 
 /// The directory of the kept bpf links inside the layout's directory.
 const BPF_LINKS_DIR: &str = "links";
+/// The directory of the records of netlink attachments.
+const NETLINK_DIR: &str = "netlink";
 
 /// The layout version of the pinned maps: the name of the directory under
 /// `pin_path` that holds them. Bump it whenever a map's key, value or size
@@ -52,16 +57,19 @@ pub fn layout_dir(pin_path: &Path) -> PathBuf {
 
 /// Where the fast path pins things, named once: operators configure `root`
 /// (`[agent] pin_path`), everything lives in `dir`, the attachments in
-/// `bpf_links` (`links/` on disk). The old directories an earlier release
-/// left are `root`'s.
+/// `bpf_links` (`links/` on disk) and `netlink`. The old directories an
+/// earlier release left are `root`'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinLayout {
     /// `[agent] pin_path`, on a bpffs.
     pub root: PathBuf,
-    /// `<root>/<LAYOUT_VERSION>`: the maps and `links/`.
+    /// `<root>/<LAYOUT_VERSION>`: the maps, `links/` and `netlink/`.
     pub dir: PathBuf,
     /// `<dir>/links`: one pin per attachment a bpf link keeps.
     pub bpf_links: PathBuf,
+    /// `<dir>/netlink`: one record per attachment made over netlink (which
+    /// the device holds, not a pin), so that the next agent finds it.
+    pub netlink: PathBuf,
 }
 
 impl PinLayout {
@@ -70,6 +78,7 @@ impl PinLayout {
         PinLayout {
             root: root.to_path_buf(),
             bpf_links: dir.join(BPF_LINKS_DIR),
+            netlink: dir.join(NETLINK_DIR),
             dir,
         }
     }
@@ -172,6 +181,7 @@ pub(super) fn replace_stale_map(path: &Path, why: &str) -> Result<(), FastpathEr
 /// After a clean stop without keep: removes the (now empty) directories.
 pub(super) fn remove_empty_dirs(layout: &PinLayout) {
     let _ = std::fs::remove_dir(&layout.bpf_links);
+    let _ = std::fs::remove_dir(&layout.netlink);
     let _ = std::fs::remove_dir(&layout.dir);
     let _ = std::fs::remove_dir(&layout.root);
 }

@@ -7,15 +7,22 @@
 //! - `v1/segments_v4`, `v1/segments_v6`, `v1/stats`: the maps
 //!   (`bpftool map dump pinned ...`); `v1/tc_idle`: the switch that tells
 //!   both programs that `rb_tc` has nothing to do (no entry steers).
-//! - `v1/links/xdp-native|xdp-generic|tc_<ifname>`: the attachments (bpf
-//!   links), pinned as soon as they are made.
+//! - `v1/links/xdp-native|xdp-generic|tc_<ifname>`: the attachments made
+//!   through bpf links, pinned as soon as they are made.
+//! - `v1/netlink/xdp-native|xdp-generic|tc_<ifname>`: the records of those
+//!   made through netlink (kernels without XDP links or TCX), which the
+//!   device itself holds: symlinks whose target is the record's JSON
+//!   (interface, index, program id, where on the hook), written as they are
+//!   made.
 //!
-//! Lifetime: the pins, not the agent, keep the programs attached. Whatever
-//! ends the process (SIGKILL, a panic, an OOM kill) leaves steering exactly as
-//! last written; the next `open` adopts the pinned bpf links (atomic program
-//! replacement through the bpf link, no window without steering). `close(false)`
-//! (a clean stop) unpins and so detaches everything and removes the maps;
-//! `close(true)` leaves all of it in place.
+//! Lifetime: the pins and the devices, not the agent, keep the programs
+//! attached. Whatever ends the process (SIGKILL, a panic, an OOM kill)
+//! leaves steering exactly as last written; the next `open` adopts the
+//! pinned bpf links and the recorded netlink attachments it finds still in
+//! place (atomic program replacement through the bpf link or netlink, no
+//! window without steering). `close(false)` (a clean stop) detaches
+//! everything and removes the pins, records and maps; `close(true)` leaves
+//! all of it in place.
 //!
 //! The kernel needs forwarding enabled on the backup devices
 //! (`net.ipv4.conf.<if>.forwarding=1`, `net.ipv6.conf.<if>.forwarding=1`):
@@ -73,7 +80,7 @@ const GLOBAL_TC_FIB: &str = "RB_TC_FIB";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FastpathOptions {
-    /// Directory on a bpffs for the maps and kept bpf links.
+    /// Directory on a bpffs for the maps, kept bpf links and netlink records.
     pub pin_path: PathBuf,
     /// LAN-facing interfaces whose ingress traffic is steered.
     pub interfaces: Vec<String>,
@@ -107,7 +114,8 @@ pub struct Fastpath {
 
 impl Fastpath {
     /// Loads the programs, pins (or reuses) the maps under `opts.pin_path`,
-    /// adopts bpf links a previous agent kept and attaches to every interface.
+    /// adopts the attachments a previous agent kept and attaches to every
+    /// interface.
     pub fn open(opts: &FastpathOptions) -> Result<Fastpath> {
         if OBJECT.is_empty() {
             return Err(FastpathError::BuiltWithoutPrograms);
@@ -115,10 +123,12 @@ impl Fastpath {
         let layout = PinLayout::new(&opts.pin_path);
         bpffs::prepare_pin_dir(&layout.root)?;
         layout::settle(&layout)?;
-        std::fs::create_dir_all(&layout.bpf_links).map_err(|source| FastpathError::CreateDir {
-            path: layout.bpf_links.clone(),
-            source,
-        })?;
+        for dir in [&layout.bpf_links, &layout.netlink] {
+            std::fs::create_dir_all(dir).map_err(|source| FastpathError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         for l in &MAP_LAYOUTS {
             let path = layout.map(l.name);
             if let Some(why) = maps::stale_map(&path, l) {
@@ -178,7 +188,7 @@ impl Fastpath {
             plan: Plan::for_kernel(&opts.kernel),
         };
         // Kept maps may hold steering (a restart): TC is needed for it from
-        // the moment our programs take over the kept bpf links below. Without
+        // the moment our programs take over the kept attachments below. Without
         // XDP in the wanted modes, TC does all the work.
         fp.steering = fp
             .segments()?
@@ -188,8 +198,8 @@ impl Fastpath {
             .collect();
         fp.write_tc_idle(fp.steering.is_empty() && !attach::xdp_mode_wanted(opts.mode).is_empty())?;
 
-        let kept = attach::kept_pins(&fp.layout.bpf_links);
-        // Bpf links kept for interfaces we no longer serve: unpinning detaches them.
+        let kept = attach::kept(&fp.layout);
+        // Attachments kept for interfaces we no longer serve go.
         for pin in &kept {
             if !opts.interfaces.contains(&pin.interface) {
                 tracing::info!(
@@ -197,7 +207,7 @@ impl Fastpath {
                     pin.kind,
                     pin.interface
                 );
-                let _ = std::fs::remove_file(&pin.path);
+                pin.discard();
             }
         }
         for ifname in &opts.interfaces {
@@ -254,19 +264,15 @@ impl Fastpath {
 
     /// Kernel ids of the loaded `rb_xdp` and `rb_tc` programs (for bpftool).
     pub fn program_ids(&self) -> Result<(u32, u32)> {
-        let info = |program: &'static str, r: Result<aya::programs::ProgramInfo, _>| {
-            r.map(|i| i.id())
-                .map_err(|source| FastpathError::ProgramInfo { program, source })
-        };
-        let xdp = info(PROG_XDP, program::<Xdp>(&self.ebpf, PROG_XDP)?.info())?;
-        let tc = info(
+        let xdp = program_id(PROG_XDP, program::<Xdp>(&self.ebpf, PROG_XDP)?.info())?;
+        let tc = program_id(
             PROG_TC,
             program::<SchedClassifier>(&self.ebpf, PROG_TC)?.info(),
         )?;
         Ok((xdp, tc))
     }
 
-    /// Where the maps and `links/` are pinned: the layout's directory
+    /// Where the maps, `links/` and `netlink/` are: the layout's directory
     /// under `[agent] pin_path`.
     pub fn pin_path(&self) -> &Path {
         &self.layout.dir
@@ -339,7 +345,7 @@ impl Fastpath {
     }
 
     /// Detaches the programs from one interface (a reload removed it from
-    /// `fastpath.interfaces`), including an attachment pinned for it.
+    /// `fastpath.interfaces`), including an attachment kept for it.
     /// Returns whether it was attached.
     pub fn detach(&mut self, ifname: &str) -> Result<bool> {
         let Some(pos) = self
@@ -353,9 +359,9 @@ impl Fastpath {
         // undoes a netlink attachment, is what takes the programs off.
         let bpf_link_detach = self.kernel.has(Feature::LinkDetach);
         self.attached.remove(pos).detach(bpf_link_detach);
-        for pin in attach::kept_pins(&self.layout.bpf_links) {
+        for pin in attach::kept(&self.layout) {
             if pin.interface == ifname {
-                let _ = std::fs::remove_file(pin.path);
+                pin.discard();
             }
         }
         self.sync_tc_switch()?;
@@ -380,21 +386,15 @@ impl Fastpath {
     }
 
     /// Stops the fast path. `keep = false`: detach every program and remove
-    /// the pins (maps and bpf links). `keep = true`: leave the pinned attachments
-    /// and maps in place so steering continues without the agent; the next
-    /// `open` adopts them. (Dropping a `Fastpath` without `close`, as a
-    /// crash does, is the same as `keep = true`.)
+    /// the pins and records (maps, bpf links, netlink records). `keep =
+    /// true`: leave the attachments, their pins and records, and the maps in
+    /// place so steering continues without the agent; the next `open`
+    /// adopts them. (Dropping a `Fastpath` without `close`, as a crash does,
+    /// is the same as `keep = true`.)
     pub fn close(mut self, keep: bool) -> Result<()> {
         let attached = std::mem::take(&mut self.attached);
         if keep {
-            let lost: Vec<String> = attached
-                .iter()
-                .filter(|l| !l.all_kept())
-                .map(|l| l.attachment.interface.clone())
-                .collect();
-            if !lost.is_empty() {
-                return Err(FastpathError::KeepAttachments { interfaces: lost });
-            }
+            // Dropping an attachment leaves it in place.
             return Ok(());
         }
         for a in attached {
@@ -409,9 +409,9 @@ impl Fastpath {
                     .map_err(|source| FastpathError::RemovePin { path: p, source })?;
             }
         }
-        // Pins of interfaces that were never attached (an open that failed half-way).
-        for pin in attach::kept_pins(&self.layout.bpf_links) {
-            let _ = std::fs::remove_file(pin.path);
+        // What was kept for interfaces never attached (an open that failed half-way).
+        for pin in attach::kept(&self.layout) {
+            pin.discard();
         }
         layout::remove_empty_dirs(&self.layout);
         Ok(())
@@ -442,6 +442,15 @@ where
         program: name,
         source,
     })
+}
+
+/// The kernel id of `program`, from what its `info()` said.
+fn program_id(
+    program: &'static str,
+    info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) -> Result<u32> {
+    info.map(|i| i.id())
+        .map_err(|source| FastpathError::ProgramInfo { program, source })
 }
 
 /// The address family of a prefix as the `FLAG_GATEWAY_*` helpers see it.

@@ -132,12 +132,12 @@ impl Feature {
                  neighbour entry exists, such packets take the kernel's routes"
             }
             Feature::XdpLink => {
-                "XDP is attached over netlink: it cannot be pinned, so a restart of the \
-                 agent attaches it again"
+                "XDP is attached over netlink: the device holds it and the agent records it \
+                 (not pinned); a restart checks and adopts it, replacing the program in one step"
             }
             Feature::Tcx => {
-                "TC is attached over netlink (clsact): it cannot be pinned, so a restart \
-                 of the agent attaches it again"
+                "TC is attached over netlink (a clsact filter): recorded, not pinned; a \
+                 restart checks and adopts it, replacing the filter's program in one step"
             }
             Feature::LinkDetach => {
                 "a stop detaches by closing the link, which leaves the program on while \

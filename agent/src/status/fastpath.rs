@@ -87,7 +87,8 @@ pub enum Via {
     BpfLink,
     /// A TCX bpf link (pinned).
     Tcx,
-    /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (not pinned).
+    /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (held by the
+    /// device and recorded under `netlink/`, not pinned).
     Netlink,
 }
 

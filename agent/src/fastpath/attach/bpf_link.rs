@@ -102,6 +102,12 @@ pub(super) fn adopt<L>(
     }))
 }
 
+/// Lets go of the bpf link pinned at `path`: unpinning detaches it (once no
+/// one else holds it).
+pub(super) fn release(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
 /// The error of a program that no longer holds the attachment it just made.
 pub(super) fn take_attachment<'a>(
     interface: &'a str,

@@ -6,12 +6,18 @@
 //! `Mechanism` (and `Held`), list it in [`ALL`] (which adoption reads) and
 //! in `Plan::for_kernel` where the kernel should use it.
 //!
-//! What is pinned is kept: a bpf link pinned under `links/` keeps its program
-//! on whatever happens to the agent, and the next agent adopts it by
-//! replacing the program through the bpf link. Netlink attachments cannot be
-//! pinned; a restart attaches them again.
+//! Every attachment outlives the agent and is adopted by the next one, which
+//! puts its program in place of the old in one step: no packet goes by
+//! without it. A bpf link is pinned under `links/`, which keeps its program
+//! on whatever happens to the agent; the next agent replaces the program
+//! through the bpf link. A netlink attachment (IFLA_XDP, a clsact filter) is
+//! held by the device itself; the agent records it under `netlink/`, and the
+//! next agent, having checked that the device still carries the recorded
+//! program, replaces it through netlink. Dropping an attachment leaves it in
+//! place (what a crash or `close(true)` does); only `detach` takes it off.
 
 mod bpf_link;
+mod netlink_record;
 mod tc_netlink;
 mod tcx;
 mod xdp_bpf_link;
@@ -37,6 +43,14 @@ pub enum XdpAttach {
 }
 
 impl XdpAttach {
+    fn name(self) -> &'static str {
+        match self {
+            XdpAttach::Native => "native",
+            XdpAttach::Generic => "generic",
+            XdpAttach::None => "no",
+        }
+    }
+
     fn pin_suffix(self) -> &'static str {
         match self {
             XdpAttach::Native => "xdp-native",
@@ -55,12 +69,14 @@ pub enum Via {
     BpfLink,
     /// A TCX bpf link (pinned).
     Tcx,
-    /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (not pinned).
+    /// Netlink: IFLA_XDP for XDP, a clsact filter for TC (the device holds
+    /// it; recorded under `netlink/`).
     Netlink,
 }
 
 impl Via {
-    /// Its attachments are bpf links, pinned, so they stay without the agent.
+    /// Its attachments are bpf links, pinned under `links/` (netlink ones
+    /// are recorded under `netlink/`).
     pub fn pinned(self) -> bool {
         match self {
             Via::BpfLink | Via::Tcx => true,
@@ -119,8 +135,10 @@ pub(super) struct Target<'a> {
     pub(super) ifindex: u32,
     /// XDP only: the driver mode asked for.
     pub(super) xdp_mode: XdpAttach,
-    /// Where a mechanism that pins keeps the attachment.
+    /// Where a bpf-link mechanism pins the attachment.
     pub(super) pin: PathBuf,
+    /// Where a netlink mechanism records it.
+    pub(super) record: PathBuf,
 }
 
 /// Why an attach did not happen.
@@ -139,13 +157,18 @@ impl From<FastpathError> for AttachError {
 
 /// One way of putting a program on an interface's hook.
 pub(super) trait Mechanism: Sync {
-    /// Attaches the hook's program (loaded in `ebpf`) to `at`.
+    /// Attaches the hook's program (loaded in `ebpf`) to `at`, and pins or
+    /// records the attachment before it returns.
     fn attach(&self, ebpf: &mut Ebpf, at: &Target<'_>) -> Result<Box<dyn Held>, AttachError>;
-    /// Takes over the attachment a previous agent pinned at `path`, putting
-    /// our program in place of its; None when this mechanism never pins.
-    fn adopt(&self, _ebpf: &mut Ebpf, _path: &Path) -> Option<Result<Box<dyn Held>>> {
-        None
-    }
+    /// Takes over the attachment a previous agent kept at `kept` (the pin
+    /// of a bpf link, or the record of a netlink attachment) on `at`,
+    /// putting our program in place of its in one step.
+    fn adopt(&self, ebpf: &mut Ebpf, kept: &Path, at: &Target<'_>) -> Result<Box<dyn Held>>;
+    /// Lets go of what a previous agent kept at `kept` and removes it:
+    /// unpinning a bpf link detaches its program; a recorded netlink
+    /// attachment is taken off if the device still carries the recorded
+    /// program (else it is someone else's now, and stays).
+    fn release(&self, kept: &Path);
     /// The hook it serves, and what status calls its attachments.
     fn describe(&self) -> (Hook, Via);
 }
@@ -157,16 +180,17 @@ pub(super) struct Detach<'a> {
     pub(super) interface: &'a str,
 }
 
-/// An attachment as the agent holds it. Dropping it leaves a pinned one
-/// attached (that is what survives a crash); `detach` takes it off.
+/// An attachment as the agent holds it. Dropping it leaves it attached, with
+/// its pin or record (that is what survives a crash); `detach` takes it off.
 pub(super) trait Held: Send {
     fn via(&self) -> Via;
-    /// Takes the program off the interface (and removes its pin).
+    /// Takes the program off the interface (and removes its pin or record).
     fn detach(self: Box<Self>, how: &Detach<'_>);
 }
 
-/// Every mechanism. A kept pin of a hook is offered to that hook's, in this
-/// order; those that never pin decline it.
+/// Every mechanism. What a previous agent kept for a hook goes to that
+/// hook's mechanism of its kind: a pinned bpf link to the one that pins, a
+/// netlink record to the netlink one.
 const ALL: [&dyn Mechanism; 4] = [
     &xdp_bpf_link::BpfLink,
     &xdp_netlink::Netlink,
@@ -178,7 +202,7 @@ const ALL: [&dyn Mechanism; 4] = [
 pub(super) struct Plan {
     xdp: Chain,
     tc: Chain,
-    /// Why TC may end up on netlink, for the warning that says so.
+    /// Why TC may end up on netlink, for the log line that says so.
     tc_netlink_why: &'static str,
 }
 
@@ -224,8 +248,8 @@ pub(super) struct IfAttachments {
 }
 
 impl IfAttachments {
-    /// Detaches, unpins and closes every attachment: the programs leave the
-    /// interface before this returns.
+    /// Detaches every attachment and removes its pin or record: the programs
+    /// leave the interface before this returns.
     pub(super) fn detach(self, bpf_link_detach: bool) {
         let how = Detach {
             bpf_link_detach,
@@ -235,21 +259,38 @@ impl IfAttachments {
             h.detach(&how);
         }
     }
-
-    /// Every attachment is pinned, so it stays without the agent.
-    pub(super) fn all_kept(&self) -> bool {
-        self.held.iter().all(|h| h.via().pinned())
-    }
 }
 
-/// A pin file under `links/`: `<kind>_<ifname>`.
+/// What a previous agent kept: a pin under `links/` or a record under
+/// `netlink/`, both named `<kind>_<ifname>`.
 pub(super) struct KeptPin {
     pub(super) interface: String,
     pub(super) kind: String,
     pub(super) path: PathBuf,
+    /// A bpf link's pin (else a netlink attachment's record).
+    bpf_link: bool,
 }
 
 impl KeptPin {
+    /// The mechanism that takes it over or lets go of it.
+    fn mechanism(&self) -> Option<&'static dyn Mechanism> {
+        let hook = self.hook()?;
+        ALL.iter()
+            .copied()
+            .find(|m| m.describe().0 == hook && m.describe().1.pinned() == self.bpf_link)
+    }
+
+    /// Lets go of it (see [`Mechanism::release`]): its program leaves the
+    /// interface if it is still the one kept.
+    pub(super) fn discard(&self) {
+        match self.mechanism() {
+            Some(m) => m.release(&self.path),
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+
     fn hook(&self) -> Option<Hook> {
         if self.kind.starts_with("xdp") {
             Some(Hook::Xdp)
@@ -269,28 +310,35 @@ impl KeptPin {
     }
 }
 
-/// The pins under `dir` (a layout's `links/`).
-pub(super) fn kept_pins(dir: &Path) -> Vec<KeptPin> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+/// What `layout` keeps: the pins under `links/`, then the records under
+/// `netlink/`. A record a crash left half-written (its temporary name) is
+/// removed: the record it was to replace is still there.
+pub(super) fn kept(layout: &PinLayout) -> Vec<KeptPin> {
     let mut out = Vec::new();
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((kind, ifname)) = name.split_once('_') {
-            out.push(KeptPin {
-                interface: ifname.replace(':', "."),
-                kind: kind.to_string(),
-                path: entry.path(),
-            });
+    for (dir, bpf_link) in [(&layout.bpf_links, true), (&layout.netlink, false)] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !bpf_link && name.starts_with(netlink_record::TEMP_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some((kind, ifname)) = name.split_once('_') {
+                out.push(KeptPin {
+                    interface: ifname.replace(':', "."),
+                    kind: kind.to_string(),
+                    path: entry.path(),
+                    bpf_link,
+                });
+            }
         }
     }
     out
 }
 
-/// File name of a kept bpf link: `<kind>_<ifname>`. bpffs refuses names with a
-/// dot (EPERM), so dots of VLAN interface names ("eth0.100") become colons,
-/// which interface names cannot contain.
+/// File name of a kept bpf link or netlink record: `<kind>_<ifname>`.
+/// bpffs refuses names with a dot (EPERM), so dots of VLAN interface names
+/// ("eth0.100") become colons, which interface names cannot contain.
 fn pin_name(kind: &str, ifname: &str) -> String {
     format!("{kind}_{}", ifname.replace('.', ":"))
 }
@@ -318,14 +366,16 @@ fn ifindex_of(name: &str) -> Result<u32> {
     Ok(idx)
 }
 
-/// Adopts the first of `ifname`'s kept pins of `hook` that `accept` takes
-/// and a mechanism can take over; removes the others (unpinning detaches).
-fn adopt_kept(
+/// Adopts the first of `ifname`'s kept pins and records of `hook` that
+/// `accept` takes and its mechanism can take over (on the target `at` gives
+/// for its XDP mode); lets go of the others (see [`KeptPin::discard`]).
+fn adopt_kept<'a>(
     ebpf: &mut Ebpf,
     hook: Hook,
     ifname: &str,
     kept: &[KeptPin],
     accept: impl Fn(&KeptPin) -> bool,
+    at: impl Fn(XdpAttach) -> Target<'a>,
 ) -> Option<(Box<dyn Held>, XdpAttach)> {
     let mut adopted = None;
     for pin in kept
@@ -333,25 +383,21 @@ fn adopt_kept(
         .filter(|p| p.interface == ifname && p.hook() == Some(hook))
     {
         if adopted.is_none() && accept(pin) {
-            let mut tried = ALL
-                .iter()
-                .filter(|m| m.describe().0 == hook)
-                .filter_map(|m| m.adopt(ebpf, &pin.path));
-            match tried.next() {
-                Some(Ok(h)) => {
-                    adopted = Some((h, pin.xdp_mode()));
-                    continue;
+            if let Some(m) = pin.mechanism() {
+                match m.adopt(ebpf, &pin.path, &at(pin.xdp_mode())) {
+                    Ok(h) => {
+                        adopted = Some((h, pin.xdp_mode()));
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(
+                        "{ifname}: cannot adopt the kept {} attachment: {}; attaching anew",
+                        hook.name(),
+                        crate::error::chain(&e)
+                    ),
                 }
-                Some(Err(e)) => tracing::warn!(
-                    "{ifname}: cannot adopt the kept {} bpf link {}: {}; attaching anew",
-                    hook.name(),
-                    pin.path.display(),
-                    crate::error::chain(&e)
-                ),
-                None => {}
             }
         }
-        let _ = std::fs::remove_file(&pin.path);
+        pin.discard();
     }
     adopted
 }
@@ -398,9 +444,8 @@ impl Chain {
     }
 }
 
-/// Attaches both programs to `ifname` (adopting what `kept` holds for it)
-/// and pins each attachment that can be pinned at once, so it outlives the
-/// agent.
+/// Attaches both programs to `ifname` (adopting what `kept` holds for it);
+/// each attachment is pinned or recorded at once, so it outlives the agent.
 pub(super) fn attach_interface(
     ebpf: &mut Ebpf,
     plan: &Plan,
@@ -413,25 +458,34 @@ pub(super) fn attach_interface(
     let wanted = xdp_mode_wanted(mode);
     let mut adopted = false;
     let mut held = Vec::new();
-    let target = |hook: Hook, xdp_mode: XdpAttach| Target {
-        ifname,
-        ifindex,
-        xdp_mode,
-        pin: layout.bpf_links.join(pin_name(
+    let target = |hook: Hook, xdp_mode: XdpAttach| {
+        let name = pin_name(
             match hook {
                 Hook::Xdp => xdp_mode.pin_suffix(),
                 Hook::Tc => "tc",
             },
             ifname,
-        )),
+        );
+        Target {
+            ifname,
+            ifindex,
+            xdp_mode,
+            pin: layout.bpf_links.join(&name),
+            record: layout.netlink.join(name),
+        }
     };
 
-    // XDP: adopt a kept bpf link in an acceptable mode, else attach.
+    // XDP: adopt what was kept in an acceptable mode, else attach.
     let mut xdp_mode = XdpAttach::None;
     let mut xdp_mechanism = None;
-    if let Some((h, m)) = adopt_kept(ebpf, Hook::Xdp, ifname, kept, |p| {
-        wanted.contains(&p.xdp_mode())
-    }) {
+    if let Some((h, m)) = adopt_kept(
+        ebpf,
+        Hook::Xdp,
+        ifname,
+        kept,
+        |p| wanted.contains(&p.xdp_mode()),
+        |m| target(Hook::Xdp, m),
+    ) {
         xdp_mode = m;
         xdp_mechanism = Some(h.via());
         held.push(h);
@@ -465,7 +519,14 @@ pub(super) fn attach_interface(
     }
 
     // TC ingress: adopt or attach.
-    let tc = if let Some((h, _)) = adopt_kept(ebpf, Hook::Tc, ifname, kept, |_| true) {
+    let tc = if let Some((h, _)) = adopt_kept(
+        ebpf,
+        Hook::Tc,
+        ifname,
+        kept,
+        |_| true,
+        |m| target(Hook::Tc, m),
+    ) {
         adopted = true;
         h
     } else {
@@ -478,10 +539,11 @@ pub(super) fn attach_interface(
                 source: Box::new(source),
             })?;
         if !h.via().pinned() {
-            tracing::warn!(
-                "{ifname}: TC attached through netlink ({}): it cannot be pinned, so a \
-                 restart of the agent re-attaches it",
-                plan.tc_netlink_why
+            tracing::info!(
+                "{ifname}: TC attached through netlink ({}): a clsact filter, recorded under \
+                 {} for the next agent to adopt",
+                plan.tc_netlink_why,
+                layout.netlink.display()
             );
         }
         h
@@ -516,6 +578,7 @@ mod tests {
             interface: ifname.replace(':', "."),
             kind: kind.to_string(),
             path: PathBuf::new(),
+            bpf_link: true,
         };
         assert_eq!(pin.interface, "eth0.100");
         assert_eq!(

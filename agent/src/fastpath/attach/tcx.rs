@@ -35,7 +35,7 @@ impl Mechanism for Tcx {
         Ok(bpf_link::keep(fd, &at.pin, Via::Tcx)?)
     }
 
-    fn adopt(&self, ebpf: &mut Ebpf, path: &Path) -> Option<Result<Box<dyn Held>>> {
+    fn adopt(&self, ebpf: &mut Ebpf, path: &Path, _at: &Target<'_>) -> Result<Box<dyn Held>> {
         let adopt = |prog: &mut SchedClassifier| {
             bpf_link::adopt(
                 path,
@@ -48,7 +48,11 @@ impl Mechanism for Tcx {
                 },
             )
         };
-        Some(program_mut(ebpf, PROG_TC).and_then(adopt))
+        program_mut(ebpf, PROG_TC).and_then(adopt)
+    }
+
+    fn release(&self, kept: &Path) {
+        bpf_link::release(kept);
     }
 
     fn describe(&self) -> (Hook, Via) {

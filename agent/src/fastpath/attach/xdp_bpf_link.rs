@@ -38,26 +38,31 @@ impl Mechanism for BpfLink {
                 // aya fell back to netlink itself (the kernel refused the bpf
                 // link although the probe did not). The conversion let go of
                 // that attachment without taking it off: our program is on
-                // the device, held from now on as a netlink one.
+                // the device, held (and recorded) from now on as a netlink one.
                 tracing::warn!(
-                    "{}: XDP attached through netlink (no bpf link: {}): it cannot be \
-                     pinned, so a restart of the agent re-attaches it",
+                    "{}: XDP attached through netlink (no bpf link: {}): recorded under \
+                     {} for the next agent to adopt",
                     at.ifname,
-                    crate::error::Report(&e)
+                    crate::error::Report(&e),
+                    at.record.parent().unwrap_or(&at.record).display()
                 );
                 xdp_netlink::on_device(ebpf, at)
             }
         }
     }
 
-    fn adopt(&self, ebpf: &mut Ebpf, path: &Path) -> Option<Result<Box<dyn Held>>> {
+    fn adopt(&self, ebpf: &mut Ebpf, path: &Path, _at: &Target<'_>) -> Result<Box<dyn Held>> {
         let adopt = |prog: &mut Xdp| {
             bpf_link::adopt(path, PROG_XDP, Via::BpfLink, XdpLink::try_from, |kept| {
                 let id = prog.attach_to_link(kept)?;
                 Ok(FdLink::try_from(prog.take_link(id)?))
             })
         };
-        Some(program_mut(ebpf, PROG_XDP).and_then(adopt))
+        program_mut(ebpf, PROG_XDP).and_then(adopt)
+    }
+
+    fn release(&self, kept: &Path) {
+        bpf_link::release(kept);
     }
 
     fn describe(&self) -> (Hook, Via) {
