@@ -94,15 +94,6 @@ static RB_XDP_META: u32 = 1;
 /// whose next hop's MACs are not cached is left to TC (`bpf_redirect_neigh`).
 #[unsafe(no_mangle)]
 static RB_XDP_FIB: u32 = 1;
-/// `RB_TC_NEXTHOP`: `bpf_redirect_neigh` takes a next hop (5.11+). Without
-/// it (5.10 reads the pointer as flags and drops the packet), TC forwards to
-/// a gateway with the cached MACs or those `bpf_fib_lookup` finds, and leaves
-/// the packet to the kernel's routes while neither knows them.
-#[unsafe(no_mangle)]
-static RB_TC_NEXTHOP: u32 = 1;
-/// `RB_TC_FIB`: TC may call `bpf_fib_lookup` (only without `RB_TC_NEXTHOP`).
-#[unsafe(no_mangle)]
-static RB_TC_FIB: u32 = 1;
 
 #[inline(always)]
 fn xdp_meta() -> bool {
@@ -115,18 +106,6 @@ fn xdp_meta() -> bool {
 fn xdp_fib() -> bool {
     // SAFETY: as in `xdp_meta`.
     unsafe { core::ptr::read_volatile(&raw const RB_XDP_FIB) != 0 }
-}
-
-#[inline(always)]
-fn tc_nexthop() -> bool {
-    // SAFETY: as in `xdp_meta`.
-    unsafe { core::ptr::read_volatile(&raw const RB_TC_NEXTHOP) != 0 }
-}
-
-#[inline(always)]
-fn tc_fib() -> bool {
-    // SAFETY: as in `xdp_meta`.
-    unsafe { core::ptr::read_volatile(&raw const RB_TC_FIB) != 0 }
 }
 
 /// The agent's switch: true while no entry steers and XDP runs on every
@@ -283,59 +262,6 @@ fn fib_lookup_output(
     }
 }
 
-/// `bpf_fib_lookup` of the segment's next hop out of its backup: the
-/// gateway (its family decides) or, without one, the packet's destination.
-#[inline(always)]
-fn next_hop_fib(
-    ctx: *mut core::ffi::c_void,
-    start: usize,
-    end: usize,
-    p: &Parsed,
-    seg: &SegmentValue,
-) -> Option<Fib> {
-    // Lookup target: the gateway (its family decides) or the destination.
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    let family;
-    let pkt_family = match p.family {
-        Family::V4 => AF_INET,
-        Family::V6 => AF_INET6,
-    };
-    match p.family {
-        Family::V4 => {
-            src[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 12)?);
-            dst[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 16)?);
-        }
-        Family::V6 => {
-            src = packet::v6_addr(start, end, p.l3, 8)?;
-            dst = packet::v6_addr(start, end, p.l3, 24)?;
-        }
-    }
-    if seg.flags & FLAG_GATEWAY_V4 != 0 {
-        family = AF_INET;
-        dst = [0u8; 16];
-        dst[..4].copy_from_slice(&seg.gateway[..4]);
-    } else if seg.flags & FLAG_GATEWAY_V6 != 0 {
-        family = AF_INET6;
-        dst = seg.gateway;
-    } else {
-        family = pkt_family;
-    }
-    if family != pkt_family {
-        src = [0u8; 16];
-    }
-    // The MTU check of the lookup needs the IP length in the gateway's family
-    // sense only loosely: the kernel compares it with the route's MTU.
-    Some(fib_lookup_output(
-        ctx,
-        seg.backup_ifindex,
-        p.ip_len,
-        family,
-        &src,
-        &dst,
-    ))
-}
-
 #[inline(always)]
 fn try_xdp(ctx: &XdpContext) -> Option<u32> {
     let start = ctx.data();
@@ -379,7 +305,47 @@ fn try_xdp(ctx: &XdpContext) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     }
 
-    let fib = next_hop_fib(ctx.as_ptr(), start, end, &p, &seg)?;
+    // Lookup target: the gateway (its family decides) or the destination.
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let family;
+    let pkt_family = match p.family {
+        Family::V4 => AF_INET,
+        Family::V6 => AF_INET6,
+    };
+    match p.family {
+        Family::V4 => {
+            src[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 12)?);
+            dst[..4].copy_from_slice(&packet::v4_addr(start, end, p.l3, 16)?);
+        }
+        Family::V6 => {
+            src = packet::v6_addr(start, end, p.l3, 8)?;
+            dst = packet::v6_addr(start, end, p.l3, 24)?;
+        }
+    }
+    if seg.flags & FLAG_GATEWAY_V4 != 0 {
+        family = AF_INET;
+        dst = [0u8; 16];
+        dst[..4].copy_from_slice(&seg.gateway[..4]);
+    } else if seg.flags & FLAG_GATEWAY_V6 != 0 {
+        family = AF_INET6;
+        dst = seg.gateway;
+    } else {
+        family = pkt_family;
+    }
+    if family != pkt_family {
+        src = [0u8; 16];
+    }
+    // The MTU check of the lookup needs the IP length in the gateway's family
+    // sense only loosely: the kernel compares it with the route's MTU.
+    let fib = fib_lookup_output(
+        ctx.as_ptr(),
+        seg.backup_ifindex,
+        p.ip_len,
+        family,
+        &src,
+        &dst,
+    );
     if fib.rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         count(group, Counter::Deferred, bytes);
         return Some(xdp_action::XDP_PASS);
@@ -532,30 +498,6 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
         return Some(TC_ACT_OK);
     }
 
-    // Without a next hop for `bpf_redirect_neigh`, the gateway's MACs must be
-    // known before the packet is changed; while they are not, it goes on
-    // untouched to the kernel, whose routes resolve the neighbour (and the
-    // agent, following the neighbour table, then caches the MACs).
-    let gateway =
-        seg.flags & FLAG_L3_DEVICE == 0 && seg.flags & (FLAG_GATEWAY_V4 | FLAG_GATEWAY_V6) != 0;
-    let mut macs = None;
-    if gateway && !tc_nexthop() {
-        if seg.flags & FLAG_MACS_VALID != 0 {
-            if p.ip_len <= seg.mtu {
-                macs = Some((seg.dmac, seg.smac));
-            }
-        } else if tc_fib() {
-            let fib = next_hop_fib(ctx.as_ptr(), start, end, &p, &seg)?;
-            if fib.rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) && fib.ifindex == seg.backup_ifindex {
-                macs = Some((fib.dmac, fib.smac));
-            }
-        }
-        if macs.is_none() {
-            count(group, Counter::Deferred, bytes);
-            return Some(TC_ACT_OK);
-        }
-    }
-
     // SAFETY: context field read.
     let hw_tag = unsafe { (*skb).vlan_present } != 0;
     let mut l3 = p.l3;
@@ -579,16 +521,7 @@ fn try_tc(ctx: &TcContext) -> Option<i32> {
     let rc = if seg.flags & FLAG_L3_DEVICE != 0 {
         // SAFETY: plain helper call.
         unsafe { bpf_redirect(seg.backup_ifindex, 0) }
-    } else if let Some((dmac, smac)) = macs {
-        // The tag is gone (popped above), so the EtherType is the packet's.
-        let eth = ptr_at::<[u8; ETH_HLEN]>(ctx.data(), ctx.data_end(), 0)?;
-        // SAFETY: checked by ptr_at.
-        let eth = unsafe { &mut *eth };
-        eth[..6].copy_from_slice(&dmac);
-        eth[6..12].copy_from_slice(&smac);
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(seg.backup_ifindex, 0) }
-    } else if gateway {
+    } else if seg.flags & (FLAG_GATEWAY_V4 | FLAG_GATEWAY_V6) != 0 {
         // SAFETY: bpf_redir_neigh is plain old data; zero is valid.
         let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
         if seg.flags & FLAG_GATEWAY_V4 != 0 {

@@ -21,7 +21,7 @@ use routebackup::fastpath::{
 };
 use routebackup::kernel::{Feature, Kernel};
 use routebackup_common::{
-    SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE, FLAG_MACS_VALID,
+    SegmentValue, ACTION_PASS, ACTION_STEER, FLAG_GATEWAY_V4, FLAG_L3_DEVICE,
 };
 use routebackup_tests::{veth, BpfFs, Netns};
 
@@ -370,77 +370,6 @@ fn ethernet_backup_auto_uses_native_on_veth() -> Result<()> {
 #[ignore = "needs root: run with cargo xtask test"]
 fn ethernet_backup_tc_only() -> Result<()> {
     check_ethernet_backup(&topo()?, AttachMode::Tc, XdpAttach::None)
-}
-
-/// The MAC of `ifname` in `ns`.
-fn mac(ns: &Netns, ifname: &str) -> Result<[u8; 6]> {
-    let json: serde_json::Value =
-        serde_json::from_str(&ns.sh(&format!("ip -j link show dev {ifname}"))?)?;
-    let text = json[0]["address"].as_str().context("no address")?;
-    let mut out = [0u8; 6];
-    let parts: Vec<&str> = text.split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "not a MAC: {text:?}");
-    for (o, p) in out.iter_mut().zip(parts) {
-        *o = u8::from_str_radix(p, 16)?;
-    }
-    Ok(out)
-}
-
-/// Where `bpf_redirect_neigh` takes no next hop (5.10 reads it as flags and
-/// drops the packet: no steering to an Ethernet backup there), TC forwards
-/// to the gateway with the MACs `bpf_fib_lookup` finds, or the cached ones,
-/// and leaves the packet to the kernel's routes while neither knows them.
-/// Forced here on any kernel; the kernel matrix runs it where it is real.
-#[test]
-#[ignore = "needs root: run with cargo xtask test"]
-fn tc_to_a_gateway_without_neigh_nexthop() -> Result<()> {
-    let t = topo()?;
-    let mut o = opts(&t, AttachMode::Tc);
-    o.kernel = Kernel::host().without(&[Feature::NeighNexthop]);
-    t.edge.run_in(|| {
-        let mut fp = Fastpath::open(&o)?;
-        // No neighbour entry for the gateway: the kernel routes the packets
-        // (to the primary here), counted as deferred.
-        t.edge.sh("ip neigh flush dev e-bk")?;
-        fp.set_segment(segment(), steer_eth(&t)?)?;
-        assert_eq!(ping_path(&t)?, Path::Primary, "deferred to the kernel");
-        let s = fp.group_stats(7)?;
-        assert_eq!((s.steered_packets, s.deferred_packets), (0, PINGS), "{s:?}");
-
-        // The neighbour known: bpf_fib_lookup finds the MACs.
-        t.edge.sh("ping -c1 -W2 10.30.0.2")?;
-        assert_eq!(ping_path(&t)?, Path::Backup, "steered with fib lookup");
-        let s = fp.group_stats(7)?;
-        assert_eq!(
-            (s.steered_packets, s.redirect_failures),
-            (PINGS, 0),
-            "{s:?}"
-        );
-
-        // Cached MACs: no lookup needed, even with the entry gone.
-        let dmac = mac(&t.backup, "b0")?;
-        let smac = mac(&t.edge, "e-bk")?;
-        t.edge.sh("ip neigh flush dev e-bk")?;
-        fp.set_segment(
-            segment(),
-            SegmentValue {
-                flags: FLAG_GATEWAY_V4 | FLAG_MACS_VALID,
-                dmac,
-                smac,
-                mtu: 1500,
-                ..steer_eth(&t)?
-            },
-        )?;
-        assert_eq!(ping_path(&t)?, Path::Backup, "steered with cached MACs");
-        let s = fp.group_stats(7)?;
-        assert_eq!(
-            (s.steered_packets, s.redirect_failures),
-            (2 * PINGS, 0),
-            "{s:?}"
-        );
-        fp.close(false)?;
-        Ok(())
-    })
 }
 
 /// Opens tun0 (persistent, created by `ip tuntap`) in the current namespace.

@@ -75,8 +75,6 @@ pub fn object() -> &'static [u8] {
 /// Load-time switches of the programs (ebpf/src/progs.rs), 0 or 1.
 const GLOBAL_XDP_META: &str = "RB_XDP_META";
 const GLOBAL_XDP_FIB: &str = "RB_XDP_FIB";
-const GLOBAL_TC_NEXTHOP: &str = "RB_TC_NEXTHOP";
-const GLOBAL_TC_FIB: &str = "RB_TC_FIB";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FastpathOptions {
@@ -86,8 +84,7 @@ pub struct FastpathOptions {
     pub interfaces: Vec<String>,
     pub mode: AttachMode,
     /// What the kernel can do: which program switches are set at load
-    /// (`RB_XDP_META`, `RB_XDP_FIB`, `RB_TC_NEXTHOP`, `RB_TC_FIB`), how TC
-    /// attaches, how bpf links detach.
+    /// (`RB_XDP_META`, `RB_XDP_FIB`), how TC attaches, how bpf links detach.
     pub kernel: Kernel,
 }
 
@@ -151,10 +148,6 @@ impl Fastpath {
         let xdp_fib = u32::from(opts.kernel.has(Feature::FibLookupXdp));
         loader.override_global(GLOBAL_XDP_META, &xdp_meta, true);
         loader.override_global(GLOBAL_XDP_FIB, &xdp_fib, true);
-        let tc_nexthop = u32::from(opts.kernel.has(Feature::NeighNexthop));
-        let tc_fib = u32::from(opts.kernel.has(Feature::FibLookupTc));
-        loader.override_global(GLOBAL_TC_NEXTHOP, &tc_nexthop, true);
-        loader.override_global(GLOBAL_TC_FIB, &tc_fib, true);
         let mut ebpf = loader.load(OBJECT).map_err(|source| FastpathError::Load {
             pin_path: layout.dir.clone(),
             source: Box::new(source),

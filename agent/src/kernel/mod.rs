@@ -37,9 +37,6 @@ pub enum Feature {
     FibLookupTc,
     /// `bpf_redirect_neigh` in TC programs.
     RedirectNeigh,
-    /// `bpf_redirect_neigh` with a next hop (its `params` argument): the
-    /// gateway's neighbour is resolved, not the packet's destination.
-    NeighNexthop,
     /// XDP attached through a bpf link (pinnable).
     XdpLink,
     /// TC attached through TCX (a pinnable bpf link).
@@ -55,12 +52,11 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 11] = [
+    pub const ALL: [Feature; 10] = [
         Feature::XdpMetadata,
         Feature::FibLookupXdp,
         Feature::FibLookupTc,
         Feature::RedirectNeigh,
-        Feature::NeighNexthop,
         Feature::XdpLink,
         Feature::Tcx,
         Feature::LinkDetach,
@@ -76,7 +72,6 @@ impl Feature {
             Feature::FibLookupXdp => "fib-lookup-xdp",
             Feature::FibLookupTc => "fib-lookup-tc",
             Feature::RedirectNeigh => "redirect-neigh",
-            Feature::NeighNexthop => "neigh-nexthop",
             Feature::XdpLink => "xdp-link",
             Feature::Tcx => "tcx",
             Feature::LinkDetach => "link-detach",
@@ -98,7 +93,6 @@ impl Feature {
             Feature::XdpMetadata => "4.15",
             Feature::FibLookupXdp | Feature::FibLookupTc => "4.18",
             Feature::RedirectNeigh => "5.10",
-            Feature::NeighNexthop => "5.11",
             Feature::XdpLink | Feature::LinkDetach => "5.9",
             Feature::Tcx => "6.6",
             Feature::XdpFeatures => "6.3",
@@ -119,17 +113,9 @@ impl Feature {
                  (bpf_redirect_neigh): in live traffic on a 2-core VM TC steering forwarded \
                  0.7x what XDP steering did"
             }
-            Feature::FibLookupTc => {
-                "nothing where neigh-nexthop is present (rb_tc uses bpf_redirect_neigh); \
-                 without both, rb_tc forwards to a gateway only with its MACs cached"
-            }
+            Feature::FibLookupTc => "nothing today: rb_tc uses bpf_redirect_neigh",
             Feature::RedirectNeigh => {
                 "rb_tc cannot forward to an Ethernet backup: the agent cannot run"
-            }
-            Feature::NeighNexthop => {
-                "rb_tc forwards to a backup's gateway with the MACs the agent caches from \
-                 the neighbour table, or finds them with bpf_fib_lookup; until the gateway's \
-                 neighbour entry exists, such packets take the kernel's routes"
             }
             Feature::XdpLink => {
                 "XDP is attached over netlink: the device holds it and the agent records it \

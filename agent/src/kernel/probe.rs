@@ -18,8 +18,6 @@ const FN_FIB_LOOKUP: i32 = 69;
 const FN_REDIRECT_NEIGH: i32 = 152;
 
 const XDP_DROP: i32 = 1;
-const TC_ACT_REDIRECT: u32 = 7;
-const AF_INET: i32 = 2;
 const XDP_PASS: i32 = 2;
 const R0: u8 = 0;
 const R1: u8 = 1;
@@ -59,24 +57,6 @@ const REDIRECT_NEIGH: [Insn; 7] = [
     mov_imm(R4, 0),
     call(FN_REDIRECT_NEIGH),
     mov_imm(R0, 0),
-    exit(),
-];
-
-/// `bpf_redirect_neigh(1, &{AF_INET, 0.0.0.0}, 20, 0)`, returning what the
-/// helper returned, as `rb_tc` calls it with a gateway. A kernel whose helper
-/// takes no next hop (5.10: `(ifindex, flags)`) reads the pointer as flags
-/// and answers `TC_ACT_SHOT`; the verifier accepts both forms, so only a run
-/// tells them apart.
-const NEIGH_NEXTHOP: [Insn; 10] = [
-    store_dw(FP, -24, AF_INET),
-    store_dw(FP, -16, 0),
-    store_dw(FP, -8, 0),
-    mov_imm(R1, 1),
-    mov_reg(R2, FP),
-    add_imm(R2, -24),
-    mov_imm(R3, 20),
-    mov_imm(R4, 0),
-    call(FN_REDIRECT_NEIGH),
     exit(),
 ];
 
@@ -122,26 +102,6 @@ fn live_frames() -> Support {
         Ok(_) => Support::Yes,
         Err(e) => Support::No {
             kernel_said: e.to_string(),
-        },
-    }
-}
-
-fn neigh_nexthop() -> Support {
-    let prog = match sys::load(ProgType::SchedCls, &NEIGH_NEXTHOP) {
-        Ok(p) => p,
-        Err(sys::Refused { said, .. }) => return Support::No { kernel_said: said },
-    };
-    // A zeroed Ethernet frame: the helper only records where to redirect.
-    match sys::test_run(prog.as_fd(), &[0u8; 64], 0) {
-        Ok(TC_ACT_REDIRECT) => Support::Yes,
-        Ok(other) => Support::No {
-            kernel_said: format!(
-                "bpf_redirect_neigh with a next hop returned {other} (TC_ACT_SHOT is 2), \
-                 not TC_ACT_REDIRECT: this kernel's helper takes no next hop"
-            ),
-        },
-        Err(e) => Support::Unknown {
-            why: format!("a test run of the probe program failed: {e}"),
         },
     }
 }
@@ -283,7 +243,6 @@ pub(super) fn probe() -> Kernel {
             Feature::RedirectNeigh,
             loads(ProgType::SchedCls, &REDIRECT_NEIGH),
         ),
-        (Feature::NeighNexthop, neigh_nexthop()),
         (Feature::XdpFeatures, xdp_features()),
         (Feature::LiveFrames, live_frames()),
         (Feature::NexthopObjects, nexthop_objects()),

@@ -179,8 +179,8 @@ fn report_with_fastpath_round_trips_through_json() {
     assert_eq!(fp["drivers"][0]["driver"]["pid"], 4242);
     assert_eq!(fp["drivers"][1]["driver"]["state"], "idle");
     assert_eq!(fp["kernel_routes"][0], "10.1.0.0/16");
-    assert_eq!(fp["kernel"]["capabilities"][6]["feature"], "tcx");
-    assert_eq!(fp["kernel"]["capabilities"][6]["state"], "forced");
+    assert_eq!(fp["kernel"]["capabilities"][5]["feature"], "tcx");
+    assert_eq!(fp["kernel"]["capabilities"][5]["state"], "forced");
     assert_eq!(json["groups"][0]["last_steer_latency_us"], 420);
     assert_eq!(json["watcher"]["routes_seen"], 12);
 
