@@ -160,9 +160,11 @@ impl Lab {
                  ip -n {bak} link set b_edge up\n\
                  ip -n {bak} route replace 10.0.0.0/24 via 10.0.2.1\n\
                  ip netns exec {bak} ethtool -K b_edge gro on >/dev/null 2>&1 || true\n\
+                 ip -n {bak} link set dev b_edge xdpdrv pinned {pass}\n\
                  ip addr add 10.0.2.1/30 dev bk0\n\
                  ip link set bk0 up\n",
-                bak = lab.backup.name
+                bak = lab.backup.name,
+                pass = crate::pass_xdp_pin().display()
             ),
         )?;
         write_script(&down, "#!/bin/sh\nip link del bk0 2>/dev/null || true\n")?;
@@ -175,11 +177,16 @@ impl Lab {
             })
             .context("bk0 never got carrier")?;
         }
-        // Native XDP redirect into a veth needs NAPI (GRO) on the receiving peer.
-        lab.primary
-            .sh("ethtool -K p_edge gro on >/dev/null 2>&1 || true")?;
-        lab.lan
-            .sh("ethtool -K eth0 gro on >/dev/null 2>&1 || true")?;
+        // Native XDP redirect into a veth needs NAPI on the receiving peer:
+        // GRO from 5.13, an XDP program before (the dial script does both
+        // for the backup's peer).
+        let pass = crate::pass_xdp_pin().display();
+        lab.primary.sh(&format!(
+            "ethtool -K p_edge gro on >/dev/null 2>&1 || true; ip link set dev p_edge xdpdrv pinned {pass}"
+        ))?;
+        lab.lan.sh(&format!(
+            "ethtool -K eth0 gro on >/dev/null 2>&1 || true; ip link set dev eth0 xdpdrv pinned {pass}"
+        ))?;
         // The LAN host's own sockets leave the UDP checksum to "hardware"
         // (CHECKSUM_PARTIAL over veth); a native XDP redirect forwards the frame
         // as it is, so the checksum would never be filled in. Real NICs deliver

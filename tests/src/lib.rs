@@ -267,3 +267,60 @@ pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> Result<bo
         None => bail!("condition not met within {timeout:?}"),
     }
 }
+
+/// A pinned XDP program that passes every packet, loaded once per test
+/// binary: attached to the receiving end of a veth (`ip link set dev X
+/// xdpdrv pinned PATH`), it lets that veth take native XDP redirects on
+/// every kernel. From 5.13 GRO on the peer is enough; before, only an XDP
+/// program there gives the veth the NAPI context redirected frames need. A
+/// real NIC needs neither: this is the lab's, never the product's.
+///
+/// # Panics
+/// When the kernel refuses a two-instruction XDP program or its pin.
+pub fn pass_xdp_pin() -> &'static std::path::Path {
+    static PIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PIN.get_or_init(|| {
+        // One bpffs for every test binary (cargo runs them one after the
+        // other), so runs leave one mount, not one each.
+        let dir = PathBuf::from("/run/routebackup-tests");
+        let path = dir.join("xdp_pass");
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).expect("create /run/routebackup-tests");
+            let _ = sh(&format!("mountpoint -q {0} || mount -t bpf bpf {0}", dir.display()));
+            load_and_pin_pass(&path).expect("load and pin an XDP pass program");
+        }
+        path
+    })
+}
+
+fn load_and_pin_pass(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    // r0 = XDP_PASS (2); exit.
+    let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&6u32.to_ne_bytes()); // BPF_PROG_TYPE_XDP
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: bpf(2) with a zero-filled attr of the size passed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) };
+    if fd < 0 {
+        bail!("BPF_PROG_LOAD: {}", std::io::Error::last_os_error());
+    }
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // union bpf_attr for BPF_OBJ_PIN: pathname, bpf_fd.
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(cpath.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&u32::try_from(fd)?.to_ne_bytes());
+    // SAFETY: as above; BPF_OBJ_PIN = 6.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours; the pin holds the program.
+    unsafe { libc::close(i32::try_from(fd)?) };
+    if rc != 0 {
+        bail!("BPF_OBJ_PIN {}: {err}", path.display());
+    }
+    Ok(())
+}

@@ -61,8 +61,13 @@ fn topo() -> Result<Topo> {
             "ip addr add 198.51.100.7/32 dev lo && ip route add default via {gw}"
         ))?;
     }
-    // Native XDP redirect into a veth needs NAPI on the receiving peer.
+    // Native XDP redirect into a veth needs NAPI on the receiving peer:
+    // GRO from 5.13, an XDP program before.
     backup.sh("ethtool -K b0 gro on")?;
+    backup.sh(&format!(
+        "ip link set dev b0 xdpdrv pinned {}",
+        routebackup_tests::pass_xdp_pin().display()
+    ))?;
     // Resolve the backup gateway so XDP can forward from the first packet.
     edge.sh("ping -c1 -W1 10.30.0.2 >/dev/null")?;
     Ok(Topo {

@@ -139,7 +139,8 @@ fn veth_backup_without_gro_is_steered_through_tc() -> Result<()> {
     let _g = serial();
     let mut lab = Lab::new(Backup::HotStandby)?;
     // The backup router's end: no GRO, no XDP. bk0 then lacks NDO_XMIT.
-    lab.backup.sh("ethtool -K b_edge gro off")?;
+    lab.backup
+        .sh("ethtool -K b_edge gro off; ip link set dev b_edge xdp off")?;
     let cfg = lab.config("0s", "auto", "");
     lab.start_agent(&cfg, &[])?;
     let human = lab.status_text(&[])?;
@@ -185,7 +186,8 @@ fn veth_backup_without_gro_is_steered_through_tc() -> Result<()> {
     );
 
     // And off again while steering: back to TC within the check interval.
-    lab.backup.sh("ethtool -K b_edge gro off")?;
+    lab.backup
+        .sh("ethtool -K b_edge gro off; ip link set dev b_edge xdp off")?;
     wait_until(Duration::from_secs(5), || Ok(fallback(&lab).is_some()))
         .with_context(|| format!("no fallback; status {:?}", lab.status().ok()))?;
     steered_by(&lab, true, 500)?;
@@ -212,7 +214,8 @@ fn without_xdp_features_a_backup_that_drops_redirects_is_found_by_its_counters()
     // No GRO and no XDP at the peer: on every kernel, bk0 drops what XDP
     // redirects to it (before 5.13 a veth takes redirects only with XDP on
     // its peer).
-    lab.backup.sh("ethtool -K b_edge gro off")?;
+    lab.backup
+        .sh("ethtool -K b_edge gro off; ip link set dev b_edge xdp off")?;
     let cfg = lab.config("0s", "auto", "");
     lab.start_agent(&cfg, &["--kernel-without", "xdp-features"])?;
     let human = lab.status_text(&[])?;
