@@ -615,6 +615,10 @@ fn shipped_unit_passes_systemd_analyze_verify() -> Result<()> {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillMode=process",
         "Restart=always",
+        // Issue 20: with the default start limit, Restart=always gave up
+        // after five quick failures.
+        "StartLimitIntervalSec=0",
+        "RestartSec=2s",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
     ] {
