@@ -286,7 +286,10 @@ pub fn pass_xdp_pin() -> &'static std::path::Path {
         let path = dir.join("xdp_pass");
         if !path.exists() {
             std::fs::create_dir_all(&dir).expect("create /run/routebackup-tests");
-            let _ = sh(&format!("mountpoint -q {0} || mount -t bpf bpf {0}", dir.display()));
+            let _ = sh(&format!(
+                "mountpoint -q {0} || mount -t bpf bpf {0}",
+                dir.display()
+            ));
             load_and_pin_pass(&path).expect("load and pin an XDP pass program");
         }
         path
