@@ -714,3 +714,66 @@ fn a_long_running_up_command_outlives_a_crash_and_is_stopped_by_the_next_agent()
         .context("the down command did not run")?;
     Ok(())
 }
+
+/// A restart while on backup is no transition (issue 20): the hooks are not
+/// run again (every `systemctl restart` paged the NOC with
+/// PREVIOUS_STATE=primary). A primary that came back while the agent was
+/// dead is a transition from backup.
+#[test]
+#[ignore = "needs root: run with cargo xtask test"]
+fn a_restart_on_backup_runs_no_hook_and_a_return_while_dead_is_from_backup() -> Result<()> {
+    let _g = serial();
+    let mut lab = Lab::new(Backup::HotStandby)?;
+    let out = lab.dir.path().join("hook.out");
+    let hook = lab.dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$ROUTEBACKUP_PREVIOUS_STATE>$ROUTEBACKUP_STATE\" >> {}\n",
+            out.display()
+        ),
+    )?;
+    routebackup_tests::sh(&format!("chmod 755 {}", hook.display()))?;
+    let cfg = lab.config("0s", "auto", "").replace(
+        "[fastpath]",
+        &format!("on_change = [\"{}\"]\n\n[fastpath]", hook.display()),
+    );
+    let hooks = || -> Vec<String> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    lab.start_agent(&cfg, &[])?;
+    lab.withdraw_primary()?;
+    converges(&lab, "backup", true, Duration::from_secs(5))?;
+    wait_until(Duration::from_secs(5), || Ok(hooks().len() == 1))?;
+    ensure!(hooks() == ["primary>backup"], "hooks {:?}", hooks());
+
+    // Restarted on backup: adopted, no hook.
+    lab.stop_agent(libc::SIGKILL)?;
+    lab.start_agent(&cfg, &[])?;
+    converges(&lab, "backup", true, Duration::from_secs(5))?;
+    std::thread::sleep(routebackup_tests::scaled(Duration::from_secs(1)));
+    ensure!(
+        hooks() == ["primary>backup"],
+        "a restart on backup ran the hooks: {:?}; log:\n{}",
+        hooks(),
+        lab.log()
+    );
+
+    // The primary back while the agent is dead: a transition from backup.
+    lab.stop_agent(libc::SIGKILL)?;
+    lab.restore_primary()?;
+    lab.start_agent(&cfg, &[])?;
+    converges(&lab, "primary", false, Duration::from_secs(5))?;
+    wait_until(Duration::from_secs(5), || Ok(hooks().len() == 2))
+        .with_context(|| format!("hooks {:?}", hooks()))?;
+    ensure!(
+        hooks() == ["primary>backup", "backup>primary"],
+        "hooks {:?}",
+        hooks()
+    );
+    Ok(())
+}

@@ -28,7 +28,7 @@ use crate::control::{self, ControlError, ControlRequest, StatusReport, WatcherRe
 use crate::engine::Engine;
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
-use crate::model::{Action, Event, GroupId, GroupState, Millis, Notice, Subject, Timer};
+use crate::model::{Action, Event, GroupId, GroupState, LinkId, Millis, Notice, Subject, Timer};
 pub use crate::sink::{ActionSink, SinkError};
 use crate::watcher::{Watcher, WatcherConfig, WatcherStats};
 
@@ -127,9 +127,11 @@ impl Daemon {
         self.event_at = Instant::now();
         let now = self.now();
         let first_sync = event == Event::Synced && !self.synced_logged;
-        if first_sync {
-            self.adopt(now);
-        }
+        let adopted = if first_sync {
+            self.adopt(now)
+        } else {
+            Vec::new()
+        };
         if first_sync {
             self.synced_logged = true;
             let s = &self.watcher_stats;
@@ -149,7 +151,15 @@ impl Daemon {
         }
         // Carry out the actions first and log the decisions after: a switchover
         // must not wait for log lines to be written.
-        let before = self.observer.before(&self.engine, Some(&event));
+        let mut before = self.observer.before(&self.engine, Some(&event));
+        // A group still steered by the previous agent was on backup when it
+        // stopped: what the first sync finds is compared with that, so a
+        // restart on backup is no transition (no hook run, no counted
+        // transition), and a primary that came back meanwhile is one from
+        // backup, not from the engine's initial primary.
+        for &(group, link) in &adopted {
+            before.assume(group, GroupState::Backup, Some(link));
+        }
         let (notices, actions): (Vec<Action>, Vec<Action>) = self
             .engine
             .handle(now, event)
@@ -180,10 +190,14 @@ impl Daemon {
 
     /// Offers the steering a previous agent kept (`--keep-fastpath`) to the
     /// engine, before it sees the initial dump as complete.
-    fn adopt(&mut self, now: Millis) {
+    /// Offers what the fast path still steers to the engine; returns the
+    /// (group, link) pairs offered.
+    fn adopt(&mut self, now: Millis) -> Vec<(GroupId, LinkId)> {
+        let mut offered = Vec::new();
         for (group, ifindex) in self.sink.adoptable() {
             match self.engine.link_on(ifindex) {
                 Some((link, link_name)) => {
+                    offered.push((group, link));
                     info!(
                         "fast path still steers group {} to {link_name} (ifindex {ifindex}): offering it for adoption",
                         self.engine.group_name(group).unwrap_or("?"),
@@ -197,6 +211,7 @@ impl Daemon {
                 ),
             }
         }
+        offered
     }
 
     fn execute(&mut self, action: Action) {

@@ -24,6 +24,15 @@ pub struct Before {
     cause: Cause,
 }
 
+impl Before {
+    /// Takes `group` as having been in `state` over `link` before the event.
+    pub fn assume(&mut self, group: GroupId, state: GroupState, link: Option<LinkId>) {
+        if let Some(g) = self.groups.get_mut(group) {
+            *g = (state, link);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Cause {
     UpTimeout,
