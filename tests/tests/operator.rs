@@ -100,6 +100,13 @@ fn metrics_and_hooks_follow_a_dialed_failover() -> Result<()> {
         "routebackup_build_info{version=",
         "# TYPE routebackup_steer_latency_seconds histogram",
         "routebackup_watcher_routes_watched 1",
+        // Counters exist at zero before their first event (issue 20), so
+        // increase() sees the first failure.
+        "routebackup_link_attempts_total{link=\"backup\"} 0",
+        "routebackup_link_failures_total{link=\"backup\",reason=\"up_timeout\"} 0",
+        "routebackup_group_transitions_total{group=\"dest\",from=\"primary\",to=\"activating\"} 0",
+        "routebackup_hook_runs_total{group=\"dest\",result=\"failed\"} 0",
+        "routebackup_config_reloads_total{result=\"refused\"} 0",
     ] {
         ensure!(text.contains(series), "{series:?} not in:\n{text}");
     }

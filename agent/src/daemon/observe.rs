@@ -91,6 +91,10 @@ impl Observer {
     /// `publish` afterwards makes scrapes see it.
     pub fn reconfigure(&mut self, config: &Config) {
         let now = Instant::now();
+        self.metrics.declare(
+            config.groups.values().map(|g| g.name.as_str()),
+            config.links.values().map(|l| l.name.as_str()),
+        );
         self.groups = config
             .groups
             .all_ids()

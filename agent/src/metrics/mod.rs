@@ -62,6 +62,13 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    pub const ALL: [FailureReason; 4] = [
+        FailureReason::UpTimeout,
+        FailureReason::DriverError,
+        FailureReason::Dropped,
+        FailureReason::Other,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             FailureReason::UpTimeout => "up_timeout",
@@ -85,6 +92,13 @@ pub enum HookResult {
 }
 
 impl HookResult {
+    pub const ALL: [HookResult; 4] = [
+        HookResult::Ok,
+        HookResult::Failed,
+        HookResult::SpawnError,
+        HookResult::Timeout,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             HookResult::Ok => "ok",
@@ -240,6 +254,51 @@ impl Metrics {
             hooks_dropped,
             config_reloads,
             snapshot,
+        }
+    }
+
+    /// Creates the counters of these groups and links at zero, so that
+    /// `increase(...)` sees their first event (a series that appears at 1
+    /// has no earlier sample to increase from). Called at start and after a
+    /// reload; counters already there keep their value.
+    pub fn declare<'a>(
+        &self,
+        groups: impl IntoIterator<Item = &'a str>,
+        links: impl IntoIterator<Item = &'a str>,
+    ) {
+        for group in groups {
+            for from in GroupState::ALL {
+                for to in GroupState::ALL.into_iter().filter(|&to| to != from) {
+                    let _ = self.transitions.get_or_create(&TransitionLabels {
+                        group: group.to_owned(),
+                        from: from.name(),
+                        to: to.name(),
+                    });
+                }
+            }
+            for result in HookResult::ALL {
+                let _ = self.hook_runs.get_or_create(&HookLabels {
+                    group: group.to_owned(),
+                    result: result.label(),
+                });
+            }
+            let _ = self.hooks_dropped.get_or_create(&GroupLabels {
+                group: group.to_owned(),
+            });
+        }
+        for link in links {
+            let _ = self.link_attempts.get_or_create(&LinkLabels {
+                link: link.to_owned(),
+            });
+            for reason in FailureReason::ALL {
+                let _ = self.link_failures.get_or_create(&FailureLabels {
+                    link: link.to_owned(),
+                    reason: reason.label(),
+                });
+            }
+        }
+        for result in ["applied", "refused"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabels { result });
         }
     }
 
