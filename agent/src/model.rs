@@ -496,6 +496,10 @@ pub struct LinkStatus {
     pub interface: String,
     pub state: LinkState,
     pub ifindex: Option<u32>,
+    /// Failed attempts and sessions (timeouts, driver failures, drops):
+    /// `FAILURES` in the human status; the metrics count every attempt in
+    /// `link_attempts` and these in `link_failures`. (The JSON keeps the
+    /// name `attempts` for the scripts that read it.)
     pub attempts: u32,
     pub last_error: Option<String>,
 }

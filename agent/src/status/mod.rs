@@ -225,7 +225,7 @@ impl StatusReport {
                 .max(9);
             s.push_str(&format!(
                 "\n{:<nw$}  {:<iw$}  {:<10}  {:>8}  LAST ERROR\n",
-                "LINK", "INTERFACE", "STATE", "ATTEMPTS"
+                "LINK", "INTERFACE", "STATE", "FAILURES"
             ));
             for l in &self.links {
                 s.push_str(&format!(

@@ -190,6 +190,8 @@ fn report_with_fastpath_round_trips_through_json() {
     let human = back.render();
     for needle in [
         "fast path (/sys/fs/bpf/routebackup)",
+        // The column counts failures, as `link_failures` does (issue 20).
+        "STATE       FAILURES  LAST ERROR",
         "lan0 (ifindex 3): xdp native, tc attached (via xdp link, tc tcx)",
         "STEERED PKTS",
         "driver lte: running (pid 4242)",
