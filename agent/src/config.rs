@@ -12,7 +12,10 @@ use ipnet::IpNet;
 
 use crate::ids::{GroupId, LinkId, Slots};
 
-pub use crate::paths::{DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH};
+/// A link's driver and its settings: each driver's keys, checks and
+/// normalised form live in its module under `links::driver`.
+pub use crate::links::driver::DriverConfig;
+pub use crate::paths::{DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH, DEFAULT_PPPD_PATH};
 /// The main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
 
@@ -86,8 +89,8 @@ pub struct LinkConfig {
     pub route_metric: u32,
     /// Pre-arm the kernel with a route per segment via this link while the
     /// link is ready and the primary still up (README "Zero-loss switchover").
-    /// On by default for always-up links (ready while the primary is up),
-    /// off for dialled ones unless configured.
+    /// On by default for always-up links (`Profile::always_up`: ready while
+    /// the primary is up), off for dialled ones unless configured.
     pub prearm: bool,
     /// One probe through the link that must answer before it is steered to
     /// (`verify = { target, timeout }`), if any.
@@ -101,18 +104,6 @@ pub struct LinkConfig {
 pub struct VerifyConfig {
     pub target: std::net::IpAddr,
     pub timeout: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum DriverConfig {
-    /// Hot standby: already up; only steered to, never taken down.
-    AlwaysUp,
-    /// An existing interface set administratively up/down.
-    Interface,
-    /// `up`/`down` argv run without a shell.
-    Command { up: Vec<String>, down: Vec<String> },
-    /// `pppd call <peer> nodetach ifname <interface> linkname <name>`.
-    Pppd { peer: String, pppd_path: PathBuf },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,12 +153,26 @@ mod tests;
 
 pub use error::{ConfigError, Position, Problem};
 pub use parse::{
-    DEFAULT_DEACTIVATE_DELAY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PPPD_PATH, DEFAULT_PROBE_DOWN_AFTER,
+    DEFAULT_DEACTIVATE_DELAY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PROBE_DOWN_AFTER,
     DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_UP_AFTER, DEFAULT_RESYNC_INTERVAL,
     DEFAULT_RETRY_INTERVAL, DEFAULT_ROUTE_METRIC, DEFAULT_UP_TIMEOUT, DEFAULT_VERIFY_TIMEOUT,
     MAX_IFNAME_LEN,
 };
 pub use tables::TableNames;
+
+impl crate::links::LinkSpec for LinkConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    fn driver(&self) -> &DriverConfig {
+        &self.driver
+    }
+}
 
 impl Config {
     /// Reads and validates a config file.

@@ -9,10 +9,11 @@
 //! programs and maps), `dataplane` (carries actions out, one executor per
 //! concern: fast path entries and next-hop MACs, links, kernel routes,
 //! neighbours, probes; log-only in a dry run; behind `sink`'s
-//! `ActionSink`), `links` (backup link drivers), `status` (the status
-//! document), `control` (status socket), `daemon` (wires them together
-//! around the `ActionSink`; main.rs is the one place that names both the
-//! daemon and the data plane).
+//! `ActionSink`), `links` (backup link drivers, a plug-in module each
+//! under `links::driver`), `status` (the status document), `control`
+//! (status socket), `daemon` (wires them together around the
+//! `ActionSink`; main.rs is the one place that names both the daemon and
+//! the data plane).
 //! `error` is how errors reach people, `paths` every runtime path.
 //! Operators' side: `metrics` (Prometheus), `hooks` (`on_change`), `logging`
 //! (journald or stderr).

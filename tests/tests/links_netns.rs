@@ -11,6 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use routebackup::config::{DriverConfig, LinkConfig};
 use routebackup::dataplane::kernel_routes::{KernelRoutes, RTPROT_ROUTEBACKUP};
 use routebackup::ids::LinkId;
+use routebackup::links::driver::always_up::AlwaysUp;
+use routebackup::links::driver::command::Command;
+use routebackup::links::driver::interface::Interface;
+use routebackup::links::driver::pppd::Pppd;
 use routebackup::links::{DriverEvent, DriverState, LinkDrivers, Timeouts};
 use routebackup_tests::Netns;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -55,10 +59,10 @@ fn link(name: &str, interface: &str, driver: DriverConfig) -> LinkConfig {
 }
 
 fn command(up: &[&str], down: &[&str]) -> DriverConfig {
-    DriverConfig::Command {
+    DriverConfig::Command(Command {
         up: up.iter().map(ToString::to_string).collect(),
         down: down.iter().map(ToString::to_string).collect(),
-    }
+    })
 }
 
 fn quick() -> Timeouts {
@@ -185,9 +189,9 @@ fn interface_driver_toggles_admin_state() -> Result<()> {
     let dir = tmp.path().to_path_buf();
     in_netns(&ns, move || async move {
         let links = [
-            link("wan", "wan1", DriverConfig::Interface),
-            link("lte", "wwan0", DriverConfig::Interface),
-            link("hot", "wan1", DriverConfig::AlwaysUp),
+            link("wan", "wan1", DriverConfig::Interface(Interface)),
+            link("lte", "wwan0", DriverConfig::Interface(Interface)),
+            link("hot", "wan1", DriverConfig::AlwaysUp(AlwaysUp)),
         ];
         let (d, mut rx) = drivers(&links, &dir);
         assert_eq!(if_flags("wan1"), Some(0), "wan1 starts down");
@@ -407,10 +411,10 @@ fn pppd_link(name: &str, interface: &str, peer: &str, pppd_path: &Path) -> LinkC
     link(
         name,
         interface,
-        DriverConfig::Pppd {
+        DriverConfig::Pppd(Pppd {
             peer: peer.into(),
             pppd_path: pppd_path.to_path_buf(),
-        },
+        }),
     )
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::tables::TableNames;
-use super::{AttachMode, Config, DriverConfig, MatchMode};
+use super::{AttachMode, Config, MatchMode};
 
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -91,19 +91,9 @@ fn write_all(o: &mut String, c: &Config, names: &TableNames) -> std::fmt::Result
         writeln!(o, "[[link]]")?;
         writeln!(o, "name = {}", q(&l.name))?;
         writeln!(o, "interface = {}", q(&l.interface))?;
-        match &l.driver {
-            DriverConfig::AlwaysUp => writeln!(o, "driver = \"always-up\"")?,
-            DriverConfig::Interface => writeln!(o, "driver = \"interface\"")?,
-            DriverConfig::Command { up, down } => {
-                writeln!(o, "driver = \"command\"")?;
-                writeln!(o, "up = {}", list(up.iter().cloned()))?;
-                writeln!(o, "down = {}", list(down.iter().cloned()))?;
-            }
-            DriverConfig::Pppd { peer, pppd_path } => {
-                writeln!(o, "driver = \"pppd\"")?;
-                writeln!(o, "peer = {}", q(peer))?;
-                writeln!(o, "pppd_path = {}", q(&pppd_path.display().to_string()))?;
-            }
+        writeln!(o, "driver = {}", q(l.driver.name()))?;
+        for (key, value) in l.driver.normalised() {
+            writeln!(o, "{key} = {value}")?;
         }
         if let Some(g) = l.gateway_v4 {
             writeln!(o, "gateway = {}", q(&g.to_string()))?;

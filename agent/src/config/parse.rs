@@ -2,9 +2,10 @@
 //!
 //! Deserialisation goes through `Raw*` mirror types whose fields are wrapped in
 //! `toml::Spanned` so that semantic errors can point at the offending value.
-//! Every semantic problem found is reported, not only the first.
+//! Every semantic problem found is reported, not only the first. `[[link]]`
+//! is in `link.rs`, `[metrics]` and the hooks in `operator.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -18,12 +19,10 @@ use crate::ids::LinkId;
 
 use super::tables::TableNames;
 use super::{
-    AgentConfig, AttachMode, Config, ConfigError, DriverConfig, FastpathConfig, GroupConfig,
-    LinkConfig, MatchMode, Position, ProbeConfig, Problem, VerifyConfig, DEFAULT_CONTROL_SOCKET,
-    DEFAULT_PIN_PATH,
+    AgentConfig, AttachMode, Config, ConfigError, FastpathConfig, GroupConfig, MatchMode, Position,
+    ProbeConfig, Problem, DEFAULT_CONTROL_SOCKET, DEFAULT_PIN_PATH,
 };
 
-pub use crate::paths::DEFAULT_PPPD_PATH;
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_UP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,7 +39,9 @@ pub const MAX_IFNAME_LEN: usize = 15;
 
 type S<T> = Spanned<T>;
 
+mod link;
 mod operator;
+use link::{check_interfaces_unique, link_configs, RawLink};
 pub use operator::DEFAULT_HOOK_TIMEOUT;
 
 #[derive(Deserialize)]
@@ -72,34 +73,6 @@ struct RawAgent {
 struct RawFastpath {
     interfaces: Option<S<Vec<S<String>>>>,
     mode: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLink {
-    name: S<String>,
-    interface: S<String>,
-    driver: S<String>,
-    peer: Option<S<String>>,
-    pppd_path: Option<S<String>>,
-    up: Option<S<Vec<String>>>,
-    down: Option<S<Vec<String>>>,
-    gateway: Option<S<String>>,
-    gateway6: Option<S<String>>,
-    require_address: Option<bool>,
-    up_timeout: Option<S<toml::Value>>,
-    retry_interval: Option<S<toml::Value>>,
-    kernel_routes: Option<bool>,
-    route_metric: Option<S<i64>>,
-    prearm: Option<bool>,
-    verify: Option<S<RawVerify>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVerify {
-    target: Option<S<String>>,
-    timeout: Option<S<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -466,69 +439,6 @@ fn fastpath_config(rep: &mut Reporter, raw: Option<S<RawFastpath>>) -> FastpathC
     fp
 }
 
-fn link_configs(rep: &mut Reporter, raw: &[S<RawLink>]) -> Vec<LinkConfig> {
-    let mut out = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    for l in raw {
-        let l = l.get_ref();
-        let name = l.name.get_ref();
-        if !name_ok(rep, &l.name, "link") {
-            // reported
-        } else if !seen.insert(name.as_str()) {
-            rep.hinted(
-                l.name.span(),
-                format!("duplicate link name \"{name}\""),
-                "every [[link]] needs its own name",
-            );
-        }
-        ifname_ok(rep, &l.interface);
-        let driver = driver_config(rep, l);
-        let is_pppd = matches!(driver, Some(DriverConfig::Pppd { .. }));
-        // An always-up link is ready while the primary is up: that is what
-        // pre-arming is for. A dialled one is pre-armed only when asked.
-        let always_up = matches!(driver, Some(DriverConfig::AlwaysUp));
-        let (gateway_v4, gateway_v6) = gateways(rep, l);
-        let up_timeout =
-            positive_duration(rep, l.up_timeout.as_ref(), "up_timeout", DEFAULT_UP_TIMEOUT);
-        let retry_interval = positive_duration(
-            rep,
-            l.retry_interval.as_ref(),
-            "retry_interval",
-            DEFAULT_RETRY_INTERVAL,
-        );
-        let route_metric = match &l.route_metric {
-            None => DEFAULT_ROUTE_METRIC,
-            Some(m) => match u32::try_from(*m.get_ref()) {
-                Ok(v) => v,
-                Err(_) => {
-                    rep.hinted(
-                        m.span(),
-                        "route_metric must be between 0 and 4294967295",
-                        "e.g. route_metric = 1024",
-                    );
-                    DEFAULT_ROUTE_METRIC
-                }
-            },
-        };
-        let verify = l.verify.as_ref().and_then(|v| verify_config(rep, name, v));
-        out.push(LinkConfig {
-            name: name.clone(),
-            interface: l.interface.get_ref().clone(),
-            driver: driver.unwrap_or(DriverConfig::AlwaysUp),
-            gateway_v4,
-            gateway_v6,
-            require_address: l.require_address.unwrap_or(is_pppd),
-            up_timeout,
-            retry_interval,
-            kernel_routes: l.kernel_routes.unwrap_or(false),
-            route_metric,
-            verify,
-            prearm: l.prearm.unwrap_or(always_up),
-        });
-    }
-    out
-}
-
 fn positive_duration(
     rep: &mut Reporter,
     v: Option<&S<toml::Value>>,
@@ -565,164 +475,6 @@ fn name_ok(rep: &mut Reporter, name: &S<String>, what: &str) -> bool {
         return false;
     }
     true
-}
-
-const DRIVER_KEYS: &[(&str, &[&str])] = &[
-    ("pppd", &["peer", "pppd_path"]),
-    ("command", &["up", "down"]),
-    ("interface", &[]),
-    ("always-up", &[]),
-];
-
-fn driver_config(rep: &mut Reporter, l: &RawLink) -> Option<DriverConfig> {
-    let driver = l.driver.get_ref().as_str();
-    let Some((_, allowed)) = DRIVER_KEYS.iter().find(|(d, _)| *d == driver) else {
-        rep.hinted(
-            l.driver.span(),
-            format!("link \"{}\": unknown driver \"{driver}\"", l.name.get_ref()),
-            "driver is one of: pppd, command, interface, always-up",
-        );
-        return None;
-    };
-    let present: [(&str, Option<Range<usize>>); 4] = [
-        ("peer", l.peer.as_ref().map(Spanned::span)),
-        ("pppd_path", l.pppd_path.as_ref().map(Spanned::span)),
-        ("up", l.up.as_ref().map(Spanned::span)),
-        ("down", l.down.as_ref().map(Spanned::span)),
-    ];
-    let mut ok = true;
-    for (key, span) in present {
-        if let Some(span) = span {
-            if !allowed.contains(&key) {
-                let owner = DRIVER_KEYS
-                    .iter()
-                    .find(|(_, keys)| keys.contains(&key))
-                    .map_or("?", |(d, _)| *d);
-                rep.hinted(
-                    span,
-                    format!(
-                        "link \"{}\": key `{key}` does not apply to driver \"{driver}\"",
-                        l.name.get_ref()
-                    ),
-                    format!("`{key}` is for driver \"{owner}\"; remove it or change the driver"),
-                );
-                ok = false;
-            }
-        }
-    }
-    let d = match driver {
-        "pppd" => {
-            let Some(peer) = &l.peer else {
-                rep.hinted(
-                    l.driver.span(),
-                    format!(
-                        "link \"{}\": driver \"pppd\" needs `peer`",
-                        l.name.get_ref()
-                    ),
-                    "add peer = \"NAME\" (a file in /etc/ppp/peers)",
-                );
-                return None;
-            };
-            if peer.get_ref().is_empty() || peer.get_ref().contains('/') {
-                rep.hinted(
-                    peer.span(),
-                    "peer must be a file name in /etc/ppp/peers",
-                    "e.g. peer = \"lte\"",
-                );
-                ok = false;
-            }
-            let pppd_path = match &l.pppd_path {
-                Some(p) => absolute_path(rep, p, "pppd_path"),
-                None => PathBuf::from(DEFAULT_PPPD_PATH),
-            };
-            DriverConfig::Pppd {
-                peer: peer.get_ref().clone(),
-                pppd_path,
-            }
-        }
-        "command" => {
-            let Some(up) = &l.up else {
-                rep.hinted(
-                    l.driver.span(),
-                    format!(
-                        "link \"{}\": driver \"command\" needs `up`",
-                        l.name.get_ref()
-                    ),
-                    "add up = [\"/path/to/program\", \"arg\", ...] (run without a shell)",
-                );
-                return None;
-            };
-            if up.get_ref().first().is_none_or(String::is_empty) {
-                rep.hinted(
-                    up.span(),
-                    "`up` needs at least a program",
-                    "e.g. up = [\"/usr/local/sbin/lte-up\"]",
-                );
-                ok = false;
-            }
-            let down = l
-                .down
-                .as_ref()
-                .map(|d| d.get_ref().clone())
-                .unwrap_or_default();
-            if let Some(d) = &l.down {
-                if d.get_ref().first().is_some_and(String::is_empty) {
-                    rep.hinted(
-                        d.span(),
-                        "`down` starts with an empty program name",
-                        "e.g. down = [\"/usr/local/sbin/lte-down\"]",
-                    );
-                    ok = false;
-                }
-            }
-            DriverConfig::Command {
-                up: up.get_ref().clone(),
-                down,
-            }
-        }
-        "interface" => DriverConfig::Interface,
-        _ => DriverConfig::AlwaysUp,
-    };
-    ok.then_some(d)
-}
-
-fn gateways(
-    rep: &mut Reporter,
-    l: &RawLink,
-) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
-    let mut v4 = None;
-    let mut v6 = None;
-    if let Some(g) = &l.gateway {
-        match g.get_ref().parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) => v4 = Some(a),
-            Ok(IpAddr::V6(a)) => v6 = Some(a),
-            Err(_) => rep.hinted(
-                g.span(),
-                format!("gateway \"{}\" is not an IP address", g.get_ref()),
-                "e.g. gateway = \"10.0.3.2\" (an address, no prefix length)",
-            ),
-        }
-    }
-    if let Some(g) = &l.gateway6 {
-        match g.get_ref().parse::<IpAddr>() {
-            Ok(IpAddr::V6(a)) => {
-                if v6.is_some() {
-                    rep.hinted(
-                        g.span(),
-                        "both gateway and gateway6 are IPv6 addresses",
-                        "use gateway for the IPv4 next hop and gateway6 for the IPv6 one",
-                    );
-                }
-                v6 = Some(a);
-            }
-            _ => rep.hinted(
-                g.span(),
-                format!("gateway6 \"{}\" is not an IPv6 address", g.get_ref()),
-                "e.g. gateway6 = \"fe80::1\"",
-            ),
-        }
-    }
-    (v4, v6)
 }
 
 fn group_configs(
@@ -895,27 +647,6 @@ fn group_configs(
     out
 }
 
-/// A link's `verify = { ... }`.
-fn verify_config(rep: &mut Reporter, link: &str, raw: &S<RawVerify>) -> Option<VerifyConfig> {
-    let v = raw.get_ref();
-    let timeout = positive_duration(
-        rep,
-        v.timeout.as_ref(),
-        "verify.timeout",
-        DEFAULT_VERIFY_TIMEOUT,
-    );
-    let Some(t) = &v.target else {
-        rep.hinted(
-            raw.span(),
-            format!("the verify of link \"{link}\" has no target"),
-            "add target = \"198.51.100.1\" (a host the link must reach, that answers echo requests)",
-        );
-        return None;
-    };
-    let target = probe_target(rep, t, &format!("link \"{link}\""))?;
-    Some(VerifyConfig { target, timeout })
-}
-
 /// A probe or verify target: a unicast address.
 fn probe_target(rep: &mut Reporter, t: &S<String>, whose: &str) -> Option<IpAddr> {
     match t.get_ref().trim().parse::<IpAddr>() {
@@ -1061,26 +792,6 @@ fn segment(rep: &mut Reporter, s: &S<String>) -> Option<IpNet> {
                 );
             }
             None
-        }
-    }
-}
-
-/// Two links on one interface cannot work: each link brings its interface up
-/// and down on its own.
-fn check_interfaces_unique(rep: &mut Reporter, raw: &[S<RawLink>]) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for l in raw {
-        let l = l.get_ref();
-        let iface = l.interface.get_ref().as_str();
-        if let Some(other) = seen.insert(iface, l.name.get_ref().as_str()) {
-            rep.hinted(
-                l.interface.span(),
-                format!(
-                    "links \"{other}\" and \"{}\" both use interface \"{iface}\"",
-                    l.name.get_ref()
-                ),
-                "each [[link]] needs its own interface",
-            );
         }
     }
 }

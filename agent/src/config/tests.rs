@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::links::driver::command::Command;
+use crate::links::driver::pppd::Pppd;
 
 const BASE: &str = r#"
 [fastpath]
@@ -66,10 +68,10 @@ fn defaults_are_filled_in() {
     let lte = &c.links[LinkId(0)];
     assert_eq!(
         lte.driver,
-        DriverConfig::Pppd {
+        DriverConfig::Pppd(Pppd {
             peer: "lte".into(),
             pppd_path: PathBuf::from("/usr/sbin/pppd")
-        }
+        })
     );
     assert!(lte.require_address, "pppd links need an address by default");
     assert_eq!(lte.up_timeout, Duration::from_secs(30));
@@ -145,10 +147,10 @@ deactivate_delay = "0s"
     assert_eq!(c.fastpath.mode, AttachMode::XdpGeneric);
     assert_eq!(
         c.links[LinkId(0)].driver,
-        DriverConfig::Command {
+        DriverConfig::Command(Command {
             up: vec!["/usr/local/bin/up".into(), "--fast".into()],
             down: vec![]
-        }
+        })
     );
     assert_eq!(
         c.links[LinkId(0)].gateway_v4,
@@ -476,6 +478,22 @@ fn normalised_round_trips() {
     let again =
         parse(&text).unwrap_or_else(|e| panic!("normalised output does not parse: {e}\n{text}"));
     assert_eq!(again, c);
+}
+
+#[test]
+fn command_links_round_trip() {
+    let text = BASE.replace(
+        "driver = \"interface\"",
+        "driver = \"command\"\nup = [\"/usr/local/bin/up\", \"a \\\"b\\\"\"]",
+    );
+    let c = parse(&text).expect("parses");
+    let normal = c.normalised();
+    assert!(
+        normal
+            .contains("driver = \"command\"\nup = [\"/usr/local/bin/up\", 'a \"b\"']\ndown = []\n"),
+        "{normal}"
+    );
+    assert_eq!(parse(&normal).expect("normalised parses"), c);
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //!
 //! Choices where the brief left room:
 //! - `always-up` links never get `LinkUp` or `LinkDown`; the engine only waits
-//!   (up to `up_timeout`) for their interface to be ready.
+//!   (up to `up_timeout`) for their interface to be ready. That is all the
+//!   engine knows of a link's driver: its `Profile` (`always_up`), never
+//!   which driver it is.
 //! - A link whose interface is already ready when a group picks it is used at
 //!   once, without `LinkUp` (it is released with `LinkDown` as usual), unless
 //!   a session of ours on it failed or was released since: then the
@@ -47,7 +49,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig, MatchMode, VerifyConfig};
+use crate::config::{Config, GroupConfig, LinkConfig, MatchMode, VerifyConfig};
 use crate::ids::Slots;
 use crate::model::{
     Action, EngineStatus, Event, GroupId, GroupState, GroupStatus, HoldingRoute, LinkId, LinkState,
@@ -190,7 +192,7 @@ impl LinkRt {
         LinkRt {
             name: l.name.clone(),
             interface: l.interface.clone(),
-            always_up: matches!(l.driver, DriverConfig::AlwaysUp),
+            always_up: l.driver.profile().always_up,
             require_address: l.require_address,
             up_timeout: l.up_timeout,
             gateway_v4: l.gateway_v4,

@@ -50,7 +50,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::{Config, DriverConfig, GroupConfig, LinkConfig};
+use crate::config::{Config, GroupConfig, LinkConfig};
 use crate::model::{Action, GroupId, GroupState, LinkId, Millis, Notice, Timer};
 
 use super::links::steer_action;
@@ -129,7 +129,7 @@ fn keeps_link(old: &LinkRt, new: Option<&LinkConfig>) -> bool {
     new.is_some_and(|n| {
         n.name == old.name
             && n.interface == old.interface
-            && matches!(n.driver, DriverConfig::AlwaysUp) == old.always_up
+            && n.driver.profile().always_up == old.always_up
     })
 }
 

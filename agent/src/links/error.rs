@@ -44,31 +44,35 @@ pub enum LinkError {
         source: io::Error,
     },
 
-    #[error("{role} has an empty argv (give the program and its arguments in {})", role.config_key())]
-    EmptyArgv { role: Role },
+    #[error("{role} has an empty argv (give the program and its arguments in {})", role.config_key)]
+    EmptyArgv { role: &'static Role },
 
-    #[error("cannot run {role} `{program}`{}", spawn_fix(*.role, .program, .source))]
+    #[error("cannot run {role} `{program}`{}", spawn_fix(.role, .program, .source))]
     Spawn {
-        role: Role,
+        role: &'static Role,
         program: String,
         source: io::Error,
     },
 
     #[error("{role} `{program}` exited before it could be supervised")]
-    ExitedAtStart { role: Role, program: String },
+    ExitedAtStart {
+        role: &'static Role,
+        program: String,
+    },
 
     #[error("{role} `{program}`: cannot wait for the process")]
     Wait {
-        role: Role,
+        role: &'static Role,
         program: String,
         source: io::Error,
     },
 
-    /// A non-zero exit or death by a signal; `meaning` explains pppd's exit
-    /// codes, `stderr_tail` quotes the program's last stderr lines.
+    /// A non-zero exit or death by a signal; `meaning` explains the exit
+    /// code where the program's role knows it (pppd's), `stderr_tail`
+    /// quotes the program's last stderr lines.
     #[error("{role} `{program}` {}", ended(*.status, *.meaning, .stderr_tail))]
     Exited {
-        role: Role,
+        role: &'static Role,
         program: String,
         status: ExitStatus,
         meaning: Option<&'static str>,
@@ -77,7 +81,7 @@ pub enum LinkError {
 
     #[error("{role} `{program}` did not finish within {}; killed it", humantime::format_duration(*.limit))]
     Timeout {
-        role: Role,
+        role: &'static Role,
         program: String,
         limit: Duration,
     },
@@ -106,8 +110,8 @@ fn netadmin_fix(e: &io::Error) -> &'static str {
     }
 }
 
-fn spawn_fix(role: Role, program: &str, e: &io::Error) -> String {
-    let key = role.config_key();
+fn spawn_fix(role: &Role, program: &str, e: &io::Error) -> String {
+    let key = role.config_key;
     match e.kind() {
         io::ErrorKind::NotFound if Path::new(program).is_absolute() => {
             format!(" (check the path in {key})")
@@ -157,11 +161,12 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     use super::*;
+    use crate::links::driver::{command, pppd};
 
     #[test]
     fn missing_program_names_it_the_os_error_and_the_config_key() {
         let e = LinkError::Spawn {
-            role: Role::UpCommand,
+            role: &command::UP,
             program: "/nonexistent/dialer".into(),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
@@ -176,10 +181,10 @@ mod tests {
     #[test]
     fn exits_quote_meaning_and_stderr() {
         let e = LinkError::Exited {
-            role: Role::Pppd,
+            role: &pppd::PPPD,
             program: "/usr/sbin/pppd".into(),
             status: ExitStatus::from_raw(16 << 8),
-            meaning: super::super::pppd::exit_meaning(16),
+            meaning: pppd::exit_meaning(16),
             stderr_tail: "Modem hangup".into(),
         };
         assert_eq!(
@@ -188,7 +193,7 @@ mod tests {
              hanging up): Modem hangup"
         );
         let e = LinkError::Exited {
-            role: Role::UpCommand,
+            role: &command::UP,
             program: "sh".into(),
             status: ExitStatus::from_raw(libc::SIGKILL),
             meaning: None,

@@ -16,22 +16,15 @@
 //! promptly (SIGTERM to its process group, SIGKILL after
 //! [`Timeouts::term_grace`]).
 //!
-//! Drivers (`config::DriverConfig`):
-//! - `always-up`: nothing to do; `down` never takes it down.
-//! - `interface`: set the interface administratively up / down.
-//! - `command`: run `up` without a shell, with `ROUTEBACKUP_LINK`,
-//!   `ROUTEBACKUP_GROUP` and `ROUTEBACKUP_INTERFACE` in its environment. It may
-//!   exit 0 (the link is then judged by its interface) or keep running (it is
-//!   supervised: a non-zero exit or death by a signal is reported as a
-//!   failure; exit 0 never is). `down` stops a still-running `up`, then runs
-//!   the `down` argv (bounded by [`Timeouts::down_command`]).
-//! - `pppd`: `pppd call <peer> nodetach ifname <if> linkname <link>`,
-//!   supervised: any exit not caused by us is a failure, explained with
-//!   pppd's exit code meaning.
+//! The drivers themselves (`always-up`, `interface`, `command`, `pppd`) are
+//! plug-ins, one module each under [`driver`], which owns a driver's config
+//! keys, checks, normalised form and `up`/`down`; this module only runs them
+//! on each link's task. It does not depend on `config`, which depends on
+//! [`driver`] for the drivers' keys and settings: a link's settings come
+//! through [`LinkSpec`].
 
+pub mod driver;
 mod error;
-pub mod interface;
-pub mod pppd;
 pub mod process;
 
 use std::path::PathBuf;
@@ -41,11 +34,19 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{DriverConfig, LinkConfig};
 use crate::ids::Slots;
 use crate::model::LinkId;
+use driver::DriverConfig;
 pub use error::LinkError;
 use process::{Role, Spawned};
+
+/// What the drivers need of a link's configuration (`config::LinkConfig`
+/// implements it).
+pub trait LinkSpec {
+    fn name(&self) -> &str;
+    fn interface(&self) -> &str;
+    fn driver(&self) -> &DriverConfig;
+}
 
 /// What a driver tells the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,20 +129,20 @@ impl LinkDrivers {
     /// netlink sockets are created in the calling thread's network namespace
     /// when the runtime is a current-thread one).
     pub fn new(
-        links: &Slots<LinkId, LinkConfig>,
+        links: &Slots<LinkId, impl LinkSpec>,
         reports: mpsc::UnboundedSender<DriverEvent>,
     ) -> LinkDrivers {
         Self::with_options(
             links,
             reports,
             Timeouts::default(),
-            PathBuf::from(pppd::DEFAULT_PID_DIR),
+            PathBuf::from(driver::pppd::DEFAULT_PID_DIR),
         )
     }
 
     /// Like `new` with explicit time bounds and pppd pid-file directory.
     pub fn with_options(
-        links: &Slots<LinkId, LinkConfig>,
+        links: &Slots<LinkId, impl LinkSpec>,
         reports: mpsc::UnboundedSender<DriverEvent>,
         timeouts: Timeouts,
         pppd_pid_dir: PathBuf,
@@ -160,12 +161,14 @@ impl LinkDrivers {
 
     /// Starts the driver of `link` (a reload added it), replacing whatever
     /// the slot held (slots in between stay without a driver).
-    pub fn add(&mut self, link: LinkId, cfg: &LinkConfig) {
+    pub fn add(&mut self, link: LinkId, cfg: &impl LinkSpec) {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(DriverState::Idle));
-        let driver = Driver {
+        let task = Task {
             id: link,
-            cfg: cfg.clone(),
+            name: cfg.name().to_string(),
+            interface: cfg.interface().to_string(),
+            driver: cfg.driver().clone(),
             timeouts: self.timeouts,
             pppd_pid_dir: self.pppd_pid_dir.clone(),
             state: state.clone(),
@@ -175,11 +178,11 @@ impl LinkDrivers {
             attempt: 0,
             netlink: None,
         };
-        tokio::spawn(driver.run(rx));
+        tokio::spawn(task.run(rx));
         self.slots.set(
             link,
             Some(Slot {
-                name: cfg.name.clone(),
+                name: cfg.name().to_string(),
                 tx,
                 state,
             }),
@@ -255,20 +258,25 @@ impl LinkDrivers {
     }
 }
 
-/// What runs under supervision: the `up` command or pppd.
+/// What runs under supervision: a long-running `up` command, pppd.
 struct Supervised {
     spawned: Spawned,
-    role: Role,
+    role: &'static Role,
     program: String,
     /// The attempt that started it (its exit is reported with this id).
     attempt: u64,
 }
 
-/// One link's driver task.
-struct Driver {
+/// One link's task: carries out its requests in order with the link's
+/// driver, which reads its fields and calls its methods (`set_state`,
+/// `fail`, `spawn`, `stop_child`, `netlink`, `env`).
+struct Task {
     id: LinkId,
-    cfg: LinkConfig,
+    name: String,
+    interface: String,
+    driver: DriverConfig,
     timeouts: Timeouts,
+    /// Where pppd writes its pid files (the pppd driver's; tests move it).
     pppd_pid_dir: PathBuf,
     state: Arc<Mutex<DriverState>>,
     reports: mpsc::UnboundedSender<DriverEvent>,
@@ -287,7 +295,7 @@ async fn wait_child(child: &mut Option<Supervised>) -> std::io::Result<std::proc
     }
 }
 
-impl Driver {
+impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
         loop {
             tokio::select! {
@@ -324,7 +332,7 @@ impl Driver {
     /// Reports that attempt `attempt` failed.
     fn fail(&self, attempt: u64, error: &LinkError) {
         let error = error.text();
-        tracing::warn!(link = %self.cfg.name, attempt, "{error}");
+        tracing::warn!(link = %self.name, attempt, "{error}");
         let _ = self.reports.send(DriverEvent::Failed {
             link: self.id,
             attempt,
@@ -334,9 +342,9 @@ impl Driver {
 
     fn env(&self) -> [(&'static str, &str); 3] {
         [
-            ("ROUTEBACKUP_LINK", self.cfg.name.as_str()),
+            ("ROUTEBACKUP_LINK", self.name.as_str()),
             ("ROUTEBACKUP_GROUP", self.group.as_str()),
-            ("ROUTEBACKUP_INTERFACE", self.cfg.interface.as_str()),
+            ("ROUTEBACKUP_INTERFACE", self.interface.as_str()),
         ]
     }
 
@@ -351,61 +359,23 @@ impl Driver {
 
     async fn up(&mut self, group: String, attempt: u64) {
         if let Some(c) = &mut self.child {
-            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.role);
+            tracing::info!(link = %self.name, pid = c.spawned.pid, "up requested while its {} runs; nothing to do", c.role);
             // Its exit now ends the new attempt.
             c.attempt = attempt;
             return;
         }
         self.group = group;
         self.attempt = attempt;
-        match self.cfg.driver.clone() {
-            DriverConfig::AlwaysUp => self.set_state(DriverState::Up),
-            DriverConfig::Interface => {
-                let name = self.cfg.interface.clone();
-                let res = match self.netlink() {
-                    Ok(h) => interface::set_admin_state(&h, &name, true).await,
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(()) => {
-                        tracing::info!(link = %self.cfg.name, "set interface {name} up");
-                        self.set_state(DriverState::Up);
-                    }
-                    Err(e) => {
-                        self.set_state(DriverState::Idle);
-                        self.fail(attempt, &e);
-                    }
-                }
-            }
-            DriverConfig::Command { up, .. } => {
-                if up.is_empty() {
-                    self.set_state(DriverState::Up);
-                    return;
-                }
-                if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
-                    tracing::info!(link = %self.cfg.name, pid, "an up command for this link already runs (left by an earlier agent); not starting another");
-                    self.set_state(DriverState::Running { pid });
-                    return;
-                }
-                self.spawn(&up, Role::UpCommand);
-            }
-            DriverConfig::Pppd { peer, pppd_path } => {
-                if let Some(pid) = pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) {
-                    tracing::info!(link = %self.cfg.name, pid, "a pppd for this link already runs (left by an earlier agent); not starting another");
-                    self.set_state(DriverState::Up);
-                    return;
-                }
-                let argv = pppd::argv(&pppd_path, &peer, &self.cfg.interface, &self.cfg.name);
-                self.spawn(&argv, Role::Pppd);
-            }
-        }
+        let driver = self.driver.clone();
+        driver.up(self).await;
     }
 
-    fn spawn(&mut self, argv: &[String], role: Role) {
+    /// Starts `argv` as the supervised process of the current attempt.
+    fn spawn(&mut self, argv: &[String], role: &'static Role) {
         let env = self.env();
         // pppd and a long-running up command survive the agent (a crash, or a
         // stop with kept links); see Spawned::start.
-        match Spawned::start(argv, &env, &self.cfg.name, role, true) {
+        match Spawned::start(argv, &env, &self.name, role, true) {
             Ok(spawned) => {
                 self.set_state(DriverState::Running { pid: spawned.pid });
                 let program = argv.first().cloned().unwrap_or_default();
@@ -443,16 +413,13 @@ impl Driver {
                 return;
             }
         };
-        if c.role == Role::UpCommand && status.success() {
-            tracing::info!(link = %self.cfg.name, "up command `{}` finished; the link is judged by its interface", c.program);
+        if c.role.may_finish && status.success() {
+            tracing::info!(link = %self.name, "{} `{}` finished; the link is judged by its interface", c.role, c.program);
             self.set_state(DriverState::Up);
             return;
         }
         let stderr_tail = c.spawned.stderr_tail().await;
-        let meaning = match c.role {
-            Role::Pppd => status.code().and_then(pppd::exit_meaning),
-            Role::UpCommand | Role::DownCommand => None,
-        };
+        let meaning = status.code().and_then(c.role.exit_meaning);
         self.set_state(DriverState::Idle);
         self.fail(
             c.attempt,
@@ -468,53 +435,12 @@ impl Driver {
 
     async fn down(&mut self) {
         self.set_state(DriverState::Stopping);
-        match self.cfg.driver.clone() {
-            DriverConfig::AlwaysUp => {
-                tracing::debug!(link = %self.cfg.name, "always-up link: down is a no-op");
-            }
-            DriverConfig::Interface => {
-                let name = self.cfg.interface.clone();
-                let res = match self.netlink() {
-                    Ok(h) => interface::set_admin_state(&h, &name, false).await,
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(()) => tracing::info!(link = %self.cfg.name, "set interface {name} down"),
-                    Err(e) => {
-                        tracing::warn!(link = %self.cfg.name, "taking the link down: {}", e.text());
-                    }
-                }
-            }
-            DriverConfig::Command { down, .. } => {
-                if !self.stop_child().await {
-                    if let Some(pid) = process::find_kept(&self.cfg.name, &self.cfg.interface) {
-                        process::stop_kept(&self.cfg.name, pid, self.timeouts.term_grace).await;
-                    }
-                }
-                if !down.is_empty() {
-                    let env = self.env();
-                    if let Err(e) = process::run_bounded(
-                        &down,
-                        &env,
-                        &self.cfg.name,
-                        Role::DownCommand,
-                        self.timeouts.down_command,
-                    )
-                    .await
-                    {
-                        tracing::warn!(link = %self.cfg.name, "{}", e.text());
-                    }
-                }
-            }
-            DriverConfig::Pppd { .. } => {
-                if !self.stop_child().await {
-                    self.stop_orphan_pppd().await;
-                }
-            }
-        }
-        self.set_state(match self.cfg.driver {
-            DriverConfig::AlwaysUp => DriverState::Up,
-            _ => DriverState::Idle,
+        let driver = self.driver.clone();
+        driver.down(self).await;
+        self.set_state(if driver.profile().always_up {
+            DriverState::Up
+        } else {
+            DriverState::Idle
         });
     }
 
@@ -523,46 +449,22 @@ impl Driver {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "stopping {}", c.role);
+        tracing::info!(link = %self.name, pid = c.spawned.pid, "stopping {}", c.role);
         match c.spawned.terminate(self.timeouts.term_grace).await {
             Some(status) => {
-                tracing::info!(link = %self.cfg.name, "{} stopped ({status})", c.role);
+                tracing::info!(link = %self.name, "{} stopped ({status})", c.role);
             }
             None => {
-                tracing::warn!(link = %self.cfg.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.role);
+                tracing::warn!(link = %self.name, pid = c.spawned.pid, "{} could not be reaped after SIGKILL", c.role);
             }
         }
         true
     }
 
-    /// A pppd for this link started by an earlier agent (kept across a restart).
-    async fn stop_orphan_pppd(&mut self) {
-        let Some(pid) = pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) else {
-            return;
-        };
-        tracing::info!(link = %self.cfg.name, pid, "stopping the pppd left by an earlier agent");
-        let Ok(p) = libc::pid_t::try_from(pid) else {
-            return;
-        };
-        // SAFETY: kill(2) on a pid verified to be our link's pppd.
-        unsafe { libc::kill(p, libc::SIGTERM) };
-        let deadline = tokio::time::Instant::now() + self.timeouts.term_grace;
-        while tokio::time::Instant::now() < deadline {
-            if !process::is_running(pid) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if pppd::running_pid(&self.pppd_pid_dir, &self.cfg.name) == Some(pid) {
-            // SAFETY: as above, re-verified.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-    }
-
     /// Agent exit keeping the link: let a supervised process run on unsupervised.
     fn keep(&mut self) {
         if let Some(c) = self.child.take() {
-            tracing::info!(link = %self.cfg.name, pid = c.spawned.pid, "leaving {} running (links kept)", c.role);
+            tracing::info!(link = %self.name, pid = c.spawned.pid, "leaving {} running (links kept)", c.role);
         }
     }
 }

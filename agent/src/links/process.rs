@@ -1,4 +1,5 @@
-//! Child processes of the link drivers: the `up`/`down` commands and pppd.
+//! Child processes of the link drivers: the programs a driver runs (`up`
+//! and `down` commands, pppd), each named by the driver's [`Role`] for it.
 //!
 //! Every child runs in its own process group (so a shell script and the
 //! programs it started are signalled together), without a shell, with its
@@ -26,46 +27,27 @@ const STDERR_LINE_MAX: usize = 300;
 /// background grandchild may keep the pipe open forever).
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
 
-/// Which configured program a child is: names it in logs and errors, and
-/// says where the operator configures it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    UpCommand,
-    DownCommand,
-    Pppd,
-}
-
-impl Role {
-    /// The link setting that holds this program's path.
-    pub fn config_key(self) -> &'static str {
-        match self {
-            Role::UpCommand => "`up = [...]`",
-            Role::DownCommand => "`down = [...]`",
-            Role::Pppd => "`pppd_path`",
-        }
-    }
-
+/// Which configured program a child is: names it in logs and errors, says
+/// where the operator configures it, and how to read its exit. Each driver
+/// defines the roles of the programs it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Role {
+    /// How logs and errors name it ("up command").
+    pub what: &'static str,
+    /// The link setting that holds the program's path ("`up = [...]`").
+    pub config_key: &'static str,
     /// `ROUTEBACKUP_ROLE` in the process's environment.
-    fn env_name(self) -> &'static str {
-        match self {
-            Role::UpCommand => "up",
-            Role::DownCommand => "down",
-            Role::Pppd => "pppd",
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            Role::UpCommand => "up command",
-            Role::DownCommand => "down command",
-            Role::Pppd => "pppd",
-        }
-    }
+    pub env_name: &'static str,
+    /// Exiting 0 while supervised finishes its work (the link is then
+    /// judged by its interface) instead of ending the link.
+    pub may_finish: bool,
+    /// What an exit status means, quoted in the error (pppd's exit codes).
+    pub exit_meaning: fn(i32) -> Option<&'static str>,
 }
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.what())
+        f.write_str(self.what)
     }
 }
 
@@ -88,18 +70,18 @@ impl Spawned {
         argv: &[String],
         env: &[(&str, &str)],
         link: &str,
-        role: Role,
+        role: &'static Role,
         ignore_sigpipe: bool,
     ) -> Result<Spawned, LinkError> {
-        let what = role.what();
+        let what = role.what;
         let Some((program, args)) = argv.split_first() else {
             return Err(LinkError::EmptyArgv { role });
         };
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
-            // Lets the next agent find a kept `up` command (`find_kept`).
-            .env("ROUTEBACKUP_ROLE", role.env_name())
+            // Lets the next agent find a kept `up` command (`command::find_kept`).
+            .env("ROUTEBACKUP_ROLE", role.env_name)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -230,46 +212,6 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
-/// A long-running `up` command of `link` left by an earlier agent (killed or
-/// stopped with `--keep-fastpath`): a process-group leader in this network
-/// namespace whose environment names the link and its interface, as
-/// `Spawned::start` set it. A pid reused by a stranger lacks that
-/// environment, so it is never mistaken for one.
-pub fn find_kept(link: &str, interface: &str) -> Option<u32> {
-    let want_link = format!("ROUTEBACKUP_LINK={link}");
-    let want_if = format!("ROUTEBACKUP_INTERFACE={interface}");
-    let our_netns = std::fs::metadata("/proc/self/ns/net").ok()?;
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || !is_group_leader(pid) || !is_running(pid) {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        let has = |v: &str| vars.contains(&v.as_bytes());
-        if !(has(&want_link) && has(&want_if) && has("ROUTEBACKUP_ROLE=up")) {
-            continue;
-        }
-        let same_netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt as _;
-            m.ino() == our_netns.ino() && m.dev() == our_netns.dev()
-        });
-        if same_netns {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// Field `n` (1-based, n >= 3) of /proc/<pid>/stat.
 fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -281,7 +223,7 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
 }
 
 /// True if `pid` leads its process group (field 5 of /proc/<pid>/stat).
-fn is_group_leader(pid: u32) -> bool {
+pub fn is_group_leader(pid: u32) -> bool {
     stat_field(pid, 5).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
 }
 
@@ -291,32 +233,13 @@ pub fn is_running(pid: u32) -> bool {
     stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
 }
 
-/// Stops a kept `up` command found by [`find_kept`]: SIGTERM to its group,
-/// SIGKILL after `grace` if the leader still runs.
-pub async fn stop_kept(link: &str, pid: u32, grace: Duration) {
-    tracing::info!(
-        link,
-        pid,
-        "stopping the up command left by an earlier agent"
-    );
-    signal_group(pid, libc::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        if !is_running(pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    signal_group(pid, libc::SIGKILL);
-}
-
 /// Runs `argv` to completion with `env`, bounded by `timeout` (the process
 /// group is killed when it runs over).
 pub async fn run_bounded(
     argv: &[String],
     env: &[(&str, &str)],
     link: &str,
-    role: Role,
+    role: &'static Role,
     timeout: Duration,
 ) -> Result<(), LinkError> {
     let mut spawned = Spawned::start(argv, env, link, role, false)?;
@@ -332,7 +255,7 @@ pub async fn run_bounded(
                     role,
                     program,
                     status,
-                    meaning: None,
+                    meaning: status.code().and_then(role.exit_meaning),
                     stderr_tail: spawned.stderr_tail().await,
                 })
             }
@@ -398,6 +321,5 @@ mod tests {
             Some(std::os::unix::process::parent_id().to_string())
         );
         assert!(!is_running(u32::MAX));
-        assert_eq!(find_kept("no-such-link-here", "nope0"), None);
     }
 }

@@ -367,9 +367,7 @@ fn run(events: Vec<Event>) -> Result<usize, TestCaseError> {
     let mut reference = Reference::default();
     let mut steered: HashMap<GroupId, (LinkId, u32)> = HashMap::new();
     let mut synced = false;
-    let always_up = cfg
-        .links
-        .map(|l| matches!(l.driver, crate::config::DriverConfig::AlwaysUp));
+    let always_up = cfg.links.map(|l| l.driver.profile().always_up);
     // The kernel keeps interface names unique: free a name before reusing it.
     let mut expanded = Vec::new();
     let mut live: HashMap<u32, String> = HashMap::new();

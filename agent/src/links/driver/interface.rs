@@ -1,11 +1,59 @@
-//! Administrative state of an existing interface, over rtnetlink.
+//! `driver = "interface"`: an existing interface, set administratively up
+//! by `up` and down by `down`, over rtnetlink.
 
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkUnspec};
 
-use super::LinkError;
+use super::{Driver, Keys, Problems, Profile, Task};
+use crate::links::{DriverState, LinkError};
+
+/// The interface driver (no settings: the link's `interface` is all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interface;
+
+impl Driver for Interface {
+    const NAME: &'static str = "interface";
+    const PROFILE: Profile = Profile {
+        always_up: false,
+        needs_address: false,
+    };
+
+    fn check(_: &Keys<'_>, _: &mut dyn Problems) -> Option<Interface> {
+        Some(Interface)
+    }
+
+    async fn up(&self, task: &mut Task) {
+        let name = task.interface.clone();
+        match set(task, true).await {
+            Ok(()) => {
+                tracing::info!(link = %task.name, "set interface {name} up");
+                task.set_state(DriverState::Up);
+            }
+            Err(e) => {
+                task.set_state(DriverState::Idle);
+                task.fail(task.attempt, &e);
+            }
+        }
+    }
+
+    async fn down(&self, task: &mut Task) {
+        let name = task.interface.clone();
+        match set(task, false).await {
+            Ok(()) => tracing::info!(link = %task.name, "set interface {name} down"),
+            Err(e) => {
+                tracing::warn!(link = %task.name, "taking the link down: {}", e.text());
+            }
+        }
+    }
+}
+
+/// Sets the link's interface administratively up or down.
+async fn set(task: &mut Task, up: bool) -> Result<(), LinkError> {
+    let handle = task.netlink()?;
+    set_admin_state(&handle, &task.interface, up).await
+}
 
 /// Netlink requests are local and fast; this only guards against a wedged socket.
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
